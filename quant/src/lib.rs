@@ -1,0 +1,16 @@
+//! # octet-quant
+//!
+//! Octet's quantization core, shared by the vector database and the weight tools:
+//! vector codecs (f32, f16, bf16, float8, int8, sign bits), PCA, the transform codec,
+//! distance kernels with scalar twins, and (later) weight compression and the
+//! checkpoint format. No I/O servers, no async runtime.
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod error;
+pub mod kernels;
+pub mod metric;
+
+pub use codec::{CodecKind, CodecSpec, ElementSpec, ScalarQuantizer, Scorer, VectorCodec};
+pub use error::{QuantError, Result};
+pub use metric::Metric;

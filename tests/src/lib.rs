@@ -1,0 +1,1 @@
+//! End-to-end tests across Octet crates: the `octet` binary driven as a user would.
