@@ -8,8 +8,10 @@
 
 pub mod codec;
 pub mod error;
+pub mod eval;
 pub mod kernels;
 pub mod metric;
+pub mod vecio;
 
 pub use codec::{CodecKind, CodecSpec, ElementSpec, ScalarQuantizer, Scorer, VectorCodec};
 pub use error::{QuantError, Result};
