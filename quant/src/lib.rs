@@ -6,6 +6,7 @@
 //! checkpoint format. No I/O servers, no async runtime.
 #![warn(missing_docs)]
 
+pub mod bitstack;
 pub mod codec;
 pub mod error;
 pub mod eval;
