@@ -15,5 +15,10 @@ pub mod metric;
 pub mod vecio;
 
 pub use codec::{CodecKind, CodecSpec, ElementSpec, ScalarQuantizer, Scorer, VectorCodec};
+pub use codec::{
+    bfloat16::Bf16Codec, element::ElementCodec, float8::Float8Codec, float8::Float8Format,
+    float16::F16Codec, float32::F32Codec, int8::I8Codec, scaled_float8::ScaledFloat8Codec,
+    sign_bits::B1Codec,
+};
 pub use error::{QuantError, Result};
 pub use metric::Metric;

@@ -15,6 +15,20 @@ use std::fmt;
 pub mod spec;
 pub use spec::{CodecSpec, ElementSpec, ScalarQuantizer};
 
+mod affine;
+pub mod bfloat16;
+pub mod element;
+mod fit;
+pub mod float16;
+pub mod float32;
+pub mod float8;
+pub mod int8;
+mod lanes;
+pub mod scaled_float8;
+pub mod sign_bits;
+#[cfg(test)]
+pub(crate) mod testing;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{QuantError, Result, check_batch};

@@ -1,11 +1,148 @@
-//! Distance kernels: f32 query against codes. Each fast kernel has a scalar twin.
+//! Distance kernels: an f32 query (or per-dimension weights folded from one) against
+//! stored values or codes.
+//!
+//! Each kernel comes as a pair:
+//!
+//! - the fast function (`dot_f32`, `dot_u8`, ...), which picks the best
+//!   implementation for this CPU at run time: AVX2 + FMA (+ F16C) on x86-64 when
+//!   present, else a portable eight-lane version the compiler vectorises for the
+//!   target's baseline. Detection happens once ([`cpu_level`]); nothing depends on
+//!   `-C target-cpu=native`, so downstream crates get the fast path too;
+//! - its scalar twin (`dot_f32_scalar`, ...), a plain left-to-right loop that defines
+//!   what the kernel computes. Property tests compare the two on odd lengths, and every
+//!   codec's `reference_scorer` runs the twins.
+//!
+//! Results of a fast kernel and its twin differ only by float rounding (lanes are
+//! summed in another order, FMA rounds once).
+//!
+//! The fast functions panic when their slices disagree in length: that is a bug in
+//! the caller (codecs check user input before it gets here), never a data error.
 
-/// Inner product of two f32 slices of equal length.
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+mod dispatch;
+mod portable;
+mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+#[cfg(test)]
+mod tests;
+
+use half::{bf16, f16};
+
+pub use dispatch::{CpuLevel, cpu_level};
+pub use scalar::{
+    dot_b1_scalar, dot_bf16_scalar, dot_f16_scalar, dot_f32_scalar, dot_lut8_scalar, dot_u8_scalar,
+    hamming_scalar, l2sq_bf16_scalar, l2sq_f16_scalar, l2sq_f32_scalar, l2sq_lut8_scalar,
+    l2sq_u8_scalar,
+};
+
+/// Calls the AVX2 kernel when the CPU has it, else the portable one.
+macro_rules! dispatch {
+    ($name:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        if cpu_level().avx2_fma_f16c {
+            // SAFETY: AVX2, FMA and F16C were detected on this CPU at run time, which is
+            // the only requirement of the `avx2` kernels (they bound-check lengths).
+            return unsafe { avx2::$name($($arg),*) };
+        }
+        portable::$name($($arg),*)
+    }};
 }
 
-/// Squared Euclidean distance of two f32 slices of equal length.
+#[track_caller]
+fn check_len(kernel: &str, a: usize, b: usize) {
+    assert_eq!(a, b, "{kernel}: slice lengths differ");
+}
+
+/// Inner product `sum a_i * b_i`. Twin: [`dot_f32_scalar`].
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    check_len("dot_f32", a.len(), b.len());
+    dispatch!(dot_f32(a, b))
+}
+
+/// Squared Euclidean distance `sum (a_i - b_i)^2`. Twin: [`l2sq_f32_scalar`].
 pub fn l2sq_f32(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+    check_len("l2sq_f32", a.len(), b.len());
+    dispatch!(l2sq_f32(a, b))
+}
+
+/// Inner product of an f32 query with f16 values. Twin: [`dot_f16_scalar`].
+pub fn dot_f16(q: &[f32], x: &[f16]) -> f32 {
+    check_len("dot_f16", q.len(), x.len());
+    dispatch!(dot_f16(q, x))
+}
+
+/// Squared distance of an f32 query to f16 values. Twin: [`l2sq_f16_scalar`].
+pub fn l2sq_f16(q: &[f32], x: &[f16]) -> f32 {
+    check_len("l2sq_f16", q.len(), x.len());
+    dispatch!(l2sq_f16(q, x))
+}
+
+/// Inner product of an f32 query with bf16 values. Twin: [`dot_bf16_scalar`].
+pub fn dot_bf16(q: &[f32], x: &[bf16]) -> f32 {
+    check_len("dot_bf16", q.len(), x.len());
+    dispatch!(dot_bf16(q, x))
+}
+
+/// Squared distance of an f32 query to bf16 values. Twin: [`l2sq_bf16_scalar`].
+pub fn l2sq_bf16(q: &[f32], x: &[bf16]) -> f32 {
+    check_len("l2sq_bf16", q.len(), x.len());
+    dispatch!(l2sq_bf16(q, x))
+}
+
+/// Weighted sum of byte codes read as integers: `sum w_i * c_i`.
+///
+/// With `x_i = offset_i + step_i * c_i` (an affine code) and `w_i = q_i * step_i`,
+/// `q . x = q . offset + dot_u8(w, c)`. Twin: [`dot_u8_scalar`].
+pub fn dot_u8(w: &[f32], codes: &[u8]) -> f32 {
+    check_len("dot_u8", w.len(), codes.len());
+    dispatch!(dot_u8(w, codes))
+}
+
+/// Weighted squared distance to byte codes: `sum w_i * (a_i - c_i)^2`.
+///
+/// With `x_i = offset_i + step_i * c_i`, `w_i = step_i^2` and
+/// `a_i = (q_i - offset_i) / step_i`, this is `|q - x|^2`. Twin: [`l2sq_u8_scalar`].
+pub fn l2sq_u8(w: &[f32], a: &[f32], codes: &[u8]) -> f32 {
+    check_len("l2sq_u8", w.len(), codes.len());
+    check_len("l2sq_u8", a.len(), codes.len());
+    dispatch!(l2sq_u8(w, a, codes))
+}
+
+/// Weighted sum of codes decoded through a 256-entry table: `sum w_i * table[c_i]`.
+/// Float8 codes use their format's decode table. Twin: [`dot_lut8_scalar`].
+pub fn dot_lut8(w: &[f32], table: &[f32; 256], codes: &[u8]) -> f32 {
+    check_len("dot_lut8", w.len(), codes.len());
+    dispatch!(dot_lut8(w, table, codes))
+}
+
+/// Weighted squared distance to table-decoded codes: `sum w_i * (a_i - table[c_i])^2`.
+/// Twin: [`l2sq_lut8_scalar`].
+pub fn l2sq_lut8(w: &[f32], a: &[f32], table: &[f32; 256], codes: &[u8]) -> f32 {
+    check_len("l2sq_lut8", w.len(), codes.len());
+    check_len("l2sq_lut8", a.len(), codes.len());
+    dispatch!(l2sq_lut8(w, a, table, codes))
+}
+
+/// Signed sum over packed sign bits: `sum w_i * (+1 if bit i is set else -1)`.
+///
+/// Bits are packed least significant first (bit `i` is bit `i % 8` of byte `i / 8`);
+/// `bits` holds exactly `w.len().div_ceil(8)` bytes. With `w_i = q_i * scale_i` this is
+/// the inner product of `q` with the decoded sign vector. Twin: [`dot_b1_scalar`].
+pub fn dot_b1(w: &[f32], bits: &[u8]) -> f32 {
+    check_len("dot_b1 (bytes)", w.len().div_ceil(8), bits.len());
+    dispatch!(dot_b1(w, bits))
+}
+
+/// Number of differing bits between two equally long bit strings (`POPCNT` when the
+/// CPU has it). Twin: [`hamming_scalar`].
+pub fn hamming(a: &[u8], b: &[u8]) -> u32 {
+    check_len("hamming", a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if cpu_level().popcnt {
+        // SAFETY: POPCNT was detected on this CPU at run time; lengths are checked inside.
+        return unsafe { avx2::hamming(a, b) };
+    }
+    portable::hamming(a, b)
 }

@@ -1,0 +1,122 @@
+//! The scorer shared by codes that decode per dimension as
+//! `x_i = offset_i + step_i * level(c_i)`: int8 (`level` is the byte itself), plain
+//! float8 (`offset = 0`, `step = 1`, `level` a decode table) and scaled float8.
+//!
+//! The affine map is folded into the prepared query once, so the per-code loop is a
+//! single kernel over the code bytes:
+//!
+//! - inner product: `q . x = sum_i q_i offset_i + sum_i (q_i step_i) level(c_i)`,
+//!   a constant plus `sum w_i level(c_i)`;
+//! - squared distance: `(q_i - x_i)^2 = step_i^2 ((q_i - offset_i) / step_i - level(c_i))^2`,
+//!   so `|q - x|^2 = sum w_i (a_i - level(c_i))^2` with `w_i = step_i^2`. A dimension
+//!   whose `step_i^2` is zero or subnormal (a constant dimension in the fit) decodes to
+//!   `offset_i` and goes into the constant instead, avoiding a division by ~0.
+
+use crate::codec::Scorer;
+use crate::kernels;
+use crate::metric::Metric;
+
+/// How a byte becomes a level.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Levels {
+    /// The byte's value, 0..=255.
+    Integer,
+    /// An entry of a 256-entry table.
+    Table(&'static [f32; 256]),
+}
+
+enum Prepared {
+    Dot { w: Vec<f32> },
+    L2 { w: Vec<f32>, a: Vec<f32> },
+}
+
+/// Scores a query against affine codes; see the module docs for the algebra.
+pub(crate) struct AffineScorer {
+    levels: Levels,
+    prepared: Prepared,
+    constant: f32,
+    fast: bool,
+}
+
+impl AffineScorer {
+    /// Folds `query` into weights. `offset` and `step` of `None` mean 0 and 1 in
+    /// every dimension. `fast` picks the dispatched kernels, otherwise the scalar twins.
+    pub(crate) fn new(
+        query: &[f32],
+        metric: Metric,
+        offset: Option<&[f32]>,
+        step: Option<&[f32]>,
+        levels: Levels,
+        fast: bool,
+    ) -> Self {
+        let offset_at = |i: usize| offset.map_or(0.0, |o| o[i]);
+        let step_at = |i: usize| step.map_or(1.0, |s| s[i]);
+        let q = metric.prepare_query(query);
+        let (prepared, constant) = match metric {
+            Metric::Dot | Metric::Cosine => {
+                let w = (0..q.len()).map(|i| q[i] * step_at(i)).collect();
+                let constant = offset.map_or(0.0, |o| kernels::dot_f32_scalar(&q, o));
+                (Prepared::Dot { w }, constant)
+            }
+            Metric::L2 => {
+                let mut w = vec![0.0f32; q.len()];
+                let mut a = vec![0.0f32; q.len()];
+                let mut constant = 0.0f32;
+                for i in 0..q.len() {
+                    let s = step_at(i);
+                    let centred = q[i] - offset_at(i);
+                    if (s * s).is_normal() {
+                        w[i] = s * s;
+                        a[i] = centred / s;
+                    } else {
+                        constant += centred * centred;
+                    }
+                }
+                (Prepared::L2 { w, a }, constant)
+            }
+        };
+        AffineScorer {
+            levels,
+            prepared,
+            constant,
+            fast,
+        }
+    }
+}
+
+impl Scorer for AffineScorer {
+    fn code_len(&self) -> usize {
+        match &self.prepared {
+            Prepared::Dot { w } | Prepared::L2 { w, .. } => w.len(),
+        }
+    }
+
+    fn score(&self, code: &[u8]) -> f32 {
+        match (&self.prepared, self.levels, self.fast) {
+            (Prepared::Dot { w }, Levels::Integer, true) => {
+                self.constant + kernels::dot_u8(w, code)
+            }
+            (Prepared::Dot { w }, Levels::Integer, false) => {
+                self.constant + kernels::dot_u8_scalar(w, code)
+            }
+            (Prepared::Dot { w }, Levels::Table(t), true) => {
+                self.constant + kernels::dot_lut8(w, t, code)
+            }
+            (Prepared::Dot { w }, Levels::Table(t), false) => {
+                self.constant + kernels::dot_lut8_scalar(w, t, code)
+            }
+            (Prepared::L2 { w, a }, Levels::Integer, true) => {
+                -(self.constant + kernels::l2sq_u8(w, a, code))
+            }
+            (Prepared::L2 { w, a }, Levels::Integer, false) => {
+                -(self.constant + kernels::l2sq_u8_scalar(w, a, code))
+            }
+            (Prepared::L2 { w, a }, Levels::Table(t), true) => {
+                -(self.constant + kernels::l2sq_lut8(w, a, t, code))
+            }
+            (Prepared::L2 { w, a }, Levels::Table(t), false) => {
+                -(self.constant + kernels::l2sq_lut8_scalar(w, a, t, code))
+            }
+        }
+    }
+}

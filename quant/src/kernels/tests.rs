@@ -1,0 +1,168 @@
+//! Fast kernels against their scalar twins on odd lengths.
+//!
+//! Both the dispatched kernel (AVX2 on a machine that has it) and the portable
+//! fallback are checked, so the fallback is tested on x86-64 too.
+
+use half::{bf16, f16};
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+use super::*;
+
+/// The odd lengths the style guide asks for, plus any length up to 400.
+fn len() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(1usize),
+        Just(7),
+        Just(65),
+        Just(129),
+        Just(383),
+        0usize..400
+    ]
+}
+
+fn floats(n: usize) -> impl Strategy<Value = Vec<f32>> {
+    vec(-10.0f32..10.0, n)
+}
+
+/// Fast and scalar results agree to rounding: the tolerance is relative to the sum
+/// of the absolute terms, which bounds any reordering error of an f32 sum.
+fn assert_close(fast: f32, reference: f32, abs_terms: f32, what: &str) {
+    let tol = 1e-5 * abs_terms + 1e-6;
+    assert!(
+        (fast - reference).abs() <= tol,
+        "{what}: fast {fast} vs scalar {reference} (tolerance {tol})"
+    );
+}
+
+fn abs_sum(terms: impl Iterator<Item = f32>) -> f32 {
+    terms.map(f32::abs).sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn f32_kernels_match_twins((a, b) in len().prop_flat_map(|n| (floats(n), floats(n)))) {
+        let dot_terms = abs_sum(a.iter().zip(&b).map(|(x, y)| x * y));
+        let l2_terms = abs_sum(a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)));
+        let reference = dot_f32_scalar(&a, &b);
+        assert_close(dot_f32(&a, &b), reference, dot_terms, "dot_f32");
+        assert_close(portable::dot_f32(&a, &b), reference, dot_terms, "portable dot_f32");
+        let reference = l2sq_f32_scalar(&a, &b);
+        assert_close(l2sq_f32(&a, &b), reference, l2_terms, "l2sq_f32");
+        assert_close(portable::l2sq_f32(&a, &b), reference, l2_terms, "portable l2sq_f32");
+    }
+
+    #[test]
+    fn half_kernels_match_twins((q, x) in len().prop_flat_map(|n| (floats(n), floats(n)))) {
+        let h: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+        let b: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        let hx: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
+        let bx: Vec<f32> = b.iter().map(|v| v.to_f32()).collect();
+        for (name, xs) in [("f16", &hx), ("bf16", &bx)] {
+            let dot_terms = abs_sum(q.iter().zip(xs).map(|(a, c)| a * c));
+            let l2_terms = abs_sum(q.iter().zip(xs).map(|(a, c)| (a - c) * (a - c)));
+            let (fast_dot, port_dot, ref_dot, fast_l2, port_l2, ref_l2) = if name == "f16" {
+                (dot_f16(&q, &h), portable::dot_f16(&q, &h), dot_f16_scalar(&q, &h),
+                 l2sq_f16(&q, &h), portable::l2sq_f16(&q, &h), l2sq_f16_scalar(&q, &h))
+            } else {
+                (dot_bf16(&q, &b), portable::dot_bf16(&q, &b), dot_bf16_scalar(&q, &b),
+                 l2sq_bf16(&q, &b), portable::l2sq_bf16(&q, &b), l2sq_bf16_scalar(&q, &b))
+            };
+            // The twin must agree with f32 arithmetic on the widened values.
+            assert_close(ref_dot, dot_f32_scalar(&q, xs), dot_terms, name);
+            assert_close(fast_dot, ref_dot, dot_terms, name);
+            assert_close(port_dot, ref_dot, dot_terms, name);
+            assert_close(fast_l2, ref_l2, l2_terms, name);
+            assert_close(port_l2, ref_l2, l2_terms, name);
+        }
+    }
+
+    #[test]
+    fn u8_kernels_match_twins(
+        (w, a, c) in len().prop_flat_map(|n| (floats(n), vec(-50.0f32..300.0, n), vec(any::<u8>(), n)))
+    ) {
+        let dot_terms = abs_sum(w.iter().zip(&c).map(|(x, &y)| x * f32::from(y)));
+        let l2_terms = abs_sum(w.iter().zip(&a).zip(&c).map(|((wi, ai), &ci)| {
+            wi * (ai - f32::from(ci)) * (ai - f32::from(ci))
+        }));
+        let reference = dot_u8_scalar(&w, &c);
+        assert_close(dot_u8(&w, &c), reference, dot_terms, "dot_u8");
+        assert_close(portable::dot_u8(&w, &c), reference, dot_terms, "portable dot_u8");
+        let reference = l2sq_u8_scalar(&w, &a, &c);
+        assert_close(l2sq_u8(&w, &a, &c), reference, l2_terms, "l2sq_u8");
+        assert_close(portable::l2sq_u8(&w, &a, &c), reference, l2_terms, "portable l2sq_u8");
+    }
+
+    #[test]
+    fn lut8_kernels_match_twins(
+        (w, a, c) in len().prop_flat_map(|n| (floats(n), floats(n), vec(any::<u8>(), n))),
+        entries in vec(-100.0f32..100.0, 256),
+    ) {
+        let mut table = [0f32; 256];
+        table.copy_from_slice(&entries);
+        let dot_terms = abs_sum(w.iter().zip(&c).map(|(x, &y)| x * table[usize::from(y)]));
+        let l2_terms = abs_sum(w.iter().zip(&a).zip(&c).map(|((wi, ai), &ci)| {
+            let d = ai - table[usize::from(ci)];
+            wi * d * d
+        }));
+        let reference = dot_lut8_scalar(&w, &table, &c);
+        assert_close(dot_lut8(&w, &table, &c), reference, dot_terms, "dot_lut8");
+        assert_close(portable::dot_lut8(&w, &table, &c), reference, dot_terms, "portable dot_lut8");
+        let reference = l2sq_lut8_scalar(&w, &a, &table, &c);
+        assert_close(l2sq_lut8(&w, &a, &table, &c), reference, l2_terms, "l2sq_lut8");
+        assert_close(portable::l2sq_lut8(&w, &a, &table, &c), reference, l2_terms, "portable l2sq_lut8");
+    }
+
+    #[test]
+    fn b1_kernels_match_twins(
+        (w, bits, other) in len().prop_flat_map(|n| {
+            (floats(n), vec(any::<u8>(), n.div_ceil(8)), vec(any::<u8>(), n.div_ceil(8)))
+        })
+    ) {
+        let terms = abs_sum(w.iter().copied());
+        let reference = dot_b1_scalar(&w, &bits);
+        assert_close(dot_b1(&w, &bits), reference, terms, "dot_b1");
+        assert_close(portable::dot_b1(&w, &bits), reference, terms, "portable dot_b1");
+        let reference = hamming_scalar(&bits, &other);
+        prop_assert_eq!(hamming(&bits, &other), reference);
+        prop_assert_eq!(portable::hamming(&bits, &other), reference);
+    }
+}
+
+#[test]
+fn scalar_twins_compute_their_definitions() {
+    // Small hand-checked cases: the twins are the definitions everything else is
+    // tested against, so they get their own fixed answers.
+    assert_eq!(dot_f32_scalar(&[1.0, 2.0, 3.0], &[4.0, -5.0, 6.0]), 12.0);
+    assert_eq!(l2sq_f32_scalar(&[1.0, 2.0], &[4.0, -2.0]), 25.0);
+    assert_eq!(dot_u8_scalar(&[0.5, -1.0], &[4, 255]), -253.0);
+    assert_eq!(l2sq_u8_scalar(&[2.0, 1.0], &[1.0, 0.0], &[3, 1]), 9.0);
+    let mut table = [0f32; 256];
+    table[7] = 1.5;
+    table[200] = -2.0;
+    assert_eq!(dot_lut8_scalar(&[2.0, 3.0], &table, &[7, 200]), -3.0);
+    assert_eq!(
+        l2sq_lut8_scalar(&[1.0, 4.0], &[0.0, 0.0], &table, &[7, 200]),
+        18.25
+    );
+    // Bits 0 and 9 set, everything else clear: +1 -2 -3 ... -9 +10.
+    let w: Vec<f32> = (1..=10).map(|v| v as f32).collect();
+    assert_eq!(
+        dot_b1_scalar(&w, &[0b0000_0001, 0b0000_0010]),
+        1.0 + 10.0 - 44.0
+    );
+    assert_eq!(hamming_scalar(&[0xFF, 0x0F], &[0x0F, 0x0F]), 4);
+}
+
+#[test]
+#[should_panic(expected = "dot_f32: slice lengths differ")]
+fn fast_kernels_reject_unequal_lengths() {
+    dot_f32(&[1.0, 2.0], &[1.0]);
+}
+
+#[test]
+fn detection_is_cached() {
+    assert_eq!(cpu_level(), cpu_level());
+}
