@@ -11,7 +11,10 @@ pub mod codec;
 pub mod error;
 pub mod eval;
 pub mod kernels;
+pub mod kmeans1d;
 pub mod metric;
+pub mod pca;
+pub mod transform;
 pub mod vecio;
 
 pub use codec::{CodecKind, CodecSpec, ElementSpec, ScalarQuantizer, Scorer, VectorCodec};
@@ -22,3 +25,6 @@ pub use codec::{
 };
 pub use error::{QuantError, Result};
 pub use metric::Metric;
+pub use codec::pca::PcaCodec;
+pub use pca::Pca;
+pub use transform::TransformCodec;

@@ -23,6 +23,7 @@ pub mod float16;
 pub mod float32;
 pub mod float8;
 pub mod int8;
+pub mod pca;
 mod lanes;
 pub mod scaled_float8;
 pub mod sign_bits;

@@ -1,0 +1,344 @@
+//! Scoring kernels over packed transform codes.
+//!
+//! A prepared query turns every component into either weights on its code
+//! (`u c + v c^2`, uniform quantizers: the whole score is a constant plus these) or a
+//! table indexed by its code (k-means levels). The kernels evaluate those sums over a
+//! code laid out as in [`Layout`]: each aligned block by a loop whose width is a
+//! compile-time constant (a group of 8 codes is one `u64` of `W` bytes, shifted by
+//! constants), then the short tail slot by slot.
+//!
+//! Each fast kernel has a scalar twin reading codes bit by bit
+//! ([`Layout::read_scalar`]) and summing left to right; property tests compare them.
+//! Results differ only by float summation order.
+//!
+//! The fast kernels are plain generic Rust written so the compiler vectorises them.
+//! They are compiled twice: for the target's baseline and with AVX2 + FMA enabled,
+//! picked at run time by the crate's dispatcher ([`crate::kernels::cpu_level`]);
+//! AVX2's variable shifts and 8-lane FMAs are what makes the unpacking vectorise.
+
+use super::layout::Layout;
+
+/// Runs `$generic(args)` compiled for AVX2 + FMA when the CPU has them, else as
+/// compiled for the baseline.
+macro_rules! dispatch {
+    ($generic:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) -> $ret {
+                $generic($($arg),*)
+            }
+            if crate::kernels::cpu_level().avx2_fma_f16c {
+                // SAFETY: AVX2 and FMA were detected on this CPU at run time, the only
+                // requirement of a function compiled with them enabled.
+                return unsafe { avx2($($arg),*) };
+            }
+        }
+        $generic($($arg),*)
+    }};
+}
+
+/// Eight `W`-bit codes from a group of `W` bytes (code `i` at bits `i W ..`).
+#[inline(always)]
+fn unpack_group<const W: usize>(group: &[u8]) -> [f32; 8] {
+    let mut buf = [0u8; 8];
+    buf[..W].copy_from_slice(&group[..W]);
+    let word = u64::from_le_bytes(buf);
+    let mask = (1u64 << W) - 1;
+    std::array::from_fn(|i| ((word >> (i * W)) & mask) as f32)
+}
+
+#[inline(always)]
+fn linear_w<const W: usize>(bytes: &[u8], u: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (g, ug) in bytes.chunks_exact(W).zip(u.chunks_exact(8)) {
+        let c = unpack_group::<W>(g);
+        for i in 0..8 {
+            acc[i] += ug[i] * c[i];
+        }
+    }
+    acc.iter().sum()
+}
+
+#[inline(always)]
+fn quadratic_w<const W: usize>(bytes: &[u8], u: &[f32], v: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for ((g, ug), vg) in bytes
+        .chunks_exact(W)
+        .zip(u.chunks_exact(8))
+        .zip(v.chunks_exact(8))
+    {
+        let c = unpack_group::<W>(g);
+        for i in 0..8 {
+            acc[i] += (ug[i] + vg[i] * c[i]) * c[i];
+        }
+    }
+    acc.iter().sum()
+}
+
+#[inline(always)]
+fn table_w<const W: usize>(bytes: &[u8], tables: &[f32]) -> f32 {
+    let stride = 1usize << W;
+    let mut acc = [0f32; 8];
+    for (g, tg) in bytes.chunks_exact(W).zip(tables.chunks_exact(8 * stride)) {
+        let mut buf = [0u8; 8];
+        buf[..W].copy_from_slice(&g[..W]);
+        let word = u64::from_le_bytes(buf);
+        for i in 0..8 {
+            let c = ((word >> (i * W)) & (stride as u64 - 1)) as usize;
+            acc[i] += tg[i * stride + c];
+        }
+    }
+    acc.iter().sum()
+}
+
+/// Runs `$f::<W>(args)` for the runtime width `$w` in `1..=8`.
+macro_rules! by_width {
+    ($w:expr, $f:ident($($arg:expr),*)) => {
+        match $w {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            8 => $f::<8>($($arg),*),
+            w => panic!("code width {w} not in 1..=8"),
+        }
+    };
+}
+
+/// Code `i` of a block of `width`-bit codes, bit by bit.
+fn block_code_scalar(width: u8, bytes: &[u8], i: usize) -> usize {
+    let w = usize::from(width);
+    (0..w)
+        .map(|k| {
+            let bit = i * w + k;
+            usize::from((bytes[bit / 8] >> (bit % 8)) & 1) << k
+        })
+        .sum()
+}
+
+/// `sum_i u[i] c_i` over a block of `width`-bit codes (`u.len()` a multiple of 8,
+/// `bytes.len() == u.len() / 8 * width`). Twin: [`block_linear_scalar`].
+pub fn block_linear(width: u8, bytes: &[u8], u: &[f32]) -> f32 {
+    dispatch!(block_linear_generic(width: u8, bytes: &[u8], u: &[f32]) -> f32)
+}
+
+#[inline(always)]
+fn block_linear_generic(width: u8, bytes: &[u8], u: &[f32]) -> f32 {
+    by_width!(width, linear_w(bytes, u))
+}
+
+/// Scalar twin of [`block_linear`].
+pub fn block_linear_scalar(width: u8, bytes: &[u8], u: &[f32]) -> f32 {
+    u.iter()
+        .enumerate()
+        .map(|(i, ui)| ui * block_code_scalar(width, bytes, i) as f32)
+        .sum()
+}
+
+/// `sum_i u[i] c_i + v[i] c_i^2` over a block. Twin: [`block_quadratic_scalar`].
+pub fn block_quadratic(width: u8, bytes: &[u8], u: &[f32], v: &[f32]) -> f32 {
+    dispatch!(block_quadratic_generic(width: u8, bytes: &[u8], u: &[f32], v: &[f32]) -> f32)
+}
+
+#[inline(always)]
+fn block_quadratic_generic(width: u8, bytes: &[u8], u: &[f32], v: &[f32]) -> f32 {
+    by_width!(width, quadratic_w(bytes, u, v))
+}
+
+/// Scalar twin of [`block_quadratic`].
+pub fn block_quadratic_scalar(width: u8, bytes: &[u8], u: &[f32], v: &[f32]) -> f32 {
+    u.iter()
+        .zip(v)
+        .enumerate()
+        .map(|(i, (ui, vi))| {
+            let c = block_code_scalar(width, bytes, i) as f32;
+            ui * c + vi * c * c
+        })
+        .sum()
+}
+
+/// `sum_i tables[i 2^width + c_i]` over a block (one table of `2^width` entries per
+/// code). Twin: [`block_table_scalar`].
+pub fn block_table(width: u8, bytes: &[u8], tables: &[f32]) -> f32 {
+    dispatch!(block_table_generic(width: u8, bytes: &[u8], tables: &[f32]) -> f32)
+}
+
+#[inline(always)]
+fn block_table_generic(width: u8, bytes: &[u8], tables: &[f32]) -> f32 {
+    by_width!(width, table_w(bytes, tables))
+}
+
+/// Scalar twin of [`block_table`].
+pub fn block_table_scalar(width: u8, bytes: &[u8], tables: &[f32]) -> f32 {
+    let stride = 1usize << width;
+    (0..tables.len() / stride)
+        .map(|i| tables[i * stride + block_code_scalar(width, bytes, i)])
+        .sum()
+}
+
+/// `sum_t u[t] c_t` over every slot of `code`. Twin: [`linear_score_scalar`].
+pub fn linear_score(layout: &Layout, code: &[u8], u: &[f32]) -> f32 {
+    dispatch!(linear_score_generic(layout: &Layout, code: &[u8], u: &[f32]) -> f32)
+}
+
+#[inline(always)]
+fn linear_score_generic(layout: &Layout, code: &[u8], u: &[f32]) -> f32 {
+    let mut sum = 0.0;
+    for b in layout.blocks() {
+        sum += block_linear_generic(b.width, b.bytes(code), &u[b.slots.clone()]);
+    }
+    for t in layout.tail() {
+        sum += u[t] * f32::from(layout.read(code, t));
+    }
+    sum
+}
+
+/// Scalar twin of [`linear_score`].
+pub fn linear_score_scalar(layout: &Layout, code: &[u8], u: &[f32]) -> f32 {
+    (0..layout.slots())
+        .map(|t| u[t] * f32::from(layout.read_scalar(code, t)))
+        .sum()
+}
+
+/// `sum_t u[t] c_t + v[t] c_t^2` over every slot. Twin: [`quadratic_score_scalar`].
+pub fn quadratic_score(layout: &Layout, code: &[u8], u: &[f32], v: &[f32]) -> f32 {
+    dispatch!(quadratic_score_generic(layout: &Layout, code: &[u8], u: &[f32], v: &[f32]) -> f32)
+}
+
+#[inline(always)]
+fn quadratic_score_generic(layout: &Layout, code: &[u8], u: &[f32], v: &[f32]) -> f32 {
+    let mut sum = 0.0;
+    for b in layout.blocks() {
+        let s = b.slots.clone();
+        sum += block_quadratic_generic(b.width, b.bytes(code), &u[s.clone()], &v[s]);
+    }
+    for t in layout.tail() {
+        let c = f32::from(layout.read(code, t));
+        sum += (u[t] + v[t] * c) * c;
+    }
+    sum
+}
+
+/// Scalar twin of [`quadratic_score`].
+pub fn quadratic_score_scalar(layout: &Layout, code: &[u8], u: &[f32], v: &[f32]) -> f32 {
+    (0..layout.slots())
+        .map(|t| {
+            let c = f32::from(layout.read_scalar(code, t));
+            u[t] * c + v[t] * c * c
+        })
+        .sum()
+}
+
+/// Where each slot's table starts when slot `t` has `2^widths[t]` entries, plus the
+/// total length at the end.
+pub fn table_offsets(layout: &Layout) -> Vec<usize> {
+    let mut offsets = Vec::with_capacity(layout.slots() + 1);
+    let mut at = 0;
+    offsets.push(0);
+    for &w in layout.widths() {
+        at += 1usize << w;
+        offsets.push(at);
+    }
+    offsets
+}
+
+/// `sum_t tables[offsets[t] + c_t]` over every slot, with `offsets` from
+/// [`table_offsets`]. Twin: [`table_score_scalar`].
+pub fn table_score(layout: &Layout, code: &[u8], tables: &[f32], offsets: &[usize]) -> f32 {
+    dispatch!(table_score_generic(layout: &Layout, code: &[u8], tables: &[f32], offsets: &[usize]) -> f32)
+}
+
+#[inline(always)]
+fn table_score_generic(layout: &Layout, code: &[u8], tables: &[f32], offsets: &[usize]) -> f32 {
+    let mut sum = 0.0;
+    for b in layout.blocks() {
+        let t = &tables[offsets[b.slots.start]..offsets[b.slots.end]];
+        sum += block_table_generic(b.width, b.bytes(code), t);
+    }
+    for t in layout.tail() {
+        sum += tables[offsets[t] + usize::from(layout.read(code, t))];
+    }
+    sum
+}
+
+/// Scalar twin of [`table_score`].
+pub fn table_score_scalar(layout: &Layout, code: &[u8], tables: &[f32], offsets: &[usize]) -> f32 {
+    (0..layout.slots())
+        .map(|t| tables[offsets[t] + usize::from(layout.read_scalar(code, t))])
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn close(a: f32, b: f32, scale: f32) -> bool {
+        (a - b).abs() <= 1e-4 * scale.max(1.0)
+    }
+
+    fn abs_sum(x: &[f32]) -> f32 {
+        x.iter().map(|v| v.abs()).sum::<f32>() * 256.0
+    }
+
+    proptest! {
+        #[test]
+        fn block_kernels_match_scalar_twins(
+            width in 1u8..=8,
+            groups in prop::sample::select(vec![1usize, 7, 8, 9, 17, 65]),
+            seed in any::<u64>(),
+        ) {
+            let n = groups * 8;
+            let mut state = seed | 1;
+            let mut next = || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state };
+            let bytes: Vec<u8> = (0..groups * usize::from(width)).map(|_| next() as u8).collect();
+            let u: Vec<f32> = (0..n).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let v: Vec<f32> = (0..n).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let tables: Vec<f32> = (0..n << width).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let lin = abs_sum(&u);
+            let quad = lin + abs_sum(&v) * 256.0;
+            prop_assert!(close(block_linear(width, &bytes, &u), block_linear_scalar(width, &bytes, &u), lin));
+            prop_assert!(close(
+                block_quadratic(width, &bytes, &u, &v),
+                block_quadratic_scalar(width, &bytes, &u, &v),
+                quad
+            ));
+            prop_assert!(close(block_table(width, &bytes, &tables), block_table_scalar(width, &bytes, &tables), n as f32));
+        }
+
+        #[test]
+        fn full_code_kernels_match_scalar_twins(
+            len in prop::sample::select(vec![1usize, 7, 65, 129, 383]),
+            seed in any::<u64>(),
+        ) {
+            let mut state = seed | 1;
+            let mut next = || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state };
+            // Skewed towards a few widths so that aligned blocks form.
+            let widths: Vec<u8> = (0..len).map(|_| [0u8, 1, 2, 2, 3, 4, 4, 5, 6, 7, 8, 8][(next() % 12) as usize]).collect();
+            let layout = Layout::new(&widths);
+            let code: Vec<u8> = (0..layout.code_len()).map(|_| next() as u8).collect();
+            let n = layout.slots();
+            let u: Vec<f32> = (0..n).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let v: Vec<f32> = (0..n).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let offsets = table_offsets(&layout);
+            let tables: Vec<f32> = (0..offsets[n]).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let lin = abs_sum(&u);
+            let quad = lin + abs_sum(&v) * 256.0;
+            prop_assert!(close(linear_score(&layout, &code, &u), linear_score_scalar(&layout, &code, &u), lin));
+            prop_assert!(close(
+                quadratic_score(&layout, &code, &u, &v),
+                quadratic_score_scalar(&layout, &code, &u, &v),
+                quad
+            ));
+            prop_assert!(close(
+                table_score(&layout, &code, &tables, &offsets),
+                table_score_scalar(&layout, &code, &tables, &offsets),
+                n as f32
+            ));
+        }
+    }
+}

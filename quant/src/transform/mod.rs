@@ -1,0 +1,277 @@
+//! Octet's transform codec: a PCA rotation keeping every component, then a bit budget
+//! spread over the components by how much each bit removes of the error, one scalar
+//! quantizer per component. Classic transform coding (Goyal, "Theoretical foundations
+//! of transform coding", IEEE Signal Processing Magazine 2001).
+//!
+//! Fitting, on a sample:
+//!
+//! 1. PCA with all components ([`Pca`]); the sample is projected, `y = P (x - mu)`.
+//! 2. For each component and each width `0..=8`, the quantizer is fitted and its mean
+//!    squared error measured on the sample ([`quantizer`]): a distortion curve.
+//! 3. `8 * bytes` bits are allocated greedily on those curves ([`alloc`]): high-variance
+//!    components get 6-8 bits, the tail 1-2 or none.
+//! 4. Components are laid out in aligned blocks of equal width ([`layout`]).
+//!
+//! Scoring folds the query into per-component weights or tables so the per-vector work
+//! is a few block loops over the packed code ([`kernels`]); scores are true scores of
+//! the query against the decoded vector (inner product with `q . mu` added back, or
+//! negated squared distance). See `scorer.rs` for the algebra.
+
+pub mod alloc;
+pub mod kernels;
+pub mod layout;
+pub mod quantizer;
+mod scorer;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{CodecKind, CodecSpec, ScalarQuantizer, Scorer, VectorCodec};
+use crate::error::{QuantError, Result};
+use crate::metric::Metric;
+use crate::pca::Pca;
+use alloc::{DistortionCurve, allocate_bits};
+use layout::Layout;
+use quantizer::{ComponentQuantizer, SortedColumn};
+use scorer::{DecodingScorer, FoldedScorer};
+
+/// Grid the k-means quantizer merges each component's sample onto before its dynamic
+/// program: bounds the fit at `O(256 * GRID log GRID)` per component.
+const KMEANS_GRID: usize = 2048;
+
+/// The fitted transform codec.
+///
+/// Serializes as its spec, the PCA and one quantizer per component; the layout is
+/// rebuilt from the quantizers' widths, and deserializing checks every invariant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "TransformParams", into = "TransformParams")]
+pub struct TransformCodec {
+    bytes: usize,
+    quantizer: ScalarQuantizer,
+    pca: Pca,
+    /// One per component, in PCA order.
+    quantizers: Vec<ComponentQuantizer>,
+    layout: Layout,
+}
+
+/// The serialized form of [`TransformCodec`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TransformParams {
+    bytes: usize,
+    quantizer: ScalarQuantizer,
+    pca: Pca,
+    quantizers: Vec<ComponentQuantizer>,
+}
+
+impl From<TransformCodec> for TransformParams {
+    fn from(c: TransformCodec) -> Self {
+        TransformParams {
+            bytes: c.bytes,
+            quantizer: c.quantizer,
+            pca: c.pca,
+            quantizers: c.quantizers,
+        }
+    }
+}
+
+impl TryFrom<TransformParams> for TransformCodec {
+    type Error = QuantError;
+
+    fn try_from(p: TransformParams) -> Result<Self> {
+        let bad = |reason: String| QuantError::InvalidConfig {
+            field: "transform codec parameters",
+            reason,
+        };
+        let dim = p.pca.dim();
+        if p.pca.keep() != dim {
+            return Err(bad(format!(
+                "the PCA keeps {} of {dim} components",
+                p.pca.keep()
+            )));
+        }
+        if p.quantizers.len() != dim {
+            return Err(bad(format!(
+                "{} quantizers for {dim} components",
+                p.quantizers.len()
+            )));
+        }
+        for (j, q) in p.quantizers.iter().enumerate() {
+            q.validate()
+                .map_err(|e| bad(format!("component {j}: {e}")))?;
+            let family_ok = match q {
+                ComponentQuantizer::Constant { .. } => true,
+                ComponentQuantizer::Uniform { .. } => p.quantizer == ScalarQuantizer::Uniform,
+                ComponentQuantizer::Kmeans { .. } => p.quantizer == ScalarQuantizer::Kmeans,
+            };
+            if !family_ok {
+                return Err(bad(format!(
+                    "component {j} is not a {:?} quantizer",
+                    p.quantizer
+                )));
+            }
+        }
+        let widths: Vec<u8> = p.quantizers.iter().map(ComponentQuantizer::bits).collect();
+        let layout = Layout::new(&widths);
+        if layout.code_len() != p.bytes {
+            return Err(bad(format!(
+                "widths sum to {} bytes, the spec says {}",
+                layout.code_len(),
+                p.bytes
+            )));
+        }
+        Ok(TransformCodec {
+            bytes: p.bytes,
+            quantizer: p.quantizer,
+            pca: p.pca,
+            quantizers: p.quantizers,
+            layout,
+        })
+    }
+}
+
+impl TransformCodec {
+    /// Fits the codec on `sample` (row-major, `dim` values per row) for `bytes` bytes
+    /// per vector with the given per-component quantizer.
+    ///
+    /// Errors: `bytes` outside `1..=dim`, fewer than two rows, a non-finite value, or a
+    /// dimension above [`crate::pca::MAX_PCA_DIM`].
+    pub fn fit(
+        sample: &[f32],
+        dim: usize,
+        bytes: usize,
+        quantizer: ScalarQuantizer,
+    ) -> Result<TransformCodec> {
+        CodecSpec::Transform { bytes, quantizer }.validate(dim)?;
+        let pca = Pca::fit(sample, dim, dim)?;
+        let projected = pca.transform(sample)?;
+        let columns: Vec<SortedColumn> = (0..dim)
+            .into_par_iter()
+            .map(|j| SortedColumn::new(projected.iter().skip(j).step_by(dim).copied()))
+            .collect();
+        drop(projected);
+
+        let (curves, mut fitted): (Vec<DistortionCurve>, Vec<Vec<ComponentQuantizer>>) =
+            match quantizer {
+                ScalarQuantizer::Uniform => {
+                    columns.par_iter().map(SortedColumn::uniform_curve).unzip()
+                }
+                ScalarQuantizer::Kmeans => {
+                    let curves = columns
+                        .par_iter()
+                        .map(|c| c.kmeans_curve(KMEANS_GRID))
+                        .collect::<Result<Vec<_>>>()?;
+                    (curves, Vec::new())
+                }
+            };
+        let widths = allocate_bits(&curves, bytes * 8)?;
+        let quantizers: Vec<ComponentQuantizer> = match quantizer {
+            ScalarQuantizer::Uniform => fitted
+                .iter_mut()
+                .zip(&widths)
+                .map(|(qs, &w)| {
+                    std::mem::replace(
+                        &mut qs[usize::from(w)],
+                        ComponentQuantizer::Constant { value: 0.0 },
+                    )
+                })
+                .collect(),
+            ScalarQuantizer::Kmeans => columns
+                .par_iter()
+                .zip(&widths)
+                .map(|(c, &w)| c.fit_kmeans(w, KMEANS_GRID))
+                .collect::<Result<_>>()?,
+        };
+        TransformCodec::try_from(TransformParams {
+            bytes,
+            quantizer,
+            pca,
+            quantizers,
+        })
+    }
+
+    /// The PCA rotation (all components kept).
+    pub fn pca(&self) -> &Pca {
+        &self.pca
+    }
+
+    /// The quantizer of each component, in PCA order.
+    pub fn quantizers(&self) -> &[ComponentQuantizer] {
+        &self.quantizers
+    }
+
+    /// Bits given to each component, in PCA order.
+    pub fn widths(&self) -> Vec<u8> {
+        self.quantizers
+            .iter()
+            .map(ComponentQuantizer::bits)
+            .collect()
+    }
+
+    /// Where each component's code sits in a code.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The rotated reconstruction `yhat` (one value per component) of `code`, read bit
+    /// by bit: the decoding every scorer is checked against.
+    fn decode_rotated_scalar(&self, code: &[u8]) -> Vec<f32> {
+        let mut y: Vec<f32> = self.quantizers.iter().map(|q| q.decode(0)).collect();
+        for (t, &j) in self.layout.order().iter().enumerate() {
+            let j = j as usize;
+            y[j] = self.quantizers[j].decode(self.layout.read_scalar(code, t));
+        }
+        y
+    }
+}
+
+impl VectorCodec for TransformCodec {
+    fn kind(&self) -> CodecKind {
+        CodecKind::Transform
+    }
+
+    fn spec(&self) -> CodecSpec {
+        CodecSpec::Transform {
+            bytes: self.bytes,
+            quantizer: self.quantizer,
+        }
+    }
+
+    fn dim(&self) -> usize {
+        self.pca.dim()
+    }
+
+    fn code_len(&self) -> usize {
+        self.layout.code_len()
+    }
+
+    fn encode_into(&self, vector: &[f32], code: &mut [u8]) {
+        let mut y = vec![0f32; self.pca.keep()];
+        self.pca.transform_into(vector, &mut y);
+        let slot_codes: Vec<u8> = self
+            .layout
+            .order()
+            .iter()
+            .map(|&j| self.quantizers[j as usize].encode(y[j as usize]))
+            .collect();
+        self.layout.pack(&slot_codes, code);
+    }
+
+    fn decode_into(&self, code: &[u8], out: &mut [f32]) {
+        let mut y: Vec<f32> = self.quantizers.iter().map(|q| q.decode(0)).collect();
+        for (t, &j) in self.layout.order().iter().enumerate() {
+            y[j as usize] = self.quantizers[j as usize].decode(self.layout.read(code, t));
+        }
+        self.pca.inverse_transform_into(&y, out);
+    }
+
+    fn scorer(&self, query: &[f32], metric: Metric) -> Box<dyn Scorer + '_> {
+        Box::new(FoldedScorer::new(self, query, metric))
+    }
+
+    fn reference_scorer(&self, query: &[f32], metric: Metric) -> Box<dyn Scorer + '_> {
+        Box::new(DecodingScorer::new(self, query, metric))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! Per-query scorers of the transform codec.
+//!
+//! With `q' = P q` (dot, cosine) or `r = P (q - mu)` (L2) and component `j`
+//! reconstructed as `yhat_j`, the true scores against the decoded vector are
+//!
+//! - dot: `q . mu + sum_j q'_j yhat_j`, because `P` is a full rotation;
+//! - L2: `-sum_j (r_j - yhat_j)^2`.
+//!
+//! A uniform component reconstructs as `base_j + s_j c_j` (`base_j = lo_j + s_j / 2`),
+//! so dot folds into `const + sum u_j c_j` with `u_j = q'_j s_j`, and L2 (with
+//! `d_j = r_j - base_j`) into `const + sum (2 d_j s_j) c_j - s_j^2 c_j^2`. Zero-bit
+//! components only move the constant. K-means components get a table of their
+//! `2^b` possible contributions.
+
+use super::TransformCodec;
+use super::kernels::{linear_score, quadratic_score, table_offsets, table_score};
+use super::layout::Layout;
+use super::quantizer::ComponentQuantizer;
+use crate::codec::Scorer;
+use crate::kernels::dot_f32;
+use crate::metric::Metric;
+
+/// How the folded weights combine: which kernel a scorer runs.
+#[derive(Debug)]
+enum Terms {
+    /// `sum u_t c_t`.
+    Linear(Vec<f32>),
+    /// `sum u_t c_t + v_t c_t^2`.
+    Quadratic(Vec<f32>, Vec<f32>),
+    /// `sum tables[offsets[t] + c_t]`.
+    Table(Vec<f32>, Vec<usize>),
+}
+
+/// The fast scorer: a constant plus the folded terms over the packed code.
+#[derive(Debug)]
+pub(super) struct FoldedScorer<'a> {
+    layout: &'a Layout,
+    constant: f32,
+    terms: Terms,
+}
+
+/// The query in codec space: `q'` for dot/cosine, `r` for L2, with the score's
+/// constant from `mu` (dot only).
+fn rotated_query(codec: &TransformCodec, query: &[f32], metric: Metric) -> (Vec<f32>, f32) {
+    let q = metric.prepare_query(query);
+    let pca = &codec.pca;
+    let mut rotated = vec![0f32; pca.keep()];
+    match metric {
+        Metric::Dot | Metric::Cosine => {
+            pca.rotate_into(&q, &mut rotated);
+            (rotated, dot_f32(&q, pca.mean()))
+        }
+        Metric::L2 => {
+            pca.transform_into(&q, &mut rotated);
+            (rotated, 0.0)
+        }
+    }
+}
+
+impl<'a> FoldedScorer<'a> {
+    pub(super) fn new(codec: &'a TransformCodec, query: &[f32], metric: Metric) -> Self {
+        let (rot, mut constant) = rotated_query(codec, query, metric);
+        let l2 = metric == Metric::L2;
+        // Zero-bit components: constants of the score.
+        for (j, q) in codec.quantizers.iter().enumerate() {
+            if let ComponentQuantizer::Constant { value } = q {
+                constant += if l2 {
+                    -(rot[j] - value).powi(2)
+                } else {
+                    rot[j] * value
+                };
+            }
+        }
+        let layout = &codec.layout;
+        let slots = layout
+            .order()
+            .iter()
+            .map(|&j| (rot[j as usize], &codec.quantizers[j as usize]));
+        let affine: Option<Vec<(f32, f32)>> = codec
+            .layout
+            .order()
+            .iter()
+            .map(|&j| codec.quantizers[j as usize].affine())
+            .collect();
+        let terms = if let Some(affine) = affine {
+            let (mut u, mut v) = (Vec::with_capacity(layout.slots()), Vec::new());
+            for ((x, _), (base, s)) in slots.zip(affine) {
+                if l2 {
+                    let d = x - base;
+                    constant -= d * d;
+                    u.push(2.0 * d * s);
+                    v.push(-s * s);
+                } else {
+                    constant += x * base;
+                    u.push(x * s);
+                }
+            }
+            if l2 {
+                Terms::Quadratic(u, v)
+            } else {
+                Terms::Linear(u)
+            }
+        } else {
+            let offsets = table_offsets(layout);
+            let mut tables = vec![0f32; offsets[offsets.len() - 1]];
+            for ((t, (x, q)), &w) in slots.enumerate().zip(layout.widths()) {
+                let table = &mut tables[offsets[t]..offsets[t + 1]];
+                for (c, e) in table.iter_mut().enumerate() {
+                    let level = q.decode(c as u8);
+                    debug_assert!(c < 1 << w);
+                    *e = if l2 { -(x - level).powi(2) } else { x * level };
+                }
+            }
+            Terms::Table(tables, offsets)
+        };
+        FoldedScorer {
+            layout,
+            constant,
+            terms,
+        }
+    }
+}
+
+impl Scorer for FoldedScorer<'_> {
+    fn code_len(&self) -> usize {
+        self.layout.code_len()
+    }
+
+    fn score(&self, code: &[u8]) -> f32 {
+        let l = self.layout;
+        self.constant
+            + match &self.terms {
+                Terms::Linear(u) => linear_score(l, code, u),
+                Terms::Quadratic(u, v) => quadratic_score(l, code, u, v),
+                Terms::Table(t, o) => table_score(l, code, t, o),
+            }
+    }
+}
+
+/// The scalar twin of [`FoldedScorer`]: reads each component's code bit by bit, decodes it
+/// through its quantizer and evaluates the score formula directly, with no folding.
+#[derive(Debug)]
+pub(super) struct DecodingScorer<'a> {
+    codec: &'a TransformCodec,
+    rotated: Vec<f32>,
+    constant: f32,
+    l2: bool,
+}
+
+impl<'a> DecodingScorer<'a> {
+    pub(super) fn new(codec: &'a TransformCodec, query: &[f32], metric: Metric) -> Self {
+        let (rotated, constant) = rotated_query(codec, query, metric);
+        DecodingScorer {
+            codec,
+            rotated,
+            constant,
+            l2: metric == Metric::L2,
+        }
+    }
+}
+
+impl Scorer for DecodingScorer<'_> {
+    fn code_len(&self) -> usize {
+        self.codec.layout.code_len()
+    }
+
+    fn score(&self, code: &[u8]) -> f32 {
+        let yhat = self.codec.decode_rotated_scalar(code);
+        let sum: f32 = if self.l2 {
+            -self
+                .rotated
+                .iter()
+                .zip(&yhat)
+                .map(|(r, y)| (r - y) * (r - y))
+                .sum::<f32>()
+        } else {
+            self.rotated.iter().zip(&yhat).map(|(q, y)| q * y).sum()
+        };
+        self.constant + sum
+    }
+}
