@@ -39,13 +39,19 @@ macro_rules! dispatch {
 }
 
 /// Eight `W`-bit codes from a group of `W` bytes (code `i` at bits `i W ..`).
+///
+/// Written for 8 lanes of 32 bits: codes 0-3 lie in the low `4 W <= 32` bits and
+/// codes 4-7 in the next `4 W`, so every lane is one variable shift and a mask of a
+/// broadcast `u32` (`vpsrlvd` under AVX2) and the conversion is a signed one
+/// (`vcvtdq2ps`; codes are below 256).
 #[inline(always)]
-fn unpack_group<const W: usize>(group: &[u8]) -> [f32; 8] {
+fn unpack_group<const W: usize>(group: &[u8]) -> [i32; 8] {
     let mut buf = [0u8; 8];
     buf[..W].copy_from_slice(&group[..W]);
     let word = u64::from_le_bytes(buf);
-    let mask = (1u64 << W) - 1;
-    std::array::from_fn(|i| ((word >> (i * W)) & mask) as f32)
+    let halves = [word as u32, (word >> (4 * W)) as u32];
+    let mask = (1u32 << W) - 1;
+    std::array::from_fn(|i| ((halves[i / 4] >> ((i % 4) * W)) & mask) as i32)
 }
 
 #[inline(always)]
@@ -54,7 +60,7 @@ fn linear_w<const W: usize>(bytes: &[u8], u: &[f32]) -> f32 {
     for (g, ug) in bytes.chunks_exact(W).zip(u.chunks_exact(8)) {
         let c = unpack_group::<W>(g);
         for i in 0..8 {
-            acc[i] += ug[i] * c[i];
+            acc[i] += ug[i] * c[i] as f32;
         }
     }
     acc.iter().sum()
@@ -70,7 +76,8 @@ fn quadratic_w<const W: usize>(bytes: &[u8], u: &[f32], v: &[f32]) -> f32 {
     {
         let c = unpack_group::<W>(g);
         for i in 0..8 {
-            acc[i] += (ug[i] + vg[i] * c[i]) * c[i];
+            let c = c[i] as f32;
+            acc[i] += (ug[i] + vg[i] * c) * c;
         }
     }
     acc.iter().sum()
@@ -81,12 +88,9 @@ fn table_w<const W: usize>(bytes: &[u8], tables: &[f32]) -> f32 {
     let stride = 1usize << W;
     let mut acc = [0f32; 8];
     for (g, tg) in bytes.chunks_exact(W).zip(tables.chunks_exact(8 * stride)) {
-        let mut buf = [0u8; 8];
-        buf[..W].copy_from_slice(&g[..W]);
-        let word = u64::from_le_bytes(buf);
+        let c = unpack_group::<W>(g);
         for i in 0..8 {
-            let c = ((word >> (i * W)) & (stride as u64 - 1)) as usize;
-            acc[i] += tg[i * stride + c];
+            acc[i] += tg[i * stride + c[i] as usize];
         }
     }
     acc.iter().sum()

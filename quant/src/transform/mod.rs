@@ -35,9 +35,14 @@ use layout::Layout;
 use quantizer::{ComponentQuantizer, SortedColumn};
 use scorer::{DecodingScorer, FoldedScorer};
 
-/// Grid the k-means quantizer merges each component's sample onto before its dynamic
-/// program: bounds the fit at `O(256 * GRID log GRID)` per component.
-const KMEANS_GRID: usize = 2048;
+/// Grids the k-means quantizer merges each component's sample onto before its dynamic
+/// program, which bounds the work at `O(k G log G)` per component whatever the sample
+/// size. The distortion curve (all 256 layers, for every component) uses the coarse
+/// grid; the final fit at the allocated width the fine one. On the 20k MiniLM set the
+/// coarse curve allocates the same bits as a fine one to within noise (squared error
+/// 4.389e-3 vs 4.385e-3 per vector at 192 bytes) at a quarter of the time.
+const KMEANS_CURVE_GRID: usize = 512;
+const KMEANS_FIT_GRID: usize = 2048;
 
 /// The fitted transform codec.
 ///
@@ -158,7 +163,7 @@ impl TransformCodec {
                 ScalarQuantizer::Kmeans => {
                     let curves = columns
                         .par_iter()
-                        .map(|c| c.kmeans_curve(KMEANS_GRID))
+                        .map(|c| c.kmeans_curve(KMEANS_CURVE_GRID))
                         .collect::<Result<Vec<_>>>()?;
                     (curves, Vec::new())
                 }
@@ -178,7 +183,7 @@ impl TransformCodec {
             ScalarQuantizer::Kmeans => columns
                 .par_iter()
                 .zip(&widths)
-                .map(|(c, &w)| c.fit_kmeans(w, KMEANS_GRID))
+                .map(|(c, &w)| c.fit_kmeans(w, KMEANS_FIT_GRID))
                 .collect::<Result<_>>()?,
         };
         TransformCodec::try_from(TransformParams {
