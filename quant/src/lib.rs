@@ -7,12 +7,14 @@
 #![warn(missing_docs)]
 
 pub mod bitstack;
+pub mod checkpoint;
 pub mod codec;
 pub mod error;
 pub mod eval;
 pub mod kernels;
 pub mod kmeans1d;
 pub mod metric;
+pub mod palette;
 pub mod pca;
 pub mod transform;
 pub mod vecio;

@@ -1,0 +1,703 @@
+//! Writing a checkpoint: tensors are spilled as they come, then laid out and written
+//! in one sequential pass once the global block order is known.
+
+use std::collections::HashSet;
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use half::f16;
+
+use super::header::Header;
+use super::manifest::{
+    BitStackBlockLayout, BlockEntry, BlockRef, Encoding, Manifest, MetaEntry, Section, TensorEntry,
+};
+use super::{
+    ALIGN, HEADER_LEN, MAX_DIMS, MAX_MANIFEST_BYTES, MAX_META_KEY, MAX_META_VALUE, MAX_METADATA,
+    MAX_NAME_LEN, MAX_NUMEL, MAX_TENSORS, align_u64,
+};
+use crate::bitstack::{
+    BitStackMatrix, BlockId, MAX_LEVELS, MatrixBlocks, OrderPolicy, global_order,
+};
+use crate::error::{QuantError, Result};
+use crate::palette::PaletteTensor;
+
+/// How [`CheckpointWriter::finish`] orders BitStack blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockOrdering {
+    /// Order by each block's stored importance proxy under this policy.
+    Policy(OrderPolicy),
+    /// A precomputed order (for example from perplexity scores,
+    /// [`crate::bitstack::score_levels_by_eval`]): `matrix` indexes the BitStack
+    /// tensors in the order they were added, as [`CheckpointWriter::bitstack_matrices`]
+    /// lists them. Every block must appear once, each matrix's levels in order.
+    Explicit(Vec<BlockId>),
+}
+
+impl Default for BlockOrdering {
+    fn default() -> Self {
+        BlockOrdering::Policy(OrderPolicy::default())
+    }
+}
+
+/// A payload already written to the spill.
+#[derive(Debug, Clone, Copy)]
+struct Spilled {
+    offset: u64,
+    len: u64,
+    crc: u32,
+}
+
+#[derive(Debug)]
+enum Pending {
+    F16(Spilled),
+    F32(Spilled),
+    BitStack {
+        rank: u32,
+        scales: Option<Spilled>,
+        blocks: Vec<(Spilled, f64)>,
+    },
+    Palette {
+        bits: u8,
+        group_rows: u32,
+        data: Spilled,
+    },
+}
+
+/// Builds a `.octet` checkpoint.
+///
+/// Each `add_*` call encodes a tensor and appends its bytes to `spill` at once (a
+/// temporary file for real models, memory for small ones), so the caller can drop the
+/// tensor: memory holds only metadata. [`CheckpointWriter::finish`] computes the
+/// global block order, lays the file out, and streams header, manifest and sections
+/// to any [`Write`] in one sequential pass, re-checking each section's CRC as it is
+/// copied. Disk use is twice the checkpoint (spill plus output); memory is one copy
+/// buffer.
+///
+/// # File layout (format version 1)
+///
+/// All integers little-endian.
+///
+/// | offset | bytes | field |
+/// |---|---|---|
+/// | 0 | 8 | magic `"OCTETWGT"` |
+/// | 8 | 4 | format version (`u32`, 1) |
+/// | 12 | 4 | flags (`u32`, 0; a reader rejects unknown bits) |
+/// | 16 | 8 | manifest offset (`u64`, always 64) |
+/// | 24 | 8 | manifest length `L` (`u64`, at most 64 MiB) |
+/// | 32 | 4 | CRC-32C of the manifest bytes (`u32`) |
+/// | 36 | 4 | reserved (0) |
+/// | 40 | 8 | data start `D` = `64 + L` rounded up to 64 (`u64`) |
+/// | 48 | 8 | length of the complete file (`u64`) |
+/// | 56 | 4 | reserved (0) |
+/// | 60 | 4 | CRC-32C of bytes 0..60 (`u32`) |
+/// | 64 | `L` | rkyv-archived [`Manifest`], zero padding up to `D` |
+/// | `D` | | resident sections, in tensor order: f16/f32 data, BitStack scales, palettes |
+/// | | | BitStack blocks, in the manifest's `block_order` |
+///
+/// Every section starts on a 64-byte boundary, with zero padding between sections;
+/// its offset, length and CRC-32C are in the manifest. A BitStack block's section is
+/// laid out as [`BitStackBlockLayout`], a palette's as
+/// [`crate::palette::PaletteLayout`]. `budget_table[j]` in the manifest is the prefix
+/// length that holds the first `j` blocks.
+#[derive(Debug)]
+pub struct CheckpointWriter<S> {
+    spill: S,
+    spill_len: u64,
+    tensors: Vec<(String, Vec<u64>, Pending)>,
+    names: HashSet<String>,
+    metadata: Vec<MetaEntry>,
+}
+
+impl CheckpointWriter<Cursor<Vec<u8>>> {
+    /// A writer spilling to memory: for small models and tests.
+    pub fn in_memory() -> Self {
+        CheckpointWriter::new(Cursor::new(Vec::new()))
+    }
+}
+
+fn spill_err(source: std::io::Error) -> QuantError {
+    QuantError::Io {
+        path: PathBuf::from("<checkpoint spill>"),
+        source,
+    }
+}
+
+fn out_err(source: std::io::Error) -> QuantError {
+    QuantError::Io {
+        path: PathBuf::from("<checkpoint output>"),
+        source,
+    }
+}
+
+fn invalid(field: &'static str, reason: String) -> QuantError {
+    QuantError::InvalidConfig { field, reason }
+}
+
+impl<S: Read + Write + Seek> CheckpointWriter<S> {
+    /// A writer spilling tensor bytes to `spill` (for example a `tempfile::tempfile()`).
+    pub fn new(spill: S) -> Self {
+        CheckpointWriter {
+            spill,
+            spill_len: 0,
+            tensors: Vec::new(),
+            names: HashSet::new(),
+            metadata: Vec::new(),
+        }
+    }
+
+    fn check_new(&self, name: &str, shape: &[usize], numel: usize) -> Result<Vec<u64>> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(invalid(
+                "tensor name",
+                format!(
+                    "`{name}` has {} bytes, expected 1..={MAX_NAME_LEN}",
+                    name.len()
+                ),
+            ));
+        }
+        if self.names.contains(name) {
+            return Err(invalid(
+                "tensor name",
+                format!("`{name}` was already added"),
+            ));
+        }
+        if self.tensors.len() >= MAX_TENSORS {
+            return Err(invalid("tensors", format!("at most {MAX_TENSORS} tensors")));
+        }
+        if shape.is_empty() || shape.len() > MAX_DIMS {
+            return Err(invalid(
+                "shape",
+                format!("`{name}` has {} dims, expected 1..={MAX_DIMS}", shape.len()),
+            ));
+        }
+        let product = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if product != Some(numel) || numel as u64 > MAX_NUMEL {
+            return Err(QuantError::DimMismatch {
+                what: "tensor elements (product of the shape)",
+                expected: product.unwrap_or(usize::MAX),
+                actual: numel,
+            });
+        }
+        Ok(shape.iter().map(|&d| d as u64).collect())
+    }
+
+    fn spill(&mut self, bytes: &[u8]) -> Result<Spilled> {
+        self.spill
+            .seek(SeekFrom::Start(self.spill_len))
+            .map_err(spill_err)?;
+        self.spill.write_all(bytes).map_err(spill_err)?;
+        let s = Spilled {
+            offset: self.spill_len,
+            len: bytes.len() as u64,
+            crc: crc32c::crc32c(bytes),
+        };
+        self.spill_len += s.len;
+        Ok(s)
+    }
+
+    fn push(&mut self, name: &str, shape: Vec<u64>, p: Pending) {
+        self.names.insert(name.to_string());
+        self.tensors.push((name.to_string(), shape, p));
+    }
+
+    /// Adds an always-resident tensor stored as f16 (embeddings, norms, lm_head).
+    /// Values beyond f16's range are an error rather than infinities.
+    pub fn add_f16(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
+        let shape = self.check_new(name, shape, data.len())?;
+        let mut bytes = Vec::with_capacity(data.len() * 2);
+        for (i, &x) in data.iter().enumerate() {
+            let h = f16::from_f32(x);
+            if !h.is_finite() {
+                return Err(invalid(
+                    "f16 tensor",
+                    format!(
+                        "`{name}` value {x} at index {i} is not finite in f16; store it as f32"
+                    ),
+                ));
+            }
+            bytes.extend_from_slice(&h.to_le_bytes());
+        }
+        let s = self.spill(&bytes)?;
+        self.push(name, shape, Pending::F16(s));
+        Ok(())
+    }
+
+    /// Adds an always-resident tensor stored as f32.
+    pub fn add_f32(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
+        let shape = self.check_new(name, shape, data.len())?;
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let s = self.spill(&bytes)?;
+        self.push(name, shape, Pending::F32(s));
+        Ok(())
+    }
+
+    /// Adds a BitStack matrix (`shape = [rows, cols]`) with all its blocks.
+    pub fn add_bitstack(&mut self, name: &str, m: &BitStackMatrix) -> Result<()> {
+        let shape = self.check_new(name, &[m.rows, m.cols], m.rows * m.cols)?;
+        if m.blocks.is_empty() || m.blocks.len() > MAX_LEVELS {
+            return Err(invalid(
+                "blocks",
+                format!(
+                    "`{name}` has {} blocks, expected 1..={MAX_LEVELS}",
+                    m.blocks.len()
+                ),
+            ));
+        }
+        let rank = u32::try_from(m.rank)
+            .ok()
+            .filter(|&r| r >= 1 && m.rank <= m.rows.min(m.cols))
+            .ok_or_else(|| {
+                invalid(
+                    "rank",
+                    format!("`{name}` rank {} outside 1..=min(rows, cols)", m.rank),
+                )
+            })?;
+        let layout = BitStackBlockLayout::new(m.rows, m.cols, m.rank)
+            .ok_or_else(|| invalid("shape", format!("`{name}` block size overflows")))?;
+        let scales = match &m.scales {
+            Some(s) => {
+                crate::bitstack::check_scales(s, m.cols)?;
+                let b: Vec<u8> = s.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Some(self.spill(&b)?)
+            }
+            None => None,
+        };
+        let mut blocks = Vec::with_capacity(m.blocks.len());
+        let mut buf = vec![0u8; layout.len];
+        for (level, b) in m.blocks.iter().enumerate() {
+            if b.signs.len() != layout.signs.1
+                || b.u.len() * 2 != layout.u.1
+                || b.vt.len() * 2 != layout.vt.1
+            {
+                return Err(invalid(
+                    "blocks",
+                    format!(
+                        "`{name}` block {level} has factor lengths that do not match {}x{} rank {}",
+                        m.rows, m.cols, m.rank
+                    ),
+                ));
+            }
+            if b.importance.is_nan() {
+                return Err(invalid(
+                    "importance",
+                    format!("`{name}` block {level} is NaN"),
+                ));
+            }
+            buf.fill(0);
+            buf[..layout.signs.1].copy_from_slice(&b.signs);
+            put_f16(&mut buf[layout.u.0..layout.u.0 + layout.u.1], &b.u);
+            put_f16(&mut buf[layout.vt.0..layout.vt.0 + layout.vt.1], &b.vt);
+            blocks.push((self.spill(&buf)?, b.importance));
+        }
+        self.push(
+            name,
+            shape,
+            Pending::BitStack {
+                rank,
+                scales,
+                blocks,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds a palettized tensor (`shape = [rows, cols]`).
+    pub fn add_palette(&mut self, name: &str, p: &PaletteTensor) -> Result<()> {
+        let l = &p.layout;
+        let shape = self.check_new(name, &[l.rows, l.cols], l.rows * l.cols)?;
+        if p.luts.len() * 2 != l.luts.1 || p.indices.len() != l.indices.1 {
+            return Err(invalid(
+                "palette",
+                format!("`{name}` table or index length does not match its layout"),
+            ));
+        }
+        let group_rows = u32::try_from(l.group_rows).map_err(|_| {
+            invalid(
+                "group_rows",
+                format!("`{name}` group of {} rows exceeds u32", l.group_rows),
+            )
+        })?;
+        let data = self.spill(&p.section_bytes())?;
+        self.push(
+            name,
+            shape,
+            Pending::Palette {
+                bits: l.bits,
+                group_rows,
+                data,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds a metadata entry (model config, provenance).
+    pub fn add_metadata(&mut self, key: &str, value: &str) -> Result<()> {
+        if key.is_empty() || key.len() > MAX_META_KEY || value.len() > MAX_META_VALUE {
+            return Err(invalid(
+                "metadata",
+                format!(
+                    "key of {} bytes (1..={MAX_META_KEY}) and value of {} bytes (at most {MAX_META_VALUE})",
+                    key.len(),
+                    value.len()
+                ),
+            ));
+        }
+        if self.metadata.len() >= MAX_METADATA {
+            return Err(invalid(
+                "metadata",
+                format!("at most {MAX_METADATA} entries"),
+            ));
+        }
+        self.metadata.push(MetaEntry {
+            key: key.into(),
+            value: value.into(),
+        });
+        Ok(())
+    }
+
+    /// The BitStack tensors in the order they were added, with what the ordering sees:
+    /// the input to a custom [`BlockOrdering::Explicit`] order.
+    pub fn bitstack_matrices(&self) -> Vec<(String, MatrixBlocks)> {
+        self.tensors
+            .iter()
+            .filter_map(|(name, _, p)| match p {
+                Pending::BitStack { blocks, .. } => Some((
+                    name.clone(),
+                    MatrixBlocks {
+                        bytes_per_block: blocks.first().map_or(0, |b| b.0.len),
+                        importance: blocks.iter().map(|b| b.1).collect(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Orders the blocks, lays the file out and writes it to `out`. Returns the
+    /// manifest that was written.
+    pub fn finish<W: Write>(mut self, ordering: &BlockOrdering, out: W) -> Result<Manifest> {
+        let matrices = self.bitstack_matrices();
+        let tensor_of: Vec<usize> = self
+            .tensors
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| matches!(t.2, Pending::BitStack { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        let mbs: Vec<MatrixBlocks> = matrices.into_iter().map(|m| m.1).collect();
+        let order = match ordering {
+            BlockOrdering::Policy(p) => global_order(&mbs, *p)?,
+            BlockOrdering::Explicit(o) => {
+                check_explicit(o, &mbs)?;
+                o.clone()
+            }
+        };
+        // Section offsets relative to the data start, which depends on the manifest
+        // length. rkyv archives fixed-width integers, so the length does not depend
+        // on the offsets' values: measure with a zero start, then shift.
+        let (plan, copies) = self.layout(&order, &tensor_of);
+        let probe = archive(&plan.manifest(0))?;
+        let data_start = align_u64((HEADER_LEN + probe.len()) as u64);
+        let manifest = plan.manifest(data_start);
+        let bytes = archive(&manifest)?;
+        if bytes.len() != probe.len() || bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(invalid(
+                "manifest",
+                format!(
+                    "archived length {} (probe {}), at most {MAX_MANIFEST_BYTES}",
+                    bytes.len(),
+                    probe.len()
+                ),
+            ));
+        }
+        let header = Header {
+            manifest_len: bytes.len() as u64,
+            manifest_crc: crc32c::crc32c(&bytes),
+            data_start,
+            file_len: manifest.file_len,
+        };
+        let mut out = Counting {
+            inner: out,
+            written: 0,
+        };
+        out.write_all(&header.encode()).map_err(out_err)?;
+        out.write_all(&bytes).map_err(out_err)?;
+        let mut buf = vec![0u8; 1 << 20];
+        for (rel, s) in copies {
+            out.pad_to(data_start + rel)?;
+            self.copy_section(s, &mut out, &mut buf)?;
+        }
+        out.pad_to(manifest.file_len)?;
+        out.inner.flush().map_err(out_err)?;
+        Ok(manifest)
+    }
+
+    /// Copies one spilled payload to `out`, checking its CRC on the way.
+    fn copy_section<W: Write>(
+        &mut self,
+        s: Spilled,
+        out: &mut Counting<W>,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        self.spill
+            .seek(SeekFrom::Start(s.offset))
+            .map_err(spill_err)?;
+        let mut left = s.len;
+        let mut crc = 0u32;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            self.spill.read_exact(&mut buf[..n]).map_err(spill_err)?;
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            out.write_all(&buf[..n]).map_err(out_err)?;
+            left -= n as u64;
+        }
+        if crc != s.crc {
+            return Err(QuantError::Format {
+                path: Path::new("<checkpoint spill>").to_path_buf(),
+                reason: format!(
+                    "spilled section at {} changed: crc32c {crc:#010x}, wrote {:#010x}",
+                    s.offset, s.crc
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Assigns every section an offset relative to the data start: resident sections
+    /// in tensor order, then blocks in `order`.
+    fn layout(&self, order: &[BlockId], tensor_of: &[usize]) -> (Plan, Vec<(u64, Spilled)>) {
+        let mut at = 0u64;
+        let mut copies = Vec::new();
+        let place = |s: Spilled, at: &mut u64, copies: &mut Vec<(u64, Spilled)>| -> Section {
+            let offset = align_u64(*at);
+            *at = offset + s.len;
+            copies.push((offset, s));
+            Section {
+                offset,
+                len: s.len,
+                crc32c: s.crc,
+            }
+        };
+        let mut tensors: Vec<TensorEntry> = Vec::with_capacity(self.tensors.len());
+        for (name, shape, p) in &self.tensors {
+            let encoding = match p {
+                Pending::F16(s) => Encoding::F16 {
+                    data: place(*s, &mut at, &mut copies),
+                },
+                Pending::F32(s) => Encoding::F32 {
+                    data: place(*s, &mut at, &mut copies),
+                },
+                Pending::BitStack { rank, scales, .. } => Encoding::BitStack {
+                    rank: *rank,
+                    scales: scales.map(|s| place(s, &mut at, &mut copies)),
+                    blocks: Vec::new(),
+                },
+                Pending::Palette {
+                    bits,
+                    group_rows,
+                    data,
+                } => Encoding::Palette {
+                    bits: *bits,
+                    group_rows: *group_rows,
+                    data: place(*data, &mut at, &mut copies),
+                },
+            };
+            tensors.push(TensorEntry {
+                name: name.clone(),
+                shape: shape.clone(),
+                encoding,
+            });
+        }
+        // Blocks of each BitStack tensor, placed in global order.
+        let mut placed: Vec<Vec<BlockEntry>> = vec![Vec::new(); tensor_of.len()];
+        let mut budget = vec![at];
+        let mut block_order = Vec::with_capacity(order.len());
+        for b in order {
+            let t = tensor_of[b.matrix as usize];
+            if let Pending::BitStack { blocks, .. } = &self.tensors[t].2 {
+                let (s, importance) = blocks[b.level as usize];
+                placed[b.matrix as usize].push(BlockEntry {
+                    section: place(s, &mut at, &mut copies),
+                    importance,
+                });
+            }
+            budget.push(at);
+            block_order.push(BlockRef {
+                tensor: t as u32,
+                level: b.level,
+            });
+        }
+        for (m, entries) in placed.into_iter().enumerate() {
+            if let Encoding::BitStack { blocks, .. } = &mut tensors[tensor_of[m]].encoding {
+                *blocks = entries;
+            }
+        }
+        let mut seen = vec![false; tensor_of.len()];
+        let mut missing = tensor_of.len();
+        let mut min_blocks = 0u32;
+        for (j, b) in order.iter().enumerate() {
+            if missing == 0 {
+                break;
+            }
+            if !std::mem::replace(&mut seen[b.matrix as usize], true) {
+                missing -= 1;
+            }
+            min_blocks = j as u32 + 1;
+        }
+        let plan = Plan {
+            tensors,
+            block_order,
+            budget,
+            min_blocks,
+            metadata: self.metadata.clone(),
+            end: at,
+        };
+        (plan, copies)
+    }
+}
+
+/// The manifest with offsets relative to the data start.
+struct Plan {
+    tensors: Vec<TensorEntry>,
+    block_order: Vec<BlockRef>,
+    budget: Vec<u64>,
+    min_blocks: u32,
+    metadata: Vec<MetaEntry>,
+    end: u64,
+}
+
+impl Plan {
+    fn manifest(&self, data_start: u64) -> Manifest {
+        let shift = |s: &Section| Section {
+            offset: s.offset + data_start,
+            ..*s
+        };
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|t| {
+                let encoding = match &t.encoding {
+                    Encoding::F16 { data } => Encoding::F16 { data: shift(data) },
+                    Encoding::F32 { data } => Encoding::F32 { data: shift(data) },
+                    Encoding::BitStack {
+                        rank,
+                        scales,
+                        blocks,
+                    } => Encoding::BitStack {
+                        rank: *rank,
+                        scales: scales.as_ref().map(shift),
+                        blocks: blocks
+                            .iter()
+                            .map(|b| BlockEntry {
+                                section: shift(&b.section),
+                                importance: b.importance,
+                            })
+                            .collect(),
+                    },
+                    Encoding::Palette {
+                        bits,
+                        group_rows,
+                        data,
+                    } => Encoding::Palette {
+                        bits: *bits,
+                        group_rows: *group_rows,
+                        data: shift(data),
+                    },
+                };
+                TensorEntry {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    encoding,
+                }
+            })
+            .collect();
+        Manifest {
+            tensors,
+            block_order: self.block_order.clone(),
+            budget_table: self.budget.iter().map(|b| b + data_start).collect(),
+            min_blocks: self.min_blocks,
+            data_start,
+            file_len: self.end + data_start,
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+fn archive(m: &Manifest) -> Result<rkyv::util::AlignedVec> {
+    rkyv::to_bytes::<rkyv::rancor::Error>(m)
+        .map_err(|e| invalid("manifest", format!("rkyv serialization failed: {e}")))
+}
+
+fn check_explicit(order: &[BlockId], mbs: &[MatrixBlocks]) -> Result<()> {
+    let mut next = vec![0usize; mbs.len()];
+    for (j, b) in order.iter().enumerate() {
+        let m = b.matrix as usize;
+        let Some(n) = next.get_mut(m) else {
+            return Err(invalid(
+                "block order",
+                format!("entry {j} names matrix {m}, only {} exist", mbs.len()),
+            ));
+        };
+        if b.level as usize != *n || *n >= mbs[m].importance.len() {
+            return Err(invalid(
+                "block order",
+                format!(
+                    "entry {j} is matrix {m} level {}, expected level {} of {}",
+                    b.level,
+                    n,
+                    mbs[m].importance.len()
+                ),
+            ));
+        }
+        *n += 1;
+    }
+    if let Some(m) = (0..mbs.len()).find(|&m| next[m] != mbs[m].importance.len()) {
+        return Err(invalid(
+            "block order",
+            format!(
+                "matrix {m} has {} of its {} blocks in the order",
+                next[m],
+                mbs[m].importance.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn put_f16(dst: &mut [u8], src: &[f16]) {
+    for (c, v) in dst.chunks_exact_mut(2).zip(src) {
+        c.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// A writer that knows its position, to pad sections to their offsets.
+struct Counting<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: Write> Counting<W> {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all(b)?;
+        self.written += b.len() as u64;
+        Ok(())
+    }
+
+    fn pad_to(&mut self, offset: u64) -> Result<()> {
+        const ZEROS: [u8; ALIGN] = [0; ALIGN];
+        if offset < self.written {
+            return Err(invalid(
+                "layout",
+                format!(
+                    "section at {offset} overlaps bytes already written ({})",
+                    self.written
+                ),
+            ));
+        }
+        while self.written < offset {
+            let n = (offset - self.written).min(ALIGN as u64) as usize;
+            self.write_all(&ZEROS[..n]).map_err(out_err)?;
+        }
+        Ok(())
+    }
+}
