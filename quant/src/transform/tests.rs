@@ -214,3 +214,17 @@ fn passes_the_generic_codec_harness() {
         crate::codec::testing::check_codec(&codec, &data, max_rel_err);
     }
 }
+
+#[test]
+fn rank_deficient_sample_still_fits() {
+    // 10 rows in 65 dimensions: 56 components have no variance at all.
+    let dim = 65;
+    let data = correlated(10, dim, 77);
+    for q in [ScalarQuantizer::Uniform, ScalarQuantizer::Kmeans] {
+        for bytes in [8, 65] {
+            let codec = TransformCodec::fit(&data, dim, bytes, q).expect("fit");
+            assert_eq!(codec.code_len(), bytes);
+            crate::codec::testing::check_codec(&codec, &data, 0.1);
+        }
+    }
+}
