@@ -85,7 +85,7 @@ pub type Result<T, E = QuantError> = std::result::Result<T, E>;
 
 /// Checks that `values` holds whole rows of `dim` finite values.
 pub fn check_batch(what: &'static str, values: &[f32], dim: usize) -> Result<usize> {
-    if dim == 0 || values.len() % dim != 0 {
+    if dim == 0 || !values.len().is_multiple_of(dim) {
         return Err(QuantError::DimMismatch {
             what,
             expected: dim,

@@ -12,7 +12,9 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
     let k = k.min(scores.len());
     let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
     let better = |a: &u32, b: &u32| {
-        scores[*b as usize].total_cmp(&scores[*a as usize]).then(a.cmp(b))
+        scores[*b as usize]
+            .total_cmp(&scores[*a as usize])
+            .then(a.cmp(b))
     };
     if k < idx.len() && k > 0 {
         idx.select_nth_unstable_by(k - 1, better);
@@ -25,7 +27,13 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
 
 /// Exact top-`k` base rows for every query (rows of `dim` values), by brute force
 /// in f32. For cosine, both sides are expected to be unit length already.
-pub fn exact_top_k(base: &[f32], queries: &[f32], dim: usize, metric: Metric, k: usize) -> Vec<Vec<u32>> {
+pub fn exact_top_k(
+    base: &[f32],
+    queries: &[f32],
+    dim: usize,
+    metric: Metric,
+    k: usize,
+) -> Vec<Vec<u32>> {
     queries
         .par_chunks(dim)
         .map(|q| {

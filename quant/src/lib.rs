@@ -19,6 +19,7 @@ pub mod pca;
 pub mod transform;
 pub mod vecio;
 
+pub use codec::Codec;
 pub use codec::{CodecKind, CodecSpec, ElementSpec, ScalarQuantizer, Scorer, VectorCodec};
 pub use codec::{
     bfloat16::Bf16Codec, element::ElementCodec, float8::Float8Codec, float8::Float8Format,

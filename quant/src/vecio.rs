@@ -26,7 +26,7 @@ pub struct Vectors {
 impl Vectors {
     /// Number of rows.
     pub fn len(&self) -> usize {
-        if self.dim == 0 { 0 } else { self.data.len() / self.dim }
+        self.data.len().checked_div(self.dim).unwrap_or(0)
     }
 
     /// True when there are no rows.
@@ -46,28 +46,45 @@ impl Vectors {
 }
 
 fn format_err(path: &Path, reason: String) -> QuantError {
-    QuantError::Format { path: path.to_path_buf(), reason }
+    QuantError::Format {
+        path: path.to_path_buf(),
+        reason,
+    }
 }
 
 fn read_all(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|source| QuantError::Io { path: path.to_path_buf(), source })
+    fs::read(path).map_err(|source| QuantError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Splits TEXMEX rows of 4-byte elements, checking each row's dimension.
 fn texmex_rows(path: &Path, bytes: &[u8], expect_dim: Option<usize>) -> Result<(usize, Vec<u32>)> {
     if bytes.len() < 4 {
-        return Err(format_err(path, format!("file is {} bytes, too short for one row", bytes.len())));
+        return Err(format_err(
+            path,
+            format!("file is {} bytes, too short for one row", bytes.len()),
+        ));
     }
     let first = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let dim = usize::try_from(first)
         .ok()
         .filter(|&d| (1..=MAX_DIM).contains(&d))
-        .ok_or_else(|| format_err(path, format!("row 0: dimension field is {first}, expected 1..={MAX_DIM}")))?;
+        .ok_or_else(|| {
+            format_err(
+                path,
+                format!("row 0: dimension field is {first}, expected 1..={MAX_DIM}"),
+            )
+        })?;
     if let Some(expected) = expect_dim.filter(|&e| e != dim) {
-        return Err(format_err(path, format!("dimension is {dim}, expected {expected}")));
+        return Err(format_err(
+            path,
+            format!("dimension is {dim}, expected {expected}"),
+        ));
     }
     let row_bytes = 4 * (dim + 1);
-    if bytes.len() % row_bytes != 0 {
+    if !bytes.len().is_multiple_of(row_bytes) {
         return Err(format_err(
             path,
             format!(
@@ -81,9 +98,16 @@ fn texmex_rows(path: &Path, bytes: &[u8], expect_dim: Option<usize>) -> Result<(
     for (r, row) in bytes.chunks_exact(row_bytes).enumerate() {
         let d = i32::from_le_bytes([row[0], row[1], row[2], row[3]]);
         if usize::try_from(d).ok() != Some(dim) {
-            return Err(format_err(path, format!("row {r}: dimension field is {d}, expected {dim}")));
+            return Err(format_err(
+                path,
+                format!("row {r}: dimension field is {d}, expected {dim}"),
+            ));
         }
-        values.extend(row[4..].chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        values.extend(
+            row[4..]
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
     }
     Ok((dim, values))
 }
@@ -92,7 +116,12 @@ fn finite_vectors(path: &Path, dim: usize, data: Vec<f32>) -> Result<Vectors> {
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
         return Err(format_err(
             path,
-            format!("row {}, column {}: value {} is not finite", i / dim, i % dim, data[i]),
+            format!(
+                "row {}, column {}: value {} is not finite",
+                i / dim,
+                i % dim,
+                data[i]
+            ),
         ));
     }
     Ok(Vectors { dim, data })
@@ -116,23 +145,34 @@ pub fn read_ivecs(path: &Path) -> Result<(usize, Vec<i32>)> {
 /// Reads raw little-endian f32 values in rows of `dim`.
 pub fn read_raw_f32(path: &Path, dim: usize) -> Result<Vectors> {
     if !(1..=MAX_DIM).contains(&dim) {
-        return Err(QuantError::InvalidConfig { field: "dim", reason: format!("must be in 1..={MAX_DIM}, got {dim}") });
+        return Err(QuantError::InvalidConfig {
+            field: "dim",
+            reason: format!("must be in 1..={MAX_DIM}, got {dim}"),
+        });
     }
     let bytes = read_all(path)?;
     let row_bytes = 4 * dim;
-    if bytes.is_empty() || bytes.len() % row_bytes != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(row_bytes) {
         return Err(format_err(
             path,
-            format!("length {} is not a whole number of {dim}-d f32 rows ({row_bytes} bytes each)", bytes.len()),
+            format!(
+                "length {} is not a whole number of {dim}-d f32 rows ({row_bytes} bytes each)",
+                bytes.len()
+            ),
         ));
     }
-    let data = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let data = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     finite_vectors(path, dim, data)
 }
 
 /// Reads `.fvecs` when the file name ends in `.fvecs`, raw f32 otherwise (then `dim` is required).
 pub fn read_vectors(path: &Path, dim: Option<usize>) -> Result<Vectors> {
-    let is_fvecs = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("fvecs"));
+    let is_fvecs = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("fvecs"));
     match (is_fvecs, dim) {
         (true, d) => read_fvecs(path, d),
         (false, Some(d)) => read_raw_f32(path, d),
@@ -154,8 +194,14 @@ pub fn write_ivecs(path: &Path, dim: usize, data: &[i32]) -> Result<()> {
 }
 
 fn write_texmex(path: &Path, dim: usize, values: impl Iterator<Item = [u8; 4]>) -> Result<()> {
-    let io = |source| QuantError::Io { path: path.to_path_buf(), source };
-    let d = i32::try_from(dim).map_err(|_| QuantError::InvalidConfig { field: "dim", reason: format!("{dim} too large") })?;
+    let io = |source| QuantError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let d = i32::try_from(dim).map_err(|_| QuantError::InvalidConfig {
+        field: "dim",
+        reason: format!("{dim} too large"),
+    })?;
     let mut out = std::io::BufWriter::new(fs::File::create(path).map_err(io)?);
     for (i, v) in values.enumerate() {
         if i % dim == 0 {
@@ -187,7 +233,10 @@ mod tests {
         let bytes = fs::read(&path).expect("read bytes");
         fs::write(&path, &bytes[..bytes.len() - 3]).expect("truncate");
         let err = read_fvecs(&path, None).expect_err("truncated");
-        assert!(err.to_string().contains("a.fvecs") && err.to_string().contains("truncated"), "{err}");
+        assert!(
+            err.to_string().contains("a.fvecs") && err.to_string().contains("truncated"),
+            "{err}"
+        );
 
         // NaN is rejected with its position.
         let mut bad = data.clone();

@@ -24,6 +24,8 @@ pub mod float32;
 pub mod float8;
 pub mod int8;
 pub mod pca;
+pub mod registry;
+pub use registry::Codec;
 mod lanes;
 pub mod scaled_float8;
 pub mod sign_bits;
@@ -152,7 +154,7 @@ pub trait VectorCodec: Send + Sync + fmt::Debug {
     /// Decodes a batch of codes into row-major vectors.
     fn decode(&self, codes: &[u8]) -> Result<Vec<f32>> {
         let len = self.code_len();
-        if len == 0 || codes.len() % len != 0 {
+        if len == 0 || !codes.len().is_multiple_of(len) {
             return Err(QuantError::DimMismatch {
                 what: "batch of codes (bytes)",
                 expected: len,
