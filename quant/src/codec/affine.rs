@@ -1,6 +1,6 @@
 //! The scorer shared by codes that decode per dimension as
 //! `x_i = offset_i + step_i * level(c_i)`: int8 (`level` is the byte itself), plain
-//! float8 (`offset = 0`, `step = 1`, `level` a decode table) and scaled float8.
+//! float8 (`offset = 0`, `step = 1`, `level` the float8 value) and scaled float8.
 //!
 //! The affine map is folded into the prepared query once, so the per-code loop is a
 //! single kernel over the code bytes:
@@ -13,6 +13,7 @@
 //!   `offset_i` and goes into the constant instead, avoiding a division by ~0.
 
 use crate::codec::Scorer;
+use crate::codec::float8::Float8Format;
 use crate::kernels;
 use crate::metric::Metric;
 
@@ -21,8 +22,8 @@ use crate::metric::Metric;
 pub(crate) enum Levels {
     /// The byte's value, 0..=255.
     Integer,
-    /// An entry of a 256-entry table.
-    Table(&'static [f32; 256]),
+    /// The byte's value as a float8 of this format.
+    Float8(Float8Format),
 }
 
 enum Prepared {
@@ -92,30 +93,29 @@ impl Scorer for AffineScorer {
     }
 
     fn score(&self, code: &[u8]) -> f32 {
-        match (&self.prepared, self.levels, self.fast) {
-            (Prepared::Dot { w }, Levels::Integer, true) => {
-                self.constant + kernels::dot_u8(w, code)
+        use Float8Format::{E4m3, E5m2};
+        match &self.prepared {
+            Prepared::Dot { w } => {
+                let sum = match (self.levels, self.fast) {
+                    (Levels::Integer, true) => kernels::dot_u8(w, code),
+                    (Levels::Integer, false) => kernels::dot_u8_scalar(w, code),
+                    (Levels::Float8(E4m3), true) => kernels::dot_e4m3(w, code),
+                    (Levels::Float8(E4m3), false) => kernels::dot_e4m3_scalar(w, code),
+                    (Levels::Float8(E5m2), true) => kernels::dot_e5m2(w, code),
+                    (Levels::Float8(E5m2), false) => kernels::dot_e5m2_scalar(w, code),
+                };
+                self.constant + sum
             }
-            (Prepared::Dot { w }, Levels::Integer, false) => {
-                self.constant + kernels::dot_u8_scalar(w, code)
-            }
-            (Prepared::Dot { w }, Levels::Table(t), true) => {
-                self.constant + kernels::dot_lut8(w, t, code)
-            }
-            (Prepared::Dot { w }, Levels::Table(t), false) => {
-                self.constant + kernels::dot_lut8_scalar(w, t, code)
-            }
-            (Prepared::L2 { w, a }, Levels::Integer, true) => {
-                -(self.constant + kernels::l2sq_u8(w, a, code))
-            }
-            (Prepared::L2 { w, a }, Levels::Integer, false) => {
-                -(self.constant + kernels::l2sq_u8_scalar(w, a, code))
-            }
-            (Prepared::L2 { w, a }, Levels::Table(t), true) => {
-                -(self.constant + kernels::l2sq_lut8(w, a, t, code))
-            }
-            (Prepared::L2 { w, a }, Levels::Table(t), false) => {
-                -(self.constant + kernels::l2sq_lut8_scalar(w, a, t, code))
+            Prepared::L2 { w, a } => {
+                let sum = match (self.levels, self.fast) {
+                    (Levels::Integer, true) => kernels::l2sq_u8(w, a, code),
+                    (Levels::Integer, false) => kernels::l2sq_u8_scalar(w, a, code),
+                    (Levels::Float8(E4m3), true) => kernels::l2sq_e4m3(w, a, code),
+                    (Levels::Float8(E4m3), false) => kernels::l2sq_e4m3_scalar(w, a, code),
+                    (Levels::Float8(E5m2), true) => kernels::l2sq_e5m2(w, a, code),
+                    (Levels::Float8(E5m2), false) => kernels::l2sq_e5m2_scalar(w, a, code),
+                };
+                -(self.constant + sum)
             }
         }
     }

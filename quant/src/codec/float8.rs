@@ -3,7 +3,8 @@
 //!
 //! Encoding uses the `float8` crate (round to nearest even, saturating at the
 //! largest finite value). Decoding goes through a 256-entry f32 table per format,
-//! built once, which is also what the scoring kernels index.
+//! built once ([`kernels::e4m3_table`]); the scoring kernels decode the same values
+//! arithmetically with F16C (see `kernels::float8`).
 //!
 //! Facts of the formats (not of the crate's constants, which are off: its
 //! `F8E4M3::MAX` says 416 and its `INFINITY` values are finite numbers):
@@ -13,17 +14,17 @@
 //! | E4M3 | 448 | 2^-6 | 2^-9 | 4 |
 //! | E5M2 | 57344 | 2^-14 | 2^-16 | 3 |
 //!
-//! Non-finite bit patterns (E4M3 `0x7F`/`0xFF`; E5M2 exponent all ones) are never
-//! produced by the encoder; the decode table maps them to 0 so a damaged byte cannot
-//! turn a score into NaN.
-
-use std::sync::OnceLock;
+//! Non-finite bit patterns are never produced by the encoder (it saturates); they
+//! decode to finite values so a damaged byte cannot turn a score into NaN (E4M3's
+//! NaN patterns to +-480, E5M2's infinity and NaN patterns to 0; see
+//! `kernels::float8`).
 
 use float8::{F8E4M3, F8E5M2};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::affine::{AffineScorer, Levels};
 use crate::codec::{CodecKind, CodecSpec, ElementSpec, Scorer, VectorCodec};
+use crate::kernels;
 use crate::metric::Metric;
 
 /// One of the two float8 formats.
@@ -34,18 +35,6 @@ pub enum Float8Format {
     E4m3,
     /// 5 exponent bits, 2 mantissa bits (IEEE-like, with infinities and NaNs).
     E5m2,
-}
-
-static E4M3_TABLE: OnceLock<[f32; 256]> = OnceLock::new();
-static E5M2_TABLE: OnceLock<[f32; 256]> = OnceLock::new();
-
-fn build_table(decode: impl Fn(u8) -> f32) -> [f32; 256] {
-    let mut table = [0f32; 256];
-    for (bits, entry) in (0..=u8::MAX).zip(table.iter_mut()) {
-        let v = decode(bits);
-        *entry = if v.is_finite() { v } else { 0.0 };
-    }
-    table
 }
 
 impl Float8Format {
@@ -77,12 +66,8 @@ impl Float8Format {
     /// The value of every bit pattern, built on first use.
     pub fn decode_table(self) -> &'static [f32; 256] {
         match self {
-            Float8Format::E4m3 => {
-                E4M3_TABLE.get_or_init(|| build_table(|b| F8E4M3::from_bits(b).to_f32()))
-            }
-            Float8Format::E5m2 => {
-                E5M2_TABLE.get_or_init(|| build_table(|b| F8E5M2::from_bits(b).to_f32()))
-            }
+            Float8Format::E4m3 => kernels::e4m3_table(),
+            Float8Format::E5m2 => kernels::e5m2_table(),
         }
     }
 
@@ -163,12 +148,12 @@ impl VectorCodec for Float8Codec {
     }
 
     fn scorer(&self, query: &[f32], metric: Metric) -> Box<dyn Scorer + '_> {
-        let levels = Levels::Table(self.format.decode_table());
+        let levels = Levels::Float8(self.format);
         Box::new(AffineScorer::new(query, metric, None, None, levels, true))
     }
 
     fn reference_scorer(&self, query: &[f32], metric: Metric) -> Box<dyn Scorer + '_> {
-        let levels = Levels::Table(self.format.decode_table());
+        let levels = Levels::Float8(self.format);
         Box::new(AffineScorer::new(query, metric, None, None, levels, false))
     }
 }
@@ -239,8 +224,8 @@ mod tests {
             }
             assert_eq!(table[top], f.max_finite());
         }
-        // Non-finite patterns decode to 0 (never produced by the encoder).
-        assert_eq!(Float8Format::E4m3.decode(0x7F), 0.0);
+        // Non-finite patterns decode finite (never produced by the encoder).
+        assert_eq!(Float8Format::E4m3.decode(0x7F), 480.0);
         assert_eq!(Float8Format::E5m2.decode(0x7C), 0.0);
         assert_eq!(Float8Format::E5m2.decode(0xFE), 0.0);
     }

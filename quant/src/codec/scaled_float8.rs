@@ -125,7 +125,7 @@ impl ScaledFloat8Codec {
     }
 
     fn scorer_with(&self, query: &[f32], metric: Metric, fast: bool) -> AffineScorer {
-        let levels = Levels::Table(self.format.decode_table());
+        let levels = Levels::Float8(self.format);
         AffineScorer::new(
             query,
             metric,

@@ -304,7 +304,176 @@ pub(super) unsafe fn l2sq_lut8(w: &[f32], a: &[f32], table: &[f32; 256], codes: 
     sum
 }
 
+/// Runs `$step` over every full 16-value block of `0..$n`; `$step` reads the 16
+/// values at `$i` and returns `($lo, $hi)` plus the terms of their low and high 8.
+/// Evaluates to the horizontal sum and the index where the scalar tail starts.
+macro_rules! sum_blocks16 {
+    ($n:expr, |$i:ident, $lo:ident, $hi:ident| $step:expr) => {{
+        let n: usize = $n;
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut $i = 0usize;
+        while $i + 32 <= n {
+            for k in [0usize, 2] {
+                let ($lo, $hi) = (acc[k], acc[k + 1]);
+                (acc[k], acc[k + 1]) = $step;
+                $i += 16;
+            }
+        }
+        if $i + 16 <= n {
+            let ($lo, $hi) = (acc[0], acc[1]);
+            (acc[0], acc[1]) = $step;
+            $i += 16;
+        }
+        let total = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        (hsum(total), $i)
+    }};
+}
+
+/// Sixteen E4M3 bytes at `p` as f32 values divided by 2^8 (see `kernels::float8`):
+/// each byte goes to the top of a 16-bit lane, an arithmetic shift right by one
+/// moves exponent and mantissa into f16 position while keeping the sign, and the
+/// copy of the sign that lands in bit 14 is cleared.
+///
+/// # Safety
+/// `p` must be valid for reading 16 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_e4m3x16_div256(p: *const u8) -> (__m256, __m256) {
+    // SAFETY: the caller guarantees 16 readable bytes; the load is unaligned.
+    let v = unsafe { _mm_loadu_si128(p.cast::<__m128i>()) };
+    let zero = _mm_setzero_si128();
+    let keep = _mm_set1_epi16(0xBFFF_u16 as i16);
+    let lo = _mm_and_si128(_mm_srai_epi16::<1>(_mm_unpacklo_epi8(zero, v)), keep);
+    let hi = _mm_and_si128(_mm_srai_epi16::<1>(_mm_unpackhi_epi8(zero, v)), keep);
+    (_mm256_cvtph_ps(lo), _mm256_cvtph_ps(hi))
+}
+
+/// Sixteen E5M2 bytes at `p` as f32: each byte is the top half of an f16. Patterns
+/// with the exponent all ones (infinity, NaN) become 0, as in the table.
+///
+/// # Safety
+/// `p` must be valid for reading 16 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_e5m2x16(p: *const u8) -> (__m256, __m256) {
+    // SAFETY: the caller guarantees 16 readable bytes; the load is unaligned.
+    let v = unsafe { _mm_loadu_si128(p.cast::<__m128i>()) };
+    let zero = _mm_setzero_si128();
+    let exponent = _mm_set1_epi16(0x7C00);
+    let finite = |h: __m128i| {
+        let special = _mm_cmpeq_epi16(_mm_and_si128(h, exponent), exponent);
+        _mm_andnot_si128(special, h)
+    };
+    let lo = finite(_mm_unpacklo_epi8(zero, v));
+    let hi = finite(_mm_unpackhi_epi8(zero, v));
+    (_mm256_cvtph_ps(lo), _mm256_cvtph_ps(hi))
+}
+
+/// Defines `sum w_i * f8(c_i)` and `sum w_i * (a_i - f8(c_i))^2` for one float8
+/// loader, whose values are the format's divided by `$scale` (a power of two, so
+/// scaling back is exact); the last `n % 16` values go through `$table`.
+macro_rules! float8_kernels {
+    ($dot:ident, $l2sq:ident, $load:ident, $scale:expr, $table:path) => {
+        /// `sum w_i * f8(c_i)` for this float8 format.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA and F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn $dot(w: &[f32], codes: &[u8]) -> f32 {
+            let n = w.len().min(codes.len());
+            let (pw, pc) = (w.as_ptr(), codes.as_ptr());
+            let (sum, tail) = sum_blocks16!(n, |i, lo, hi| {
+                // SAFETY: i + 16 <= n for both slices.
+                let (w0, w1, (x0, x1)) = unsafe {
+                    (
+                        _mm256_loadu_ps(pw.add(i)),
+                        _mm256_loadu_ps(pw.add(i + 8)),
+                        $load(pc.add(i)),
+                    )
+                };
+                (_mm256_fmadd_ps(w0, x0, lo), _mm256_fmadd_ps(w1, x1, hi))
+            });
+            // Scaling the sum instead of every value: exact, a power of two.
+            let mut sum = sum * $scale;
+            let table = $table();
+            for j in tail..n {
+                sum += w[j] * table[usize::from(codes[j])];
+            }
+            sum
+        }
+
+        /// `sum w_i * (a_i - f8(c_i))^2` for this float8 format.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA and F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn $l2sq(w: &[f32], a: &[f32], codes: &[u8]) -> f32 {
+            let n = w.len().min(a.len()).min(codes.len());
+            let (pw, pa, pc) = (w.as_ptr(), a.as_ptr(), codes.as_ptr());
+            let scale = _mm256_set1_ps($scale);
+            let (mut sum, tail) = sum_blocks16!(n, |i, lo, hi| {
+                // SAFETY: i + 16 <= n for all three slices.
+                let (w0, w1, a0, a1, (x0, x1)) = unsafe {
+                    (
+                        _mm256_loadu_ps(pw.add(i)),
+                        _mm256_loadu_ps(pw.add(i + 8)),
+                        _mm256_loadu_ps(pa.add(i)),
+                        _mm256_loadu_ps(pa.add(i + 8)),
+                        $load(pc.add(i)),
+                    )
+                };
+                // a - x * scale: the product is exact, so this rounds once like a - f8.
+                let d0 = _mm256_fnmadd_ps(x0, scale, a0);
+                let d1 = _mm256_fnmadd_ps(x1, scale, a1);
+                (
+                    _mm256_fmadd_ps(_mm256_mul_ps(w0, d0), d0, lo),
+                    _mm256_fmadd_ps(_mm256_mul_ps(w1, d1), d1, hi),
+                )
+            });
+            let table = $table();
+            for j in tail..n {
+                let d = a[j] - table[usize::from(codes[j])];
+                sum += w[j] * d * d;
+            }
+            sum
+        }
+    };
+}
+
+float8_kernels!(
+    dot_e4m3,
+    l2sq_e4m3,
+    load_e4m3x16_div256,
+    256.0,
+    super::float8::e4m3_table
+);
+float8_kernels!(
+    dot_e5m2,
+    l2sq_e5m2,
+    load_e5m2x16,
+    1.0,
+    super::float8::e5m2_table
+);
+
+/// Lane selectors for the bits of byte `k` of a broadcast 32-bit word: lane `l`
+/// holds bit `8k + l`.
+#[target_feature(enable = "avx2,fma")]
+fn byte_bit_selector(k: u32) -> __m256i {
+    let bit = |l: u32| (1u32 << (8 * k + l)) as i32;
+    _mm256_setr_epi32(
+        bit(0),
+        bit(1),
+        bit(2),
+        bit(3),
+        bit(4),
+        bit(5),
+        bit(6),
+        bit(7),
+    )
+}
+
 /// `sum w_i * (+1 if bit i is set else -1)` over LSB-first packed bits.
+///
+/// Four code bytes (32 dimensions) per step share one broadcast; each lane tests its
+/// bit and flips the sign bit of its weight where the code bit is clear.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
@@ -312,19 +481,39 @@ pub(super) unsafe fn l2sq_lut8(w: &[f32], a: &[f32], table: &[f32; 256], codes: 
 pub(super) unsafe fn dot_b1(w: &[f32], bits: &[u8]) -> f32 {
     let n = w.len().min(bits.len() * 8);
     let pw = w.as_ptr();
-    // Lane l tests bit l of the broadcast byte.
-    let select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     let sign = _mm256_set1_epi32(i32::MIN);
-    let (mut sum, tail) = sum_blocks!(n, |i, acc| {
+    let select = [
+        byte_bit_selector(0),
+        byte_bit_selector(1),
+        byte_bit_selector(2),
+        byte_bit_selector(3),
+    ];
+    let signed = |wv: __m256, word: __m256i, sel: __m256i| {
+        let set = _mm256_cmpeq_epi32(_mm256_and_si256(word, sel), sel);
+        _mm256_xor_ps(wv, _mm256_castsi256_ps(_mm256_andnot_si256(set, sign)))
+    };
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0usize;
+    while i + 32 <= n {
+        let b = &bits[i / 8..i / 8 + 4];
+        let word = _mm256_set1_epi32(i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        for k in 0..4 {
+            // SAFETY: i + 8k + 8 <= i + 32 <= n <= w.len().
+            let wv = unsafe { _mm256_loadu_ps(pw.add(i + 8 * k)) };
+            acc[k] = _mm256_add_ps(acc[k], signed(wv, word, select[k]));
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        let word = _mm256_set1_epi32(i32::from(bits[i / 8]));
         // SAFETY: i + 8 <= n <= w.len().
         let wv = unsafe { _mm256_loadu_ps(pw.add(i)) };
-        let byte = _mm256_set1_epi32(i32::from(bits[i / 8]));
-        let set = _mm256_cmpeq_epi32(_mm256_and_si256(byte, select), select);
-        // Flip w's sign bit where the code bit is clear: +-w without a branch.
-        let flip = _mm256_castsi256_ps(_mm256_andnot_si256(set, sign));
-        _mm256_add_ps(acc, _mm256_xor_ps(wv, flip))
-    });
-    for (j, wj) in w.iter().enumerate().take(n).skip(tail) {
+        acc[0] = _mm256_add_ps(acc[0], signed(wv, word, select[0]));
+        i += 8;
+    }
+    let total = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sum = hsum(total);
+    for (j, wj) in w.iter().enumerate().take(n).skip(i) {
         if bits[j / 8] >> (j % 8) & 1 == 1 {
             sum += wj;
         } else {

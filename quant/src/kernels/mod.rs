@@ -19,6 +19,7 @@
 //! the caller (codecs check user input before it gets here), never a data error.
 
 mod dispatch;
+mod float8;
 mod portable;
 mod scalar;
 
@@ -31,6 +32,10 @@ mod tests;
 use half::{bf16, f16};
 
 pub use dispatch::{CpuLevel, cpu_level};
+pub use float8::{
+    dot_e4m3, dot_e4m3_scalar, dot_e5m2, dot_e5m2_scalar, e4m3_table, e5m2_table, l2sq_e4m3,
+    l2sq_e4m3_scalar, l2sq_e5m2, l2sq_e5m2_scalar,
+};
 pub use scalar::{
     dot_b1_scalar, dot_bf16_scalar, dot_f16_scalar, dot_f32_scalar, dot_lut8_scalar, dot_u8_scalar,
     hamming_scalar, l2sq_bf16_scalar, l2sq_f16_scalar, l2sq_f32_scalar, l2sq_lut8_scalar,
@@ -111,7 +116,8 @@ pub fn l2sq_u8(w: &[f32], a: &[f32], codes: &[u8]) -> f32 {
 }
 
 /// Weighted sum of codes decoded through a 256-entry table: `sum w_i * table[c_i]`.
-/// Float8 codes use their format's decode table. Twin: [`dot_lut8_scalar`].
+/// For any table (k-means levels, per-query tables); float8 codes have faster
+/// dedicated kernels ([`dot_e4m3`], [`dot_e5m2`]). Twin: [`dot_lut8_scalar`].
 pub fn dot_lut8(w: &[f32], table: &[f32; 256], codes: &[u8]) -> f32 {
     check_len("dot_lut8", w.len(), codes.len());
     dispatch!(dot_lut8(w, table, codes))

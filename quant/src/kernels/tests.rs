@@ -39,6 +39,37 @@ fn abs_sum(terms: impl Iterator<Item = f32>) -> f32 {
     terms.map(f32::abs).sum()
 }
 
+/// One float8 format's fast kernels, twins and table.
+struct Float8Kernels {
+    name: &'static str,
+    table: &'static [f32; 256],
+    dot: fn(&[f32], &[u8]) -> f32,
+    dot_twin: fn(&[f32], &[u8]) -> f32,
+    l2: fn(&[f32], &[f32], &[u8]) -> f32,
+    l2_twin: fn(&[f32], &[f32], &[u8]) -> f32,
+}
+
+fn float8_kernels() -> [Float8Kernels; 2] {
+    [
+        Float8Kernels {
+            name: "e4m3",
+            table: e4m3_table(),
+            dot: dot_e4m3,
+            dot_twin: dot_e4m3_scalar,
+            l2: l2sq_e4m3,
+            l2_twin: l2sq_e4m3_scalar,
+        },
+        Float8Kernels {
+            name: "e5m2",
+            table: e5m2_table(),
+            dot: dot_e5m2,
+            dot_twin: dot_e5m2_scalar,
+            l2: l2sq_e5m2,
+            l2_twin: l2sq_e5m2_scalar,
+        },
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
@@ -116,6 +147,21 @@ proptest! {
     }
 
     #[test]
+    fn float8_kernels_match_twins(
+        (w, a, c) in len().prop_flat_map(|n| (floats(n), floats(n), vec(any::<u8>(), n))),
+    ) {
+        for Float8Kernels { name, table, dot, dot_twin, l2, l2_twin } in float8_kernels() {
+            let dot_terms = abs_sum(w.iter().zip(&c).map(|(x, &y)| x * table[usize::from(y)]));
+            let l2_terms = abs_sum(w.iter().zip(&a).zip(&c).map(|((wi, ai), &ci)| {
+                let d = ai - table[usize::from(ci)];
+                wi * d * d
+            }));
+            assert_close(dot(&w, &c), dot_twin(&w, &c), dot_terms, name);
+            assert_close(l2(&w, &a, &c), l2_twin(&w, &a, &c), l2_terms, name);
+        }
+    }
+
+    #[test]
     fn b1_kernels_match_twins(
         (w, bits, other) in len().prop_flat_map(|n| {
             (floats(n), vec(any::<u8>(), n.div_ceil(8)), vec(any::<u8>(), n.div_ceil(8)))
@@ -165,4 +211,24 @@ fn fast_kernels_reject_unequal_lengths() {
 #[test]
 fn detection_is_cached() {
     assert_eq!(cpu_level(), cpu_level());
+}
+
+#[test]
+fn float8_fast_decode_matches_the_table_on_every_byte() {
+    // Equal terms sum exactly, so any difference is a decoding difference; the
+    // lengths cover the 16-value SIMD blocks and the scalar tail.
+    for Float8Kernels { table, dot, .. } in float8_kernels() {
+        for b in 0..=u8::MAX {
+            let expected = table[usize::from(b)];
+            for n in [8, 16, 17, 32] {
+                let sum = dot(&vec![1.0; n], &vec![b; n]);
+                assert_eq!(sum, n as f32 * expected, "byte {b:#04x}, {n} values");
+            }
+        }
+    }
+    assert_eq!(e4m3_table()[0x7E], 448.0);
+    assert_eq!(e4m3_table()[0x7F], 480.0);
+    assert_eq!(e4m3_table()[0xFF], -480.0);
+    assert_eq!(e5m2_table()[0x7C], 0.0);
+    assert_eq!(e5m2_table()[0x7B], 57344.0);
 }
