@@ -1,0 +1,29 @@
+//! The one place where the store turns a [`CodecSpec`] into a fitted codec and
+//! persists it: `octet_quant::codec::Codec`, the serde enum over every codec
+//! family, serialized as JSON into a checksummed codec file.
+
+use std::sync::Arc;
+
+use octet_quant::codec::Codec;
+use octet_quant::{CodecSpec, QuantError, VectorCodec};
+
+/// A fitted codec as the store holds it.
+pub(crate) type SharedCodec = Arc<Codec>;
+
+/// Fits `spec` on `sample` (row-major, `dim` each).
+pub(crate) fn fit(spec: &CodecSpec, sample: &[f32], dim: usize) -> Result<SharedCodec, QuantError> {
+    Ok(Arc::new(spec.fit(sample, dim)?))
+}
+
+/// Serializes a fitted codec for the codec file.
+pub(crate) fn to_json(codec: &SharedCodec) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(codec.as_ref())
+        .map_err(|e| format!("cannot serialize the {} codec: {e}", codec.spec()))
+}
+
+/// Reads a fitted codec back.
+pub(crate) fn from_json(bytes: &[u8]) -> Result<SharedCodec, String> {
+    serde_json::from_slice::<Codec>(bytes)
+        .map(Arc::new)
+        .map_err(|e| format!("codec does not parse: {e}"))
+}

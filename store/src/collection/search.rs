@@ -1,0 +1,267 @@
+//! Search: the query goes to codec space once; each sealed segment is searched
+//! through its graph (or exactly over the filter's matches when the filter is
+//! selective), the growing segment exactly; candidates are merged, the sealed ones
+//! rescored from the rescore tier, and the best `k` returned with true scores.
+
+use octet_quant::VectorCodec;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{Collection, Loc};
+use crate::collection::state::State;
+use crate::error::Result;
+use crate::filter::Filter;
+use crate::graph::Scored;
+use crate::point::{Payload, PointId, prepare_query};
+
+/// One search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchRequest {
+    /// The query vector.
+    pub vector: Vec<f32>,
+    /// Results wanted.
+    pub k: usize,
+    /// Graph candidate list size (default: the collection's `ef_search`).
+    #[serde(default)]
+    pub ef: Option<usize>,
+    /// Only points passing this filter.
+    #[serde(default)]
+    pub filter: Option<Filter>,
+    /// Rescore candidates from the rescore tier (when the collection has one).
+    #[serde(default = "yes")]
+    pub rescore: bool,
+    /// Candidates per result before rescoring (default: the collection's).
+    #[serde(default)]
+    pub oversampling: Option<f32>,
+    /// Return payloads.
+    #[serde(default)]
+    pub with_payload: bool,
+    /// Return vectors.
+    #[serde(default)]
+    pub with_vector: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SearchRequest {
+    /// The `k` nearest to `vector`, default parameters, no payload or vector.
+    pub fn new(vector: Vec<f32>, k: usize) -> Self {
+        SearchRequest {
+            vector,
+            k,
+            ef: None,
+            filter: None,
+            rescore: true,
+            oversampling: None,
+            with_payload: false,
+            with_vector: false,
+        }
+    }
+
+    /// With a filter.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// With a graph candidate list size.
+    pub fn ef(mut self, ef: usize) -> Self {
+        self.ef = Some(ef);
+        self
+    }
+
+    /// With or without rescoring.
+    pub fn rescore(mut self, rescore: bool) -> Self {
+        self.rescore = rescore;
+        self
+    }
+
+    /// With payloads returned.
+    pub fn with_payload(mut self) -> Self {
+        self.with_payload = true;
+        self
+    }
+
+    /// With vectors returned.
+    pub fn with_vector(mut self) -> Self {
+        self.with_vector = true;
+        self
+    }
+}
+
+/// One result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredPoint {
+    /// The point id.
+    pub id: PointId,
+    /// Higher is better: inner product for dot and cosine, negated squared
+    /// distance for l2. Exact for growing-segment points, from the rescore tier
+    /// when rescored, otherwise from the compact codes.
+    pub score: f32,
+    /// The payload, when asked for.
+    pub payload: Option<Payload>,
+    /// The stored vector, when asked for.
+    pub vector: Option<Vec<f32>>,
+}
+
+/// The largest `k` and `ef` a request may ask for.
+pub const MAX_K: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    score: f32,
+    loc: Loc,
+    exact: bool,
+}
+
+impl Collection {
+    /// The `k` best points for one request.
+    pub fn search(&self, request: &SearchRequest) -> Result<Vec<ScoredPoint>> {
+        let st = self.inner.state.read();
+        self.search_in(&st, request)
+    }
+
+    /// Several requests against one consistent view of the collection, in parallel.
+    pub fn search_batch(&self, requests: &[SearchRequest]) -> Result<Vec<Vec<ScoredPoint>>> {
+        let st = self.inner.state.read();
+        let st: &State = &st;
+        requests.par_iter().map(|r| self.search_in(st, r)).collect()
+    }
+
+    fn search_in(&self, st: &State, req: &SearchRequest) -> Result<Vec<ScoredPoint>> {
+        let config = &self.inner.config;
+        let metric = config.metric;
+        let query = prepare_query(&req.vector, config.dim, metric)?;
+        if req.k > MAX_K || req.ef.is_some_and(|e| e > MAX_K) {
+            return Err(crate::StoreError::InvalidQuery {
+                reason: format!("k and ef must be at most {MAX_K}"),
+            });
+        }
+        let oversampling = req.oversampling.unwrap_or(config.rescore.oversampling);
+        if !(oversampling.is_finite() && (1.0..=100.0).contains(&oversampling)) {
+            return Err(crate::StoreError::InvalidQuery {
+                reason: format!("oversampling must be in 1..=100, got {oversampling}"),
+            });
+        }
+        let filter = req.filter.as_ref().filter(|f| !f.is_empty());
+        if let Some(f) = filter {
+            f.validate()?;
+        }
+        if req.k == 0 {
+            return Ok(Vec::new());
+        }
+        let rescorer = st
+            .codecs
+            .as_ref()
+            .and_then(|c| c.rescore.as_ref())
+            .filter(|_| req.rescore)
+            .map(|(codec, _)| codec.scorer(&query, metric));
+        let fetch = if rescorer.is_some() {
+            ((req.k as f32) * oversampling).ceil() as usize
+        } else {
+            req.k
+        };
+        let ef = req.ef.unwrap_or(config.hnsw.ef_search).max(fetch);
+
+        let mut cands: Vec<Candidate> = Vec::new();
+        for s in st.growing.search(&query, metric, fetch, filter, None) {
+            cands.push(Candidate {
+                score: s.score,
+                loc: Loc::Growing(s.point),
+                exact: true,
+            });
+        }
+        if let Some(fr) = &st.frozen {
+            for s in fr
+                .seg
+                .search(&query, metric, fetch, filter, Some(&fr.deleted))
+            {
+                cands.push(Candidate {
+                    score: s.score,
+                    loc: Loc::Frozen(s.point),
+                    exact: true,
+                });
+            }
+        }
+        if let Some(codecs) = &st.codecs {
+            let scorer = codecs.codec.scorer(&query, metric);
+            for (si, e) in st.sealed.iter().enumerate() {
+                let seg = &e.seg;
+                let score = |p: u32| scorer.score(seg.code(p));
+                let hits: Vec<Scored> = if let Some(f) = filter {
+                    let allowed = seg.allowed(Some(f), &e.deleted);
+                    let matching = allowed.count_ones();
+                    if (matching as f32) < config.hnsw.exact_filter_fraction * seg.len() as f32
+                        || matching <= ef
+                    {
+                        exact_over(allowed.iter_ones().map(|p| p as u32), fetch, &score)
+                    } else {
+                        seg.graph
+                            .search(fetch, ef, &score, &|p| allowed.get(p as usize))
+                    }
+                } else if e.deleted.count_ones() == 0 {
+                    seg.graph.search(fetch, ef, &score, &|_| true)
+                } else {
+                    seg.graph
+                        .search(fetch, ef, &score, &|p| !e.deleted.get(p as usize))
+                };
+                cands.extend(hits.into_iter().map(|s| Candidate {
+                    score: s.score,
+                    loc: Loc::Sealed(si, s.point),
+                    exact: false,
+                }));
+            }
+        }
+        cands.sort_by(|a, b| b.score.total_cmp(&a.score));
+        cands.truncate(fetch);
+        if let Some(r) = &rescorer {
+            for c in &mut cands {
+                if let (false, Loc::Sealed(si, off)) = (c.exact, c.loc)
+                    && let Some(code) = st.sealed[si].seg.rescore_code(off)
+                {
+                    c.score = r.score(code);
+                }
+            }
+            cands.sort_by(|a, b| b.score.total_cmp(&a.score));
+        }
+        cands.truncate(req.k);
+        cands
+            .into_iter()
+            .map(|c| {
+                let rec = self.record(st, c.loc, req.with_payload, req.with_vector)?;
+                Ok(ScoredPoint {
+                    id: rec.id,
+                    score: c.score,
+                    payload: rec.payload,
+                    vector: rec.vector,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The best `k` of `points` by `score`, exhaustively.
+fn exact_over(
+    points: impl Iterator<Item = u32>,
+    k: usize,
+    score: &dyn Fn(u32) -> f32,
+) -> Vec<Scored> {
+    let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<Scored>> = Default::default();
+    for p in points {
+        let s = Scored {
+            score: score(p),
+            point: p,
+        };
+        if heap.len() < k {
+            heap.push(std::cmp::Reverse(s));
+        } else if heap.peek().is_some_and(|w| s > w.0) {
+            heap.pop();
+            heap.push(std::cmp::Reverse(s));
+        }
+    }
+    let mut out: Vec<Scored> = heap.into_iter().map(|r| r.0).collect();
+    out.sort_by(|a, b| b.cmp(a));
+    out
+}

@@ -1,0 +1,350 @@
+//! A segment's search graph: layered adjacency lists built by hnsw_rs
+//! ([`build`]), stored flat and searched by our own HNSW search (Malkov & Yashunin,
+//! "Efficient and robust approximate nearest neighbor search using Hierarchical
+//! Navigable Small World graphs", 2016, algorithms 2 and 5) with any scoring
+//! function and an acceptance filter.
+//!
+//! File body, all u32 LE:
+//!
+//! | field | words |
+//! |---|---|
+//! | `n`, `levels` (upper layers), `entry` | 3 |
+//! | layer 0 offsets | n + 1 |
+//! | layer 0 neighbours | offsets\[n\] |
+//! | per upper layer: `count`, sorted point ids, offsets, neighbours | 1 + count + count + 1 + ... |
+
+pub mod build;
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::bitset::Bitset;
+
+/// A parsed, validated graph. Layer 0 (almost all of the graph) is kept as one flat
+/// neighbour array with offsets.
+#[derive(Debug, Default)]
+pub struct Graph {
+    n: usize,
+    entry: u32,
+    offsets0: Vec<u32>,
+    neighbours0: Vec<u32>,
+    upper: Vec<UpperLayer>,
+}
+
+#[derive(Debug)]
+struct UpperLayer {
+    ids: Vec<u32>,
+    offsets: Vec<u32>,
+    neighbours: Vec<u32>,
+}
+
+/// A (score, point) pair ordered by score, for the search heaps.
+#[derive(Debug, Clone, Copy)]
+pub struct Scored {
+    /// Higher is better.
+    pub score: f32,
+    /// Point offset within the segment.
+    pub point: u32,
+}
+
+impl PartialEq for Scored {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then(other.point.cmp(&self.point))
+    }
+}
+
+struct Words<'a> {
+    words: &'a [u8],
+    pos: usize,
+}
+
+impl Words<'_> {
+    fn take(&mut self, count: usize) -> Result<Vec<u32>, String> {
+        let end = count
+            .checked_mul(4)
+            .and_then(|b| b.checked_add(self.pos))
+            .filter(|&e| e <= self.words.len())
+            .ok_or("graph file ends early")?;
+        let out = self.words[self.pos..end]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn one(&mut self) -> Result<u32, String> {
+        Ok(self.take(1)?[0])
+    }
+}
+
+fn check_csr(offsets: &[u32], neighbours: &[u32], n: usize) -> Result<(), String> {
+    if offsets.first() != Some(&0) || offsets.windows(2).any(|w| w[0] > w[1]) {
+        return Err("graph offsets are not increasing from 0".into());
+    }
+    if offsets.last().map(|&o| o as usize) != Some(neighbours.len()) {
+        return Err("graph offsets do not end at the neighbour count".into());
+    }
+    if neighbours.iter().any(|&x| x as usize >= n) {
+        return Err("graph neighbour id out of range".into());
+    }
+    Ok(())
+}
+
+impl Graph {
+    /// Parses and validates a graph over `expect_n` points, so that searching it can
+    /// never index out of bounds.
+    pub fn parse(bytes: &[u8], expect_n: usize) -> Result<Graph, String> {
+        let mut w = Words {
+            words: bytes,
+            pos: 0,
+        };
+        let n = w.one()? as usize;
+        if n != expect_n {
+            return Err(format!("graph has {n} points, the segment {expect_n}"));
+        }
+        let levels = w.one()? as usize;
+        if levels >= 64 {
+            return Err(format!("graph claims {levels} layers"));
+        }
+        let entry = w.one()?;
+        if n > 0 && entry as usize >= n {
+            return Err("graph entry point out of range".into());
+        }
+        let offsets0 = w.take(n + 1)?;
+        let total = offsets0.last().copied().unwrap_or(0) as usize;
+        let neighbours0 = w.take(total)?;
+        check_csr(&offsets0, &neighbours0, n)?;
+        let mut upper = Vec::with_capacity(levels);
+        for _ in 0..levels {
+            let count = w.one()? as usize;
+            if count > n {
+                return Err("upper graph layer larger than the segment".into());
+            }
+            let ids = w.take(count)?;
+            if ids.windows(2).any(|p| p[0] >= p[1]) || ids.iter().any(|&i| i as usize >= n) {
+                return Err("upper graph layer ids unsorted or out of range".into());
+            }
+            let offsets = w.take(count + 1)?;
+            let total = offsets.last().copied().unwrap_or(0) as usize;
+            let neighbours = w.take(total)?;
+            check_csr(&offsets, &neighbours, n)?;
+            upper.push(UpperLayer {
+                ids,
+                offsets,
+                neighbours,
+            });
+        }
+        if w.pos != bytes.len() {
+            return Err(format!(
+                "{} trailing bytes after the graph",
+                bytes.len() - w.pos
+            ));
+        }
+        Ok(Graph {
+            n,
+            entry,
+            offsets0,
+            neighbours0,
+            upper,
+        })
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether the graph has no points.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Bytes the adjacency lists take in memory.
+    pub fn memory_bytes(&self) -> usize {
+        4 * (self.offsets0.len()
+            + self.neighbours0.len()
+            + self
+                .upper
+                .iter()
+                .map(|l| l.ids.len() + l.offsets.len() + l.neighbours.len())
+                .sum::<usize>())
+    }
+
+    fn neighbours0(&self, p: u32) -> &[u32] {
+        let p = p as usize;
+        match (self.offsets0.get(p), self.offsets0.get(p + 1)) {
+            (Some(&a), Some(&b)) => self.neighbours0.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    fn neighbours_upper<'a>(&self, layer: &'a UpperLayer, p: u32) -> &'a [u32] {
+        let Ok(i) = layer.ids.binary_search(&p) else {
+            return &[];
+        };
+        match (layer.offsets.get(i), layer.offsets.get(i + 1)) {
+            (Some(&a), Some(&b)) => layer.neighbours.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    /// The best `k` accepted points by `score`, best first, exploring with a
+    /// candidate list of `ef` (at least `k`). Points that `accept` rejects are
+    /// traversed but never returned, so a filter does not cut the graph apart.
+    pub fn search(
+        &self,
+        k: usize,
+        ef: usize,
+        score: &dyn Fn(u32) -> f32,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        if self.n == 0 || k == 0 {
+            return Vec::new();
+        }
+        let ef = ef.max(k);
+        // Greedy descent through the upper layers.
+        let mut best = Scored {
+            score: score(self.entry),
+            point: self.entry,
+        };
+        for layer in self.upper.iter().rev() {
+            loop {
+                let mut moved = false;
+                for &nb in self.neighbours_upper(layer, best.point) {
+                    let s = score(nb);
+                    if s > best.score {
+                        best = Scored {
+                            score: s,
+                            point: nb,
+                        };
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+        // Beam search on layer 0.
+        let mut visited = Bitset::new(self.n);
+        visited.set(best.point as usize);
+        let mut candidates = BinaryHeap::new();
+        candidates.push(best);
+        // Min-heap of accepted results via Reverse ordering.
+        let mut results: BinaryHeap<std::cmp::Reverse<Scored>> = BinaryHeap::new();
+        if accept(best.point) {
+            results.push(std::cmp::Reverse(best));
+        }
+        while let Some(c) = candidates.pop() {
+            if results.len() >= ef && results.peek().is_some_and(|w| c.score < w.0.score) {
+                break;
+            }
+            for &nb in self.neighbours0(c.point) {
+                if !visited.set(nb as usize) {
+                    continue;
+                }
+                let s = score(nb);
+                let worst = results.peek().map(|w| w.0.score);
+                if results.len() < ef || worst.is_some_and(|w| s > w) {
+                    let cand = Scored {
+                        score: s,
+                        point: nb,
+                    };
+                    candidates.push(cand);
+                    if accept(nb) {
+                        results.push(std::cmp::Reverse(cand));
+                        if results.len() > ef {
+                            results.pop();
+                        }
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Scored> = results.into_iter().map(|r| r.0).collect();
+        out.sort_by(|a, b| b.cmp(a));
+        out.truncate(k);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use octet_quant::Metric;
+    use rand::{Rng, SeedableRng};
+
+    fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n * dim)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect()
+    }
+
+    #[test]
+    fn built_graph_round_trips_and_finds_neighbours() {
+        let (n, dim) = (600, 9);
+        let v = random_vectors(n, dim, 1);
+        let flat = build::build(&v, dim, Metric::L2, 12, 64);
+        let bytes = flat.to_bytes();
+        let g = Graph::parse(&bytes, n).expect("parse");
+        assert_eq!(g.len(), n);
+        let queries = random_vectors(30, dim, 2);
+        let mut hits = 0;
+        for q in queries.chunks_exact(dim) {
+            let score = |p: u32| -octet_quant::kernels::l2sq_f32(q, &v[p as usize * dim..][..dim]);
+            let mut exact: Vec<Scored> = (0..n as u32)
+                .map(|p| Scored {
+                    score: score(p),
+                    point: p,
+                })
+                .collect();
+            exact.sort_by(|a, b| b.cmp(a));
+            let got = g.search(10, 64, &score, &|_| true);
+            assert_eq!(got.len(), 10);
+            hits += got
+                .iter()
+                .filter(|s| exact[..10].iter().any(|e| e.point == s.point))
+                .count();
+            // A filter that accepts only even points returns only even points.
+            let even = g.search(10, 64, &score, &|p| p % 2 == 0);
+            assert!(even.iter().all(|s| s.point % 2 == 0) && even.len() == 10);
+        }
+        let recall = hits as f64 / 300.0;
+        assert!(recall > 0.9, "recall {recall}");
+    }
+
+    #[test]
+    fn corrupt_graphs_are_rejected() {
+        let v = random_vectors(50, 4, 3);
+        let bytes = build::build(&v, 4, Metric::Dot, 8, 32).to_bytes();
+        assert!(Graph::parse(&bytes, 51).is_err());
+        assert!(Graph::parse(&bytes[..bytes.len() - 4], 50).is_err());
+        let mut bad = bytes.clone();
+        let last = bad.len() - 4;
+        bad[last..].copy_from_slice(&999u32.to_le_bytes());
+        assert!(Graph::parse(&bad, 50).is_err());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for _ in 0..200 {
+            let mut b = bytes.clone();
+            let i = rng.random_range(0..b.len());
+            b[i] = rng.random();
+            if let Ok(g) = Graph::parse(&b, 50) {
+                let _ = g.search(5, 10, &|p| p as f32, &|_| true);
+            }
+        }
+    }
+}
