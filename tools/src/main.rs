@@ -1,1 +1,55 @@
-fn main() {}
+//! `octet`: the command-line front of Octet.
+//!
+//! `octet advise` measures which vector codec fits a dataset; later commands serve
+//! the database and convert LLM checkpoints.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod advise;
+mod weights;
+
+/// Octet: compressed vector search and memory-budget-adaptive LLM checkpoints.
+#[derive(Debug, Parser)]
+#[command(name = "octet", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure every vector codec on your embeddings and recommend the smallest that
+    /// reaches a target recall.
+    Advise(advise::AdviseArgs),
+    /// Compress LLM checkpoints into memory-budget-adaptive .octet files, inspect,
+    /// plan and export them.
+    Weights(weights::WeightsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Advise(args) => advise::run(args),
+        Command::Weights(args) => weights::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // A closed pipe (`octet ... | head`) is the reader's choice, not a failure.
+            if err
+                .chain()
+                .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
