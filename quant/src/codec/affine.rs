@@ -26,17 +26,52 @@ pub(crate) enum Levels {
     Float8(Float8Format),
 }
 
+type DotKernel = fn(&[f32], &[u8]) -> f32;
+type L2Kernel = fn(&[f32], &[f32], &[u8]) -> f32;
+
+impl Levels {
+    /// `sum w_i level(c_i)`: the dispatched kernel, or its scalar twin.
+    fn dot_kernel(self, fast: bool) -> DotKernel {
+        match (self, fast) {
+            (Levels::Integer, true) => kernels::dot_u8,
+            (Levels::Integer, false) => kernels::dot_u8_scalar,
+            (Levels::Float8(Float8Format::E4m3), true) => kernels::dot_e4m3,
+            (Levels::Float8(Float8Format::E4m3), false) => kernels::dot_e4m3_scalar,
+            (Levels::Float8(Float8Format::E5m2), true) => kernels::dot_e5m2,
+            (Levels::Float8(Float8Format::E5m2), false) => kernels::dot_e5m2_scalar,
+        }
+    }
+
+    /// `sum w_i (a_i - level(c_i))^2`: the dispatched kernel, or its scalar twin.
+    fn l2_kernel(self, fast: bool) -> L2Kernel {
+        match (self, fast) {
+            (Levels::Integer, true) => kernels::l2sq_u8,
+            (Levels::Integer, false) => kernels::l2sq_u8_scalar,
+            (Levels::Float8(Float8Format::E4m3), true) => kernels::l2sq_e4m3,
+            (Levels::Float8(Float8Format::E4m3), false) => kernels::l2sq_e4m3_scalar,
+            (Levels::Float8(Float8Format::E5m2), true) => kernels::l2sq_e5m2,
+            (Levels::Float8(Float8Format::E5m2), false) => kernels::l2sq_e5m2_scalar,
+        }
+    }
+}
+
+/// The query folded into per-dimension weights, with the kernel chosen once.
 enum Prepared {
-    Dot { w: Vec<f32> },
-    L2 { w: Vec<f32>, a: Vec<f32> },
+    Dot {
+        w: Vec<f32>,
+        kernel: DotKernel,
+    },
+    L2 {
+        w: Vec<f32>,
+        a: Vec<f32>,
+        kernel: L2Kernel,
+    },
 }
 
 /// Scores a query against affine codes; see the module docs for the algebra.
 pub(crate) struct AffineScorer {
-    levels: Levels,
     prepared: Prepared,
     constant: f32,
-    fast: bool,
 }
 
 impl AffineScorer {
@@ -57,7 +92,8 @@ impl AffineScorer {
             Metric::Dot | Metric::Cosine => {
                 let w = (0..q.len()).map(|i| q[i] * step_at(i)).collect();
                 let constant = offset.map_or(0.0, |o| kernels::dot_f32_scalar(&q, o));
-                (Prepared::Dot { w }, constant)
+                let kernel = levels.dot_kernel(fast);
+                (Prepared::Dot { w, kernel }, constant)
             }
             Metric::L2 => {
                 let mut w = vec![0.0f32; q.len()];
@@ -73,50 +109,25 @@ impl AffineScorer {
                         constant += centred * centred;
                     }
                 }
-                (Prepared::L2 { w, a }, constant)
+                let kernel = levels.l2_kernel(fast);
+                (Prepared::L2 { w, a, kernel }, constant)
             }
         };
-        AffineScorer {
-            levels,
-            prepared,
-            constant,
-            fast,
-        }
+        AffineScorer { prepared, constant }
     }
 }
 
 impl Scorer for AffineScorer {
     fn code_len(&self) -> usize {
         match &self.prepared {
-            Prepared::Dot { w } | Prepared::L2 { w, .. } => w.len(),
+            Prepared::Dot { w, .. } | Prepared::L2 { w, .. } => w.len(),
         }
     }
 
     fn score(&self, code: &[u8]) -> f32 {
-        use Float8Format::{E4m3, E5m2};
         match &self.prepared {
-            Prepared::Dot { w } => {
-                let sum = match (self.levels, self.fast) {
-                    (Levels::Integer, true) => kernels::dot_u8(w, code),
-                    (Levels::Integer, false) => kernels::dot_u8_scalar(w, code),
-                    (Levels::Float8(E4m3), true) => kernels::dot_e4m3(w, code),
-                    (Levels::Float8(E4m3), false) => kernels::dot_e4m3_scalar(w, code),
-                    (Levels::Float8(E5m2), true) => kernels::dot_e5m2(w, code),
-                    (Levels::Float8(E5m2), false) => kernels::dot_e5m2_scalar(w, code),
-                };
-                self.constant + sum
-            }
-            Prepared::L2 { w, a } => {
-                let sum = match (self.levels, self.fast) {
-                    (Levels::Integer, true) => kernels::l2sq_u8(w, a, code),
-                    (Levels::Integer, false) => kernels::l2sq_u8_scalar(w, a, code),
-                    (Levels::Float8(E4m3), true) => kernels::l2sq_e4m3(w, a, code),
-                    (Levels::Float8(E4m3), false) => kernels::l2sq_e4m3_scalar(w, a, code),
-                    (Levels::Float8(E5m2), true) => kernels::l2sq_e5m2(w, a, code),
-                    (Levels::Float8(E5m2), false) => kernels::l2sq_e5m2_scalar(w, a, code),
-                };
-                -(self.constant + sum)
-            }
+            Prepared::Dot { w, kernel } => self.constant + kernel(w, code),
+            Prepared::L2 { w, a, kernel } => -(self.constant + kernel(w, a, code)),
         }
     }
 }

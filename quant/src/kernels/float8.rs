@@ -22,10 +22,10 @@ use std::sync::OnceLock;
 
 use float8::{F8E4M3, F8E5M2};
 
-use super::{cpu_level, portable};
+use super::portable;
 
 #[cfg(target_arch = "x86_64")]
-use super::avx2;
+use super::{avx2, cpu_level};
 
 static E4M3_TABLE: OnceLock<[f32; 256]> = OnceLock::new();
 static E5M2_TABLE: OnceLock<[f32; 256]> = OnceLock::new();
