@@ -14,7 +14,8 @@
 use std::time::Instant;
 
 use octet_quant::bitstack::{
-    BitStackConfig, RankPolicy, ResidualFactors, SvdMethod, bits_per_weight_per_block, decompose,
+    BitStackConfig, RankPolicy, ResidualFactors, SvdMethod, accumulate_signed_product_scalar,
+    bits_per_weight_per_block, decompose,
 };
 use rand::{Rng, SeedableRng};
 
@@ -114,6 +115,35 @@ fn main() {
                 );
             }
         }
+    }
+
+    println!("\n## rebuild (sum of 16 blocks, divide scales) vs the scalar twin kernel");
+    println!("| shape | k | fast ms | scalar ms | ratio |");
+    println!("|---|---|---|---|---|");
+    for (rows, cols) in [(576, 576), (1536, 576)] {
+        let w = synthetic(rows, cols, 11);
+        let m = decompose(&w, rows, cols, None, &BitStackConfig::default()).expect("decompose");
+        let t = Instant::now();
+        let fast = m.rebuild(16).expect("rebuild");
+        let fast_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let mut slow = vec![0f32; rows * cols];
+        for b in &m.blocks {
+            let u: Vec<f32> = b.u.iter().map(|x| x.to_f32()).collect();
+            let vt: Vec<f32> = b.vt.iter().map(|x| x.to_f32()).collect();
+            accumulate_signed_product_scalar(&mut slow, rows, cols, &b.signs, &u, &vt, m.rank);
+        }
+        let slow_ms = t.elapsed().as_secs_f64() * 1e3;
+        assert!(
+            fast.iter()
+                .zip(&slow)
+                .all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()))
+        );
+        println!(
+            "| {rows}x{cols} | {} | {fast_ms:.2} | {slow_ms:.2} | {:.1}x |",
+            m.rank,
+            slow_ms / fast_ms
+        );
     }
 
     let arg = std::env::args().nth(1);

@@ -37,6 +37,7 @@
 
 pub mod budget;
 mod header;
+mod layout;
 pub mod manifest;
 pub mod reader;
 mod validate;

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use half::f16;
 
 use super::header::Header;
-use super::manifest::{
-    BitStackBlockLayout, BlockEntry, BlockRef, Encoding, Manifest, MetaEntry, Section, TensorEntry,
-};
+use super::layout::{Pending, Spilled, check_explicit, layout};
+use super::manifest::{BitStackBlockLayout, Manifest, MetaEntry};
 use super::{
     ALIGN, HEADER_LEN, MAX_DIMS, MAX_MANIFEST_BYTES, MAX_META_KEY, MAX_META_VALUE, MAX_METADATA,
     MAX_NAME_LEN, MAX_NUMEL, MAX_TENSORS, align_u64,
@@ -37,30 +36,6 @@ impl Default for BlockOrdering {
     fn default() -> Self {
         BlockOrdering::Policy(OrderPolicy::default())
     }
-}
-
-/// A payload already written to the spill.
-#[derive(Debug, Clone, Copy)]
-struct Spilled {
-    offset: u64,
-    len: u64,
-    crc: u32,
-}
-
-#[derive(Debug)]
-enum Pending {
-    F16(Spilled),
-    F32(Spilled),
-    BitStack {
-        rank: u32,
-        scales: Option<Spilled>,
-        blocks: Vec<(Spilled, f64)>,
-    },
-    Palette {
-        bits: u8,
-        group_rows: u32,
-        data: Spilled,
-    },
 }
 
 /// Builds a `.octet` checkpoint.
@@ -395,7 +370,7 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
         // Section offsets relative to the data start, which depends on the manifest
         // length. rkyv archives fixed-width integers, so the length does not depend
         // on the offsets' values: measure with a zero start, then shift.
-        let (plan, copies) = self.layout(&order, &tensor_of);
+        let (plan, copies) = layout(&self.tensors, &self.metadata, &order, &tensor_of);
         let probe = archive(&plan.manifest(0))?;
         let data_start = align_u64((HEADER_LEN + probe.len()) as u64);
         let manifest = plan.manifest(data_start);
@@ -462,206 +437,11 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
         }
         Ok(())
     }
-
-    /// Assigns every section an offset relative to the data start: resident sections
-    /// in tensor order, then blocks in `order`.
-    fn layout(&self, order: &[BlockId], tensor_of: &[usize]) -> (Plan, Vec<(u64, Spilled)>) {
-        let mut at = 0u64;
-        let mut copies = Vec::new();
-        let place = |s: Spilled, at: &mut u64, copies: &mut Vec<(u64, Spilled)>| -> Section {
-            let offset = align_u64(*at);
-            *at = offset + s.len;
-            copies.push((offset, s));
-            Section {
-                offset,
-                len: s.len,
-                crc32c: s.crc,
-            }
-        };
-        let mut tensors: Vec<TensorEntry> = Vec::with_capacity(self.tensors.len());
-        for (name, shape, p) in &self.tensors {
-            let encoding = match p {
-                Pending::F16(s) => Encoding::F16 {
-                    data: place(*s, &mut at, &mut copies),
-                },
-                Pending::F32(s) => Encoding::F32 {
-                    data: place(*s, &mut at, &mut copies),
-                },
-                Pending::BitStack { rank, scales, .. } => Encoding::BitStack {
-                    rank: *rank,
-                    scales: scales.map(|s| place(s, &mut at, &mut copies)),
-                    blocks: Vec::new(),
-                },
-                Pending::Palette {
-                    bits,
-                    group_rows,
-                    data,
-                } => Encoding::Palette {
-                    bits: *bits,
-                    group_rows: *group_rows,
-                    data: place(*data, &mut at, &mut copies),
-                },
-            };
-            tensors.push(TensorEntry {
-                name: name.clone(),
-                shape: shape.clone(),
-                encoding,
-            });
-        }
-        // Blocks of each BitStack tensor, placed in global order.
-        let mut placed: Vec<Vec<BlockEntry>> = vec![Vec::new(); tensor_of.len()];
-        let mut budget = vec![at];
-        let mut block_order = Vec::with_capacity(order.len());
-        for b in order {
-            let t = tensor_of[b.matrix as usize];
-            if let Pending::BitStack { blocks, .. } = &self.tensors[t].2 {
-                let (s, importance) = blocks[b.level as usize];
-                placed[b.matrix as usize].push(BlockEntry {
-                    section: place(s, &mut at, &mut copies),
-                    importance,
-                });
-            }
-            budget.push(at);
-            block_order.push(BlockRef {
-                tensor: t as u32,
-                level: b.level,
-            });
-        }
-        for (m, entries) in placed.into_iter().enumerate() {
-            if let Encoding::BitStack { blocks, .. } = &mut tensors[tensor_of[m]].encoding {
-                *blocks = entries;
-            }
-        }
-        let mut seen = vec![false; tensor_of.len()];
-        let mut missing = tensor_of.len();
-        let mut min_blocks = 0u32;
-        for (j, b) in order.iter().enumerate() {
-            if missing == 0 {
-                break;
-            }
-            if !std::mem::replace(&mut seen[b.matrix as usize], true) {
-                missing -= 1;
-            }
-            min_blocks = j as u32 + 1;
-        }
-        let plan = Plan {
-            tensors,
-            block_order,
-            budget,
-            min_blocks,
-            metadata: self.metadata.clone(),
-            end: at,
-        };
-        (plan, copies)
-    }
-}
-
-/// The manifest with offsets relative to the data start.
-struct Plan {
-    tensors: Vec<TensorEntry>,
-    block_order: Vec<BlockRef>,
-    budget: Vec<u64>,
-    min_blocks: u32,
-    metadata: Vec<MetaEntry>,
-    end: u64,
-}
-
-impl Plan {
-    fn manifest(&self, data_start: u64) -> Manifest {
-        let shift = |s: &Section| Section {
-            offset: s.offset + data_start,
-            ..*s
-        };
-        let tensors = self
-            .tensors
-            .iter()
-            .map(|t| {
-                let encoding = match &t.encoding {
-                    Encoding::F16 { data } => Encoding::F16 { data: shift(data) },
-                    Encoding::F32 { data } => Encoding::F32 { data: shift(data) },
-                    Encoding::BitStack {
-                        rank,
-                        scales,
-                        blocks,
-                    } => Encoding::BitStack {
-                        rank: *rank,
-                        scales: scales.as_ref().map(shift),
-                        blocks: blocks
-                            .iter()
-                            .map(|b| BlockEntry {
-                                section: shift(&b.section),
-                                importance: b.importance,
-                            })
-                            .collect(),
-                    },
-                    Encoding::Palette {
-                        bits,
-                        group_rows,
-                        data,
-                    } => Encoding::Palette {
-                        bits: *bits,
-                        group_rows: *group_rows,
-                        data: shift(data),
-                    },
-                };
-                TensorEntry {
-                    name: t.name.clone(),
-                    shape: t.shape.clone(),
-                    encoding,
-                }
-            })
-            .collect();
-        Manifest {
-            tensors,
-            block_order: self.block_order.clone(),
-            budget_table: self.budget.iter().map(|b| b + data_start).collect(),
-            min_blocks: self.min_blocks,
-            data_start,
-            file_len: self.end + data_start,
-            metadata: self.metadata.clone(),
-        }
-    }
 }
 
 fn archive(m: &Manifest) -> Result<rkyv::util::AlignedVec> {
     rkyv::to_bytes::<rkyv::rancor::Error>(m)
         .map_err(|e| invalid("manifest", format!("rkyv serialization failed: {e}")))
-}
-
-fn check_explicit(order: &[BlockId], mbs: &[MatrixBlocks]) -> Result<()> {
-    let mut next = vec![0usize; mbs.len()];
-    for (j, b) in order.iter().enumerate() {
-        let m = b.matrix as usize;
-        let Some(n) = next.get_mut(m) else {
-            return Err(invalid(
-                "block order",
-                format!("entry {j} names matrix {m}, only {} exist", mbs.len()),
-            ));
-        };
-        if b.level as usize != *n || *n >= mbs[m].importance.len() {
-            return Err(invalid(
-                "block order",
-                format!(
-                    "entry {j} is matrix {m} level {}, expected level {} of {}",
-                    b.level,
-                    n,
-                    mbs[m].importance.len()
-                ),
-            ));
-        }
-        *n += 1;
-    }
-    if let Some(m) = (0..mbs.len()).find(|&m| next[m] != mbs[m].importance.len()) {
-        return Err(invalid(
-            "block order",
-            format!(
-                "matrix {m} has {} of its {} blocks in the order",
-                next[m],
-                mbs[m].importance.len()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn put_f16(dst: &mut [u8], src: &[f16]) {
