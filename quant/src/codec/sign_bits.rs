@@ -9,8 +9,9 @@
 //! reconstruction error given only the sign. Scores are the metric evaluated against
 //! that decoded vector, with the f32 query kept as is (asymmetric):
 //!
-//! - dot / cosine: `sum_i q_i scale_i sign_i`, one [`kernels::dot_b1`] over the bits with
-//!   `w = q * scale`;
+//! - dot / cosine: `sum_i q_i scale_i sign_i`: with `w = q * scale`, the fast scorer
+//!   sums one entry of a per-query byte table per code byte ([`kernels::b1_table`]),
+//!   its reference twin runs [`kernels::dot_b1_scalar`];
 //! - L2: `-(|q|^2 - 2 sum_i q_i scale_i sign_i + sum_i scale_i^2)`.
 //!
 //! Between two codes, [`B1Codec::hamming`] counts differing signs with `POPCNT`: the
@@ -73,13 +74,21 @@ impl B1Codec {
     }
 }
 
+/// How a [`B1Scorer`] sums its signed weights.
+enum SignedSum {
+    /// Per-query byte table ([`kernels::b1_table`]): one load per code byte.
+    Table(Vec<f32>),
+    /// The scalar twin over the weights.
+    Scalar(Vec<f32>),
+}
+
 /// The prepared query of a [`B1Codec`]; see the module docs for the score.
 struct B1Scorer {
-    w: Vec<f32>,
+    sum: SignedSum,
+    code_len: usize,
     /// 0 for dot / cosine; `|q|^2 + sum scale^2` for L2.
     constant: f32,
     l2: bool,
-    fast: bool,
 }
 
 impl B1Scorer {
@@ -92,25 +101,30 @@ impl B1Scorer {
         } else {
             0.0
         };
+        let code_len = w.len().div_ceil(8);
+        let sum = if fast {
+            SignedSum::Table(kernels::b1_table(&w))
+        } else {
+            SignedSum::Scalar(w)
+        };
         B1Scorer {
-            w,
+            sum,
+            code_len,
             constant,
             l2,
-            fast,
         }
     }
 }
 
 impl Scorer for B1Scorer {
     fn code_len(&self) -> usize {
-        self.w.len().div_ceil(8)
+        self.code_len
     }
 
     fn score(&self, code: &[u8]) -> f32 {
-        let dot = if self.fast {
-            kernels::dot_b1(&self.w, code)
-        } else {
-            kernels::dot_b1_scalar(&self.w, code)
+        let dot = match &self.sum {
+            SignedSum::Table(table) => kernels::dot_b1_table(table, code),
+            SignedSum::Scalar(w) => kernels::dot_b1_scalar(w, code),
         };
         if self.l2 {
             -(self.constant - 2.0 * dot)

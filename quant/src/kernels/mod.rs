@@ -18,6 +18,7 @@
 //! The fast functions panic when their slices disagree in length: that is a bug in
 //! the caller (codecs check user input before it gets here), never a data error.
 
+mod b1_table;
 mod dispatch;
 mod float8;
 mod portable;
@@ -31,6 +32,7 @@ mod tests;
 
 use half::{bf16, f16};
 
+pub use b1_table::{b1_table, dot_b1_table};
 pub use dispatch::{CpuLevel, cpu_level};
 pub use float8::{
     dot_e4m3, dot_e4m3_scalar, dot_e5m2, dot_e5m2_scalar, e4m3_table, e5m2_table, l2sq_e4m3,

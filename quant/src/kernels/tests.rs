@@ -171,6 +171,8 @@ proptest! {
         let reference = dot_b1_scalar(&w, &bits);
         assert_close(dot_b1(&w, &bits), reference, terms, "dot_b1");
         assert_close(portable::dot_b1(&w, &bits), reference, terms, "portable dot_b1");
+        let table = b1_table(&w);
+        assert_close(dot_b1_table(&table, &bits), dot_b1_scalar(&w, &bits), terms, "dot_b1_table");
         let reference = hamming_scalar(&bits, &other);
         prop_assert_eq!(hamming(&bits, &other), reference);
         prop_assert_eq!(portable::hamming(&bits, &other), reference);
@@ -231,4 +233,17 @@ fn float8_fast_decode_matches_the_table_on_every_byte() {
     assert_eq!(e4m3_table()[0xFF], -480.0);
     assert_eq!(e5m2_table()[0x7C], 0.0);
     assert_eq!(e5m2_table()[0x7B], 57344.0);
+}
+
+#[test]
+fn b1_table_ignores_padding_bits() {
+    // 11 dimensions: the last byte has 5 padding bits, which must not count.
+    let w: Vec<f32> = (1..=11).map(|v| v as f32).collect();
+    let table = b1_table(&w);
+    assert_eq!(table.len(), 2 * 256);
+    let clean = [0b1010_0101, 0b0000_0110];
+    let padded = [0b1010_0101, 0b1111_1110];
+    let expected = dot_b1_scalar(&w, &clean);
+    assert_eq!(dot_b1_table(&table, &clean), expected);
+    assert_eq!(dot_b1_table(&table, &padded), expected);
 }
