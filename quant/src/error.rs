@@ -78,6 +78,10 @@ pub enum QuantError {
         #[source]
         source: std::io::Error,
     },
+    /// A candle tensor operation failed (allocation or copy on the device).
+    #[cfg(feature = "candle")]
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
 }
 
 /// Result alias for `octet-quant`.

@@ -7,6 +7,8 @@
 #![warn(missing_docs)]
 
 pub mod bitstack;
+#[cfg(feature = "candle")]
+pub mod candle_load;
 pub mod checkpoint;
 pub mod codec;
 pub mod error;

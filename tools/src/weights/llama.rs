@@ -212,11 +212,6 @@ impl LlamaForward {
         })
     }
 
-    /// The config it was built with.
-    pub fn config(&self) -> &LlamaConfig {
-        &self.cfg
-    }
-
     fn device(&self) -> &Device {
         self.embed.device()
     }

@@ -11,13 +11,21 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use octet_quant::candle_load::BudgetLimit;
 
 pub mod calib;
+pub mod export;
 pub mod gguf;
 pub mod hf;
+pub mod inspect;
 pub mod llama;
+pub mod measure;
 pub mod model;
+pub mod palette;
+pub mod plan;
+pub mod prepare;
 pub mod size;
+pub mod stack;
 
 use model::{LinearSelection, Model};
 
@@ -29,11 +37,31 @@ pub struct WeightsArgs {
 }
 
 #[derive(Debug, Subcommand)]
-enum WeightsCommand {}
+enum WeightsCommand {
+    /// Decompose every linear weight with BitStack into a budget-adaptive .octet file.
+    Stack(stack::StackArgs),
+    /// Cluster every linear weight into a k-means palette (eDKM style).
+    Palette(palette::PaletteArgs),
+    /// Show what a .octet file holds and its budget table.
+    Inspect(inspect::InspectArgs),
+    /// Show what a budget loads: bits per weight per layer.
+    Plan(plan::PlanArgs),
+    /// Write a budget of a .octet file as dequantised safetensors.
+    Export(export::ExportArgs),
+    /// Time loads against plain reads and measure reconstruction error per budget.
+    Measure(measure::MeasureArgs),
+}
 
 /// Runs one `octet weights` command.
 pub fn run(args: WeightsArgs) -> Result<()> {
-    match args.command {}
+    match args.command {
+        WeightsCommand::Stack(a) => stack::run(a),
+        WeightsCommand::Palette(a) => palette::run(a),
+        WeightsCommand::Inspect(a) => inspect::run(a),
+        WeightsCommand::Plan(a) => plan::run(a),
+        WeightsCommand::Export(a) => export::run(a),
+        WeightsCommand::Measure(a) => measure::run(a),
+    }
 }
 
 /// Where the model comes from and which tensors are compressed.
@@ -86,6 +114,60 @@ impl CalibArgs {
             seq_len: self.calib_seq_len,
             max_samples: self.calib_samples,
         }
+    }
+}
+
+/// Which budget of a `.octet` file to use. At most one; none means the whole file.
+#[derive(Debug, Clone, Args)]
+#[group(multiple = false)]
+pub struct BudgetArgs {
+    /// The largest budget whose file prefix fits in this many bytes (300MB, 1.5GiB...).
+    #[arg(long, value_name = "SIZE")]
+    pub budget: Option<size::ByteSize>,
+    /// Memory of the device that will hold the compressed weights: the budget is this
+    /// minus --reserve (for activations and the KV cache).
+    #[arg(long, value_name = "SIZE")]
+    pub device_memory: Option<size::ByteSize>,
+    /// The largest budget of at most this many bits per weight (over all weights,
+    /// resident f16 tensors included).
+    #[arg(long, value_name = "BITS")]
+    pub bits: Option<f64>,
+    /// Exactly this many blocks of the global order.
+    #[arg(long, value_name = "N")]
+    pub blocks: Option<usize>,
+}
+
+/// Share of --device-memory kept free for activations and the KV cache.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ReserveArgs {
+    /// Percent of --device-memory kept free for activations and the KV cache.
+    #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
+    pub reserve: f64,
+}
+
+impl BudgetArgs {
+    /// The loader's limit these flags describe.
+    pub fn limit(&self, reserve: ReserveArgs) -> Result<BudgetLimit> {
+        if let Some(b) = self.budget {
+            return Ok(BudgetLimit::Bytes(b.0));
+        }
+        if let Some(d) = self.device_memory {
+            if !(0.0..100.0).contains(&reserve.reserve) {
+                anyhow::bail!(
+                    "--reserve {}: expected a percentage in [0, 100)",
+                    reserve.reserve
+                );
+            }
+            let usable = d.0 as f64 * (1.0 - reserve.reserve / 100.0);
+            return Ok(BudgetLimit::Bytes(usable as u64));
+        }
+        if let Some(b) = self.bits {
+            return Ok(BudgetLimit::BitsPerWeight(b));
+        }
+        if let Some(n) = self.blocks {
+            return Ok(BudgetLimit::Blocks(n));
+        }
+        Ok(BudgetLimit::Full)
     }
 }
 

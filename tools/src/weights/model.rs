@@ -54,11 +54,6 @@ impl NamedTensor {
         }
         Ok(Self { name, shape, data })
     }
-
-    /// Number of values.
-    pub fn numel(&self) -> usize {
-        self.data.len()
-    }
 }
 
 /// Element count of `shape`, refusing shapes past [`MAX_TENSOR_DIMS`] or
@@ -96,7 +91,7 @@ pub struct LlamaConfig {
     /// Query heads.
     pub num_attention_heads: usize,
     /// Key/value heads (grouped-query attention); equals the query heads when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_key_value_heads: Option<usize>,
     /// Vocabulary size.
     pub vocab_size: usize,
@@ -189,7 +184,9 @@ impl LlamaConfig {
         Ok(())
     }
 
-    /// The same hyper-parameters as candle-transformers' llama expects them.
+    /// The same hyper-parameters as candle-transformers' llama expects them (the
+    /// tests check our forward pass against it).
+    #[cfg(test)]
     pub fn to_candle(&self) -> candle_transformers::models::llama::Config {
         candle_transformers::models::llama::Config {
             hidden_size: self.hidden_size,
@@ -260,13 +257,6 @@ pub enum TokenizerSource {
         /// The GGUF pre-tokenizer name (`tokenizer.ggml.pre`), if given.
         pre: Option<String>,
     },
-}
-
-impl Model {
-    /// Total number of values over all tensors.
-    pub fn total_params(&self) -> usize {
-        self.tensors.values().map(NamedTensor::numel).sum()
-    }
 }
 
 /// Which tensors count as linear weights to compress.

@@ -1,0 +1,227 @@
+//! `octet weights inspect FILE`: what a `.octet` checkpoint holds and its budget
+//! table.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use octet_quant::candle_load::MappedCheckpoint;
+use octet_quant::checkpoint::budget::with_blocks;
+use octet_quant::checkpoint::{Budget, Encoding, Manifest, VERSION};
+use serde::Serialize;
+
+use super::size::human_bytes;
+
+/// Arguments of `octet weights inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The .octet file.
+    file: PathBuf,
+    /// Rows of the budget table (evenly spaced block counts, smallest to full).
+    #[arg(long, default_value_t = 11)]
+    rows: usize,
+    /// Print a JSON report on stdout instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One row of a budget table.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetRow {
+    /// Blocks of the global order loaded.
+    pub blocks: usize,
+    /// File prefix needed.
+    pub prefix_bytes: u64,
+    /// Section bits per weight over every tensor (resident ones included).
+    pub bits_per_weight: f64,
+    /// Bits per weight over the compressed tensors only (BitStack scales and blocks,
+    /// palettes).
+    pub compressed_bits_per_weight: f64,
+    /// Fewest blocks any BitStack matrix has at this budget.
+    pub min_blocks_per_matrix: u32,
+    /// Most blocks any BitStack matrix has at this budget.
+    pub max_blocks_per_matrix: u32,
+}
+
+/// Bytes of tensor `t`'s sections a budget loads.
+pub fn tensor_bytes(m: &Manifest, budget: &Budget, t: usize) -> u64 {
+    match &m.tensors[t].encoding {
+        Encoding::F16 { data } | Encoding::F32 { data } | Encoding::Palette { data, .. } => {
+            data.len
+        }
+        Encoding::BitStack { scales, blocks, .. } => {
+            let n = budget.blocks_per_matrix.get(t).copied().unwrap_or(0) as usize;
+            scales.map_or(0, |s| s.len) + blocks.iter().take(n).map(|b| b.section.len).sum::<u64>()
+        }
+    }
+}
+
+/// Whether tensor `t` is stored compressed (BitStack or palette).
+pub fn is_compressed(m: &Manifest, t: usize) -> bool {
+    matches!(
+        m.tensors[t].encoding,
+        Encoding::BitStack { .. } | Encoding::Palette { .. }
+    )
+}
+
+/// The table row of `budget`.
+pub fn budget_row(m: &Manifest, budget: &Budget) -> BudgetRow {
+    let (mut bytes, mut weights) = (0u64, 0u64);
+    let (mut lo, mut hi) = (u32::MAX, 0u32);
+    for t in 0..m.tensors.len() {
+        if is_compressed(m, t) {
+            bytes += tensor_bytes(m, budget, t);
+            weights += m.tensors[t].numel();
+        }
+        if matches!(m.tensors[t].encoding, Encoding::BitStack { .. }) {
+            lo = lo.min(budget.blocks_per_matrix[t]);
+            hi = hi.max(budget.blocks_per_matrix[t]);
+        }
+    }
+    BudgetRow {
+        blocks: budget.n_blocks,
+        prefix_bytes: budget.prefix_len,
+        bits_per_weight: budget.bits_per_weight,
+        compressed_bits_per_weight: 8.0 * bytes as f64 / weights.max(1) as f64,
+        min_blocks_per_matrix: if lo == u32::MAX { 0 } else { lo },
+        max_blocks_per_matrix: hi,
+    }
+}
+
+/// `rows` budgets evenly spaced in block count, from the smallest to the full file.
+pub fn budget_rows(m: &Manifest, rows: usize) -> Vec<BudgetRow> {
+    let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
+    let rows = rows.max(2);
+    let mut counts: Vec<usize> = (0..rows).map(|k| lo + (hi - lo) * k / (rows - 1)).collect();
+    counts.dedup();
+    counts
+        .into_iter()
+        .filter_map(|n| with_blocks(m, n).ok())
+        .map(|b| budget_row(m, &b))
+        .collect()
+}
+
+/// Prints a budget table on stdout.
+pub fn print_budget_table(rows: &[BudgetRow]) {
+    println!(
+        "{:>8} {:>12} {:>10} {:>9} {:>16}",
+        "blocks", "prefix", "bits/w", "bits/w*", "blocks/matrix"
+    );
+    for r in rows {
+        println!(
+            "{:>8} {:>12} {:>10.3} {:>9.3} {:>16}",
+            r.blocks,
+            human_bytes(r.prefix_bytes),
+            r.bits_per_weight,
+            r.compressed_bits_per_weight,
+            format!("{}..{}", r.min_blocks_per_matrix, r.max_blocks_per_matrix)
+        );
+    }
+    println!(
+        "bits/w: over all weights (resident f16 tensors included); bits/w*: over the compressed tensors only"
+    );
+}
+
+#[derive(Debug, Serialize)]
+struct InspectReport {
+    file: PathBuf,
+    format_version: u32,
+    file_bytes: u64,
+    data_start: u64,
+    total_weights: u64,
+    tensors_by_encoding: BTreeMap<&'static str, EncodingCount>,
+    block_count: usize,
+    min_blocks: u32,
+    metadata: BTreeMap<String, String>,
+    budgets: Vec<BudgetRow>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct EncodingCount {
+    tensors: usize,
+    weights: u64,
+    /// Bytes at the full budget.
+    bytes: u64,
+}
+
+/// Runs `octet weights inspect`.
+pub fn run(args: InspectArgs) -> Result<()> {
+    let ckpt = MappedCheckpoint::open(&args.file)?;
+    let reader = ckpt
+        .reader()
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let m = reader.manifest();
+    let full = reader.full();
+    let mut by_enc: BTreeMap<&'static str, EncodingCount> = BTreeMap::new();
+    for (t, entry) in m.tensors.iter().enumerate() {
+        let key = match entry.encoding {
+            Encoding::F16 { .. } => "f16",
+            Encoding::F32 { .. } => "f32",
+            Encoding::BitStack { .. } => "bitstack",
+            Encoding::Palette { .. } => "palette",
+        };
+        let c = by_enc.entry(key).or_default();
+        c.tensors += 1;
+        c.weights += entry.numel();
+        c.bytes += tensor_bytes(m, &full, t);
+    }
+    let report = InspectReport {
+        file: args.file.clone(),
+        format_version: VERSION,
+        file_bytes: m.file_len,
+        data_start: m.data_start,
+        total_weights: m.total_weights(),
+        tensors_by_encoding: by_enc,
+        block_count: m.block_order.len(),
+        min_blocks: m.min_blocks,
+        metadata: m
+            .metadata
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect(),
+        budgets: budget_rows(m, args.rows),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{}: octet checkpoint v{}, {} ({} weights), header+manifest {}",
+        args.file.display(),
+        report.format_version,
+        human_bytes(report.file_bytes),
+        report.total_weights,
+        human_bytes(report.data_start)
+    );
+    println!(
+        "{:<10} {:>8} {:>14} {:>12} {:>8}",
+        "encoding", "tensors", "weights", "bytes", "bits/w"
+    );
+    for (k, c) in &report.tensors_by_encoding {
+        println!(
+            "{:<10} {:>8} {:>14} {:>12} {:>8.3}",
+            k,
+            c.tensors,
+            c.weights,
+            human_bytes(c.bytes),
+            8.0 * c.bytes as f64 / c.weights.max(1) as f64
+        );
+    }
+    for (k, v) in &report.metadata {
+        let v = if v.chars().count() > 100 {
+            format!("{}...", v.chars().take(100).collect::<String>())
+        } else {
+            v.clone()
+        };
+        println!("{k}: {v}");
+    }
+    if report.block_count > 0 {
+        println!(
+            "{} BitStack blocks in global order; every budget loads at least {} (one per matrix)",
+            report.block_count, report.min_blocks
+        );
+        print_budget_table(&report.budgets);
+    }
+    Ok(())
+}

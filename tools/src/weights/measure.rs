@@ -1,0 +1,195 @@
+//! `octet weights measure FILE --reference MODEL`: for budgets across the table, the
+//! time the loader takes as a ratio to reading the same bytes, and the
+//! reconstruction error of the compressed tensors against the original model.
+//!
+//! Both timings run with the file in the page cache (one untimed read first), so
+//! the ratio is the loader's own cost (checksums, decoding, rebuilding, tensor
+//! creation) relative to a plain `read` of the prefix; cold-cache loads add the
+//! same disk time to both.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use clap::Args;
+use octet_quant::candle_load::{BudgetLimit, MappedCheckpoint};
+use octet_quant::checkpoint::budget::with_blocks;
+use serde::Serialize;
+
+use super::inspect::{budget_row, is_compressed};
+use super::size::human_bytes;
+
+/// Arguments of `octet weights measure`.
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// The .octet file.
+    file: PathBuf,
+    /// The model the file was made from, for reconstruction errors.
+    #[arg(long, value_name = "MODEL")]
+    reference: Option<PathBuf>,
+    /// Budgets measured (evenly spaced block counts, smallest to full).
+    #[arg(long, default_value_t = 9)]
+    rows: usize,
+    /// Timed repetitions per budget (the fastest is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Print a JSON report on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    blocks: usize,
+    prefix_bytes: u64,
+    bits_per_weight: f64,
+    compressed_bits_per_weight: f64,
+    read_s: f64,
+    load_s: f64,
+    load_over_read: f64,
+    /// sqrt(sum ||W - W_hat||^2 / sum ||W||^2) over the compressed tensors.
+    relative_error: Option<f64>,
+    /// Mean over compressed tensors of ||W - W_hat|| / ||W||.
+    mean_tensor_relative_error: Option<f64>,
+}
+
+fn read_prefix(file: &PathBuf, len: u64) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; usize::try_from(len).context("prefix does not fit in memory")?];
+    File::open(file)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .with_context(|| format!("reading {} bytes of {}", len, file.display()))?;
+    Ok(buf)
+}
+
+/// Runs `octet weights measure`.
+pub fn run(args: MeasureArgs) -> Result<()> {
+    if args.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let reference = match &args.reference {
+        Some(p) => Some(super::read_model(p)?),
+        None => None,
+    };
+    let ckpt = MappedCheckpoint::open(&args.file)?;
+    let reader = ckpt
+        .reader()
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let m = reader.manifest().clone();
+    drop(reader);
+    let compressed: Vec<usize> = (0..m.tensors.len())
+        .filter(|&t| is_compressed(&m, t))
+        .collect();
+    if let Some(model) = &reference {
+        for &t in &compressed {
+            let e = &m.tensors[t];
+            let r = model
+                .tensors
+                .get(&e.name)
+                .with_context(|| format!("the reference has no tensor `{}`", e.name))?;
+            if r.shape
+                .iter()
+                .map(|&d| d as u64)
+                .ne(e.shape.iter().copied())
+            {
+                bail!(
+                    "tensor `{}`: reference shape {:?}, checkpoint {:?}",
+                    e.name,
+                    r.shape,
+                    e.shape
+                );
+            }
+        }
+    }
+    let _ = read_prefix(&args.file, m.file_len)?; // warm the page cache
+    let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
+    let n_rows = args.rows.max(2);
+    let mut counts: Vec<usize> = (0..n_rows)
+        .map(|k| lo + (hi - lo) * k / (n_rows - 1))
+        .collect();
+    counts.dedup();
+    let mut rows = Vec::new();
+    for n in counts {
+        let budget = with_blocks(&m, n)?;
+        let (mut read_s, mut load_s) = (f64::INFINITY, f64::INFINITY);
+        let mut loaded = None;
+        for _ in 0..args.repeat {
+            let t = Instant::now();
+            let bytes = read_prefix(&args.file, budget.prefix_len)?;
+            read_s = read_s.min(t.elapsed().as_secs_f64());
+            drop(bytes);
+            let t = Instant::now();
+            let ck = MappedCheckpoint::open(&args.file)?;
+            let l = ck.load(BudgetLimit::Blocks(n), &Device::Cpu)?;
+            load_s = load_s.min(t.elapsed().as_secs_f64());
+            loaded = Some(l);
+        }
+        let (relative_error, mean_tensor_relative_error) = match (&reference, loaded) {
+            (Some(model), Some(l)) => {
+                let (mut num, mut den, mut mean) = (0f64, 0f64, 0f64);
+                for &t in &compressed {
+                    let name = &m.tensors[t].name;
+                    let got: Vec<f32> = l.tensors[name].flatten_all()?.to_vec1()?;
+                    let want = &model.tensors[name].data;
+                    let (mut a, mut b) = (0f64, 0f64);
+                    for (x, y) in got.iter().zip(want) {
+                        a += f64::from(x - y).powi(2);
+                        b += f64::from(*y).powi(2);
+                    }
+                    num += a;
+                    den += b;
+                    mean += (a / b.max(f64::MIN_POSITIVE)).sqrt();
+                }
+                (
+                    Some((num / den.max(f64::MIN_POSITIVE)).sqrt()),
+                    Some(mean / compressed.len().max(1) as f64),
+                )
+            }
+            _ => (None, None),
+        };
+        let r = budget_row(&m, &budget);
+        rows.push(Row {
+            blocks: n,
+            prefix_bytes: budget.prefix_len,
+            bits_per_weight: r.bits_per_weight,
+            compressed_bits_per_weight: r.compressed_bits_per_weight,
+            read_s,
+            load_s,
+            load_over_read: load_s / read_s.max(1e-9),
+            relative_error,
+            mean_tensor_relative_error,
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:>7} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "blocks", "prefix", "bits/w", "bits/w*", "read", "load", "load/read", "rel.err", "mean.err"
+    );
+    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
+    for r in &rows {
+        println!(
+            "{:>7} {:>10} {:>8.3} {:>8.3} {:>8.3}s {:>8.3}s {:>9.2} {:>9} {:>9}",
+            r.blocks,
+            human_bytes(r.prefix_bytes),
+            r.bits_per_weight,
+            r.compressed_bits_per_weight,
+            r.read_s,
+            r.load_s,
+            r.load_over_read,
+            opt(r.relative_error),
+            opt(r.mean_tensor_relative_error)
+        );
+    }
+    println!(
+        "read: read(2) of the prefix, page cache warm; load: map + rebuild every tensor as f32 candle tensors on the CPU"
+    );
+    println!(
+        "rel.err: ||W - W_hat||_F / ||W||_F over all compressed tensors; mean.err: mean of it per tensor"
+    );
+    Ok(())
+}

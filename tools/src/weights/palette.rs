@@ -1,0 +1,196 @@
+//! `octet weights palette`: every linear weight becomes a k-means palette (a lookup
+//! table of `2^bits` f16 centroids per tensor or per group of output channels, and
+//! packed `bits`-bit indices), clustered by uniquified weighted optimal 1-D k-means
+//! (DESIGN.md, "LLM weights", eDKM). For llama-family models the k-means counts are
+//! weighted by each input channel's mean x^2 over the calibration text, so
+//! centroids favour weights whose errors the activations amplify.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
+use octet_quant::palette::{PaletteConfig, PaletteTensor, palettize};
+use serde::Serialize;
+
+use super::inspect::{BudgetRow, budget_rows};
+use super::prepare::{WriteSummary, finish_to, prepare, spill_for};
+use super::size::human_bytes;
+use super::{CalibArgs, InputArgs, bar};
+
+/// Arguments of `octet weights palette`.
+#[derive(Debug, Args)]
+pub struct PaletteArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// The .octet file to write.
+    #[arg(long, short = 'o', value_name = "FILE.octet")]
+    output: PathBuf,
+    /// Bits per index, 2..=8 (a table of 2^bits centroids).
+    #[arg(long, default_value_t = 4)]
+    bits: u8,
+    /// Output channels (rows) per lookup table; without it, one table per tensor.
+    #[arg(long, value_name = "N")]
+    group: Option<usize>,
+    #[command(flatten)]
+    calib: CalibArgs,
+    /// Print a JSON report on stdout instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct PaletteReport {
+    #[serde(flatten)]
+    summary: WriteSummary,
+    bits: u8,
+    group_rows: Option<usize>,
+    matrices: Vec<MatrixReport>,
+    budgets: Vec<BudgetRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct MatrixReport {
+    name: String,
+    rows: usize,
+    cols: usize,
+    bits_per_weight: f64,
+    /// ||W - decode||_F / ||W||_F.
+    relative_error: f64,
+}
+
+fn relative_error(w: &[f32], p: &PaletteTensor) -> f64 {
+    let d = p.decode();
+    let (mut num, mut den) = (0f64, 0f64);
+    for (a, b) in w.iter().zip(&d) {
+        num += f64::from(a - b).powi(2);
+        den += f64::from(*a).powi(2);
+    }
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// Runs `octet weights palette`.
+pub fn run(args: PaletteArgs) -> Result<()> {
+    let cfg = PaletteConfig {
+        bits: args.bits,
+        group_rows: args.group,
+    };
+    let prep = prepare(&args.input, &args.calib, args.json)?;
+    if !args.json {
+        eprintln!(
+            "{}: {} ({} tensors, {} to palettize); importance: {}",
+            args.input.input.display(),
+            prep.model.arch.name(),
+            prep.model.tensors.len(),
+            prep.linears.len(),
+            prep.scales_note
+        );
+    }
+    let t_compress = Instant::now();
+    let pb = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        bar(prep.linears.len() as u64, "clustering")
+    };
+    // palettize parallelises over groups itself; matrices go one at a time so the
+    // working memory stays one matrix's histograms per thread.
+    let palettes: Vec<(PaletteTensor, f64)> = prep
+        .linears
+        .iter()
+        .map(|name| {
+            let t = &prep.model.tensors[name];
+            let (rows, cols) = (t.shape[0], t.shape[1]);
+            let importance = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
+            let p = palettize(&t.data, rows, cols, importance.as_deref(), &cfg)
+                .with_context(|| format!("palettizing `{name}`"))?;
+            let err = relative_error(&t.data, &p);
+            pb.inc(1);
+            Ok((p, err))
+        })
+        .collect::<Result<_>>()?;
+    pb.finish_and_clear();
+    let compress_s = t_compress.elapsed().as_secs_f64();
+
+    let t_write = Instant::now();
+    let mut writer = CheckpointWriter::new(spill_for(&args.output)?);
+    let resident_f32 = prep.add_resident(&mut writer)?;
+    for (name, (p, _)) in prep.linears.iter().zip(&palettes) {
+        writer
+            .add_palette(name, p)
+            .with_context(|| format!("storing `{name}`"))?;
+    }
+    prep.add_metadata(&mut writer, "palette")?;
+    writer.add_metadata("palette.bits", &args.bits.to_string())?;
+    let manifest = finish_to(writer, &BlockOrdering::default(), &args.output)?;
+    let write_s = t_write.elapsed().as_secs_f64();
+
+    let matrices: Vec<MatrixReport> = prep
+        .linears
+        .iter()
+        .zip(&palettes)
+        .map(|(name, (p, err))| MatrixReport {
+            name: name.clone(),
+            rows: p.layout.rows,
+            cols: p.layout.cols,
+            bits_per_weight: p.bits_per_weight(),
+            relative_error: *err,
+        })
+        .collect();
+    let report = PaletteReport {
+        summary: WriteSummary {
+            output: args.output.clone(),
+            file_bytes: manifest.file_len,
+            compressed_tensors: palettes.len(),
+            resident_tensors: prep.model.tensors.len() - palettes.len(),
+            resident_f32,
+            scales: prep.scales_note.clone(),
+            read_s: prep.read_s,
+            calib_s: prep.calib_s,
+            compress_s,
+            write_s,
+        },
+        bits: args.bits,
+        group_rows: args.group,
+        budgets: budget_rows(&manifest, 2),
+        matrices,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let weights: f64 = report
+        .matrices
+        .iter()
+        .map(|m| (m.rows * m.cols) as f64)
+        .sum();
+    let mean_err = report
+        .matrices
+        .iter()
+        .map(|m| m.relative_error * (m.rows * m.cols) as f64)
+        .sum::<f64>()
+        / weights.max(1.0);
+    println!(
+        "wrote {} ({}): {} palettes at {} bits{}, {} resident tensors",
+        args.output.display(),
+        human_bytes(manifest.file_len),
+        palettes.len(),
+        args.bits,
+        args.group
+            .map_or(" (one table per tensor)".to_owned(), |g| format!(
+                " ({g} rows per table)"
+            )),
+        report.summary.resident_tensors
+    );
+    if let Some(b) = report.budgets.first() {
+        println!(
+            "{:.3} bits/weight over all weights, {:.3} over the palettized tensors; weighted mean relative error {:.4}",
+            b.bits_per_weight, b.compressed_bits_per_weight, mean_err
+        );
+    }
+    println!(
+        "time: read {:.1}s, calibrate {:.1}s, cluster {:.1}s, write {:.1}s",
+        report.summary.read_s, report.summary.calib_s, compress_s, write_s
+    );
+    Ok(())
+}
