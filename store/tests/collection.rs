@@ -404,3 +404,70 @@ fn readers_and_a_writer_share_a_store() {
     }
     assert_eq!(c.count(None).expect("count"), 750 - 3);
 }
+
+#[test]
+fn the_default_codecs_fit_on_the_first_seal_and_are_reused() {
+    // Transform codec at dim/2 bytes with an i8 rescore tier, on clustered data.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let (dim, metric) = (24, Metric::Cosine);
+    let mut config = octet_store::CollectionConfig::new(dim, metric);
+    config.segments.seal_threshold = 10_000;
+    let c = store.create_collection("c", config).expect("create");
+    let mut model = Model::default();
+    let mut r = common::rng(11);
+    let centres: Vec<Vec<f32>> = (0..8).map(|i| vector_for(i, dim, 77)).collect();
+    let make = |id: u64, r: &mut rand_chacha::ChaCha8Rng| {
+        use rand::Rng;
+        let c = &centres[(id % 8) as usize];
+        let v: Vec<f32> = c.iter().map(|x| x + r.random_range(-0.3f32..0.3)).collect();
+        Point::with_payload(id, v, common::payload_for(id))
+    };
+    for round in 0..3u64 {
+        let batch: Vec<Point> = (round * 400..(round + 1) * 400)
+            .map(|id| make(id, &mut r))
+            .collect();
+        c.upsert(&batch, false).expect("upsert");
+        model.upsert(&batch, metric);
+        assert!(c.seal().expect("seal"));
+    }
+    let info = c.info();
+    assert_eq!(info.segments, 3);
+    assert_eq!(
+        info.code_bytes,
+        1200 * dim / 2,
+        "transform codes at dim/2 bytes"
+    );
+    assert_eq!(info.rescore_bytes, 1200 * dim, "i8 rescore tier");
+    let mut recall_sum = 0.0;
+    for qi in 0..20u64 {
+        let q = make(10_000 + qi, &mut r).vector;
+        let exact = model.search(&q, metric, 10, None);
+        let got = c
+            .search(&SearchRequest::new(q.clone(), 10).ef(100))
+            .expect("search");
+        let ids: Vec<u64> = got.iter().map(|g| g.id).collect();
+        recall_sum += recall(&ids, &exact);
+        // Rescored scores are close to the true cosine.
+        for g in &got {
+            let truth = metric.exact(&metric.prepare_query(&q), &model.points[&g.id].0);
+            assert!(
+                (truth - g.score).abs() < 0.05,
+                "score {} vs {truth}",
+                g.score
+            );
+        }
+    }
+    assert!(recall_sum / 20.0 > 0.85, "recall {}", recall_sum / 20.0);
+    // The codec files survive a reopen and are the same ones.
+    drop(c);
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    let c = store.collection("c").expect("c");
+    assert_eq!(c.count(None).expect("count"), 1200);
+    let q = make(20_000, &mut r).vector;
+    assert_eq!(
+        c.search(&SearchRequest::new(q, 5)).expect("search").len(),
+        5
+    );
+}

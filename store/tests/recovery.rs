@@ -173,7 +173,7 @@ fn verify(dir: &Path, acked: &Acked, next_batch: u64) {
         }
     }
     // Unfiltered search finds a sample of live points by their own vector.
-    for (&id, _) in expected_live.iter().filter(|(_, live)| **live).step_by(7) {
+    for (&id, _) in expected_live.iter().filter(|(_, live)| **live).step_by(29) {
         let q = point(id, DIM, SALT).vector;
         let hits = c.search(&SearchRequest::new(q, 3).ef(64)).expect("search");
         assert_eq!(

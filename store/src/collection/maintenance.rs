@@ -113,7 +113,10 @@ impl Collection {
                 if sample.is_empty() {
                     return Ok(false);
                 }
-                Arc::new(self.fit_codecs(&sample)?)
+                let t = std::time::Instant::now();
+                let fitted = self.fit_codecs(&sample)?;
+                tracing::info!(collection = %inner.name, rows = sample.len() / inner.config.dim, secs = t.elapsed().as_secs_f64(), "fitted the codecs");
+                Arc::new(fitted)
             }
         };
         // Freeze the growing segment, unless a failed seal left one frozen.
@@ -145,6 +148,7 @@ impl Collection {
         let n = seg.slots();
         let dim = inner.config.dim;
         let vectors = seg.vectors();
+        let t = std::time::Instant::now();
         let codes = codecs.codec.encode(vectors)?;
         let rescore = match &codecs.rescore {
             Some((r, _)) => Some(r.encode(vectors)?),
@@ -165,9 +169,17 @@ impl Collection {
             graph_vectors: vectors.to_vec(),
         };
         let id = inner.state.read().manifest.next_segment;
+        let encode_secs = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         let sref = write_segment(&inner.dir, id, &input, self.graph_params(dim))?;
         sync_dir(&inner.dir)?;
+        let write_secs = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         let sealed = self.open_segment(&sref, &codecs)?;
+        tracing::info!(
+            collection = %inner.name, points = n, encode_secs, graph_and_write_secs = write_secs,
+            open_secs = t.elapsed().as_secs_f64(), "built a sealed segment"
+        );
 
         let _w = inner.write_lock.lock();
         inner.wal.sync_all()?;

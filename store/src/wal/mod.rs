@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 
 use crate::error::{IoContext, Result, StoreError, corrupt};
 use crate::fsutil::{remove_if_exists, sync_dir};
-pub use record::{WalOp, WalRecord};
+pub use record::{WalOp, WalRecord, decode_all, fuzz_one};
 
 /// The first bytes of every WAL file.
 pub const MAGIC: &[u8; 8] = b"OCTWAL\x00\x01";
