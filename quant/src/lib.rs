@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod error;
 pub mod eval;
+pub mod gpu;
 pub mod kernels;
 pub mod kmeans1d;
 pub mod metric;

@@ -1,0 +1,155 @@
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+
+use super::emulate;
+use super::plan::{TensorJob, plan_budget};
+use crate::bitstack::{BitStackConfig, RankPolicy, decompose};
+use crate::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
+use crate::palette::{PaletteConfig, palettize};
+
+fn draw(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// A checkpoint with every encoding: two BitStack matrices (one with scales), a
+/// palette, an f16 and an f32 tensor.
+fn checkpoint(rows: usize, cols: usize, rank: usize, bits: u8, group: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let cfg = BitStackConfig {
+        n_iter: 3,
+        rank: RankPolicy::Fixed(rank),
+        ..Default::default()
+    };
+    let mut w = CheckpointWriter::in_memory();
+    let a = draw(&mut rng, rows * cols);
+    let scales: Vec<f32> = (0..cols).map(|j| 0.5 + (j % 11) as f32 / 7.0).collect();
+    w.add_bitstack(
+        "a",
+        &decompose(&a, rows, cols, Some(&scales), &cfg).expect("decomposes"),
+    )
+    .expect("adds");
+    let b = draw(&mut rng, cols * rows);
+    w.add_bitstack(
+        "b",
+        &decompose(&b, cols, rows, None, &cfg).expect("decomposes"),
+    )
+    .expect("adds");
+    let p = draw(&mut rng, rows * cols);
+    let pal = palettize(
+        &p,
+        rows,
+        cols,
+        None,
+        &PaletteConfig {
+            bits,
+            group_rows: Some(group),
+        },
+    )
+    .expect("palettizes");
+    w.add_palette("p", &pal).expect("adds");
+    w.add_f16("h", &[cols], &draw(&mut rng, cols))
+        .expect("adds");
+    w.add_f32("f", &[rows, 3], &draw(&mut rng, rows * 3))
+        .expect("adds");
+    let mut bytes = Vec::new();
+    w.finish(&BlockOrdering::default(), &mut bytes)
+        .expect("writes");
+    bytes
+}
+
+/// Every budget: the emulated kernels over only the budget's prefix equal the
+/// reference rebuild (exactly for lookups and copies, to rounding for BitStack,
+/// whose dot products are summed in another order).
+fn check_all_budgets(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let full = Reader::new(bytes).expect("valid");
+    let m = full.manifest();
+    for n in m.min_blocks as usize..=m.block_order.len() {
+        let budget = full.with_blocks(n).expect("budget");
+        let prefix = &bytes[..budget.prefix_len as usize];
+        let reader = Reader::new(prefix).expect("prefix parses");
+        let plan = plan_budget(&reader, &budget).expect("plans");
+        for (t, planned) in plan.iter().enumerate() {
+            let want = reader.rebuild_index(t, &budget).expect("rebuilds");
+            let got = emulate::rebuild(prefix, planned);
+            prop_assert_eq!(got.len(), want.len());
+            let exact = !matches!(planned.job, TensorJob::BitStack { .. });
+            let scale = want.iter().fold(1f32, |a, x| a.max(x.abs()));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                if exact {
+                    prop_assert_eq!(g.to_bits(), w.to_bits(), "{} [{}]", planned.name, i);
+                } else {
+                    prop_assert!(
+                        (g - w).abs() <= 2e-5 * scale,
+                        "{} [{}] at {} blocks: {} vs {}",
+                        planned.name,
+                        i,
+                        n,
+                        g,
+                        w
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10))]
+    #[test]
+    fn emulated_kernels_match_the_cpu_rebuild(
+        rows in prop::sample::select(vec![1usize, 7, 65, 129]),
+        cols in prop::sample::select(vec![1usize, 7, 65, 129, 383]),
+        rank in prop::sample::select(vec![1usize, 5, 16, 17, 40]),
+        bits in 2u8..=8,
+        group in prop::sample::select(vec![1usize, 3, 64, 1000]),
+        seed in any::<u64>(),
+    ) {
+        let rank = rank.min(rows).min(cols);
+        check_all_budgets(&checkpoint(rows, cols, rank, bits, group, seed))?;
+    }
+}
+
+#[test]
+fn plan_refuses_a_budget_beyond_the_bytes() {
+    let bytes = checkpoint(65, 40, 4, 3, 8, 7);
+    let full = Reader::new(&bytes).expect("valid");
+    let budget = full.full();
+    // The manifest alone parses, but the sections are missing: checksums cannot be read.
+    let reader = Reader::new(&bytes[..bytes.len() - 1]).expect("header and manifest");
+    assert!(plan_budget(&reader, &budget).is_err());
+    // A budget made for another manifest is refused.
+    let other = checkpoint(7, 7, 1, 2, 1, 1);
+    let other_budget = Reader::new(&other).expect("valid").full();
+    let mut bad = other_budget.clone();
+    bad.blocks_per_matrix.push(0);
+    assert!(plan_budget(&full, &bad).is_err());
+}
+
+#[test]
+fn plan_offsets_are_aligned_and_inside_the_prefix() {
+    let bytes = checkpoint(129, 65, 17, 5, 10, 3);
+    let full = Reader::new(&bytes).expect("valid");
+    let min = full.manifest().min_blocks as usize;
+    let budget = full.with_blocks(min).expect("budget");
+    let plan = plan_budget(&full, &budget).expect("plans");
+    for t in &plan {
+        if let TensorJob::BitStack {
+            block_offsets,
+            u_off,
+            vt_off,
+            scales_offset,
+            ..
+        } = &t.job
+        {
+            assert!(!block_offsets.is_empty());
+            for o in block_offsets {
+                assert_eq!(o % 64, 0, "{}", t.name);
+                assert!(*o < budget.prefix_len);
+            }
+            assert_eq!(u_off % 64, 0);
+            assert_eq!(vt_off % 64, 0);
+            assert!(scales_offset.is_none_or(|s| s % 64 == 0));
+        }
+    }
+}
