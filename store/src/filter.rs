@@ -11,6 +11,11 @@ use serde_json::Value;
 use crate::error::{Result, StoreError};
 use crate::point::Payload;
 
+/// The longest string that counts as a keyword, in bytes. Longer strings (text
+/// chunks) are neither indexed nor matched, which keeps the filter index small and
+/// keeps the exact evaluator and the index in agreement.
+pub const MAX_KEYWORD_LEN: usize = 256;
+
 /// A scalar value a condition compares against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -27,7 +32,8 @@ impl MatchValue {
     /// The match key of a JSON scalar, if it has one (floats with a fraction do not).
     pub(crate) fn of(value: &Value) -> Option<MatchValue> {
         match value {
-            Value::String(s) => Some(MatchValue::Keyword(s.clone())),
+            Value::String(s) if s.len() <= MAX_KEYWORD_LEN => Some(MatchValue::Keyword(s.clone())),
+            Value::String(_) => None,
             Value::Bool(b) => Some(MatchValue::Bool(*b)),
             Value::Number(n) => n.as_i64().map(MatchValue::Integer),
             _ => None,
@@ -36,7 +42,7 @@ impl MatchValue {
 
     fn matches(&self, value: &Value) -> bool {
         match (self, value) {
-            (MatchValue::Keyword(k), Value::String(s)) => k == s,
+            (MatchValue::Keyword(k), Value::String(s)) => s.len() <= MAX_KEYWORD_LEN && k == s,
             (MatchValue::Bool(b), Value::Bool(v)) => b == v,
             (MatchValue::Integer(i), Value::Number(n)) => n.as_i64() == Some(*i),
             _ => false,
@@ -182,6 +188,19 @@ impl Condition {
             Condition::MatchAny { key, any } if key.is_empty() || any.is_empty() => bad(format!(
                 "match_any on `{key}` needs a key and at least one value"
             )),
+            Condition::Match {
+                value: MatchValue::Keyword(k),
+                ..
+            } if k.len() > MAX_KEYWORD_LEN => {
+                bad(format!("keyword longer than {MAX_KEYWORD_LEN} bytes"))
+            }
+            Condition::MatchAny { any, .. }
+                if any
+                    .iter()
+                    .any(|v| matches!(v, MatchValue::Keyword(k) if k.len() > MAX_KEYWORD_LEN)) =>
+            {
+                bad(format!("keyword longer than {MAX_KEYWORD_LEN} bytes"))
+            }
             Condition::Range { key, range } => {
                 let bounds = [range.gt, range.gte, range.lt, range.lte];
                 if bounds.iter().flatten().any(|b| b.is_nan()) {
@@ -307,6 +326,15 @@ mod tests {
             any: vec![],
         }]);
         assert!(empty_any.validate().is_err());
+        let long = "x".repeat(MAX_KEYWORD_LEN + 1);
+        assert!(
+            Filter::must(vec![Condition::keyword("k", &long)])
+                .validate()
+                .is_err()
+        );
+        let p = payload(json!({"text": long}));
+        let shorter = &long[..MAX_KEYWORD_LEN];
+        assert!(!Filter::must(vec![Condition::keyword("text", shorter)]).matches(&p));
         let no_bound = Filter::must(vec![Condition::range("k", Range::default())]);
         assert!(no_bound.validate().is_err());
         let mut deep = Filter::default();

@@ -157,6 +157,8 @@ mod tests {
     fn arb_scalar() -> impl Strategy<Value = Value> + Clone {
         prop_oneof![
             (0..4u8).prop_map(|k| json!(format!("k{k}"))),
+            // Strings past the keyword limit are neither indexed nor matched.
+            (0..2u8).prop_map(|k| json!(format!("k{k}").repeat(200))),
             (-3..4i64).prop_map(|i| json!(i)),
             (-30..40i32).prop_map(|i| json!(f64::from(i) / 10.0)),
             any::<bool>().prop_map(|b| json!(b)),

@@ -53,13 +53,24 @@ fn worker_loop(weak: Weak<Inner>, wake: Arc<(Mutex<bool>, Condvar)>) {
                 return;
             }
             let c = Collection { inner };
-            match c.maintain_once() {
-                Ok(true) => continue,
-                Ok(false) => backoff = Duration::from_millis(200),
-                Err(e) => {
+            // A panic in a seal or compaction (a bug) must not end background work
+            // for good: the state it leaves (a frozen segment) is retried.
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.maintain_once()));
+            match result {
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) => backoff = Duration::from_millis(200),
+                Ok(Err(e)) => {
                     tracing::warn!(
                         collection = c.name(),
                         "background maintenance failed, will retry: {e}"
+                    );
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(_) => {
+                    tracing::error!(
+                        collection = c.name(),
+                        "background maintenance panicked, will retry"
                     );
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
