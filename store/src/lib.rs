@@ -76,3 +76,16 @@ pub use filter::{Condition, Filter, MatchValue, Range};
 pub use point::{Payload, Point, PointId, Record};
 pub use snapshot::SnapshotInfo;
 pub use store::Store;
+
+#[cfg(test)]
+mod tests {
+    /// The server shares one store across tokio tasks: handles must be `Send + Sync`.
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<crate::Store>();
+        check::<crate::Collection>();
+        check::<crate::SearchRequest>();
+        check::<crate::StoreError>();
+    }
+}

@@ -83,7 +83,13 @@ impl Wal {
     /// bad record in an older file (which was fsynced whole before the next one
     /// began) is reported as corruption, because skipping it would lose writes.
     pub fn open(dir: &Path, dim: usize, after_seq: u64) -> Result<(Wal, Vec<WalRecord>)> {
-        fs::create_dir_all(dir).at(dir)?;
+        if !dir.exists() {
+            fs::create_dir_all(dir).at(dir)?;
+            // The directory entry itself must survive a crash, or so would not the log.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let mut files = Vec::new();
         for entry in fs::read_dir(dir).at(dir)? {
             let entry = entry.at(dir)?;
@@ -356,6 +362,47 @@ mod tests {
         let (wal, recs) = Wal::open(dir.path(), 2, 3).expect("reopen after seal");
         assert_eq!(recs.len(), 1);
         assert_eq!(wal.append(&upsert(9)).expect("append"), 5);
+    }
+
+    #[test]
+    fn concurrent_durable_writers_share_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (wal, _) = Wal::open(dir.path(), 2, 0).expect("open");
+            let wal = std::sync::Arc::new(wal);
+            let threads: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let wal = std::sync::Arc::clone(&wal);
+                    std::thread::spawn(move || {
+                        for i in 0..25 {
+                            let seq = wal.append(&upsert(t * 100 + i)).expect("append");
+                            wal.sync_to(seq).expect("sync");
+                            assert!(wal.synced_seq.load(Ordering::Acquire) >= seq);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("writer");
+            }
+        }
+        let (_, recs) = Wal::open(dir.path(), 2, 0).expect("reopen");
+        assert_eq!(
+            recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=100).collect::<Vec<_>>()
+        );
+        let mut ids: Vec<u64> = recs
+            .iter()
+            .flat_map(|r| match &r.op {
+                WalOp::Upsert(p) => p.iter().map(|p| p.id).collect(),
+                WalOp::Delete(_) => Vec::new(),
+            })
+            .collect();
+        ids.sort_unstable();
+        let want: Vec<u64> = (0..4u64)
+            .flat_map(|t| (0..25).map(move |i| t * 100 + i))
+            .collect();
+        assert_eq!(ids, want);
     }
 
     #[test]
