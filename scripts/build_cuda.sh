@@ -27,3 +27,19 @@ cp "$TARGET/release/octet" dist/cuda/octet
 strip dist/cuda/octet
 xz -T0 -6 -f dist/cuda/octet
 ls -l dist/cuda/octet.xz
+
+# The model for scripts/gpu_check.sh: SmolLM2-135M from `octet weights stack`, its f16
+# embedding re-encoded as a 4-bit palette (the f16 one alone, 56.7 MB, would not fit
+# the 64 MiB the GPU host receives), cut to the prefix the largest budget checked
+# needs (44 MiB covers budgets up to 44MB in either unit). Every budget is a file
+# prefix, so the cut file loads those budgets exactly as the whole file would.
+SMOL=${SMOL_OCTET:-/tmp/smol16.octet}
+if [ -f "$SMOL" ]; then
+  STUB=$(mktemp -d)
+  # The repack never touches the GPU; the link-time stub only satisfies the loader.
+  ln -s "$CUDA_HOME/lib/stubs/libcuda.so" "$STUB/libcuda.so.1"
+  LD_LIBRARY_PATH="$STUB:$CUDA_HOME/lib:${LD_LIBRARY_PATH:-}" "$TARGET/release/octet" \
+    weights repack "$SMOL" -o /tmp/smollm2-135m.pal4.octet --palette embed_tokens --bits 4 --group 256
+  head -c $((44 * 1024 * 1024)) /tmp/smollm2-135m.pal4.octet > dist/cuda/smollm2-135m.prefix.octet
+  ls -l dist/cuda/
+fi

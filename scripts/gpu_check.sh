@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/octet-gpu-check}
 MODEL=${MODEL:-dist/cuda/smollm2-135m.prefix.octet}
-BUDGETS=${BUDGETS:-32MB,40MB,48MB}
+BUDGETS=${BUDGETS:-34MB,39MB,44MB}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}
 export CUDA_CACHE_PATH=${CUDA_CACHE_PATH:-/tmp/octet-cuda-cache}
