@@ -15,7 +15,7 @@
 //! collection as it was at that instant.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::collection::Collection;
@@ -36,6 +36,10 @@ pub struct SnapshotInfo {
     /// Its size in bytes.
     pub bytes: u64,
 }
+
+/// A snapshot entry's source: read twice, so it must seek.
+trait Source: Read + Seek {}
+impl<T: Read + Seek> Source for T {}
 
 /// A writer that keeps a running CRC32C of what passes through.
 struct CrcWriter<W: Write> {
@@ -68,35 +72,48 @@ impl Collection {
         let mut count = 0;
         let mut entry = |w: &mut CrcWriter<BufWriter<File>>,
                          name: &str,
-                         src: &mut dyn Read,
+                         src: &mut dyn Source,
                          len: u64|
          -> Result<()> {
-            // The data's checksum goes before the data, so the data is read twice
-            // when it comes from a file: once to checksum, once to copy.
-            let mut data_crc = 0u32;
+            // The data's checksum goes before the data, so the data is read twice:
+            // once to checksum, once to copy. Nothing bigger than a chunk is held.
             let mut buf = vec![0u8; CHUNK];
-            let mut staged = Vec::new();
+            let mut data_crc = 0u32;
             let mut left = len;
             while left > 0 {
                 let n = (left as usize).min(CHUNK);
                 src.read_exact(&mut buf[..n]).at(&tmp)?;
                 data_crc = crc32c::crc32c_append(data_crc, &buf[..n]);
-                staged.extend_from_slice(&buf[..n]);
                 left -= n as u64;
             }
+            src.seek(SeekFrom::Start(0)).at(&tmp)?;
             w.put(&[1]).at(&tmp)?;
             w.put(&(name.len() as u16).to_le_bytes()).at(&tmp)?;
             w.put(name.as_bytes()).at(&tmp)?;
             w.put(&len.to_le_bytes()).at(&tmp)?;
             w.put(&data_crc.to_le_bytes()).at(&tmp)?;
-            w.put(&staged).at(&tmp)?;
+            let mut left = len;
+            let mut copy_crc = 0u32;
+            while left > 0 {
+                let n = (left as usize).min(CHUNK);
+                src.read_exact(&mut buf[..n]).at(&tmp)?;
+                copy_crc = crc32c::crc32c_append(copy_crc, &buf[..n]);
+                w.put(&buf[..n]).at(&tmp)?;
+                left -= n as u64;
+            }
+            if copy_crc != data_crc {
+                return Err(corrupt(
+                    &tmp,
+                    format!("`{name}` changed while it was copied"),
+                ));
+            }
             count += 1;
             Ok(())
         };
         entry(
             &mut w,
             MANIFEST_FILE,
-            &mut manifest_bytes.as_slice(),
+            &mut std::io::Cursor::new(&manifest_bytes),
             manifest_bytes.len() as u64,
         )?;
         for name in manifest.file_names() {
