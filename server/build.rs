@@ -1,0 +1,29 @@
+//! Compiles `proto/octet/v1/*.proto` with protox (pure Rust: no system protoc) and
+//! writes the encoded descriptor set next to the generated code for reflection.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "proto/octet/v1/common.proto",
+    "proto/octet/v1/collections.proto",
+    "proto/octet/v1/points.proto",
+    "proto/octet/v1/search.proto",
+    "proto/octet/v1/admin.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for p in PROTOS {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("octet_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! Binding, serving and shutting down: opens the store, serves `octet.v1` with
+//! health and reflection beside it, and on the shutdown signal stops accepting,
+//! drains requests in flight, then syncs every collection's WAL.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use octet_store::Store;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::auth::ApiKey;
+use crate::config::ServeArgs;
+use crate::pb;
+use crate::service::{AdminService, AppState, CollectionsService, PointsService, SearchService};
+
+/// The `octet.v1` service names, as health reports them.
+const SERVICES: [&str; 4] = [
+    "octet.v1.Collections",
+    "octet.v1.Points",
+    "octet.v1.Search",
+    "octet.v1.Admin",
+];
+
+/// A server with its store open and its socket bound, not yet serving.
+#[derive(Debug)]
+pub struct Bound {
+    args: ServeArgs,
+    key: Option<String>,
+    store: Arc<Store>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl Bound {
+    /// Checks the settings, opens the data directory and binds the address.
+    pub async fn bind(args: ServeArgs) -> anyhow::Result<Bound> {
+        let key = args.effective_key()?;
+        let data = args.data.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&data))
+            .await
+            .context("opening the store")?
+            .with_context(|| format!("opening data directory {}", args.data.display()))?;
+        let listener = TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("binding {}", args.addr))?;
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+        Ok(Bound {
+            args,
+            key,
+            store: Arc::new(store),
+            listener,
+            local_addr,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then drains and syncs the WALs.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Bound {
+            args,
+            key,
+            store,
+            listener,
+            local_addr,
+        } = self;
+        let state = Arc::new(AppState::new(Arc::clone(&store), args.max_concurrent));
+        let auth = ApiKey::new(key.clone());
+        let max = args.max_message_bytes();
+        let check = move |req| auth.check(req);
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for s in SERVICES {
+            health.set_service_status(s, ServingStatus::Serving).await;
+        }
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+
+        let collections =
+            pb::collections_server::CollectionsServer::new(CollectionsService(Arc::clone(&state)))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+        let points = pb::points_server::PointsServer::new(PointsService(Arc::clone(&state)))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let search = pb::search_server::SearchServer::new(SearchService(Arc::clone(&state)))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let admin = pb::admin_server::AdminServer::new(AdminService(Arc::clone(&state)))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+
+        tracing::info!(
+            addr = %local_addr,
+            data = %args.data.display(),
+            auth = key.is_some(),
+            max_message_bytes = max,
+            max_concurrent = args.max_concurrent,
+            "octet server listening"
+        );
+        let drain_state = Arc::clone(&state);
+        let drain_health = health.clone();
+        let fired = Arc::new(tokio::sync::Notify::new());
+        let fired_tx = Arc::clone(&fired);
+        let signal = async move {
+            shutdown.await;
+            fired_tx.notify_one();
+            tracing::info!("shutdown requested: draining requests in flight");
+            drain_state.draining.store(true, Ordering::Release);
+            for s in SERVICES {
+                drain_health
+                    .set_service_status(s, ServingStatus::NotServing)
+                    .await;
+            }
+        };
+        let serve = Server::builder()
+            .timeout(args.request_timeout())
+            .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(InterceptedService::new(collections, check.clone()))
+            .add_service(InterceptedService::new(points, check.clone()))
+            .add_service(InterceptedService::new(search, check.clone()))
+            .add_service(InterceptedService::new(admin, check))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        // Graceful shutdown waits for clients to close their connections; an idle
+        // client that keeps its channel open would hold the server forever, so the
+        // drain is bounded. Writes already acknowledged are in the WAL either way.
+        let drain = args.drain_timeout();
+        tokio::select! {
+            r = serve => r.context("serving")?,
+            () = async { fired.notified().await; tokio::time::sleep(drain).await } => {
+                tracing::warn!(secs = drain.as_secs(), "drain timed out; closing open connections");
+            }
+        }
+
+        // Every request has finished: make every acknowledged write durable.
+        drop(state);
+        let flushed = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            let names = store.list();
+            for n in &names {
+                store
+                    .collection(n)
+                    .and_then(|c| c.flush())
+                    .with_context(|| format!("syncing the WAL of collection `{n}`"))?;
+            }
+            Ok(names.len())
+        })
+        .await
+        .context("syncing the WALs")??;
+        tracing::info!(collections = flushed, "WALs synced; server stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Runs a server to completion on a new multi-threaded runtime: binds, prints
+/// `listening on ADDR` to stdout (scripts and tests read the port from it), serves
+/// until SIGINT/SIGTERM.
+pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        let bound = Bound::bind(args).await?;
+        println!("listening on {}", bound.local_addr());
+        bound.serve(shutdown_signal()).await
+    })
+}
