@@ -3,7 +3,7 @@
 //! tier in front of a rescore tier) that reaches a target recall.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -123,7 +123,7 @@ pub fn default_ladder(dim: usize) -> Vec<CodecSpec> {
     ladder
 }
 
-fn load(path: &PathBuf, dim: Option<usize>, what: &str) -> Result<Vectors> {
+fn load(path: &Path, dim: Option<usize>, what: &str) -> Result<Vectors> {
     let v = read_vectors(path, dim).with_context(|| format!("reading {what} vectors"))?;
     if v.is_empty() {
         bail!("{}: no {what} vectors in the file", path.display());
