@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod advise;
+mod serve;
 mod weights;
 
 /// Octet: compressed vector search and memory-budget-adaptive LLM checkpoints.
@@ -26,6 +27,9 @@ enum Command {
     /// Compress LLM checkpoints into memory-budget-adaptive .octet files, inspect,
     /// plan and export them.
     Weights(weights::WeightsArgs),
+    /// Serve the gRPC API (octet.v1) over a data directory (default ./octet-data on
+    /// 127.0.0.1:6334).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Advise(args) => advise::run(args),
         Command::Weights(args) => weights::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
