@@ -23,6 +23,7 @@ pub mod transform;
 pub mod vecio;
 
 pub use codec::Codec;
+pub use codec::pca::PcaCodec;
 pub use codec::{CodecKind, CodecSpec, ElementSpec, ScalarQuantizer, Scorer, VectorCodec};
 pub use codec::{
     bfloat16::Bf16Codec, element::ElementCodec, float8::Float8Codec, float8::Float8Format,
@@ -31,6 +32,5 @@ pub use codec::{
 };
 pub use error::{QuantError, Result};
 pub use metric::Metric;
-pub use codec::pca::PcaCodec;
 pub use pca::Pca;
 pub use transform::TransformCodec;
