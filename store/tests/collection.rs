@@ -413,6 +413,8 @@ fn the_default_codecs_fit_on_the_first_seal_and_are_reused() {
     let (dim, metric) = (24, Metric::Cosine);
     let mut config = octet_store::CollectionConfig::new(dim, metric);
     config.segments.seal_threshold = 10_000;
+    // No background merging: the test counts segments.
+    config.segments.merge_below = 0;
     let c = store.create_collection("c", config).expect("create");
     let mut model = Model::default();
     let mut r = common::rng(11);
@@ -429,7 +431,8 @@ fn the_default_codecs_fit_on_the_first_seal_and_are_reused() {
             .collect();
         c.upsert(&batch, false).expect("upsert");
         model.upsert(&batch, metric);
-        assert!(c.seal().expect("seal"));
+        let sealed = c.seal().expect("seal");
+        assert!(sealed, "round {round}: {:?}", c.info());
     }
     let info = c.info();
     assert_eq!(info.segments, 3);
@@ -470,4 +473,61 @@ fn the_default_codecs_fit_on_the_first_seal_and_are_reused() {
         c.search(&SearchRequest::new(q, 5)).expect("search").len(),
         5
     );
+}
+
+#[test]
+fn refitting_the_codec_on_more_data_rewrites_every_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let (dim, metric) = (16, Metric::L2);
+    let mut config = octet_store::CollectionConfig::new(dim, metric);
+    config.codec = "i8".parse().expect("codec");
+    config.rescore.element = Some(ElementSpec::F32);
+    let c = store.create_collection("c", config).expect("create");
+    let mut model = Model::default();
+    // The first seal sees only small values, so its i8 ranges clip what comes later.
+    let small: Vec<Point> = (0..50)
+        .map(|i| Point::new(i, vector_for(i, dim, 5).iter().map(|x| x * 0.01).collect()))
+        .collect();
+    c.upsert(&small, false).expect("upsert");
+    model.upsert(&small, metric);
+    c.seal().expect("seal");
+    let big: Vec<Point> = (50..700).map(|i| point(i, dim, 5)).collect();
+    c.upsert(&big, false).expect("upsert");
+    model.upsert(&big, metric);
+    c.seal().expect("seal");
+    c.delete(&[60, 61], false).expect("delete");
+    model.delete(&[60, 61]);
+    let codes_only_recall = |c: &octet_store::Collection| {
+        let mut sum = 0.0;
+        for qi in 0..20 {
+            let q = vector_for(9_000 + qi, dim, 5);
+            let got = c
+                .search(&SearchRequest::new(q.clone(), 10).ef(200).rescore(false))
+                .expect("search");
+            let ids: Vec<u64> = got.iter().map(|g| g.id).collect();
+            sum += recall(&ids, &model.search(&q, metric, 10, None));
+        }
+        sum / 20.0
+    };
+    let before = codes_only_recall(&c);
+    assert!(c.refit_codec().expect("refit"));
+    let after = codes_only_recall(&c);
+    assert_eq!(c.info().segments, 1);
+    assert!(
+        after > before + 0.1,
+        "codes-only recall {before} -> {after}"
+    );
+    check_against_model(&c, &model, metric, dim, 5);
+    // The refitted codec is what a reopen loads, and new seals use it.
+    drop(c);
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    let c = store.collection("c").expect("c");
+    assert!((codes_only_recall(&c) - after).abs() < 0.05);
+    let more: Vec<Point> = (700..760).map(|i| point(i, dim, 5)).collect();
+    c.upsert(&more, false).expect("upsert");
+    model.upsert(&more, metric);
+    c.seal().expect("seal");
+    check_against_model(&c, &model, metric, dim, 5);
 }

@@ -89,12 +89,8 @@ impl Collection {
     /// One step of background work: a seal if due, else a compaction if due.
     /// Returns whether anything was done.
     pub fn maintain_once(&self) -> Result<bool> {
-        let seal_due = {
-            let st = self.inner.state.read();
-            st.frozen.is_some() || st.growing.live() >= self.inner.config.segments.seal_threshold
-        };
-        if seal_due {
-            return self.seal();
+        if self.seal_due() {
+            return self.seal_inner(true);
         }
         if self.compaction_plan(&self.inner.state.read()).is_some() {
             return self.compact();
@@ -105,8 +101,23 @@ impl Collection {
     /// Seals the growing segment now (however small) into a sealed segment.
     /// Returns false when there was nothing to seal.
     pub fn seal(&self) -> Result<bool> {
+        self.seal_inner(false)
+    }
+
+    fn seal_due(&self) -> bool {
+        let st = self.inner.state.read();
+        st.frozen.is_some() || st.growing.live() >= self.inner.config.segments.seal_threshold
+    }
+
+    /// Seals; with `only_if_due`, only when the growing segment has reached the
+    /// threshold (or a failed seal left one frozen) once the maintenance lock is held,
+    /// so the worker never seals what an explicit `seal` call was about to.
+    fn seal_inner(&self, only_if_due: bool) -> Result<bool> {
         let inner = &self.inner;
         let _m = inner.maintenance.lock();
+        if only_if_due && !self.seal_due() {
+            return Ok(false);
+        }
         // Fit the codecs before freezing: a fit that fails leaves everything as it was.
         let codecs = inner.state.read().codecs.clone();
         let codecs = match codecs {
@@ -375,15 +386,25 @@ impl Collection {
     /// the policy says so. Readers and writers go on meanwhile; they wait only for
     /// the swap. Returns whether anything was rewritten.
     pub fn compact(&self) -> Result<bool> {
-        self.compact_with(false)
+        self.compact_with(false, false)
     }
 
     /// Rewrites every sealed segment into one, dropping deleted points.
     pub fn compact_all(&self) -> Result<bool> {
-        self.compact_with(true)
+        self.compact_with(true, false)
     }
 
-    fn compact_with(&self, all: bool) -> Result<bool> {
+    /// Refits the compact codec on a sample of every live sealed point and rewrites
+    /// all sealed segments with it (one merged segment). For a collection whose first
+    /// seal was small or unrepresentative. The sample and the new codes come from the
+    /// best stored vectors: the rescore tier when there is one (exact for f32), the
+    /// old codes otherwise. The rescore tier itself is kept as it is. Readers and
+    /// writers go on meanwhile. Returns false when nothing is sealed yet.
+    pub fn refit_codec(&self) -> Result<bool> {
+        self.compact_with(true, true)
+    }
+
+    fn compact_with(&self, all: bool, refit: bool) -> Result<bool> {
         let inner = &self.inner;
         let _m = inner.maintenance.lock();
         let (picked, codecs) = {
@@ -403,22 +424,65 @@ impl Collection {
             (picked, codecs)
         };
         let dim = inner.config.dim;
+        // The best stored approximation of a point: the rescore tier, else the codes.
+        let decode = |seg: &SealedSegment, off: u32, out: &mut [f32]| match (
+            seg.rescore_code(off),
+            &codecs.rescore,
+        ) {
+            (Some(code), Some((r, _))) => r.decode_into(code, out),
+            _ => codecs.codec.decode_into(seg.code(off), out),
+        };
+        let codecs = if refit {
+            let live: usize = picked.iter().map(|(s, d)| s.len() - d.count_ones()).sum();
+            let stride = live.div_ceil(FIT_SAMPLE_ROWS).max(1);
+            let mut sample = Vec::new();
+            let mut buf = vec![0f32; dim];
+            let mut i = 0usize;
+            for (seg, deleted) in &picked {
+                for off in (0..seg.len() as u32).filter(|&o| !deleted.get(o as usize)) {
+                    if i.is_multiple_of(stride) {
+                        decode(seg, off, &mut buf);
+                        sample.extend_from_slice(&buf);
+                    }
+                    i += 1;
+                }
+            }
+            if sample.is_empty() {
+                return Ok(false);
+            }
+            let codec = codec_fit::fit(&inner.config.codec, &sample, dim)?;
+            let generation = inner.state.read().manifest.generation;
+            let name = format!("codec-g{generation:08}.{}", Component::Codec.extension());
+            let json = codec_fit::to_json(&codec).map_err(|r| corrupt(inner.dir.join(&name), r))?;
+            let codec_file = write_component(&inner.dir, name, Component::Codec, &json)?;
+            tracing::info!(collection = %inner.name, rows = sample.len() / dim, "refitted the codec");
+            Arc::new(Codecs {
+                codec,
+                codec_file,
+                rescore: codecs.rescore.clone(),
+            })
+        } else {
+            Arc::clone(&codecs)
+        };
         let mut input = SegmentInput {
             rescore: codecs.rescore.as_ref().map(|_| Vec::new()),
             ..SegmentInput::default()
         };
         let mut buf = vec![0f32; dim];
+        let mut code = vec![0u8; codecs.codec.code_len()];
         for (seg, deleted) in &picked {
             for off in (0..seg.len() as u32).filter(|&o| !deleted.get(o as usize)) {
                 input.ids.push(seg.id(off));
                 input.payloads.push(seg.payload_bytes(off).to_vec());
-                input.codes.extend_from_slice(seg.code(off));
-                match (&mut input.rescore, seg.rescore_code(off), &codecs.rescore) {
-                    (Some(out), Some(code), Some((r, _))) => {
-                        out.extend_from_slice(code);
-                        r.decode_into(code, &mut buf);
-                    }
-                    _ => codecs.codec.decode_into(seg.code(off), &mut buf),
+                decode(seg, off, &mut buf);
+                if refit {
+                    codecs.codec.encode_into(&buf, &mut code);
+                    input.codes.extend_from_slice(&code);
+                } else {
+                    input.codes.extend_from_slice(seg.code(off));
+                }
+                if let (Some(out), Some(rc)) = (&mut input.rescore, seg.rescore_code(off)) {
+                    out.extend_from_slice(rc);
                 }
                 input.graph_vectors.extend_from_slice(&buf);
             }
@@ -478,6 +542,7 @@ impl Collection {
                     dirty: false,
                 });
             }
+            st.codecs = Some(Arc::clone(&codecs));
             st.install_manifest(manifest.clone());
         }
         drop(_w);
