@@ -224,7 +224,10 @@ impl Collection {
 
     /// Inserts or replaces `points`. The whole batch is checked first (dimension,
     /// NaN, infinity); one bad point rejects it and nothing is applied. With
-    /// `durable`, returns only once the batch is fsynced to the WAL.
+    /// `durable`, returns only once the batch is fsynced to the WAL. The batch is one
+    /// WAL record, so a crash keeps all of it or none. If the fsync itself fails the
+    /// error is returned, but the batch is already visible to readers and may or may
+    /// not survive a crash, as with any non-durable write.
     pub fn upsert(&self, points: &[Point], durable: bool) -> Result<WriteReceipt> {
         let prepared = prepare_batch(points, self.inner.config.dim, self.inner.config.metric)?;
         self.write(WalOp::Upsert(prepared), durable)

@@ -9,7 +9,7 @@
 //! | `seg-N.payload` | payload offsets and JSON |
 //! | `seg-N-gG.tomb` | the tombstone bitset as of manifest generation G |
 //!
-//! Every file ends in a footer with its kind, version and CRC32C ([`file`]), and the
+//! Every file ends in a footer with its kind, version and CRC32C ([`mod@file`]), and the
 //! manifest repeats each file's length and checksum.
 
 pub mod file;
