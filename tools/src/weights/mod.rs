@@ -16,6 +16,9 @@ use octet_quant::candle_load::BudgetLimit;
 pub mod calib;
 pub mod export;
 pub mod gguf;
+#[cfg(feature = "cuda")]
+pub mod gpu_check;
+pub mod gpu_pack;
 pub mod hf;
 pub mod inspect;
 pub mod llama;
@@ -50,6 +53,11 @@ enum WeightsCommand {
     Export(export::ExportArgs),
     /// Time loads against plain reads and measure reconstruction error per budget.
     Measure(measure::MeasureArgs),
+    /// Re-encode resident matrices (the embedding) as palettes, keeping every BitStack block.
+    Repack(gpu_pack::RepackArgs),
+    /// Load budgets on the GPU and compare with the CPU rebuild (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    GpuCheck(gpu_check::GpuCheckArgs),
 }
 
 /// Runs one `octet weights` command.
@@ -61,6 +69,9 @@ pub fn run(args: WeightsArgs) -> Result<()> {
         WeightsCommand::Plan(a) => plan::run(a),
         WeightsCommand::Export(a) => export::run(a),
         WeightsCommand::Measure(a) => measure::run(a),
+        WeightsCommand::Repack(a) => gpu_pack::run(a),
+        #[cfg(feature = "cuda")]
+        WeightsCommand::GpuCheck(a) => gpu_check::run(a),
     }
 }
 
