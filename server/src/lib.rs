@@ -11,7 +11,14 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use clap::Parser;
-//! let args = octet_server::ServeArgs::parse_from(["octet-server", "--addr", "127.0.0.1:0"]);
+//!
+//! // `ServeArgs` is a set of clap arguments; embed it in any command line.
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     serve: octet_server::ServeArgs,
+//! }
+//! let args = Cli::parse_from(["octet-server", "--addr", "127.0.0.1:0"]).serve;
 //! let bound = octet_server::Bound::bind(args).await?;
 //! println!("listening on {}", bound.local_addr());
 //! bound.serve(octet_server::shutdown_signal()).await?;
