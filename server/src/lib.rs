@@ -2,8 +2,9 @@
 //!
 //! The tonic gRPC service `octet.v1` over [`octet_store`]: collections, points,
 //! search and admin (snapshots, stats), plus `grpc.health.v1` and server
-//! reflection, API keys, message-size and concurrency limits, per-request
-//! deadlines and a graceful shutdown that drains requests and syncs every WAL.
+//! reflection, API keys, optional TLS, message-size and concurrency limits,
+//! per-request deadlines and a graceful shutdown that drains requests and syncs
+//! every WAL. Settings come from flags, `OCTET_*` variables and a TOML file.
 //!
 //! Proto types meet engine types only in [`convert`]. Payloads travel as JSON text
 //! (`payload_json`), filters as typed messages.
@@ -30,11 +31,12 @@ mod auth;
 mod config;
 pub mod convert;
 mod error;
+mod oversize;
 mod server;
 mod service;
 
 pub use auth::ApiKey;
-pub use config::ServeArgs;
+pub use config::{ServeArgs, ServeConfig, TlsFiles};
 pub use error::status_of;
 pub use server::{Bound, run_blocking, shutdown_signal};
 

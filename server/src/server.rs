@@ -12,11 +12,11 @@ use octet_store::Store;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::auth::ApiKey;
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, ServeConfig, TlsFiles};
 use crate::pb;
 use crate::service::{AdminService, AppState, CollectionsService, PointsService, SearchService};
 
@@ -31,7 +31,8 @@ const SERVICES: [&str; 4] = [
 /// A server with its store open and its socket bound, not yet serving.
 #[derive(Debug)]
 pub struct Bound {
-    args: ServeArgs,
+    args: ServeConfig,
+    tls: Option<ServerTlsConfig>,
     key: Option<String>,
     store: Arc<Store>,
     listener: TcpListener,
@@ -39,9 +40,17 @@ pub struct Bound {
 }
 
 impl Bound {
-    /// Checks the settings, opens the data directory and binds the address.
+    /// Merges the settings' sources (flags, variables, `--config`), then
+    /// [`Bound::bind_config`].
     pub async fn bind(args: ServeArgs) -> anyhow::Result<Bound> {
+        Bound::bind_config(args.resolve()?).await
+    }
+
+    /// Checks the settings, reads the TLS files, opens the data directory and
+    /// binds the address.
+    pub async fn bind_config(args: ServeConfig) -> anyhow::Result<Bound> {
         let key = args.effective_key()?;
+        let tls = args.tls.as_ref().map(tls_config).transpose()?;
         let data = args.data.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&data))
             .await
@@ -53,6 +62,7 @@ impl Bound {
         let local_addr = listener.local_addr().context("reading the bound address")?;
         Ok(Bound {
             args,
+            tls,
             key,
             store: Arc::new(store),
             listener,
@@ -69,6 +79,7 @@ impl Bound {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let Bound {
             args,
+            tls,
             key,
             store,
             listener,
@@ -107,6 +118,7 @@ impl Bound {
             addr = %local_addr,
             data = %args.data.display(),
             auth = key.is_some(),
+            tls = tls.is_some(),
             max_message_bytes = max,
             max_concurrent = args.max_concurrent,
             "octet server listening"
@@ -126,7 +138,17 @@ impl Bound {
                     .await;
             }
         };
-        let serve = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).context("configuring TLS")?;
+        }
+        let serve = builder
+            .layer(tower::util::MapResponseLayer::new(
+                |mut resp: http::Response<tonic::body::Body>| {
+                    crate::oversize::rewrite_headers(resp.headers_mut());
+                    resp
+                },
+            ))
             .timeout(args.request_timeout())
             .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
             .add_service(health_service)
@@ -164,6 +186,47 @@ impl Bound {
         tracing::info!(collections = flushed, "WALs synced; server stopped");
         Ok(())
     }
+}
+
+/// Largest PEM file read.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+fn read_pem(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading the TLS {what} {}", path.display()))?
+        .len();
+    anyhow::ensure!(
+        len <= MAX_PEM_BYTES,
+        "TLS {what} {} is {len} bytes; at most {MAX_PEM_BYTES} expected",
+        path.display()
+    );
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the TLS {what} {}", path.display()))?;
+    anyhow::ensure!(
+        bytes.windows(11).any(|w| w == b"-----BEGIN "),
+        "TLS {what} {} holds no PEM block (expected -----BEGIN ...)",
+        path.display()
+    );
+    Ok(bytes)
+}
+
+/// Reads and checks the PEM files, so a bad certificate or key fails at start
+/// with the file named rather than at the first handshake.
+fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
+    let cert = read_pem(&files.cert, "certificate")?;
+    let key = read_pem(&files.key, "key")?;
+    let config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    // Building the acceptor parses both files; do it once now to report errors.
+    Server::builder()
+        .tls_config(config.clone())
+        .with_context(|| {
+            format!(
+                "TLS certificate {} / key {} do not form a usable identity",
+                files.cert.display(),
+                files.key.display()
+            )
+        })?;
+    Ok(config)
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

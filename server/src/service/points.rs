@@ -55,7 +55,17 @@ impl pb::points_server::Points for PointsService {
         let mut total = pb::WriteResponse::default();
         let mut batches = 0usize;
         while let Some(msg) = stream.next().await {
-            let w = self.upsert_one(msg?).await.map_err(|s| {
+            let msg = msg.map_err(|s| {
+                let s = crate::oversize::oversize_status(s);
+                Status::new(
+                    s.code(),
+                    format!(
+                        "batch {batches} (earlier batches are written): {}",
+                        s.message()
+                    ),
+                )
+            })?;
+            let w = self.upsert_one(msg).await.map_err(|s| {
                 Status::new(
                     s.code(),
                     format!(
