@@ -19,7 +19,7 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{DecoderWrapper, Tokenizer};
+use tokenizers::{AddedToken, DecoderWrapper, Tokenizer};
 
 use super::llama::{InputNorms, LlamaForward};
 use super::model::{LlamaConfig, Model, TokenizerSource};
@@ -79,12 +79,47 @@ pub fn load_tokenizer(model: &Model, override_json: Option<&Path>) -> Result<Tok
             tokens,
             merges,
             pre,
-        }) => gguf_bpe(tokens, merges, pre.as_deref()),
+            special,
+        }) => {
+            let mut tok = gguf_bpe(tokens, merges, pre.as_deref())?;
+            let special: Vec<AddedToken> = special
+                .iter()
+                .map(|s| AddedToken::from(s.clone(), true))
+                .collect();
+            tok.add_special_tokens(&special);
+            Ok(tok)
+        }
         None => bail!(
             "{}: no tokenizer found (no tokenizer.json beside it, or a GGUF vocabulary that is not byte-level BPE); pass --tokenizer tokenizer.json",
             model.source.display()
         ),
     }
+}
+
+/// The tokenizer in `path`: a `.gguf` file's byte-level BPE vocabulary, or a
+/// Hugging Face `tokenizer.json`.
+pub fn tokenizer_file(path: &Path) -> Result<Tokenizer> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        let source = super::gguf::read_tokenizer(path)?.with_context(|| {
+            format!(
+                "{}: no byte-level BPE vocabulary in its metadata (tokenizer.ggml.model `gpt2` with tokens and merges)",
+                path.display()
+            )
+        })?;
+        let holder = Model {
+            source: path.to_path_buf(),
+            arch: super::model::Architecture::Other {
+                name: "tokenizer only".into(),
+            },
+            tensors: Default::default(),
+            tokenizer: Some(source),
+        };
+        return load_tokenizer(&holder, None);
+    }
+    Tokenizer::from_file(path).map_err(|e| anyhow::anyhow!("tokenizer {}: {e}", path.display()))
 }
 
 /// A byte-level BPE tokenizer (GPT-2 style) from GGUF's token list and merges.
@@ -257,6 +292,37 @@ mod tests {
             "id outside vocab"
         );
         assert!(gguf_bpe(&tokens, &["nospace".to_owned()], None).is_err());
+    }
+
+    /// The GGUF tokenizer is the authority for SmolLM2 (no tokenizer.json offline):
+    /// decoding gives the text back byte for byte, control tokens match whole, digits
+    /// split one by one (SmolLM2's pre-tokenizer), and English costs a plausible
+    /// number of tokens.
+    #[test]
+    fn real_smollm2_gguf_tokenizer_round_trips() {
+        let Some(path) = smollm2() else { return };
+        let tok = tokenizer_file(&path).expect("GGUF BPE");
+        let text = "Enter string in the table of \u{201c}interned\u{201d} strings; 12345 caf\u{e9}s \
+                    \u{2014} na\u{ef}ve r\u{e9}sum\u{e9}s.\n\n  Tabs\tand    spaces. def f(x): return x**2";
+        let ids = tok.encode(text, false).expect("encodes").get_ids().to_vec();
+        assert_eq!(tok.decode(&ids, false).expect("decodes"), text);
+        let words = text.split_whitespace().count();
+        assert!(
+            ids.len() > words && ids.len() < 3 * words,
+            "{} tokens for {words} words",
+            ids.len()
+        );
+        let digits = tok.encode("12345", false).expect("encodes");
+        assert_eq!(digits.get_ids().len(), 5, "{:?}", digits.get_tokens());
+        let chat = tok
+            .encode("<|im_start|>user", false)
+            .expect("encodes")
+            .get_ids()
+            .to_vec();
+        assert_eq!(chat.len(), 2, "{chat:?}");
+        let text = BUILTIN_TEXT;
+        let ids = tok.encode(text, false).expect("encodes").get_ids().to_vec();
+        assert_eq!(tok.decode(&ids, false).expect("decodes"), text);
     }
 
     /// The GGUF reader, the q/k un-permutation, the GGUF tokenizer and our forward

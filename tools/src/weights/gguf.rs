@@ -269,6 +269,48 @@ pub fn unpermute_rows(name: &str, shape: &[usize], data: &[f32], heads: usize) -
     Ok(out)
 }
 
+/// Reads only the metadata of a GGUF file and returns its tokenizer, if it carries a
+/// byte-level BPE vocabulary.
+pub fn read_tokenizer(path: &Path) -> Result<Option<TokenizerSource>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let content = Content::read(&mut BufReader::new(file))
+        .with_context(|| format!("{}: malformed GGUF header", path.display()))?;
+    gguf_tokenizer(&Meta {
+        path,
+        map: &content.metadata,
+    })
+}
+
+/// Bits per weight of a GGUF file as stored: `(linear layers, every tensor)`, where
+/// the linear layers are the `blk.*` attention and MLP projections.
+pub fn storage_bits(path: &Path) -> Result<(f64, f64)> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let content = Content::read(&mut BufReader::new(file))
+        .with_context(|| format!("{}: malformed GGUF header", path.display()))?;
+    const LINEAR: [&str; 7] = [
+        "attn_q.weight",
+        "attn_k.weight",
+        "attn_v.weight",
+        "attn_output.weight",
+        "ffn_gate.weight",
+        "ffn_up.weight",
+        "ffn_down.weight",
+    ];
+    let (mut lin, mut all) = ((0f64, 0f64), (0f64, 0f64));
+    for (name, info) in &content.tensor_infos {
+        let n = info.shape.elem_count() as f64;
+        let d = info.ggml_dtype;
+        let bits = 8.0 * n / d.block_size() as f64 * d.type_size() as f64;
+        all = (all.0 + bits, all.1 + n);
+        let is_linear =
+            name.starts_with("blk.") && LINEAR.iter().any(|l| name.ends_with(&format!(".{l}")));
+        if is_linear {
+            lin = (lin.0 + bits, lin.1 + n);
+        }
+    }
+    Ok((lin.0 / lin.1.max(1.0), all.0 / all.1.max(1.0)))
+}
+
 fn gguf_tokenizer(meta: &Meta<'_>) -> Result<Option<TokenizerSource>> {
     let Ok(kind) = meta.string("tokenizer.ggml.model") else {
         return Ok(None);
@@ -284,10 +326,22 @@ fn gguf_tokenizer(meta: &Meta<'_>) -> Result<Option<TokenizerSource>> {
         return Ok(None);
     }
     let pre = meta.string("tokenizer.ggml.pre").ok();
+    // llama.cpp's token types: 3 marks control tokens (`<|im_start|>`, `<|endoftext|>`),
+    // which must match whole rather than be split by the BPE.
+    let special = match meta.map.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(types)) => types
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| matches!(v, Value::I32(3) | Value::U32(3)))
+            .filter_map(|(i, _)| tokens.get(i).cloned())
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(Some(TokenizerSource::GgufBpe {
         tokens,
         merges,
         pre,
+        special,
     }))
 }
 

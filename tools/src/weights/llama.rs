@@ -320,6 +320,13 @@ impl LlamaForward {
     /// Mean negative log-likelihood (nats per token) of predicting each token from
     /// its prefix; exp of it is the perplexity.
     pub fn mean_nll(&self, tokens: &[u32]) -> Result<f64> {
+        let nll = self.token_nlls(tokens)?;
+        Ok(nll.iter().sum::<f64>() / nll.len() as f64)
+    }
+
+    /// Negative log-likelihood (nats) of each of `tokens[1..]` given the tokens
+    /// before it: entry `i` is `-log p(tokens[i + 1] | tokens[..=i])`.
+    pub fn token_nlls(&self, tokens: &[u32]) -> Result<Vec<f64>> {
         if tokens.len() < 2 {
             bail!("perplexity needs at least 2 tokens, got {}", tokens.len());
         }
@@ -328,7 +335,7 @@ impl LlamaForward {
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let targets = Tensor::new(&tokens[1..], self.device())?.unsqueeze(1)?;
         let picked: Vec<f32> = logp.gather(&targets, 1)?.squeeze(1)?.to_vec1()?;
-        Ok(-picked.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64)
+        Ok(picked.iter().map(|&v| -f64::from(v)).collect())
     }
 
     /// Replaces the weight `name` (a Hugging Face linear name) with `w` of the same

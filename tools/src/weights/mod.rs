@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use octet_quant::candle_load::BudgetLimit;
 
 pub mod calib;
+pub mod eval;
 pub mod export;
 pub mod gguf;
 #[cfg(feature = "cuda")]
@@ -25,10 +26,14 @@ pub mod llama;
 pub mod measure;
 pub mod model;
 pub mod palette;
+pub mod peers;
 pub mod plan;
+pub mod ppl;
 pub mod prepare;
 pub mod size;
 pub mod stack;
+pub mod sweep;
+pub mod sweep_plot;
 
 use model::{LinearSelection, Model};
 
@@ -53,6 +58,10 @@ enum WeightsCommand {
     Export(export::ExportArgs),
     /// Time loads against plain reads and measure reconstruction error per budget.
     Measure(measure::MeasureArgs),
+    /// Perplexity of a model (a .octet budget or the reference) on a text.
+    Eval(eval::EvalArgs),
+    /// Perplexity vs bits per weight: reference, RTN, k-quants, palettes, BitStack.
+    Sweep(sweep::SweepArgs),
     /// Re-encode resident matrices (the embedding) as palettes, keeping every BitStack block.
     Repack(gpu_pack::RepackArgs),
     /// Load budgets on the GPU and compare with the CPU rebuild (feature `cuda`).
@@ -69,6 +78,8 @@ pub fn run(args: WeightsArgs) -> Result<()> {
         WeightsCommand::Plan(a) => plan::run(a),
         WeightsCommand::Export(a) => export::run(a),
         WeightsCommand::Measure(a) => measure::run(a),
+        WeightsCommand::Eval(a) => eval::run(a),
+        WeightsCommand::Sweep(a) => sweep::run(a),
         WeightsCommand::Repack(a) => gpu_pack::run(a),
         #[cfg(feature = "cuda")]
         WeightsCommand::GpuCheck(a) => gpu_check::run(a),

@@ -256,6 +256,8 @@ pub enum TokenizerSource {
         merges: Vec<String>,
         /// The GGUF pre-tokenizer name (`tokenizer.ggml.pre`), if given.
         pre: Option<String>,
+        /// Control tokens (GGUF token type 3), matched whole.
+        special: Vec<String>,
     },
 }
 

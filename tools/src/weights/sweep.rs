@@ -1,0 +1,557 @@
+//! `octet weights sweep`: perplexity against bits per weight for one model and one
+//! text, every method applied to the same linear layers in one process: the
+//! reference, round-to-nearest (the naive baseline), llama.cpp's k-quants (the peer),
+//! Octet palettes and an Octet BitStack ladder read from one stacked file.
+//!
+//! Every method replaces exactly the linears `--include/--exclude` select (by default
+//! q, k, v, o, gate, up and down of every layer); the embedding (tied to the LM head
+//! in SmolLM2) and the norms stay the reference tensors for every method, so bits per
+//! weight are counted over the replaced linears only, the same way for all of them.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{Device, Tensor};
+use clap::{Args, ValueEnum};
+use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
+use octet_quant::candle_load::MappedCheckpoint;
+use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
+use octet_quant::palette::{PaletteConfig, palettize};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::eval::WindowArgs;
+use super::inspect::budget_row;
+use super::llama::LlamaForward;
+use super::peers::{KQuant, Rtn};
+use super::ppl::{perplexity, tokenize_text};
+use super::prepare::{Prepared, prepare};
+use super::{CalibArgs, InputArgs, bar, calib};
+
+/// `--kquants`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KQuantArg {
+    /// Q2_K, 2.625 bits per weight.
+    Q2k,
+    /// Q3_K, 3.4375 bits per weight.
+    Q3k,
+    /// Q4_K, 4.5 bits per weight.
+    Q4k,
+    /// Q5_K, 5.5 bits per weight.
+    Q5k,
+    /// Q6_K, 6.5625 bits per weight.
+    Q6k,
+}
+
+impl From<KQuantArg> for KQuant {
+    fn from(k: KQuantArg) -> KQuant {
+        match k {
+            KQuantArg::Q2k => KQuant::Q2K,
+            KQuantArg::Q3k => KQuant::Q3K,
+            KQuantArg::Q4k => KQuant::Q4K,
+            KQuantArg::Q5k => KQuant::Q5K,
+            KQuantArg::Q6k => KQuant::Q6K,
+        }
+    }
+}
+
+/// Arguments of `octet weights sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// The text to measure (UTF-8); keep it apart from the calibration text.
+    #[arg(long, value_name = "FILE")]
+    text: PathBuf,
+    #[command(flatten)]
+    window: WindowArgs,
+    #[command(flatten)]
+    calib: CalibArgs,
+    /// RTN bit widths (empty to skip).
+    #[arg(long, value_delimiter = ',', default_value = "4,3,2")]
+    rtn_bits: Vec<u8>,
+    /// RTN group sizes (weights per f16 scale and minimum).
+    #[arg(long, value_delimiter = ',', default_value = "32,64")]
+    rtn_groups: Vec<usize>,
+    /// k-quant types (empty to skip).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "q4k,q3k,q2k")]
+    kquants: Vec<KQuantArg>,
+    /// Also run the k-quants with the calibration importance matrix (llama.cpp's
+    /// --imatrix: per-input-channel mean x^2, the statistic palettes weight by).
+    #[arg(long)]
+    imatrix: bool,
+    /// Palette bit widths (empty to skip).
+    #[arg(long, value_delimiter = ',', default_value = "4,3,2")]
+    palette_bits: Vec<u8>,
+    /// Rows per palette table, one curve each (1: a table per output channel).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    palette_rows: Vec<usize>,
+    /// BitStack budgets, in bits per weight over the linears (empty to skip).
+    #[arg(long, value_delimiter = ',', default_value = "1.5,2,2.5,3,3.5,4,4.5,5")]
+    stack_bits: Vec<f64>,
+    /// Blocks per matrix of the BitStack decomposition.
+    #[arg(long, default_value_t = 16)]
+    n_iter: usize,
+    /// Read the BitStack ladder from this stacked .octet (made by `octet weights
+    /// stack` from the same model) instead of decomposing here.
+    #[arg(long, value_name = "FILE.octet")]
+    stack: Option<PathBuf>,
+    /// Write every row as JSON to this file.
+    #[arg(long, value_name = "OUT")]
+    json: Option<PathBuf>,
+    /// Write every row as CSV to this file.
+    #[arg(long, value_name = "OUT")]
+    csv: Option<PathBuf>,
+    /// Plot perplexity against bits per weight, one curve per method, to this SVG.
+    #[arg(long, value_name = "OUT")]
+    svg: Option<PathBuf>,
+}
+
+/// One measured point.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    /// The curve it belongs to.
+    pub method: String,
+    /// Its setting on that curve.
+    pub setting: String,
+    /// Bits per weight over the replaced linears.
+    pub bits_per_weight: f64,
+    /// Perplexity on the text.
+    pub perplexity: f64,
+    /// Relative to the reference's perplexity, in percent.
+    pub delta_percent: f64,
+    /// ||W - W_hat||_F / ||W||_F over all replaced linears together.
+    pub relative_error: f64,
+    /// Seconds spent quantising (0 for the reference).
+    pub quantise_s: f64,
+    /// Seconds spent evaluating.
+    pub eval_s: f64,
+}
+
+/// The whole sweep, as written to JSON.
+#[derive(Debug, Serialize)]
+pub struct SweepReport {
+    /// The model.
+    pub model: PathBuf,
+    /// The text.
+    pub text: PathBuf,
+    /// Tokens scored per evaluation.
+    pub tokens: usize,
+    /// Context length.
+    pub ctx: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Linears replaced by every method.
+    pub linears: usize,
+    /// Weights in them.
+    pub linear_weights: u64,
+    /// How palette importances and BitStack scales were obtained.
+    pub calibration: String,
+    /// Every point.
+    pub rows: Vec<SweepRow>,
+}
+
+/// Replacement linears of one method, in the order of `Prepared::linears`.
+type Replaced = Vec<Vec<f32>>;
+
+struct Ctx<'a> {
+    prep: &'a Prepared,
+    base: LlamaForward,
+    ids: Vec<u32>,
+    window: WindowArgs,
+    reference: Option<f64>,
+    rows: Vec<SweepRow>,
+    weights: u64,
+}
+
+impl Ctx<'_> {
+    /// Evaluates a method's linears and records the row.
+    fn record(
+        &mut self,
+        method: &str,
+        setting: String,
+        bits: f64,
+        linears: Option<Replaced>,
+        quantise_s: f64,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        let mut forward = self.base.clone();
+        let (mut num, mut den) = (0f64, 0f64);
+        if let Some(lin) = &linears {
+            for (name, w) in self.prep.linears.iter().zip(lin) {
+                let orig = &self.prep.model.tensors[name];
+                for (a, b) in orig.data.iter().zip(w) {
+                    num += f64::from(a - b).powi(2);
+                    den += f64::from(*a).powi(2);
+                }
+                let t = Tensor::from_slice(w, orig.shape.as_slice(), &Device::Cpu)?;
+                forward.set_linear(name, t)?;
+            }
+        }
+        drop(linears);
+        let pb = bar(0, "perplexity windows");
+        let ppl = perplexity(
+            &forward,
+            &self.ids,
+            self.window.ctx,
+            self.window.stride(),
+            |d, n| {
+                pb.set_length(n as u64);
+                pb.set_position(d as u64);
+            },
+        )
+        .with_context(|| format!("{method} {setting}"))?;
+        pb.finish_and_clear();
+        let reference = *self.reference.get_or_insert(ppl.perplexity);
+        let row = SweepRow {
+            method: method.to_owned(),
+            setting,
+            bits_per_weight: bits,
+            perplexity: ppl.perplexity,
+            delta_percent: 100.0 * (ppl.perplexity / reference - 1.0),
+            relative_error: (num / den.max(f64::MIN_POSITIVE)).sqrt(),
+            quantise_s,
+            eval_s: t0.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "{:<24} {:<22} {:>7.3} bits/w  ppl {:>10.3}  ({:+.2}%)  rel.err {:.4}  [{:.0}s + {:.0}s]",
+            row.method,
+            row.setting,
+            row.bits_per_weight,
+            row.perplexity,
+            row.delta_percent,
+            row.relative_error,
+            row.quantise_s,
+            row.eval_s
+        );
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Applies `f` to every linear in parallel.
+    fn map_linears(
+        &self,
+        f: impl Fn(&str, &[f32], usize, usize) -> Result<Vec<f32>> + Sync,
+    ) -> Result<Replaced> {
+        self.prep
+            .linears
+            .par_iter()
+            .map(|name| {
+                let t = &self.prep.model.tensors[name];
+                f(name, &t.data, t.shape[0], t.shape[1]).with_context(|| format!("`{name}`"))
+            })
+            .collect()
+    }
+
+    fn importance(&self, name: &str) -> Option<Vec<f32>> {
+        self.prep
+            .calib
+            .as_ref()
+            .and_then(|c| c.stats.mean_square(name))
+    }
+}
+
+/// Runs `octet weights sweep`.
+pub fn run(args: SweepArgs) -> Result<()> {
+    let prep = prepare(&args.input, &args.calib, false)?;
+    let super::model::Architecture::Llama(cfg) = &prep.model.arch else {
+        bail!(
+            "{}: architecture `{}`; the sweep runs llama-family models only",
+            args.input.input.display(),
+            prep.model.arch.name()
+        );
+    };
+    let tok = calib::load_tokenizer(&prep.model, args.calib.tokenizer.as_deref())?;
+    let ids = tokenize_text(&tok, &args.text, args.window.max_tokens, cfg.vocab_size)?;
+    let base = match &prep.calib {
+        Some(c) => c.forward.clone(),
+        None => LlamaForward::new(cfg, &calib::to_candle(&prep.model, &Device::Cpu)?)?,
+    };
+    let weights: u64 = prep
+        .linears
+        .iter()
+        .map(|n| prep.model.tensors[n].data.len() as u64)
+        .sum();
+    eprintln!(
+        "{}: {} linears ({} weights) replaced by every method; {} tokens of {}; calibration: {}",
+        args.input.input.display(),
+        prep.linears.len(),
+        weights,
+        ids.len(),
+        args.text.display(),
+        prep.scales_note
+    );
+    let mut cx = Ctx {
+        prep: &prep,
+        base,
+        ids,
+        window: args.window,
+        reference: None,
+        rows: Vec::new(),
+        weights,
+    };
+    let ref_bits = if args
+        .input
+        .input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        super::gguf::storage_bits(&args.input.input)?.0
+    } else {
+        16.0
+    };
+    cx.record("reference", "dequantised".into(), ref_bits, None, 0.0)?;
+
+    for &group in &args.rtn_groups {
+        for &bits in &args.rtn_bits {
+            let rtn = Rtn { bits, group };
+            let t0 = Instant::now();
+            let lin = cx.map_linears(|_, w, r, c| rtn.apply(w, r, c))?;
+            let q = t0.elapsed().as_secs_f64();
+            cx.record(
+                &format!("RTN g{group}"),
+                format!("{bits} bits"),
+                rtn.bits_per_weight(),
+                Some(lin),
+                q,
+            )?;
+        }
+    }
+
+    let imatrix_runs: &[bool] = if args.imatrix && prep.calib.is_some() {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    for &with_imp in imatrix_runs {
+        for &k in &args.kquants {
+            let k = KQuant::from(k);
+            let t0 = Instant::now();
+            let lin = cx.map_linears(|name, w, r, c| {
+                let imp = if with_imp { cx.importance(name) } else { None };
+                k.apply(w, r, c, imp.as_deref())
+            })?;
+            let q = t0.elapsed().as_secs_f64();
+            let method = if with_imp {
+                "k-quants + imatrix"
+            } else {
+                "k-quants"
+            };
+            cx.record(method, k.name().into(), k.bits_per_weight(), Some(lin), q)?;
+        }
+    }
+
+    for &rows_per_table in &args.palette_rows {
+        for &bits in &args.palette_bits {
+            let pc = PaletteConfig {
+                bits,
+                group_rows: Some(rows_per_table),
+            };
+            let t0 = Instant::now();
+            // palettize parallelises over groups itself.
+            let mut total_bits = 0f64;
+            let mut lin = Vec::with_capacity(prep.linears.len());
+            for name in &prep.linears {
+                let t = &prep.model.tensors[name];
+                let imp = cx.importance(name);
+                let p = palettize(&t.data, t.shape[0], t.shape[1], imp.as_deref(), &pc)
+                    .with_context(|| format!("palettizing `{name}`"))?;
+                total_bits += p.bits_per_weight() * t.data.len() as f64;
+                lin.push(p.decode());
+            }
+            let q = t0.elapsed().as_secs_f64();
+            cx.record(
+                &format!("palette {rows_per_table} row/table"),
+                format!("{bits} bits"),
+                total_bits / weights as f64,
+                Some(lin),
+                q,
+            )?;
+        }
+    }
+
+    if !args.stack_bits.is_empty() {
+        bitstack_ladder(&mut cx, &args)?;
+    }
+
+    let report = SweepReport {
+        model: args.input.input.clone(),
+        text: args.text.clone(),
+        tokens: cx.rows.first().map_or(0, |_| {
+            super::ppl::windows(cx.ids.len(), args.window.ctx, args.window.stride())
+                .map(|w| w.iter().map(|w| w.end - w.first_scored).sum())
+                .unwrap_or(0)
+        }),
+        ctx: args.window.ctx,
+        stride: args.window.stride(),
+        linears: prep.linears.len(),
+        linear_weights: cx.weights,
+        calibration: prep.scales_note.clone(),
+        rows: cx.rows,
+    };
+    print_table(&report);
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.csv {
+        let mut s = String::from(
+            "method,setting,bits_per_weight,perplexity,delta_percent,relative_error,quantise_s,eval_s\n",
+        );
+        for r in &report.rows {
+            s.push_str(&format!(
+                "{},{},{:.4},{:.4},{:.3},{:.5},{:.1},{:.1}\n",
+                r.method,
+                r.setting,
+                r.bits_per_weight,
+                r.perplexity,
+                r.delta_percent,
+                r.relative_error,
+                r.quantise_s,
+                r.eval_s
+            ));
+        }
+        std::fs::write(p, s).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.svg {
+        super::sweep_plot::write_svg(p, &report)?;
+    }
+    Ok(())
+}
+
+/// The BitStack rows: one stacked file, budgets picked by bits per weight over the
+/// linears, proxy ordering (or whatever ordering `--stack` was written with).
+fn bitstack_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let (bytes, ordering) = match &args.stack {
+        Some(path) => {
+            let ckpt = MappedCheckpoint::open(path)?;
+            let ordering = ckpt
+                .reader()?
+                .manifest()
+                .metadata
+                .iter()
+                .find(|m| m.key == "bitstack.ordering")
+                .map_or("unknown".to_owned(), |m| m.value.clone());
+            (ckpt.bytes().to_vec(), ordering)
+        }
+        None => (stack_in_memory(cx.prep, args.n_iter)?, "proxy".to_owned()),
+    };
+    let stack_s = t0.elapsed().as_secs_f64();
+    let reader = Reader::new(&bytes)?;
+    let m = reader.manifest();
+    for name in &cx.prep.linears {
+        if m.tensor_index(name).is_none() {
+            bail!(
+                "the stacked file has no tensor `{name}`: was it made from this model with the same selection?"
+            );
+        }
+    }
+    let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
+    let method = format!("BitStack ({ordering})");
+    for &target in &args.stack_bits {
+        // Bits over the linears grow with the block count: the most blocks within target.
+        let bits_at = |n: usize| -> Result<f64> {
+            Ok(budget_row(m, &reader.with_blocks(n)?).compressed_bits_per_weight)
+        };
+        if bits_at(lo)? > target {
+            eprintln!(
+                "BitStack: {target} bits/weight is below the smallest budget ({:.3}); skipped",
+                bits_at(lo)?
+            );
+            continue;
+        }
+        let (mut a, mut b) = (lo, hi);
+        while a < b {
+            let mid = (a + b).div_ceil(2);
+            if bits_at(mid)? <= target {
+                a = mid;
+            } else {
+                b = mid - 1;
+            }
+        }
+        let budget = reader.with_blocks(a)?;
+        let bits = budget_row(m, &budget).compressed_bits_per_weight;
+        let t1 = Instant::now();
+        let lin: Replaced = cx
+            .prep
+            .linears
+            .par_iter()
+            .map(|n| Ok(reader.rebuild_tensor(n, &budget)?))
+            .collect::<Result<_>>()?;
+        let q = t1.elapsed().as_secs_f64()
+            + if cx.rows.iter().any(|r| r.method == method) {
+                0.0
+            } else {
+                stack_s
+            };
+        cx.record(&method, format!("{a} blocks"), bits, Some(lin), q)?;
+    }
+    Ok(())
+}
+
+/// Decomposes every linear (activation-aware scales when calibrated) and writes the
+/// stacked file to memory, blocks in proxy order.
+fn stack_in_memory(prep: &Prepared, n_iter: usize) -> Result<Vec<u8>> {
+    let cfg = BitStackConfig {
+        n_iter,
+        ..Default::default()
+    };
+    cfg.validate()?;
+    let pb = bar(prep.linears.len() as u64, "decomposing");
+    let matrices = prep
+        .linears
+        .par_iter()
+        .map(|name| {
+            let t = &prep.model.tensors[name];
+            let scales = prep.calib.as_ref().and_then(|c| c.stats.scales(name));
+            let m = decompose(&t.data, t.shape[0], t.shape[1], scales.as_deref(), &cfg)
+                .with_context(|| format!("decomposing `{name}`"));
+            pb.inc(1);
+            m
+        })
+        .collect::<Result<Vec<_>>>()?;
+    pb.finish_and_clear();
+    let mut w = CheckpointWriter::in_memory();
+    prep.add_resident(&mut w)?;
+    for (name, m) in prep.linears.iter().zip(&matrices) {
+        w.add_bitstack(name, m)?;
+    }
+    prep.add_metadata(&mut w, "bitstack")?;
+    let mut out = Vec::new();
+    w.finish(&BlockOrdering::Policy(OrderPolicy::default()), &mut out)?;
+    Ok(out)
+}
+
+fn print_table(r: &SweepReport) {
+    println!(
+        "{}: perplexity on {} ({} tokens scored, context {}, stride {}); {} linears, {} weights; calibration: {}",
+        r.model.display(),
+        r.text.display(),
+        r.tokens,
+        r.ctx,
+        r.stride,
+        r.linears,
+        r.linear_weights,
+        r.calibration
+    );
+    println!(
+        "{:<24} {:<14} {:>9} {:>11} {:>9} {:>9}",
+        "method", "setting", "bits/w", "perplexity", "vs ref", "rel.err"
+    );
+    for row in &r.rows {
+        println!(
+            "{:<24} {:<14} {:>9.3} {:>11.3} {:>+8.2}% {:>9.4}",
+            row.method,
+            row.setting,
+            row.bits_per_weight,
+            row.perplexity,
+            row.delta_percent,
+            row.relative_error
+        );
+    }
+    println!(
+        "bits/w: over the replaced linear layers (embedding, LM head and norms are the reference's for every method)"
+    );
+}

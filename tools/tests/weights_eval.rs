@@ -1,0 +1,248 @@
+//! `octet weights eval` and `octet weights sweep` on the synthetic llama: the
+//! perplexity matches one computed independently with candle-transformers' llama,
+//! prefix by prefix, and the sweep writes every method's row, CSV and SVG.
+
+mod weights_common;
+
+use candle_core::{D, Device, Tensor};
+use weights_common::*;
+
+const TEXT: &str = "The quick brown fox jumps over the lazy dog; then it naps in the sun, \
+dreaming of rabbits, hedges and a very long afternoon by the river bank.";
+
+/// -log p(ids[t] | ids[begin..t]) from candle-transformers' last-position logits.
+fn nll_of(tensors: &std::collections::HashMap<String, Tensor>, ctx: &[u32], next: u32) -> f64 {
+    let logits = llama_logits(tensors.clone(), ctx);
+    let t = Tensor::new(logits.as_slice(), &Device::Cpu).expect("tensor");
+    let logp: Vec<f32> = candle_nn::ops::log_softmax(&t, D::Minus1)
+        .and_then(|t| t.to_vec1())
+        .expect("log softmax");
+    -f64::from(logp[next as usize])
+}
+
+#[test]
+fn eval_perplexity_matches_candle_transformers_prefix_by_prefix() {
+    let dir = tmp();
+    let model = tiny_llama(21, None);
+    let input = path_in(&dir, "model");
+    write_hf_folder(&input, &model);
+    let text = path_in(&dir, "text.txt");
+    std::fs::write(&text, TEXT).expect("text");
+    let out = path_in(&dir, "eval.json");
+    let (ctx, stride) = (32usize, 12usize);
+    let stdout = run_ok(&[
+        "weights",
+        "eval",
+        "--model",
+        p(&input),
+        "--text",
+        p(&text),
+        "--ctx",
+        &ctx.to_string(),
+        "--stride",
+        &stride.to_string(),
+        "--json",
+        p(&out),
+    ]);
+    assert!(stdout.contains("perplexity:"), "{stdout}");
+    let report = json(&std::fs::read_to_string(&out).expect("json written"));
+
+    // The character-level tokenizer maps each ASCII byte to its code.
+    let ids: Vec<u32> = TEXT.bytes().map(u32::from).collect();
+    assert_eq!(report["tokens"].as_u64(), Some(ids.len() as u64 - 1));
+    // Independently: token t is scored by the first window reaching past it, with
+    // that window's tokens before t as context.
+    let tensors = to_candle(&model);
+    let mut nll = 0.0;
+    for t in 1..ids.len() {
+        let k = (0..).find(|k| k * stride + ctx > t).expect("some window");
+        nll += nll_of(&tensors, &ids[k * stride..t], ids[t]);
+    }
+    let expected = (nll / (ids.len() - 1) as f64).exp();
+    let got = report["perplexity"].as_f64().expect("f64");
+    assert!(
+        (got - expected).abs() / expected < 1e-4,
+        "eval {got} vs candle-transformers {expected}"
+    );
+    assert!(
+        report["linear_bits_per_weight"].is_null(),
+        "HF folder: unknown"
+    );
+
+    // Non-overlapping windows score fewer tokens (each window's first is lost).
+    let out2 = path_in(&dir, "eval2.json");
+    run_ok(&[
+        "weights",
+        "eval",
+        "--model",
+        p(&input),
+        "--text",
+        p(&text),
+        "--ctx",
+        "32",
+        "--max-tokens",
+        "100",
+        "--json",
+        p(&out2),
+    ]);
+    let r2 = json(&std::fs::read_to_string(&out2).expect("json written"));
+    assert_eq!(r2["tokens"].as_u64(), Some(99 - 99 / 32));
+    assert_eq!(r2["stride"].as_u64(), Some(32));
+}
+
+#[test]
+fn eval_of_an_exact_palette_equals_the_reference_and_reports_bits() {
+    let dir = tmp();
+    let model = tiny_llama(22, Some(200));
+    let input = path_in(&dir, "model");
+    write_hf_folder(&input, &model);
+    let text = path_in(&dir, "text.txt");
+    std::fs::write(&text, TEXT).expect("text");
+    let file = path_in(&dir, "m.octet");
+    run_ok(&[
+        "weights",
+        "palette",
+        "--input",
+        p(&input),
+        "--output",
+        p(&file),
+        "--bits",
+        "8",
+        "--json",
+    ]);
+    let eval = |m: &std::path::Path, extra: &[&str]| {
+        let out = path_in(&dir, "e.json");
+        let mut a = vec![
+            "weights",
+            "eval",
+            "--model",
+            p(m),
+            "--text",
+            p(&text),
+            "--ctx",
+            "40",
+            "--json",
+            p(&out),
+        ];
+        a.extend_from_slice(extra);
+        run_ok(&a);
+        json(&std::fs::read_to_string(&out).expect("json"))
+    };
+    let tok = input.join("tokenizer.json");
+    let reference = eval(&input, &[]);
+    let palette = eval(&file, &["--tokenizer", p(&tok)]);
+    assert_eq!(reference["perplexity"], palette["perplexity"]);
+    let bits = palette["linear_bits_per_weight"].as_f64().expect("known");
+    assert!((8.0..9.0).contains(&bits), "{bits}");
+    assert!(palette["bits_per_weight"].as_f64().expect("known") > 8.0);
+    // A .octet carries no tokenizer; a reference takes no budget.
+    let err = run_err(&["weights", "eval", "--model", p(&file), "--text", p(&text)]);
+    assert!(err.contains("--tokenizer"), "{err}");
+    let err = run_err(&[
+        "weights",
+        "eval",
+        "--model",
+        p(&input),
+        "--text",
+        p(&text),
+        "--bits",
+        "3",
+    ]);
+    assert!(err.contains(".octet files only"), "{err}");
+}
+
+#[test]
+fn sweep_tabulates_every_method_on_the_same_linears() {
+    let dir = tmp();
+    let model = tiny_llama(23, None);
+    let input = path_in(&dir, "model");
+    write_hf_folder(&input, &model);
+    let text = path_in(&dir, "text.txt");
+    std::fs::write(&text, TEXT.repeat(2)).expect("text");
+    let (js, csv, svg) = (
+        path_in(&dir, "s.json"),
+        path_in(&dir, "s.csv"),
+        path_in(&dir, "s.svg"),
+    );
+    let stdout = run_ok(&[
+        "weights",
+        "sweep",
+        "--input",
+        p(&input),
+        "--text",
+        p(&text),
+        "--ctx",
+        "64",
+        "--calib-seq-len",
+        "32",
+        "--calib-samples",
+        "4",
+        "--rtn-bits",
+        "4,2",
+        "--rtn-groups",
+        "32",
+        "--kquants",
+        "q4k,q2k",
+        "--imatrix",
+        "--palette-bits",
+        "4",
+        "--stack-bits",
+        "3,6",
+        "--n-iter",
+        "4",
+        "--json",
+        p(&js),
+        "--csv",
+        p(&csv),
+        "--svg",
+        p(&svg),
+    ]);
+    assert!(
+        stdout.contains("RTN g32") && stdout.contains("BitStack"),
+        "{stdout}"
+    );
+    let r = json(&std::fs::read_to_string(&js).expect("json"));
+    assert_eq!(r["linears"], 14);
+    let rows = r["rows"].as_array().expect("rows");
+    let find = |m: &str, s: &str| {
+        rows.iter()
+            .find(|x| x["method"] == m && x["setting"] == s)
+            .unwrap_or_else(|| panic!("no row {m} {s}: {rows:?}"))
+    };
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().expect("f64");
+    assert_eq!(rows.len(), 1 + 2 + 4 + 1 + 2);
+    let reference = find("reference", "dequantised");
+    assert_eq!(f(reference, "delta_percent"), 0.0);
+    assert_eq!(f(reference, "relative_error"), 0.0);
+    assert_eq!(f(find("RTN g32", "4 bits"), "bits_per_weight"), 5.0);
+    assert_eq!(f(find("RTN g32", "2 bits"), "bits_per_weight"), 3.0);
+    assert!(
+        f(find("RTN g32", "4 bits"), "relative_error")
+            < f(find("RTN g32", "2 bits"), "relative_error")
+    );
+    assert_eq!(f(find("k-quants", "Q4_K"), "bits_per_weight"), 4.5);
+    assert!(
+        f(find("k-quants", "Q4_K"), "relative_error")
+            < f(find("k-quants", "Q2_K"), "relative_error")
+    );
+    find("k-quants + imatrix", "Q2_K");
+    let pal = find("palette 1 row/table", "4 bits");
+    // 4-bit codes plus a 16-entry f16 table per row of 64 or 96 columns.
+    let pb = f(pal, "bits_per_weight");
+    assert!(pb > 4.0 && pb < 4.0 + 256.0 / 64.0 + 0.5, "{pb}");
+    let stack: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|x| x["method"] == "BitStack (proxy)")
+        .collect();
+    assert_eq!(stack.len(), 2);
+    assert!(f(stack[0], "bits_per_weight") <= 3.0 && f(stack[1], "bits_per_weight") <= 6.0);
+    assert!(f(stack[0], "relative_error") > f(stack[1], "relative_error"));
+    let csv = std::fs::read_to_string(&csv).expect("csv");
+    assert_eq!(csv.lines().count(), 1 + rows.len());
+    let svg = std::fs::read_to_string(&svg).expect("svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("k-quants"),
+        "{}",
+        &svg[..100]
+    );
+}
