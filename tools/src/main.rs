@@ -1,13 +1,15 @@
 //! `octet`: the command-line front of Octet.
 //!
-//! `octet advise` measures which vector codec fits a dataset; later commands serve
-//! the database and convert LLM checkpoints.
+//! `octet advise` measures which vector codec fits a dataset, `octet bench` measures
+//! the store's recall and speed on it; other commands serve the database and convert
+//! LLM checkpoints.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod advise;
+mod bench;
 mod serve;
 mod weights;
 
@@ -24,6 +26,9 @@ enum Command {
     /// Measure every vector codec on your embeddings and recommend the smallest that
     /// reaches a target recall.
     Advise(advise::AdviseArgs),
+    /// Build an octet-store collection per codec / rescore configuration from base
+    /// vectors and measure bytes per vector, build time, recall@k and QPS at several ef.
+    Bench(bench::BenchArgs),
     /// Compress LLM checkpoints into memory-budget-adaptive .octet files, inspect,
     /// plan and export them.
     Weights(weights::WeightsArgs),
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Advise(args) => advise::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Weights(args) => weights::run(args),
         Command::Serve(args) => serve::run(args),
     };

@@ -190,6 +190,7 @@ impl Collection {
             for (si, e) in st.sealed.iter().enumerate() {
                 let seg = &e.seg;
                 let score = |p: u32| scorer.score(seg.code(p));
+                let prefetch = |p: u32| octet_quant::kernels::prefetch(seg.code(p));
                 let hits: Vec<Scored> = if let Some(f) = filter {
                     let allowed = seg.allowed(Some(f), &e.deleted);
                     let matching = allowed.count_ones();
@@ -199,13 +200,14 @@ impl Collection {
                         exact_over(allowed.iter_ones().map(|p| p as u32), fetch, &score)
                     } else {
                         seg.graph
-                            .search(fetch, ef, &score, &|p| allowed.get(p as usize))
+                            .search(fetch, ef, &score, &prefetch, &|p| allowed.get(p as usize))
                     }
                 } else if e.deleted.count_ones() == 0 {
-                    seg.graph.search(fetch, ef, &score, &|_| true)
+                    seg.graph.search(fetch, ef, &score, &prefetch, &|_| true)
                 } else {
-                    seg.graph
-                        .search(fetch, ef, &score, &|p| !e.deleted.get(p as usize))
+                    seg.graph.search(fetch, ef, &score, &prefetch, &|p| {
+                        !e.deleted.get(p as usize)
+                    })
                 };
                 cands.extend(hits.into_iter().map(|s| Candidate {
                     score: s.score,

@@ -205,11 +205,16 @@ impl Graph {
     /// The best `k` accepted points by `score`, best first, exploring with a
     /// candidate list of `ef` (at least `k`). Points that `accept` rejects are
     /// traversed but never returned, so a filter does not cut the graph apart.
+    ///
+    /// `prefetch(p)` is called for every unvisited neighbour of a node before any of
+    /// them is scored, so the caller can start loading their codes (a cache hint:
+    /// it must not change what `score` returns).
     pub fn search(
         &self,
         k: usize,
         ef: usize,
         score: &dyn Fn(u32) -> f32,
+        prefetch: &dyn Fn(u32),
         accept: &dyn Fn(u32) -> bool,
     ) -> Vec<Scored> {
         if self.n == 0 || k == 0 {
@@ -253,7 +258,13 @@ impl Graph {
             if results.len() >= ef && results.peek().is_some_and(|w| c.score < w.0.score) {
                 break;
             }
-            for &nb in self.neighbours0(c.point) {
+            let neighbours = self.neighbours0(c.point);
+            for &nb in neighbours {
+                if !visited.get(nb as usize) {
+                    prefetch(nb);
+                }
+            }
+            for &nb in neighbours {
                 if !visited.set(nb as usize) {
                     continue;
                 }
@@ -313,14 +324,33 @@ mod tests {
                 })
                 .collect();
             exact.sort_by(|a, b| b.cmp(a));
-            let got = g.search(10, 64, &score, &|_| true);
+            let got = g.search(10, 64, &score, &|_| {}, &|_| true);
             assert_eq!(got.len(), 10);
             hits += got
                 .iter()
                 .filter(|s| exact[..10].iter().any(|e| e.point == s.point))
                 .count();
+            // Prefetch hints go to points that are then scored, and change nothing.
+            let scored = std::cell::RefCell::new(Vec::new());
+            let prefetched = std::cell::RefCell::new(Vec::new());
+            let recording = |p: u32| {
+                scored.borrow_mut().push(p);
+                score(p)
+            };
+            let same = g.search(
+                10,
+                64,
+                &recording,
+                &|p| prefetched.borrow_mut().push(p),
+                &|_| true,
+            );
+            assert_eq!(same, got);
+            let scored = scored.into_inner();
+            let prefetched = prefetched.into_inner();
+            assert!(!prefetched.is_empty());
+            assert!(prefetched.iter().all(|p| scored.contains(p)));
             // A filter that accepts only even points returns only even points.
-            let even = g.search(10, 64, &score, &|p| p % 2 == 0);
+            let even = g.search(10, 64, &score, &|_| {}, &|p| p % 2 == 0);
             assert!(even.iter().all(|s| s.point % 2 == 0) && even.len() == 10);
         }
         let recall = hits as f64 / 300.0;
@@ -343,7 +373,7 @@ mod tests {
             let i = rng.random_range(0..b.len());
             b[i] = rng.random();
             if let Ok(g) = Graph::parse(&b, 50) {
-                let _ = g.search(5, 10, &|p| p as f32, &|_| true);
+                let _ = g.search(5, 10, &|p| p as f32, &|_| {}, &|_| true);
             }
         }
     }
