@@ -1,8 +1,9 @@
 //! `octet`: the command-line front of Octet.
 //!
-//! `octet advise` measures which vector codec fits a dataset, `octet bench` measures
-//! the store's recall and speed on it; other commands serve the database and convert
-//! LLM checkpoints.
+//! `octet advise` measures which vector codec fits a dataset and `octet bench` the
+//! store's recall and speed on it; `octet serve` runs the database and the client
+//! verbs (`collection`, `upsert`, `search`, `snapshot`, `bench-grpc`) talk to it
+//! over gRPC; `octet weights` converts LLM checkpoints.
 
 use std::process::ExitCode;
 
@@ -10,6 +11,8 @@ use clap::{Parser, Subcommand};
 
 mod advise;
 mod bench;
+mod bench_grpc;
+mod client;
 mod serve;
 mod weights;
 
@@ -35,6 +38,17 @@ enum Command {
     /// Serve the gRPC API (octet.v1) over a data directory (default ./octet-data on
     /// 127.0.0.1:6334).
     Serve(serve::ServeArgs),
+    /// Create, list, inspect and drop collections on a server.
+    Collection(client::collection::CollectionArgs),
+    /// Write points from .fvecs, raw f32 or JSONL (with payloads) in batches.
+    Upsert(client::upsert::UpsertArgs),
+    /// Search a collection: one query, optional payload filter, table or JSON.
+    Search(client::search::SearchArgs),
+    /// Create, list and restore snapshots on a server.
+    Snapshot(client::snapshot::SnapshotArgs),
+    /// Load a server with concurrent clients (mixed search / upsert), or compare
+    /// batch search over gRPC with the same search in-process.
+    BenchGrpc(bench_grpc::BenchGrpcArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +58,11 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Weights(args) => weights::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Collection(args) => client::collection::run(args),
+        Command::Upsert(args) => client::upsert::run(args),
+        Command::Search(args) => client::search::run(args),
+        Command::Snapshot(args) => client::snapshot::run(args),
+        Command::BenchGrpc(args) => bench_grpc::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
