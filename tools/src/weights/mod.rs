@@ -61,7 +61,7 @@ enum WeightsCommand {
     /// Perplexity of a model (a .octet budget or the reference) on a text.
     Eval(eval::EvalArgs),
     /// Perplexity vs bits per weight: reference, RTN, k-quants, palettes, BitStack.
-    Sweep(sweep::SweepArgs),
+    Sweep(Box<sweep::SweepArgs>),
     /// Re-encode resident matrices (the embedding) as palettes, keeping every BitStack block.
     Repack(gpu_pack::RepackArgs),
     /// Load budgets on the GPU and compare with the CPU rebuild (feature `cuda`).
@@ -79,7 +79,7 @@ pub fn run(args: WeightsArgs) -> Result<()> {
         WeightsCommand::Export(a) => export::run(a),
         WeightsCommand::Measure(a) => measure::run(a),
         WeightsCommand::Eval(a) => eval::run(a),
-        WeightsCommand::Sweep(a) => sweep::run(a),
+        WeightsCommand::Sweep(a) => sweep::run(*a),
         WeightsCommand::Repack(a) => gpu_pack::run(a),
         #[cfg(feature = "cuda")]
         WeightsCommand::GpuCheck(a) => gpu_check::run(a),
