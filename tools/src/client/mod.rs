@@ -24,17 +24,23 @@ use tonic::{Code, Request, Status};
 /// The largest message a client accepts (the server's default limit).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
-/// How to reach the server.
+/// How to reach the server. Global, so `octet collection list --addr ...` and
+/// `octet collection --addr ... list` both work.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
     /// Server URL, `http://HOST:PORT` (a bare `HOST:PORT` means http).
-    #[arg(long, env = "OCTET_URL", default_value = "http://127.0.0.1:6334")]
+    #[arg(
+        long,
+        global = true,
+        env = "OCTET_URL",
+        default_value = "http://127.0.0.1:6334"
+    )]
     pub addr: String,
     /// API key, sent as `authorization: Bearer KEY`.
-    #[arg(long, env = "OCTET_API_KEY", hide_env_values = true)]
+    #[arg(long, global = true, env = "OCTET_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Deadline of each call, in seconds (sent to the server as `grpc-timeout`).
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    #[arg(long, global = true, default_value_t = 60.0, value_name = "SECS")]
     pub timeout: f64,
 }
 
