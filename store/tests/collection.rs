@@ -310,9 +310,18 @@ fn compaction_drops_deleted_points_while_writes_go_on() {
     let after = c.info();
     assert_eq!(after.points, model.points.len());
     assert!(after.segments <= 1 + usize::from(before.segments > 1 && after.growing_points == 0));
+    // Tombstones that existed before compaction (the build deletes 70 points;
+    // the background worker may already have compacted some) are gone; only the
+    // writer's four deletes, racing with compaction, may still be tombstones.
+    // (Sealed point counts alone can grow: the worker may seal the writer's
+    // points meanwhile.)
+    let deleted = |i: &octet_store::CollectionInfo| -> usize {
+        i.segment_points.iter().map(|&(_, _, d)| d).sum()
+    };
     assert!(
-        after.sealed_points < before.sealed_points,
-        "compaction removed deleted points"
+        deleted(&after) <= 4,
+        "compaction removed deleted points: {:?}",
+        after.segment_points
     );
     check_against_model(&c, &model, metric, dim, 5);
     drop(c);
