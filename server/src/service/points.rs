@@ -55,8 +55,7 @@ impl pb::points_server::Points for PointsService {
         let mut total = pb::WriteResponse::default();
         let mut batches = 0usize;
         while let Some(msg) = stream.next().await {
-            let msg = msg.map_err(|s| {
-                let s = crate::oversize::oversize_status(s);
+            let in_batch = |s: Status| {
                 Status::new(
                     s.code(),
                     format!(
@@ -64,16 +63,9 @@ impl pb::points_server::Points for PointsService {
                         s.message()
                     ),
                 )
-            })?;
-            let w = self.upsert_one(msg).await.map_err(|s| {
-                Status::new(
-                    s.code(),
-                    format!(
-                        "batch {batches} (earlier batches are written): {}",
-                        s.message()
-                    ),
-                )
-            })?;
+            };
+            let msg = msg.map_err(|s| in_batch(crate::oversize::oversize_status(s)))?;
+            let w = self.upsert_one(msg).await.map_err(in_batch)?;
             batches += 1;
             total.points += w.points;
             total.seq = w.seq;

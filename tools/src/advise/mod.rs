@@ -123,7 +123,8 @@ pub fn default_ladder(dim: usize) -> Vec<CodecSpec> {
     ladder
 }
 
-fn load(path: &Path, dim: Option<usize>, what: &str) -> Result<Vectors> {
+/// Reads a vector file, refusing an empty one.
+pub(crate) fn load(path: &Path, dim: Option<usize>, what: &str) -> Result<Vectors> {
     let v = read_vectors(path, dim).with_context(|| format!("reading {what} vectors"))?;
     if v.is_empty() {
         bail!("{}: no {what} vectors in the file", path.display());
@@ -143,27 +144,14 @@ pub fn run(args: AdviseArgs) -> Result<()> {
     }
     let started = Instant::now();
     let mut base = load(&args.base, args.dim, "base")?;
-    let mut queries = load(&args.queries, Some(base.dim), "query").with_context(|| {
-        format!(
-            "queries must have the dimension of the base vectors ({})",
-            base.dim
-        )
-    })?;
-    if let Some(m) = args.max_queries {
-        queries.data.truncate(m.max(1) * queries.dim);
-    }
-    if base.len() <= args.k {
-        bail!(
-            "{}: {} base vectors, need more than --k {}",
-            args.base.display(),
-            base.len(),
-            args.k
-        );
-    }
-    if args.metric == Metric::Cosine {
-        normalize_rows(&mut base);
-        normalize_rows(&mut queries);
-    }
+    let queries = load_queries(
+        &mut base,
+        &args.base,
+        &args.queries,
+        args.max_queries,
+        args.k,
+        args.metric,
+    )?;
     let specs = args
         .codecs
         .clone()
@@ -197,6 +185,39 @@ pub fn run(args: AdviseArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Reads the queries for `base` (same dimension, at most `max_queries`), checks
+/// that the base has more than `k` vectors, and normalizes both for cosine.
+pub(crate) fn load_queries(
+    base: &mut Vectors,
+    base_path: &Path,
+    queries_path: &Path,
+    max_queries: Option<usize>,
+    k: usize,
+    metric: Metric,
+) -> Result<Vectors> {
+    let mut queries = load(queries_path, Some(base.dim), "query").with_context(|| {
+        format!(
+            "queries must have the dimension of the base vectors ({})",
+            base.dim
+        )
+    })?;
+    if let Some(m) = max_queries {
+        queries.data.truncate(m.max(1) * queries.dim);
+    }
+    if base.len() <= k {
+        bail!(
+            "{}: {} base vectors, need more than --k {k}",
+            base_path.display(),
+            base.len(),
+        );
+    }
+    if metric == Metric::Cosine {
+        normalize_rows(base);
+        normalize_rows(&mut queries);
+    }
+    Ok(queries)
 }
 
 fn normalize_rows(v: &mut Vectors) {

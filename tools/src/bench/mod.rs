@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use octet_quant::Metric;
 use octet_quant::eval::exact_top_k;
-use octet_quant::vecio::{Vectors, read_ivecs, read_vectors};
+use octet_quant::vecio::read_ivecs;
 
 mod config;
 mod measure;
@@ -22,6 +22,8 @@ mod report;
 
 pub use config::{BenchConfig, default_configs};
 use measure::Settings;
+
+use crate::advise::{load, load_queries};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -107,14 +109,6 @@ fn parse_config(s: &str) -> Result<BenchConfig, String> {
     s.parse()
 }
 
-fn load(path: &Path, dim: Option<usize>, what: &str) -> Result<Vectors> {
-    let v = read_vectors(path, dim).with_context(|| format!("reading {what} vectors"))?;
-    if v.is_empty() {
-        bail!("{}: no {what} vectors in the file", path.display());
-    }
-    Ok(v)
-}
-
 /// Reads `--gt` and checks it against the base and query counts.
 fn load_truth(path: &Path, n_base: usize, n_queries: usize, k: usize) -> Result<Vec<Vec<u32>>> {
     let (cols, ids) = read_ivecs(path).context("reading the exact neighbours (--gt)")?;
@@ -172,27 +166,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         base.data.truncate(limit * base.dim);
     }
-    let mut queries = load(&args.queries, Some(base.dim), "query").with_context(|| {
-        format!(
-            "queries must have the dimension of the base vectors ({})",
-            base.dim
-        )
-    })?;
-    if let Some(m) = args.max_queries {
-        queries.data.truncate(m.max(1) * queries.dim);
-    }
-    if base.len() <= args.k {
-        bail!(
-            "{}: {} base vectors, need more than --k {}",
-            args.base.display(),
-            base.len(),
-            args.k
-        );
-    }
-    if args.metric == Metric::Cosine {
-        normalize_rows(&mut base);
-        normalize_rows(&mut queries);
-    }
+    let queries = load_queries(
+        &mut base,
+        &args.base,
+        &args.queries,
+        args.max_queries,
+        args.k,
+        args.metric,
+    )?;
     let configs = args
         .configs
         .clone()
@@ -270,14 +251,4 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     progress("done");
     Ok(())
-}
-
-fn normalize_rows(v: &mut Vectors) {
-    let dim = v.dim;
-    for row in v.data.chunks_exact_mut(dim) {
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            row.iter_mut().for_each(|x| *x /= norm);
-        }
-    }
 }
