@@ -35,8 +35,10 @@
 //! # Ok::<(), octet_quant::QuantError>(())
 //! ```
 
+pub mod gptq;
 pub mod pack;
 
+pub use gptq::{GptqConfig, GptqReport, palettize_gptq};
 pub use pack::{index_row_bytes, pack_row, unpack_lookup, unpack_lookup_scalar};
 
 use half::f16;

@@ -211,9 +211,14 @@ pub fn collect_input_norms(
     cfg: &LlamaConfig,
     forward: &LlamaForward,
     seqs: &[Vec<u32>],
+    gram: bool,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<InputNorms> {
-    let mut stats = InputNorms::new(cfg);
+    let mut stats = if gram {
+        InputNorms::with_gram(cfg)
+    } else {
+        InputNorms::new(cfg)
+    };
     for (i, s) in seqs.iter().enumerate() {
         forward
             .hidden(s, Some(&mut stats))
@@ -367,7 +372,8 @@ mod tests {
             ppl < 60.0,
             "perplexity {ppl} on English: wrong weights layout or tokenizer"
         );
-        let stats = collect_input_norms(cfg, &forward, &seqs, |_, _| {}).expect("calibrates");
+        let stats =
+            collect_input_norms(cfg, &forward, &seqs, false, |_, _| {}).expect("calibrates");
         let s = stats
             .scales("model.layers.29.mlp.down_proj.weight")
             .expect("known linear");

@@ -87,6 +87,9 @@ pub struct InputNorms {
     norm_sums: Vec<[Vec<f64>; 4]>,
     /// `[layer][input]` -> per-channel sum over tokens of x_j^2.
     sq_sums: Vec<[Vec<f64>; 4]>,
+    /// `[layer][input]` -> sum over tokens of x x^T (`width x width` row-major), when
+    /// asked for (GPTQ palettes): 4 x 8 x width^2 bytes per layer.
+    grams: Option<Vec<[Vec<f64>; 4]>>,
 }
 
 impl InputNorms {
@@ -99,6 +102,25 @@ impl InputNorms {
             tokens: 0,
             norm_sums: (0..cfg.num_hidden_layers).map(|_| widths()).collect(),
             sq_sums: (0..cfg.num_hidden_layers).map(|_| widths()).collect(),
+            grams: None,
+        }
+    }
+
+    /// Like [`InputNorms::new`], also accumulating each input's Gram matrix `sum x
+    /// x^T` (what [`octet_quant::palette::palettize_gptq`] needs).
+    pub fn with_gram(cfg: &LlamaConfig) -> Self {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let squares = || {
+            [
+                vec![0.0; h * h],
+                vec![0.0; h * h],
+                vec![0.0; h * h],
+                vec![0.0; i * i],
+            ]
+        };
+        Self {
+            grams: Some((0..cfg.num_hidden_layers).map(|_| squares()).collect()),
+            ..Self::new(cfg)
         }
     }
 
@@ -119,7 +141,27 @@ impl InputNorms {
             *n += f64::from(v).sqrt();
             *s += f64::from(v);
         }
+        if let Some(grams) = &mut self.grams {
+            let x = x.contiguous()?;
+            let g: Vec<f32> = x.t()?.matmul(&x)?.flatten_all()?.to_vec1()?;
+            for (acc, v) in grams[layer][idx].iter_mut().zip(g) {
+                *acc += f64::from(v);
+            }
+        }
         Ok(())
+    }
+
+    /// `sum x x^T` over all recorded tokens of the input of linear `name` (`cols x
+    /// cols` row-major), when recorded with [`InputNorms::with_gram`].
+    pub fn gram(&self, name: &str) -> Option<&[f64]> {
+        let (layer, input) = LinearInput::of(name)?;
+        Some(
+            self.grams
+                .as_ref()?
+                .get(layer)?
+                .get(input as usize)?
+                .as_slice(),
+        )
     }
 
     /// BitStack's activation-aware scale of the linear `name`:

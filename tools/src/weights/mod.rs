@@ -129,6 +129,34 @@ pub struct CalibArgs {
     pub no_calib: bool,
 }
 
+/// Second-order (GPTQ) palette fitting.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct GptqArgs {
+    /// Fit palettes to each layer's output on the calibration text (GPTQ error
+    /// feedback with a least-squares table refit) instead of to each weight; needs
+    /// calibration (llama-family models) and holds every input's Gram matrix while it
+    /// runs (4 x 8 x width^2 bytes per layer).
+    #[arg(long)]
+    pub gptq: bool,
+    /// Rounds of GPTQ pass and table refit.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub gptq_rounds: usize,
+    /// Damping added to the Gram matrix's diagonal, as a fraction of its mean.
+    #[arg(long, default_value_t = 0.01, value_name = "FRACTION")]
+    pub gptq_damp: f64,
+}
+
+impl GptqArgs {
+    /// The fitting parameters, or `None` without `--gptq`.
+    pub fn config(&self) -> Option<octet_quant::palette::GptqConfig> {
+        self.gptq.then_some(octet_quant::palette::GptqConfig {
+            damp: self.gptq_damp,
+            rounds: self.gptq_rounds,
+            act_order: true,
+        })
+    }
+}
+
 impl CalibArgs {
     /// The sequence shape.
     pub fn shape(&self) -> calib::CalibShape {

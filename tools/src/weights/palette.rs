@@ -3,21 +3,26 @@
 //! packed `bits`-bit indices), clustered by uniquified weighted optimal 1-D k-means
 //! (DESIGN.md, "LLM weights", eDKM). For llama-family models the k-means counts are
 //! weighted by each input channel's mean x^2 over the calibration text, so
-//! centroids favour weights whose errors the activations amplify.
+//! centroids favour weights whose errors the activations amplify. With `--gptq` the
+//! palettes are fitted to each layer's output instead (GPTQ error feedback and a
+//! least-squares table refit under the calibration Gram matrix,
+//! [`octet_quant::palette::palettize_gptq`]); the file format is the same.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
-use octet_quant::palette::{PaletteConfig, PaletteTensor, palettize};
+use octet_quant::palette::{
+    GptqConfig, GptqReport, PaletteConfig, PaletteTensor, palettize, palettize_gptq,
+};
 use serde::Serialize;
 
 use super::inspect::{BudgetRow, budget_rows};
-use super::prepare::{WriteSummary, finish_to, prepare, spill_for};
+use super::prepare::{Prepared, WriteSummary, finish_to, prepare, spill_for};
 use super::size::human_bytes;
-use super::{CalibArgs, InputArgs, bar};
+use super::{CalibArgs, GptqArgs, InputArgs, bar};
 
 /// Arguments of `octet weights palette`.
 #[derive(Debug, Args)]
@@ -35,6 +40,8 @@ pub struct PaletteArgs {
     group: Option<usize>,
     #[command(flatten)]
     calib: CalibArgs,
+    #[command(flatten)]
+    gptq: GptqArgs,
     /// Print a JSON report on stdout instead of a summary.
     #[arg(long)]
     json: bool,
@@ -46,6 +53,7 @@ struct PaletteReport {
     summary: WriteSummary,
     bits: u8,
     group_rows: Option<usize>,
+    gptq: bool,
     matrices: Vec<MatrixReport>,
     budgets: Vec<BudgetRow>,
 }
@@ -58,6 +66,39 @@ struct MatrixReport {
     bits_per_weight: f64,
     /// ||W - decode||_F / ||W||_F.
     relative_error: f64,
+    /// With --gptq: the layer's relative output error on the calibration text,
+    /// `sum (w - q)^T H (w - q) / sum w^T H w`, of the plain palette and of the fitted one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_error_plain: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_error: Option<f64>,
+}
+
+/// Palettizes the linear `name` of `prep`: importance-weighted k-means, or with
+/// `gptq` fitted to the layer's output under its calibration Gram matrix.
+pub fn palettize_linear(
+    prep: &Prepared,
+    name: &str,
+    cfg: &PaletteConfig,
+    gptq: Option<&GptqConfig>,
+) -> Result<(PaletteTensor, Option<GptqReport>)> {
+    let t = &prep.model.tensors[name];
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let Some(g) = gptq else {
+        let importance = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
+        let p = palettize(&t.data, rows, cols, importance.as_deref(), cfg)
+            .with_context(|| format!("palettizing `{name}`"))?;
+        return Ok((p, None));
+    };
+    let Some(gram) = prep.calib.as_ref().and_then(|c| c.stats.gram(name)) else {
+        bail!(
+            "--gptq needs the calibration Gram matrix of `{name}`, and there is none (calibration: {})",
+            prep.scales_note
+        );
+    };
+    let (p, report) = palettize_gptq(&t.data, rows, cols, gram, cfg, g)
+        .with_context(|| format!("palettizing `{name}` (GPTQ)"))?;
+    Ok((p, Some(report)))
 }
 
 fn relative_error(w: &[f32], p: &PaletteTensor) -> f64 {
@@ -76,7 +117,15 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         bits: args.bits,
         group_rows: args.group,
     };
-    let prep = prepare(&args.input, &args.calib, args.json)?;
+    let gptq = args.gptq.config();
+    let prep = prepare(&args.input, &args.calib, args.json, gptq.is_some())?;
+    if gptq.is_some() && prep.calib.is_none() {
+        bail!(
+            "{}: --gptq fits palettes to calibration activations, and this model was not calibrated ({})",
+            args.input.input.display(),
+            prep.scales_note
+        );
+    }
     if !args.json {
         eprintln!(
             "{}: {} ({} tensors, {} to palettize); importance: {}",
@@ -95,18 +144,14 @@ pub fn run(args: PaletteArgs) -> Result<()> {
     };
     // palettize parallelises over groups itself; matrices go one at a time so the
     // working memory stays one matrix's histograms per thread.
-    let palettes: Vec<(PaletteTensor, f64)> = prep
+    let palettes: Vec<(PaletteTensor, f64, Option<GptqReport>)> = prep
         .linears
         .iter()
         .map(|name| {
-            let t = &prep.model.tensors[name];
-            let (rows, cols) = (t.shape[0], t.shape[1]);
-            let importance = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
-            let p = palettize(&t.data, rows, cols, importance.as_deref(), &cfg)
-                .with_context(|| format!("palettizing `{name}`"))?;
-            let err = relative_error(&t.data, &p);
+            let (p, rep) = palettize_linear(&prep, name, &cfg, gptq.as_ref())?;
+            let err = relative_error(&prep.model.tensors[name].data, &p);
             pb.inc(1);
-            Ok((p, err))
+            Ok((p, err, rep))
         })
         .collect::<Result<_>>()?;
     pb.finish_and_clear();
@@ -115,13 +160,19 @@ pub fn run(args: PaletteArgs) -> Result<()> {
     let t_write = Instant::now();
     let mut writer = CheckpointWriter::new(spill_for(&args.output)?);
     let resident_f32 = prep.add_resident(&mut writer)?;
-    for (name, (p, _)) in prep.linears.iter().zip(&palettes) {
+    for (name, (p, _, _)) in prep.linears.iter().zip(&palettes) {
         writer
             .add_palette(name, p)
             .with_context(|| format!("storing `{name}`"))?;
     }
     prep.add_metadata(&mut writer, "palette")?;
     writer.add_metadata("palette.bits", &args.bits.to_string())?;
+    if let Some(g) = &gptq {
+        writer.add_metadata(
+            "palette.fit",
+            &format!("gptq: {} rounds, damping {}, act order", g.rounds, g.damp),
+        )?;
+    }
     let manifest = finish_to(writer, &BlockOrdering::default(), &args.output)?;
     let write_s = t_write.elapsed().as_secs_f64();
 
@@ -129,12 +180,14 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         .linears
         .iter()
         .zip(&palettes)
-        .map(|(name, (p, err))| MatrixReport {
+        .map(|(name, (p, err, rep))| MatrixReport {
             name: name.clone(),
             rows: p.layout.rows,
             cols: p.layout.cols,
             bits_per_weight: p.bits_per_weight(),
             relative_error: *err,
+            output_error_plain: rep.as_ref().map(|r| r.initial),
+            output_error: rep.as_ref().map(|r| r.best),
         })
         .collect();
     let report = PaletteReport {
@@ -152,6 +205,7 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         },
         bits: args.bits,
         group_rows: args.group,
+        gptq: gptq.is_some(),
         budgets: budget_rows(&manifest, 2),
         matrices,
     };
@@ -186,6 +240,21 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         println!(
             "{:.3} bits/weight over all weights, {:.3} over the palettized tensors; weighted mean relative error {:.4}",
             b.bits_per_weight, b.compressed_bits_per_weight, mean_err
+        );
+    }
+    if gptq.is_some() {
+        let mean = |f: fn(&MatrixReport) -> Option<f64>| {
+            report
+                .matrices
+                .iter()
+                .filter_map(|m| f(m).map(|e| e * (m.rows * m.cols) as f64))
+                .sum::<f64>()
+                / weights.max(1.0)
+        };
+        println!(
+            "GPTQ: weighted mean relative output error on the calibration text {:.4} (plain palette {:.4})",
+            mean(|m| m.output_error),
+            mean(|m| m.output_error_plain)
         );
     }
     println!(

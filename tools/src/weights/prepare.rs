@@ -44,8 +44,14 @@ pub struct Calibrated {
     pub stats: InputNorms,
 }
 
-/// Reads `input`, selects its linears and calibrates when possible.
-pub fn prepare(input: &InputArgs, calib_args: &CalibArgs, quiet: bool) -> Result<Prepared> {
+/// Reads `input`, selects its linears and calibrates when possible; `gram` also
+/// accumulates each linear input's Gram matrix (for GPTQ palettes).
+pub fn prepare(
+    input: &InputArgs,
+    calib_args: &CalibArgs,
+    quiet: bool,
+    gram: bool,
+) -> Result<Prepared> {
     let t0 = Instant::now();
     let model = super::read_model(&input.input)?;
     let read_s = t0.elapsed().as_secs_f64();
@@ -83,7 +89,9 @@ pub fn prepare(input: &InputArgs, calib_args: &CalibArgs, quiet: bool) -> Result
                 bar(seqs.len() as u64, "calibrating")
             };
             let stats =
-                calib::collect_input_norms(cfg, &forward, &seqs, |d, _| pb.set_position(d as u64))?;
+                calib::collect_input_norms(cfg, &forward, &seqs, gram, |d, _| {
+                    pb.set_position(d as u64)
+                })?;
             pb.finish_and_clear();
             let tokens: usize = seqs.iter().map(Vec::len).sum();
             let source = calib_args

@@ -139,7 +139,7 @@ pub fn run(args: StackArgs) -> Result<()> {
             "--ordering ppl measures perplexity on the calibration text; it cannot be combined with --no-calib"
         );
     }
-    let prep = prepare(&args.input, &args.calib, args.json)?;
+    let prep = prepare(&args.input, &args.calib, args.json, false)?;
     if !args.json {
         eprintln!(
             "{}: {} ({} tensors, {} to compress); scales: {}",

@@ -17,17 +17,18 @@ use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
 use octet_quant::candle_load::MappedCheckpoint;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
-use octet_quant::palette::{PaletteConfig, palettize};
+use octet_quant::palette::PaletteConfig;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::eval::WindowArgs;
 use super::inspect::budget_row;
 use super::llama::LlamaForward;
+use super::palette::palettize_linear;
 use super::peers::{KQuant, Rtn};
 use super::ppl::{perplexity, tokenize_text};
 use super::prepare::{Prepared, prepare};
-use super::{CalibArgs, InputArgs, bar, calib};
+use super::{CalibArgs, GptqArgs, InputArgs, bar, calib};
 
 /// `--kquants`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,27 +69,30 @@ pub struct SweepArgs {
     window: WindowArgs,
     #[command(flatten)]
     calib: CalibArgs,
-    /// RTN bit widths (empty to skip).
-    #[arg(long, value_delimiter = ',', default_value = "4,3,2")]
+    /// RTN bit widths (the bare flag skips them).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "4,3,2")]
     rtn_bits: Vec<u8>,
     /// RTN group sizes (weights per f16 scale and minimum).
-    #[arg(long, value_delimiter = ',', default_value = "32,64")]
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "32,64")]
     rtn_groups: Vec<usize>,
-    /// k-quant types (empty to skip).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "q4k,q3k,q2k")]
+    /// k-quant types (the bare flag skips them).
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., default_value = "q4k,q3k,q2k")]
     kquants: Vec<KQuantArg>,
     /// Also run the k-quants with the calibration importance matrix (llama.cpp's
     /// --imatrix: per-input-channel mean x^2, the statistic palettes weight by).
     #[arg(long)]
     imatrix: bool,
-    /// Palette bit widths (empty to skip).
-    #[arg(long, value_delimiter = ',', default_value = "4,3,2")]
+    /// Palette bit widths (the bare flag skips them).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "4,3,2")]
     palette_bits: Vec<u8>,
     /// Rows per palette table, one curve each (1: a table per output channel).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     palette_rows: Vec<usize>,
-    /// BitStack budgets, in bits per weight over the linears (empty to skip).
-    #[arg(long, value_delimiter = ',', default_value = "1.5,2,2.5,3,3.5,4,4.5,5")]
+    /// With --gptq, palettes are also fitted to each layer's output (a second curve).
+    #[command(flatten)]
+    gptq: GptqArgs,
+    /// BitStack budgets, in bits per weight over the linears (the bare flag skips them).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1.5,2,2.5,3,3.5,4,4.5,5")]
     stack_bits: Vec<f64>,
     /// Blocks per matrix of the BitStack decomposition.
     #[arg(long, default_value_t = 16)]
@@ -254,7 +258,15 @@ impl Ctx<'_> {
 
 /// Runs `octet weights sweep`.
 pub fn run(args: SweepArgs) -> Result<()> {
-    let prep = prepare(&args.input, &args.calib, false)?;
+    let gptq = args.gptq.config();
+    let prep = prepare(&args.input, &args.calib, false, gptq.is_some())?;
+    if gptq.is_some() && prep.calib.is_none() {
+        bail!(
+            "{}: --gptq fits palettes to calibration activations, and this model was not calibrated ({})",
+            args.input.input.display(),
+            prep.scales_note
+        );
+    }
     let super::model::Architecture::Llama(cfg) = &prep.model.arch else {
         bail!(
             "{}: architecture `{}`; the sweep runs llama-family models only",
@@ -342,32 +354,37 @@ pub fn run(args: SweepArgs) -> Result<()> {
         }
     }
 
-    for &rows_per_table in &args.palette_rows {
-        for &bits in &args.palette_bits {
-            let pc = PaletteConfig {
-                bits,
-                group_rows: Some(rows_per_table),
-            };
-            let t0 = Instant::now();
-            // palettize parallelises over groups itself.
-            let mut total_bits = 0f64;
-            let mut lin = Vec::with_capacity(prep.linears.len());
-            for name in &prep.linears {
-                let t = &prep.model.tensors[name];
-                let imp = cx.importance(name);
-                let p = palettize(&t.data, t.shape[0], t.shape[1], imp.as_deref(), &pc)
-                    .with_context(|| format!("palettizing `{name}`"))?;
-                total_bits += p.bits_per_weight() * t.data.len() as f64;
-                lin.push(p.decode());
+    let fits: Vec<(&str, Option<_>)> = std::iter::once(("palette", None))
+        .chain(gptq.map(|g| ("palette+GPTQ", Some(g))))
+        .collect();
+    for (label, fit) in &fits {
+        for &rows_per_table in &args.palette_rows {
+            for &bits in &args.palette_bits {
+                let pc = PaletteConfig {
+                    bits,
+                    group_rows: Some(rows_per_table),
+                };
+                let t0 = Instant::now();
+                // Both fits parallelise within a matrix themselves.
+                let mut total_bits = 0f64;
+                let mut lin = Vec::with_capacity(prep.linears.len());
+                let pb = bar(prep.linears.len() as u64, "palettizing");
+                for name in &prep.linears {
+                    let (p, _) = palettize_linear(&prep, name, &pc, fit.as_ref())?;
+                    total_bits += p.bits_per_weight() * p.layout.rows as f64 * p.layout.cols as f64;
+                    lin.push(p.decode());
+                    pb.inc(1);
+                }
+                pb.finish_and_clear();
+                let q = t0.elapsed().as_secs_f64();
+                cx.record(
+                    &format!("{label} {rows_per_table} row/table"),
+                    format!("{bits} bits"),
+                    total_bits / weights as f64,
+                    Some(lin),
+                    q,
+                )?;
             }
-            let q = t0.elapsed().as_secs_f64();
-            cx.record(
-                &format!("palette {rows_per_table} row/table"),
-                format!("{bits} bits"),
-                total_bits / weights as f64,
-                Some(lin),
-                q,
-            )?;
         }
     }
 
