@@ -33,6 +33,11 @@ pub(super) enum Pending {
         group_rows: u32,
         data: Spilled,
     },
+    ScaledPalette {
+        bits: u8,
+        group_cols: u32,
+        data: Spilled,
+    },
 }
 
 /// Assigns every section an offset relative to the data start: resident sections
@@ -76,6 +81,15 @@ pub(super) fn layout(
             } => Encoding::Palette {
                 bits: *bits,
                 group_rows: *group_rows,
+                data: place(*data, &mut at, &mut copies),
+            },
+            Pending::ScaledPalette {
+                bits,
+                group_cols,
+                data,
+            } => Encoding::ScaledPalette {
+                bits: *bits,
+                group_cols: *group_cols,
                 data: place(*data, &mut at, &mut copies),
             },
         };
@@ -178,6 +192,15 @@ impl Plan {
                     } => Encoding::Palette {
                         bits: *bits,
                         group_rows: *group_rows,
+                        data: shift(data),
+                    },
+                    Encoding::ScaledPalette {
+                        bits,
+                        group_cols,
+                        data,
+                    } => Encoding::ScaledPalette {
+                        bits: *bits,
+                        group_cols: *group_cols,
                         data: shift(data),
                     },
                 };

@@ -81,6 +81,17 @@ mod encoding {
             /// Lookup tables then packed indices.
             data: Section,
         },
+        /// A scaled palette (`shape = [rows, cols]`): one table for the tensor, a
+        /// scale and offset code per block of `group_cols` weights of a row, laid
+        /// out as [`crate::palette::ScaledLayout`] says.
+        ScaledPalette {
+            /// Bits per index (2..=8).
+            bits: u8,
+            /// Weights per block along a row.
+            group_cols: u32,
+            /// Table, row parameters, block codes, then packed indices.
+            data: Section,
+        },
     }
 }
 

@@ -10,7 +10,7 @@ use super::manifest::{BitStackBlockLayout, Encoding, Manifest, Section};
 use super::{format_err, validate};
 use crate::bitstack::Rebuilder;
 use crate::error::{QuantError, Result};
-use crate::palette::PaletteLayout;
+use crate::palette::{PaletteLayout, ScaledLayout};
 
 /// A parsed checkpoint over borrowed bytes.
 ///
@@ -121,6 +121,22 @@ impl<'a> Reader<'a> {
                     })?;
                 layout.decode(b)
             }
+            Encoding::ScaledPalette {
+                bits,
+                group_cols,
+                data,
+            } => {
+                let (rows, cols) = (entry.shape[0] as usize, entry.shape[1] as usize);
+                let b = self.section(prefix, data, || format!("tensor `{name}` scaled palette"))?;
+                let layout = ScaledLayout::new(rows, cols, *bits, *group_cols as usize)
+                    .ok_or_else(|| {
+                        format_err(
+                            &self.source,
+                            format!("tensor `{name}`: bad scaled palette layout"),
+                        )
+                    })?;
+                layout.decode(b)
+            }
             Encoding::BitStack {
                 rank,
                 scales,
@@ -190,6 +206,9 @@ impl<'a> Reader<'a> {
                 }
                 Encoding::Palette { data, .. } => {
                     self.section(prefix, data, || format!("tensor `{name}` palette"))?;
+                }
+                Encoding::ScaledPalette { data, .. } => {
+                    self.section(prefix, data, || format!("tensor `{name}` scaled palette"))?;
                 }
                 Encoding::BitStack { scales, blocks, .. } => {
                     if let Some(s) = scales {

@@ -47,6 +47,7 @@ fn full_budget_round_trip_matches_in_memory_encoding() {
             Encoded::Dense(v) => v.clone(),
             Encoded::BitStack(m) => m.rebuild(m.blocks.len()).expect("rebuild"),
             Encoded::Palette(p) => p.decode(),
+            Encoded::ScaledPalette(p) => p.decode(),
         };
         assert_eq!(got, want, "{}", t.name);
     }
@@ -170,6 +171,9 @@ fn sections(m: &Manifest) -> Vec<(String, Section)> {
                 out.push((format!("tensor `{n}` data"), *data))
             }
             Encoding::Palette { data, .. } => out.push((format!("tensor `{n}` palette"), *data)),
+            Encoding::ScaledPalette { data, .. } => {
+                out.push((format!("tensor `{n}` scaled palette"), *data))
+            }
             Encoding::BitStack { scales, blocks, .. } => {
                 if let Some(s) = scales {
                     out.push((format!("tensor `{n}` scales"), *s));
@@ -187,7 +191,7 @@ fn sections(m: &Manifest) -> Vec<(String, Section)> {
 fn a_flipped_byte_in_any_section_names_that_section() {
     let (file, manifest, _) = write(&llama_like(5), 3, &BlockOrdering::default());
     let secs = sections(&manifest);
-    assert_eq!(secs.len(), 2 + 1 + 8 * 3 + 6);
+    assert_eq!(secs.len(), 2 + 1 + 1 + 8 * 3 + 6);
     for (what, s) in secs {
         let mut bad = file.clone();
         bad[(s.offset + s.len / 2) as usize] ^= 0x10;
@@ -385,6 +389,7 @@ fn v1_fixture_still_opens_and_decodes() {
         match e {
             Encoded::Dense(v) => assert_eq!(&got, v, "{}", t.name),
             Encoded::Palette(p) => assert_eq!(got, p.decode(), "{}", t.name),
+            Encoded::ScaledPalette(p) => assert_eq!(got, p.decode(), "{}", t.name),
             Encoded::BitStack(b) => {
                 let want = scaled_err(t, &b.rebuild(3).expect("rebuild"));
                 let err = scaled_err(t, &got);

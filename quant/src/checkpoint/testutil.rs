@@ -4,7 +4,7 @@ use rand::{Rng, SeedableRng};
 
 use super::{BlockOrdering, CheckpointWriter, Manifest};
 use crate::bitstack::{BitStackConfig, BitStackMatrix, decompose};
-use crate::palette::{PaletteConfig, PaletteTensor, palettize};
+use crate::palette::{PaletteConfig, PaletteTensor, ScaledPalette, palettize, palettize_scaled};
 
 /// How a synthetic tensor is stored.
 #[derive(Debug, Clone)]
@@ -13,6 +13,7 @@ pub(crate) enum Kind {
     F32,
     BitStack { scales: Option<Vec<f32>> },
     Palette { bits: u8, group_rows: usize },
+    ScaledPalette { bits: u8, group_cols: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -29,6 +30,7 @@ pub(crate) enum Encoded {
     Dense(Vec<f32>),
     BitStack(BitStackMatrix),
     Palette(PaletteTensor),
+    ScaledPalette(ScaledPalette),
 }
 
 /// Gaussian-ish weights with per-input-channel scales (a few outlier channels) and a
@@ -129,6 +131,15 @@ pub(crate) fn llama_like(seed: u64) -> Vec<SynthTensor> {
         },
         r,
     ));
+    t.push(tensor(
+        "model.layers.1.mlp.gate_proj.weight",
+        &[176, 64],
+        Kind::ScaledPalette {
+            bits: 3,
+            group_cols: 32,
+        },
+        r,
+    ));
     t
 }
 
@@ -199,6 +210,13 @@ pub(crate) fn write(
                 .expect("palettize");
                 wr.add_palette(&t.name, &p).expect("add palette");
                 enc.push(Encoded::Palette(p));
+            }
+            Kind::ScaledPalette { bits, group_cols } => {
+                let p = palettize_scaled(&t.w, t.shape[0], t.shape[1], None, *bits, *group_cols)
+                    .expect("scaled palette");
+                wr.add_scaled_palette(&t.name, &p)
+                    .expect("add scaled palette");
+                enc.push(Encoded::ScaledPalette(p));
             }
         }
     }

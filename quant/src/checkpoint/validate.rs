@@ -22,7 +22,7 @@ use super::{
 };
 use crate::bitstack::MAX_LEVELS;
 use crate::error::Result;
-use crate::palette::PaletteLayout;
+use crate::palette::{PaletteLayout, ScaledLayout};
 
 /// Parses the header and manifest at the start of `bytes` (which may be a prefix of
 /// the file, but must hold the whole manifest).
@@ -262,6 +262,27 @@ fn check_manifest(m: &Manifest, h: &Header, src: &Path) -> Result<()> {
                         src,
                         format!(
                             "tensor `{name}`: palette of {bits} bits, groups of {group_rows} rows; expected 2..=8 bits and 1..={rows} rows"
+                        ),
+                    ));
+                }
+                check_section(data, &what, m, src)?;
+                check_len(data, layout.map(|x| x.len), &what, src)?;
+                resident.push((data.offset, data.end()));
+            }
+            Encoding::ScaledPalette {
+                bits,
+                group_cols,
+                data,
+            } => {
+                let (rows, cols) = matrix()?;
+                let what = || format!("tensor `{name}` scaled palette");
+                let layout = ScaledLayout::new(rows, cols, *bits, *group_cols as usize)
+                    .filter(|_| (*group_cols as usize) <= cols.max(1));
+                if layout.is_none() {
+                    return Err(format_err(
+                        src,
+                        format!(
+                            "tensor `{name}`: scaled palette of {bits} bits, blocks of {group_cols} weights; expected 2..=8 bits and 1..={cols} weights"
                         ),
                     ));
                 }

@@ -18,7 +18,7 @@ use crate::bitstack::{
     BitStackMatrix, BlockId, MAX_LEVELS, MatrixBlocks, OrderPolicy, global_order,
 };
 use crate::error::{QuantError, Result};
-use crate::palette::PaletteTensor;
+use crate::palette::{PaletteTensor, ScaledPalette};
 
 /// How [`CheckpointWriter::finish`] orders BitStack blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +299,41 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
             Pending::Palette {
                 bits: l.bits,
                 group_rows,
+                data,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds a scaled palette (`shape = [rows, cols]`).
+    pub fn add_scaled_palette(&mut self, name: &str, p: &ScaledPalette) -> Result<()> {
+        let l = &p.layout;
+        let shape = self.check_new(name, &[l.rows, l.cols], l.rows * l.cols)?;
+        if p.table.len() * 2 != l.table.1
+            || p.params.len() * 2 != l.params.1
+            || p.codes.len() != l.codes.1
+            || p.indices.len() != l.indices.1
+        {
+            return Err(invalid(
+                "scaled palette",
+                format!(
+                    "`{name}` table, parameter, code or index length does not match its layout"
+                ),
+            ));
+        }
+        let group_cols = u32::try_from(l.group_cols).map_err(|_| {
+            invalid(
+                "group_cols",
+                format!("`{name}` block of {} weights exceeds u32", l.group_cols),
+            )
+        })?;
+        let data = self.spill(&p.section_bytes())?;
+        self.push(
+            name,
+            shape,
+            Pending::ScaledPalette {
+                bits: l.bits,
+                group_cols,
                 data,
             },
         );

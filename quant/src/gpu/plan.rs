@@ -150,6 +150,14 @@ pub fn plan_budget(reader: &Reader<'_>, budget: &Budget) -> Result<Vec<PlannedTe
                     indices_offset: base + layout.indices.0 as u64,
                 }
             }
+            Encoding::ScaledPalette { .. } => {
+                return Err(QuantError::InvalidConfig {
+                    field: "encoding",
+                    reason: format!(
+                        "tensor `{name}` is a scaled palette, which the GPU loader does not rebuild yet; load it with the CPU loader (candle_load) and move the tensors"
+                    ),
+                });
+            }
             Encoding::BitStack {
                 rank,
                 scales,

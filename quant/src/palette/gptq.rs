@@ -31,7 +31,10 @@ use faer::{Mat, Side};
 use half::f16;
 use rayon::prelude::*;
 
-use super::{PaletteConfig, PaletteTensor, index_row_bytes, pack_row, palettize, unpack_lookup};
+use super::{
+    PaletteConfig, PaletteTensor, index_row_bytes, nearest_sorted, pack_row, palettize,
+    unpack_lookup,
+};
 use crate::error::{QuantError, Result};
 
 /// Parameters of [`palettize_gptq`].
@@ -300,22 +303,6 @@ fn gptq_pass(
                 }
             }
         });
-}
-
-/// Index of the entry of ascending `lut` nearest to `x` (the lower on a tie).
-fn nearest_sorted(lut: &[f32], x: f32) -> usize {
-    let p = lut.partition_point(|&v| v < x);
-    if p == 0 {
-        return 0;
-    }
-    if p == lut.len() {
-        return lut.len() - 1;
-    }
-    if x - lut[p - 1] <= lut[p] - x {
-        p - 1
-    } else {
-        p
-    }
 }
 
 /// Per group: `M = sum_rows A H A^T` (`k x k`), `b = sum_rows A H w` (`k`) and

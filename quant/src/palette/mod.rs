@@ -37,9 +37,11 @@
 
 pub mod gptq;
 pub mod pack;
+pub mod scaled;
 
 pub use gptq::{GptqConfig, GptqReport, palettize_gptq};
 pub use pack::{index_row_bytes, pack_row, unpack_lookup, unpack_lookup_scalar};
+pub use scaled::{ScaledLayout, ScaledPalette, palettize_scaled};
 
 use half::f16;
 use rayon::prelude::*;
@@ -334,6 +336,23 @@ fn cluster_group(
         pack_row(&row_idx, bits, out);
     }
     Ok((lut, packed))
+}
+
+/// Index of the entry of ascending `lut` nearest to `x` (the lower on a tie), by
+/// binary search.
+pub(crate) fn nearest_sorted(lut: &[f32], x: f32) -> usize {
+    let p = lut.partition_point(|&v| v < x);
+    if p == 0 {
+        return 0;
+    }
+    if p == lut.len() {
+        return lut.len() - 1;
+    }
+    if x - lut[p - 1] <= lut[p] - x {
+        p - 1
+    } else {
+        p
+    }
 }
 
 /// Index of the entry of ascending `table` nearest to `x` (the lower on a tie).

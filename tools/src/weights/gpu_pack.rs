@@ -84,7 +84,7 @@ pub fn run(args: RepackArgs) -> Result<()> {
                     w.add_f32(&e.name, &shape, &data)?;
                 }
             }
-            Encoding::Palette { .. } => {
+            Encoding::Palette { .. } | Encoding::ScaledPalette { .. } => {
                 bail!(
                     "tensor `{}` is already a palette; repack reads BitStack files",
                     e.name

@@ -47,9 +47,10 @@ pub struct BudgetRow {
 /// Bytes of tensor `t`'s sections a budget loads.
 pub fn tensor_bytes(m: &Manifest, budget: &Budget, t: usize) -> u64 {
     match &m.tensors[t].encoding {
-        Encoding::F16 { data } | Encoding::F32 { data } | Encoding::Palette { data, .. } => {
-            data.len
-        }
+        Encoding::F16 { data }
+        | Encoding::F32 { data }
+        | Encoding::Palette { data, .. }
+        | Encoding::ScaledPalette { data, .. } => data.len,
         Encoding::BitStack { scales, blocks, .. } => {
             let n = budget.blocks_per_matrix.get(t).copied().unwrap_or(0) as usize;
             scales.map_or(0, |s| s.len) + blocks.iter().take(n).map(|b| b.section.len).sum::<u64>()
@@ -61,7 +62,7 @@ pub fn tensor_bytes(m: &Manifest, budget: &Budget, t: usize) -> u64 {
 pub fn is_compressed(m: &Manifest, t: usize) -> bool {
     matches!(
         m.tensors[t].encoding,
-        Encoding::BitStack { .. } | Encoding::Palette { .. }
+        Encoding::BitStack { .. } | Encoding::Palette { .. } | Encoding::ScaledPalette { .. }
     )
 }
 
@@ -160,6 +161,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
             Encoding::F32 { .. } => "f32",
             Encoding::BitStack { .. } => "bitstack",
             Encoding::Palette { .. } => "palette",
+            Encoding::ScaledPalette { .. } => "scaled palette",
         };
         let c = by_enc.entry(key).or_default();
         c.tensors += 1;

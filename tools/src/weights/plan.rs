@@ -62,6 +62,7 @@ fn encoding_name(e: &Encoding) -> &'static str {
         Encoding::F32 { .. } => "f32",
         Encoding::BitStack { .. } => "bitstack",
         Encoding::Palette { .. } => "palette",
+        Encoding::ScaledPalette { .. } => "scaled palette",
     }
 }
 

@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
 use octet_quant::candle_load::MappedCheckpoint;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
-use octet_quant::palette::PaletteConfig;
+use octet_quant::palette::{PaletteConfig, palettize_scaled};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -85,9 +85,15 @@ pub struct SweepArgs {
     /// Palette bit widths (the bare flag skips them).
     #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "4,3,2")]
     palette_bits: Vec<u8>,
-    /// Rows per palette table, one curve each (1: a table per output channel).
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    /// Rows per palette table, one curve each (1: a table per output channel; the
+    /// bare flag skips plain palettes).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1")]
     palette_rows: Vec<usize>,
+    /// Scaled palettes (a table per tensor, a 6-bit scale and offset per block of
+    /// this many weights along a row), one curve each, at --palette-bits (the bare
+    /// flag skips them).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "32")]
+    scaled_group_cols: Vec<usize>,
     /// With --gptq, palettes are also fitted to each layer's output (a second curve).
     #[command(flatten)]
     gptq: GptqArgs,
@@ -385,6 +391,37 @@ pub fn run(args: SweepArgs) -> Result<()> {
                     q,
                 )?;
             }
+        }
+    }
+
+    for &group_cols in &args.scaled_group_cols {
+        for &bits in &args.palette_bits {
+            let t0 = Instant::now();
+            let mut total_bits = 0f64;
+            let mut lin = Vec::with_capacity(prep.linears.len());
+            for name in &prep.linears {
+                let t = &prep.model.tensors[name];
+                let imp = cx.importance(name);
+                let p = palettize_scaled(
+                    &t.data,
+                    t.shape[0],
+                    t.shape[1],
+                    imp.as_deref(),
+                    bits,
+                    group_cols,
+                )
+                .with_context(|| format!("scaled palette of `{name}`"))?;
+                total_bits += p.bits_per_weight() * t.data.len() as f64;
+                lin.push(p.decode());
+            }
+            let q = t0.elapsed().as_secs_f64();
+            cx.record(
+                &format!("scaled palette g{group_cols}"),
+                format!("{bits} bits"),
+                total_bits / weights as f64,
+                Some(lin),
+                q,
+            )?;
         }
     }
 
