@@ -186,6 +186,7 @@ fn sweep_tabulates_every_method_on_the_same_linears() {
         "--imatrix",
         "--palette-bits",
         "4",
+        "--gptq",
         "--stack-bits",
         "3,6",
         "--n-iter",
@@ -210,7 +211,7 @@ fn sweep_tabulates_every_method_on_the_same_linears() {
             .unwrap_or_else(|| panic!("no row {m} {s}: {rows:?}"))
     };
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().expect("f64");
-    assert_eq!(rows.len(), 1 + 2 + 4 + 1 + 2);
+    assert_eq!(rows.len(), 1 + 2 + 4 + 2 + 2 + 2);
     let reference = find("reference", "dequantised");
     assert_eq!(f(reference, "delta_percent"), 0.0);
     assert_eq!(f(reference, "relative_error"), 0.0);
@@ -230,6 +231,21 @@ fn sweep_tabulates_every_method_on_the_same_linears() {
     // 4-bit codes plus a 16-entry f16 table per row of 64 or 96 columns.
     let pb = f(pal, "bits_per_weight");
     assert!(pb > 4.0 && pb < 4.0 + 256.0 / 64.0 + 0.5, "{pb}");
+    // GPTQ changes the indices, not the format: same bits.
+    assert_eq!(
+        pb,
+        f(
+            find("palette+GPTQ 1 row/table", "4 bits"),
+            "bits_per_weight"
+        )
+    );
+    // Scaled: 4-bit codes, 12 bits per 32 weights, two f16 per row, one table.
+    let sb = f(find("scaled palette g32", "4 bits"), "bits_per_weight");
+    assert!(sb > 4.375 && sb < 4.375 + 32.0 / 64.0 + 0.1, "{sb}");
+    assert_eq!(
+        sb,
+        f(find("scaled palette+GPTQ g32", "4 bits"), "bits_per_weight")
+    );
     let stack: Vec<&serde_json::Value> = rows
         .iter()
         .filter(|x| x["method"] == "BitStack (proxy)")
@@ -245,4 +261,102 @@ fn sweep_tabulates_every_method_on_the_same_linears() {
         "{}",
         &svg[..100]
     );
+}
+
+#[test]
+fn scaled_gptq_palettes_write_a_file_that_loads_and_evaluates() {
+    let dir = tmp();
+    let model = tiny_llama(24, None);
+    let input = path_in(&dir, "model");
+    write_hf_folder(&input, &model);
+    let text = path_in(&dir, "text.txt");
+    std::fs::write(&text, TEXT).expect("text");
+    let file = path_in(&dir, "s.octet");
+    let report = json(&run_ok(&[
+        "weights",
+        "palette",
+        "--input",
+        p(&input),
+        "--output",
+        p(&file),
+        "--bits",
+        "4",
+        "--group-cols",
+        "32",
+        "--gptq",
+        "--calib-seq-len",
+        "32",
+        "--calib-samples",
+        "4",
+        "--json",
+    ]));
+    assert_eq!(report["gptq"], true);
+    assert_eq!(report["group_cols"], 32);
+    let matrices = report["matrices"].as_array().expect("matrices");
+    assert_eq!(matrices.len(), 14);
+    for m in matrices {
+        let (plain, fitted) = (
+            m["output_error_plain"].as_f64().expect("plain"),
+            m["output_error"].as_f64().expect("fitted"),
+        );
+        assert!(fitted <= plain, "{m}");
+    }
+    let inspect = json(&run_ok(&["weights", "inspect", p(&file), "--json"]));
+    assert_eq!(
+        inspect["tensors_by_encoding"]["scaled palette"]["tensors"],
+        14
+    );
+    let eval = |m: &std::path::Path, extra: &[&str]| {
+        let out = path_in(&dir, "e.json");
+        let mut a = vec![
+            "weights",
+            "eval",
+            "--model",
+            p(m),
+            "--text",
+            p(&text),
+            "--ctx",
+            "40",
+            "--json",
+            p(&out),
+        ];
+        a.extend_from_slice(extra);
+        run_ok(&a);
+        json(&std::fs::read_to_string(&out).expect("json"))
+    };
+    let reference = eval(&input, &[]);
+    let scaled = eval(&file, &["--tokenizer", p(&input.join("tokenizer.json"))]);
+    let (r, s) = (
+        reference["perplexity"].as_f64().expect("ppl"),
+        scaled["perplexity"].as_f64().expect("ppl"),
+    );
+    assert!(s.is_finite() && (s / r - 1.0).abs() < 0.1, "{s} vs {r}");
+    let bits = scaled["linear_bits_per_weight"].as_f64().expect("known");
+    // Tiny matrices: the 64-byte alignment of each part weighs in.
+    assert!((4.375..6.0).contains(&bits), "{bits}");
+    // Tables per row group and blocks per row do not mix; GPTQ needs calibration.
+    let err = run_err(&[
+        "weights",
+        "palette",
+        "--input",
+        p(&input),
+        "--output",
+        p(&file),
+        "--group",
+        "4",
+        "--group-cols",
+        "32",
+    ]);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = run_err(&[
+        "weights",
+        "palette",
+        "--input",
+        p(&input),
+        "--output",
+        p(&file),
+        "--gptq",
+        "--no-calib",
+    ]);
+    assert!(err.contains("--gptq"), "{err}");
 }

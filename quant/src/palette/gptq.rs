@@ -32,8 +32,8 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::{
-    PaletteConfig, PaletteTensor, index_row_bytes, nearest_sorted, pack_row, palettize,
-    unpack_lookup,
+    PaletteConfig, PaletteTensor, ScaledPalette, index_row_bytes, nearest_sorted, pack_row,
+    palettize, unpack_lookup,
 };
 use crate::error::{QuantError, Result};
 
@@ -81,40 +81,12 @@ pub fn palettize_gptq(
     cfg: &PaletteConfig,
     gcfg: &GptqConfig,
 ) -> Result<(PaletteTensor, GptqReport)> {
-    if hessian.len() != cols * cols {
-        return Err(QuantError::DimMismatch {
-            what: "palette Hessian (cols x cols)",
-            expected: cols * cols,
-            actual: hessian.len(),
-        });
-    }
-    if let Some(i) = hessian.iter().position(|x| !x.is_finite()) {
-        return Err(QuantError::InvalidConfig {
-            field: "hessian",
-            reason: format!("entry ({}, {}) is {}", i / cols, i % cols, hessian[i]),
-        });
-    }
-    if let Some(j) = (0..cols).find(|&j| hessian[j * cols + j] < 0.0) {
-        return Err(QuantError::InvalidConfig {
-            field: "hessian",
-            reason: format!(
-                "diagonal entry {j} is {}, expected >= 0 (a Gram matrix)",
-                hessian[j * cols + j]
-            ),
-        });
-    }
-    if !(gcfg.damp.is_finite() && gcfg.damp > 0.0) {
-        return Err(QuantError::InvalidConfig {
-            field: "damp",
-            reason: format!("expected a finite value > 0, got {}", gcfg.damp),
-        });
-    }
-    let diag: Vec<f64> = (0..cols).map(|j| hessian[j * cols + j]).collect();
+    let diag = check_hessian(hessian, cols, gcfg)?;
     let importance: Vec<f32> = diag.iter().map(|&d| d as f32).collect();
     // Validates w, rows, cols and the config.
     let plain = palettize(w, rows, cols, Some(&importance), cfg)?;
-    let mean_diag = diag.iter().sum::<f64>() / cols as f64;
-    if mean_diag <= 0.0 {
+    let Some(HessianFactors { perm, hp32, upper }) = HessianFactors::new(hessian, &diag, gcfg)?
+    else {
         // No calibration signal at all: nothing to feed back.
         return Ok((
             plain,
@@ -124,49 +96,7 @@ pub fn palettize_gptq(
                 best: 0.0,
             },
         ));
-    }
-
-    let perm: Vec<usize> = {
-        let mut p: Vec<usize> = (0..cols).collect();
-        if gcfg.act_order {
-            p.sort_by(|&a, &b| diag[b].total_cmp(&diag[a]));
-        }
-        p
     };
-    let lambda = gcfg.damp * mean_diag;
-    // The damped, permuted, symmetrised Hessian; a dead input (H_jj = 0) gets 1 so
-    // the factorisation exists (its weights never reach the output).
-    let hp = Mat::<f64>::from_fn(cols, cols, |i, j| {
-        let (a, b) = (perm[i], perm[j]);
-        let v = 0.5 * (hessian[a * cols + b] + hessian[b * cols + a]);
-        if i == j {
-            if diag[a] == 0.0 { 1.0 } else { v + lambda }
-        } else {
-            v
-        }
-    });
-    let hinv = hp
-        .llt(Side::Lower)
-        .map_err(|e| QuantError::Numerical {
-            what: "palette GPTQ: Cholesky of the damped Hessian",
-            reason: format!("{e:?} (raise the damping)"),
-        })?
-        .inverse();
-    let l = hinv.llt(Side::Lower).map_err(|e| QuantError::Numerical {
-        what: "palette GPTQ: Cholesky of the inverse Hessian",
-        reason: format!("{e:?} (raise the damping)"),
-    })?;
-    let l = l.L();
-    // Upper factor U = L^T, row-major: U[j][k] = L[k][j] for k >= j.
-    let mut upper = vec![0f32; cols * cols];
-    for j in 0..cols {
-        for k in j..cols {
-            upper[j * cols + k] = l[(k, j)] as f32;
-        }
-    }
-    let hp32: Vec<f32> = (0..cols * cols)
-        .map(|i| hp[(i / cols, i % cols)] as f32)
-        .collect();
     let wp: Vec<f32> = w
         .chunks_exact(cols)
         .flat_map(|row| perm.iter().map(move |&j| row[j]))
@@ -250,6 +180,191 @@ pub fn palettize_gptq(
         },
         report,
     ))
+}
+
+/// Checks a Gram matrix and the config; returns its diagonal.
+fn check_hessian(hessian: &[f64], cols: usize, gcfg: &GptqConfig) -> Result<Vec<f64>> {
+    if hessian.len() != cols * cols {
+        return Err(QuantError::DimMismatch {
+            what: "palette Hessian (cols x cols)",
+            expected: cols * cols,
+            actual: hessian.len(),
+        });
+    }
+    if let Some(i) = hessian.iter().position(|x| !x.is_finite()) {
+        return Err(QuantError::InvalidConfig {
+            field: "hessian",
+            reason: format!("entry ({}, {}) is {}", i / cols, i % cols, hessian[i]),
+        });
+    }
+    if let Some(j) = (0..cols).find(|&j| hessian[j * cols + j] < 0.0) {
+        return Err(QuantError::InvalidConfig {
+            field: "hessian",
+            reason: format!(
+                "diagonal entry {j} is {}, expected >= 0 (a Gram matrix)",
+                hessian[j * cols + j]
+            ),
+        });
+    }
+    if !(gcfg.damp.is_finite() && gcfg.damp > 0.0) {
+        return Err(QuantError::InvalidConfig {
+            field: "damp",
+            reason: format!("expected a finite value > 0, got {}", gcfg.damp),
+        });
+    }
+    Ok((0..cols).map(|j| hessian[j * cols + j]).collect())
+}
+
+/// The column order, the damped permuted Hessian and the upper Cholesky factor of
+/// its inverse, both row-major f32.
+struct HessianFactors {
+    perm: Vec<usize>,
+    hp32: Vec<f32>,
+    upper: Vec<f32>,
+}
+
+impl HessianFactors {
+    /// `None` when the Hessian is all zero (no calibration signal).
+    fn new(hessian: &[f64], diag: &[f64], gcfg: &GptqConfig) -> Result<Option<Self>> {
+        let cols = diag.len();
+        let mean_diag = diag.iter().sum::<f64>() / cols.max(1) as f64;
+        if mean_diag <= 0.0 {
+            return Ok(None);
+        }
+        let mut perm: Vec<usize> = (0..cols).collect();
+        if gcfg.act_order {
+            perm.sort_by(|&a, &b| diag[b].total_cmp(&diag[a]));
+        }
+        let lambda = gcfg.damp * mean_diag;
+        // Damped, permuted, symmetrised; a dead input (H_jj = 0) gets 1 so the
+        // factorisation exists (its weights never reach the output).
+        let hp = Mat::<f64>::from_fn(cols, cols, |i, j| {
+            let (a, b) = (perm[i], perm[j]);
+            let v = 0.5 * (hessian[a * cols + b] + hessian[b * cols + a]);
+            if i == j {
+                if diag[a] == 0.0 { 1.0 } else { v + lambda }
+            } else {
+                v
+            }
+        });
+        let hinv = hp
+            .llt(Side::Lower)
+            .map_err(|e| QuantError::Numerical {
+                what: "palette GPTQ: Cholesky of the damped Hessian",
+                reason: format!("{e:?} (raise the damping)"),
+            })?
+            .inverse();
+        let l = hinv.llt(Side::Lower).map_err(|e| QuantError::Numerical {
+            what: "palette GPTQ: Cholesky of the inverse Hessian",
+            reason: format!("{e:?} (raise the damping)"),
+        })?;
+        let l = l.L();
+        // Upper factor U = L^T, row-major: U[j][k] = L[k][j] for k >= j.
+        let mut upper = vec![0f32; cols * cols];
+        for j in 0..cols {
+            for k in j..cols {
+                upper[j * cols + k] = l[(k, j)] as f32;
+            }
+        }
+        let hp32 = (0..cols * cols)
+            .map(|i| hp[(i / cols, i % cols)] as f32)
+            .collect();
+        Ok(Some(Self { perm, hp32, upper }))
+    }
+}
+
+/// Refines a scaled palette of `w` by one GPTQ pass under `hessian`: the table,
+/// row parameters and block codes stay, each weight's index is chosen with the
+/// earlier columns' rounding errors fed forward. Returns the refined palette when
+/// its output error is lower, else `p` unchanged, and both errors.
+pub fn scaled_gptq(
+    w: &[f32],
+    hessian: &[f64],
+    p: &ScaledPalette,
+    gcfg: &GptqConfig,
+) -> Result<(ScaledPalette, GptqReport)> {
+    let l = p.layout;
+    let (rows, cols) = (l.rows, l.cols);
+    if w.len() != rows * cols {
+        return Err(QuantError::DimMismatch {
+            what: "scaled palette weight matrix (rows x cols)",
+            expected: rows * cols,
+            actual: w.len(),
+        });
+    }
+    let diag = check_hessian(hessian, cols, gcfg)?;
+    let Some(HessianFactors { perm, hp32, upper }) = HessianFactors::new(hessian, &diag, gcfg)?
+    else {
+        return Ok((
+            p.clone(),
+            GptqReport {
+                initial: 0.0,
+                rounds: Vec::new(),
+                best: 0.0,
+            },
+        ));
+    };
+    let table: Vec<f32> = p.table.iter().map(|v| v.to_f32()).collect();
+    let grids = p.block_grids();
+    let rb = index_row_bytes(cols, l.bits);
+    let decoded = p.decode();
+    // Per row: new packed indices, output error before and after, w^T H w.
+    let per_row: Vec<(Vec<u8>, f64, f64, f64)> = w
+        .par_chunks_exact(cols)
+        .zip(decoded.par_chunks_exact(cols))
+        .zip(grids.par_chunks_exact(2 * l.blocks()))
+        .map(|((row, dec), grid)| {
+            let wp: Vec<f32> = perm.iter().map(|&j| row[j]).collect();
+            let before: Vec<f32> = perm.iter().map(|&j| row[j] - dec[j]).collect();
+            let mut buf = wp.clone();
+            let mut idx = vec![0u8; cols];
+            let mut after = vec![0f32; cols];
+            for i in 0..cols {
+                let j = perm[i];
+                let b = j / l.group_cols;
+                let (s, o) = (grid[2 * b], grid[2 * b + 1]);
+                let q = if s != 0.0 {
+                    nearest_sorted(&table, (buf[i] - o) / s)
+                } else {
+                    0
+                };
+                idx[j] = q as u8;
+                let v = s * table[q] + o;
+                after[i] = wp[i] - v;
+                let u = &upper[i * cols..(i + 1) * cols];
+                let e = (buf[i] - v) / u[i];
+                for (bk, &uk) in buf[i + 1..].iter_mut().zip(&u[i + 1..]) {
+                    *bk -= e * uk;
+                }
+            }
+            let mut packed = vec![0u8; rb];
+            pack_row(&idx, l.bits, &mut packed);
+            (
+                packed,
+                quad_form(&hp32, &before, cols),
+                quad_form(&hp32, &after, cols),
+                quad_form(&hp32, &wp, cols),
+            )
+        })
+        .collect();
+    let energy = per_row
+        .iter()
+        .map(|r| r.3)
+        .sum::<f64>()
+        .max(f64::MIN_POSITIVE);
+    let initial = per_row.iter().map(|r| r.1).sum::<f64>() / energy;
+    let refined = per_row.iter().map(|r| r.2).sum::<f64>() / energy;
+    let report = GptqReport {
+        initial,
+        rounds: vec![refined],
+        best: initial.min(refined),
+    };
+    if refined >= initial {
+        return Ok((p.clone(), report));
+    }
+    let mut out = p.clone();
+    out.indices = per_row.into_iter().flat_map(|r| r.0).collect();
+    Ok((out, report))
 }
 
 /// `x^T H x` for a row-major `n x n` `h`.
@@ -621,6 +736,39 @@ mod tests {
                 assert!(t.windows(2).all(|x| x[0] <= x[1]), "{t:?}");
             }
         }
+    }
+
+    #[test]
+    fn scaled_palettes_feed_errors_forward_too() {
+        let (rows, cols) = (24, 96);
+        let (w, h) = correlated(rows, cols, 512, 11);
+        let g = GptqConfig::default();
+        let diag: Vec<f32> = (0..cols).map(|j| h[j * cols + j] as f32).collect();
+        for bits in [2u8, 3] {
+            let p =
+                crate::palette::palettize_scaled(&w, rows, cols, Some(&diag), bits, 32).unwrap();
+            let (q, rep) = scaled_gptq(&w, &h, &p, &g).unwrap();
+            let (e0, e1) = (
+                output_error(&w, &p.decode(), &h, cols, g.damp),
+                output_error(&w, &q.decode(), &h, cols, g.damp),
+            );
+            assert!((rep.initial - e0).abs() <= 1e-3 * e0, "{rep:?} vs {e0}");
+            assert!((rep.best - e1).abs() <= 1e-3 * e1, "{rep:?} vs {e1}");
+            assert!(e1 < 0.8 * e0, "{bits} bits: gptq {e1} vs fitted {e0}");
+            // Only the indices change.
+            assert_eq!(
+                (&q.table, &q.params, &q.codes),
+                (&p.table, &p.params, &p.codes)
+            );
+        }
+        let err = scaled_gptq(
+            &w[1..],
+            &h,
+            &crate::palette::palettize_scaled(&w, rows, cols, None, 2, 32).unwrap(),
+            &g,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("rows x cols"), "{err}");
     }
 
     #[test]

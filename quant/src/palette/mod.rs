@@ -39,7 +39,7 @@ pub mod gptq;
 pub mod pack;
 pub mod scaled;
 
-pub use gptq::{GptqConfig, GptqReport, palettize_gptq};
+pub use gptq::{GptqConfig, GptqReport, palettize_gptq, scaled_gptq};
 pub use pack::{index_row_bytes, pack_row, unpack_lookup, unpack_lookup_scalar};
 pub use scaled::{ScaledLayout, ScaledPalette, palettize_scaled};
 

@@ -203,6 +203,23 @@ impl ScaledPalette {
         out
     }
 
+    /// Each block's `[scale, offset]` (`rows x blocks x 2`), as decoding applies them.
+    pub fn block_grids(&self) -> Vec<f32> {
+        let l = &self.layout;
+        let (cb, nb) = (l.code_row_bytes(), l.blocks());
+        let ramp: Vec<f32> = (0..1 << CODE_BITS).map(|i| i as f32).collect();
+        let mut out = vec![0f32; l.rows * 2 * nb];
+        for (r, g) in out.chunks_exact_mut(2 * nb).enumerate() {
+            unpack_lookup(&self.codes[r * cb..(r + 1) * cb], CODE_BITS, &ramp, g);
+            let (d, m) = (self.params[2 * r].to_f32(), self.params[2 * r + 1].to_f32());
+            for sm in g.chunks_exact_mut(2) {
+                sm[0] *= d;
+                sm[1] *= m;
+            }
+        }
+        out
+    }
+
     /// The decoded tensor, `rows x cols` row-major.
     pub fn decode(&self) -> Vec<f32> {
         let f = |v: &[f16]| v.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
@@ -591,7 +608,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let (d, m) = (0.015625f32, -0.0078125f32);
         let mut w = Vec::new();
-        for r in 0..rows {
+        for _ in 0..rows {
             for b in 0..cols / g {
                 let (s, o) = if b == 0 {
                     (63u8, 63u8)

@@ -15,7 +15,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
 use octet_quant::palette::{
-    GptqConfig, GptqReport, PaletteConfig, PaletteTensor, palettize, palettize_gptq,
+    GptqConfig, GptqReport, PaletteConfig, PaletteTensor, ScaledPalette, palettize, palettize_gptq,
+    palettize_scaled, scaled_gptq,
 };
 use serde::Serialize;
 
@@ -36,8 +37,13 @@ pub struct PaletteArgs {
     #[arg(long, default_value_t = 4)]
     bits: u8,
     /// Output channels (rows) per lookup table; without it, one table per tensor.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "group_cols")]
     group: Option<usize>,
+    /// Scaled palettes: one table per tensor applied to every block of N weights of
+    /// a row through the block's own 6-bit scale and offset (32 follows llama.cpp's
+    /// block size; 4 bits then cost about 4.4 bits per weight).
+    #[arg(long, value_name = "N")]
+    group_cols: Option<usize>,
     #[command(flatten)]
     calib: CalibArgs,
     #[command(flatten)]
@@ -53,6 +59,7 @@ struct PaletteReport {
     summary: WriteSummary,
     bits: u8,
     group_rows: Option<usize>,
+    group_cols: Option<usize>,
     gptq: bool,
     matrices: Vec<MatrixReport>,
     budgets: Vec<BudgetRow>,
@@ -74,34 +81,53 @@ struct MatrixReport {
     output_error: Option<f64>,
 }
 
-/// Palettizes the linear `name` of `prep`: importance-weighted k-means, or with
-/// `gptq` fitted to the layer's output under its calibration Gram matrix.
-pub fn palettize_linear(
-    prep: &Prepared,
-    name: &str,
-    cfg: &PaletteConfig,
-    gptq: Option<&GptqConfig>,
-) -> Result<(PaletteTensor, Option<GptqReport>)> {
-    let t = &prep.model.tensors[name];
-    let (rows, cols) = (t.shape[0], t.shape[1]);
-    let Some(g) = gptq else {
-        let importance = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
-        let p = palettize(&t.data, rows, cols, importance.as_deref(), cfg)
-            .with_context(|| format!("palettizing `{name}`"))?;
-        return Ok((p, None));
-    };
-    let Some(gram) = prep.calib.as_ref().and_then(|c| c.stats.gram(name)) else {
-        bail!(
-            "--gptq needs the calibration Gram matrix of `{name}`, and there is none (calibration: {})",
-            prep.scales_note
-        );
-    };
-    let (p, report) = palettize_gptq(&t.data, rows, cols, gram, cfg, g)
-        .with_context(|| format!("palettizing `{name}` (GPTQ)"))?;
-    Ok((p, Some(report)))
+/// A fitted linear: a plain or a scaled palette.
+#[derive(Debug, Clone)]
+pub enum Fitted {
+    /// Tables per row group.
+    Plain(PaletteTensor),
+    /// One table, scale and offset per block.
+    Scaled(ScaledPalette),
 }
 
-fn relative_error(w: &[f32], p: &PaletteTensor) -> f64 {
+impl Fitted {
+    /// Bits per weight including tables and parameters.
+    pub fn bits_per_weight(&self) -> f64 {
+        match self {
+            Fitted::Plain(p) => p.bits_per_weight(),
+            Fitted::Scaled(p) => p.bits_per_weight(),
+        }
+    }
+
+    /// The decoded tensor.
+    pub fn decode(&self) -> Vec<f32> {
+        match self {
+            Fitted::Plain(p) => p.decode(),
+            Fitted::Scaled(p) => p.decode(),
+        }
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            Fitted::Plain(p) => (p.layout.rows, p.layout.cols),
+            Fitted::Scaled(p) => (p.layout.rows, p.layout.cols),
+        }
+    }
+
+    fn store<S: std::io::Read + std::io::Write + std::io::Seek>(
+        &self,
+        w: &mut CheckpointWriter<S>,
+        name: &str,
+    ) -> Result<()> {
+        match self {
+            Fitted::Plain(p) => w.add_palette(name, p),
+            Fitted::Scaled(p) => w.add_scaled_palette(name, p),
+        }
+        .with_context(|| format!("storing `{name}`"))
+    }
+}
+
+fn relative_error(w: &[f32], p: &Fitted) -> f64 {
     let d = p.decode();
     let (mut num, mut den) = (0f64, 0f64);
     for (a, b) in w.iter().zip(&d) {
@@ -109,6 +135,55 @@ fn relative_error(w: &[f32], p: &PaletteTensor) -> f64 {
         den += f64::from(*a).powi(2);
     }
     (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// Palettizes the linear `name` of `prep`: plain palettes by `cfg`, or scaled ones
+/// with blocks of `group_cols`; importance-weighted, or with `gptq` fitted to the
+/// layer's output under its calibration Gram matrix.
+pub fn palettize_linear(
+    prep: &Prepared,
+    name: &str,
+    cfg: &PaletteConfig,
+    group_cols: Option<usize>,
+    gptq: Option<&GptqConfig>,
+) -> Result<(Fitted, Option<GptqReport>)> {
+    let t = &prep.model.tensors[name];
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let gram = match gptq {
+        None => None,
+        Some(g) => match prep.calib.as_ref().and_then(|c| c.stats.gram(name)) {
+            Some(h) => Some((g, h)),
+            None => bail!(
+                "--gptq needs the calibration Gram matrix of `{name}`, and there is none (calibration: {})",
+                prep.scales_note
+            ),
+        },
+    };
+    let importance = || prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
+    match (group_cols, gram) {
+        (None, None) => {
+            let p = palettize(&t.data, rows, cols, importance().as_deref(), cfg)
+                .with_context(|| format!("palettizing `{name}`"))?;
+            Ok((Fitted::Plain(p), None))
+        }
+        (None, Some((g, h))) => {
+            let (p, r) = palettize_gptq(&t.data, rows, cols, h, cfg, g)
+                .with_context(|| format!("palettizing `{name}` (GPTQ)"))?;
+            Ok((Fitted::Plain(p), Some(r)))
+        }
+        (Some(gc), gram) => {
+            let p = palettize_scaled(&t.data, rows, cols, importance().as_deref(), cfg.bits, gc)
+                .with_context(|| format!("scaled palette of `{name}`"))?;
+            match gram {
+                None => Ok((Fitted::Scaled(p), None)),
+                Some((g, h)) => {
+                    let (p, r) = scaled_gptq(&t.data, h, &p, g)
+                        .with_context(|| format!("scaled palette of `{name}` (GPTQ)"))?;
+                    Ok((Fitted::Scaled(p), Some(r)))
+                }
+            }
+        }
+    }
 }
 
 /// Runs `octet weights palette`.
@@ -144,11 +219,11 @@ pub fn run(args: PaletteArgs) -> Result<()> {
     };
     // palettize parallelises over groups itself; matrices go one at a time so the
     // working memory stays one matrix's histograms per thread.
-    let palettes: Vec<(PaletteTensor, f64, Option<GptqReport>)> = prep
+    let palettes: Vec<(Fitted, f64, Option<GptqReport>)> = prep
         .linears
         .iter()
         .map(|name| {
-            let (p, rep) = palettize_linear(&prep, name, &cfg, gptq.as_ref())?;
+            let (p, rep) = palettize_linear(&prep, name, &cfg, args.group_cols, gptq.as_ref())?;
             let err = relative_error(&prep.model.tensors[name].data, &p);
             pb.inc(1);
             Ok((p, err, rep))
@@ -161,12 +236,13 @@ pub fn run(args: PaletteArgs) -> Result<()> {
     let mut writer = CheckpointWriter::new(spill_for(&args.output)?);
     let resident_f32 = prep.add_resident(&mut writer)?;
     for (name, (p, _, _)) in prep.linears.iter().zip(&palettes) {
-        writer
-            .add_palette(name, p)
-            .with_context(|| format!("storing `{name}`"))?;
+        p.store(&mut writer, name)?;
     }
     prep.add_metadata(&mut writer, "palette")?;
     writer.add_metadata("palette.bits", &args.bits.to_string())?;
+    if let Some(gc) = args.group_cols {
+        writer.add_metadata("palette.group_cols", &gc.to_string())?;
+    }
     if let Some(g) = &gptq {
         writer.add_metadata(
             "palette.fit",
@@ -182,8 +258,8 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         .zip(&palettes)
         .map(|(name, (p, err, rep))| MatrixReport {
             name: name.clone(),
-            rows: p.layout.rows,
-            cols: p.layout.cols,
+            rows: p.shape().0,
+            cols: p.shape().1,
             bits_per_weight: p.bits_per_weight(),
             relative_error: *err,
             output_error_plain: rep.as_ref().map(|r| r.initial),
@@ -205,6 +281,7 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         },
         bits: args.bits,
         group_rows: args.group,
+        group_cols: args.group_cols,
         gptq: gptq.is_some(),
         budgets: budget_rows(&manifest, 2),
         matrices,
@@ -230,10 +307,11 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         human_bytes(manifest.file_len),
         palettes.len(),
         args.bits,
-        args.group
-            .map_or(" (one table per tensor)".to_owned(), |g| format!(
-                " ({g} rows per table)"
-            )),
+        match (args.group_cols, args.group) {
+            (Some(gc), _) => format!(" (scaled: one table, a scale and offset per {gc} weights)"),
+            (None, Some(g)) => format!(" ({g} rows per table)"),
+            (None, None) => " (one table per tensor)".to_owned(),
+        },
         report.summary.resident_tensors
     );
     if let Some(b) = report.budgets.first() {

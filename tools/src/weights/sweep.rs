@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
 use octet_quant::candle_load::MappedCheckpoint;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
-use octet_quant::palette::{PaletteConfig, palettize_scaled};
+use octet_quant::palette::PaletteConfig;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -376,8 +376,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 let mut lin = Vec::with_capacity(prep.linears.len());
                 let pb = bar(prep.linears.len() as u64, "palettizing");
                 for name in &prep.linears {
-                    let (p, _) = palettize_linear(&prep, name, &pc, fit.as_ref())?;
-                    total_bits += p.bits_per_weight() * p.layout.rows as f64 * p.layout.cols as f64;
+                    let (p, _) = palettize_linear(&prep, name, &pc, None, fit.as_ref())?;
+                    total_bits += p.bits_per_weight() * prep.model.tensors[name].data.len() as f64;
                     lin.push(p.decode());
                     pb.inc(1);
                 }
@@ -394,34 +394,31 @@ pub fn run(args: SweepArgs) -> Result<()> {
         }
     }
 
-    for &group_cols in &args.scaled_group_cols {
-        for &bits in &args.palette_bits {
-            let t0 = Instant::now();
-            let mut total_bits = 0f64;
-            let mut lin = Vec::with_capacity(prep.linears.len());
-            for name in &prep.linears {
-                let t = &prep.model.tensors[name];
-                let imp = cx.importance(name);
-                let p = palettize_scaled(
-                    &t.data,
-                    t.shape[0],
-                    t.shape[1],
-                    imp.as_deref(),
+    for (label, fit) in &fits {
+        for &group_cols in &args.scaled_group_cols {
+            for &bits in &args.palette_bits {
+                let pc = PaletteConfig {
                     bits,
-                    group_cols,
-                )
-                .with_context(|| format!("scaled palette of `{name}`"))?;
-                total_bits += p.bits_per_weight() * t.data.len() as f64;
-                lin.push(p.decode());
+                    group_rows: None,
+                };
+                let t0 = Instant::now();
+                let mut total_bits = 0f64;
+                let mut lin = Vec::with_capacity(prep.linears.len());
+                for name in &prep.linears {
+                    let (p, _) =
+                        palettize_linear(&prep, name, &pc, Some(group_cols), fit.as_ref())?;
+                    total_bits += p.bits_per_weight() * prep.model.tensors[name].data.len() as f64;
+                    lin.push(p.decode());
+                }
+                let q = t0.elapsed().as_secs_f64();
+                cx.record(
+                    &format!("scaled {label} g{group_cols}"),
+                    format!("{bits} bits"),
+                    total_bits / weights as f64,
+                    Some(lin),
+                    q,
+                )?;
             }
-            let q = t0.elapsed().as_secs_f64();
-            cx.record(
-                &format!("scaled palette g{group_cols}"),
-                format!("{bits} bits"),
-                total_bits / weights as f64,
-                Some(lin),
-                q,
-            )?;
         }
     }
 
