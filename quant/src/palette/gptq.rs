@@ -712,9 +712,9 @@ mod tests {
         for (bits, group_rows) in [(3u8, Some(1)), (2, Some(4)), (4, None)] {
             let cfg = PaletteConfig { bits, group_rows };
             let g = GptqConfig::default();
-            let (p, rep) = palettize_gptq(&w, rows, cols, &h, &cfg, &g).unwrap();
+            let (p, rep) = palettize_gptq(&w, rows, cols, &h, &cfg, &g).expect("ok");
             let diag: Vec<f32> = (0..cols).map(|j| h[j * cols + j] as f32).collect();
-            let plain = palettize(&w, rows, cols, Some(&diag), &cfg).unwrap();
+            let plain = palettize(&w, rows, cols, Some(&diag), &cfg).expect("ok");
             let e_plain = output_error(&w, &plain.decode(), &h, cols, g.damp);
             let e_gptq = output_error(&w, &p.decode(), &h, cols, g.damp);
             // The report is the decoded tensor's error (f16 tables, unpermuted, packed).
@@ -745,9 +745,9 @@ mod tests {
         let g = GptqConfig::default();
         let diag: Vec<f32> = (0..cols).map(|j| h[j * cols + j] as f32).collect();
         for bits in [2u8, 3] {
-            let p =
-                crate::palette::palettize_scaled(&w, rows, cols, Some(&diag), bits, 32).unwrap();
-            let (q, rep) = scaled_gptq(&w, &h, &p, &g).unwrap();
+            let p = crate::palette::palettize_scaled(&w, rows, cols, Some(&diag), bits, 32)
+                .expect("ok");
+            let (q, rep) = scaled_gptq(&w, &h, &p, &g).expect("ok");
             let (e0, e1) = (
                 output_error(&w, &p.decode(), &h, cols, g.damp),
                 output_error(&w, &q.decode(), &h, cols, g.damp),
@@ -764,10 +764,10 @@ mod tests {
         let err = scaled_gptq(
             &w[1..],
             &h,
-            &crate::palette::palettize_scaled(&w, rows, cols, None, 2, 32).unwrap(),
+            &crate::palette::palettize_scaled(&w, rows, cols, None, 2, 32).expect("ok"),
             &g,
         )
-        .unwrap_err();
+        .expect_err("must fail");
         assert!(err.to_string().contains("rows x cols"), "{err}");
     }
 
@@ -787,7 +787,8 @@ mod tests {
             bits: 2,
             group_rows: Some(1),
         };
-        let (_, rep) = palettize_gptq(&w, rows, cols, &h, &cfg, &GptqConfig::default()).unwrap();
+        let (_, rep) =
+            palettize_gptq(&w, rows, cols, &h, &cfg, &GptqConfig::default()).expect("ok");
         assert!(rep.best <= rep.initial, "{rep:?}");
     }
 
@@ -807,12 +808,13 @@ mod tests {
             &cfg,
             &GptqConfig::default(),
         )
-        .unwrap();
-        assert_eq!(p, palettize(&w, rows, cols, None, &cfg).unwrap());
+        .expect("ok");
+        assert_eq!(p, palettize(&w, rows, cols, None, &cfg).expect("ok"));
         // One live input, the rest dead.
         let mut h = vec![0f64; cols * cols];
         h[0] = 4.0;
-        let (p, rep) = palettize_gptq(&w, rows, cols, &h, &cfg, &GptqConfig::default()).unwrap();
+        let (p, rep) =
+            palettize_gptq(&w, rows, cols, &h, &cfg, &GptqConfig::default()).expect("ok");
         assert!(p.decode().iter().all(|v| v.is_finite()));
         assert!(rep.best <= rep.initial);
     }
@@ -826,17 +828,17 @@ mod tests {
             group_rows: Some(1),
         };
         let g = GptqConfig::default();
-        let err = palettize_gptq(&w, rows, cols, &[1.0; 15], &cfg, &g).unwrap_err();
+        let err = palettize_gptq(&w, rows, cols, &[1.0; 15], &cfg, &g).expect_err("must fail");
         assert!(err.to_string().contains("Hessian"), "{err}");
         let mut h = vec![0f64; 16];
         h[5] = f64::NAN;
-        let err = palettize_gptq(&w, rows, cols, &h, &cfg, &g).unwrap_err();
+        let err = palettize_gptq(&w, rows, cols, &h, &cfg, &g).expect_err("must fail");
         assert!(err.to_string().contains("(1, 1)"), "{err}");
         h[5] = -1.0;
-        let err = palettize_gptq(&w, rows, cols, &h, &cfg, &g).unwrap_err();
+        let err = palettize_gptq(&w, rows, cols, &h, &cfg, &g).expect_err("must fail");
         assert!(err.to_string().contains("diagonal entry 1"), "{err}");
         let bad = GptqConfig { damp: 0.0, ..g };
-        let err = palettize_gptq(&w, rows, cols, &[1.0; 16], &cfg, &bad).unwrap_err();
+        let err = palettize_gptq(&w, rows, cols, &[1.0; 16], &cfg, &bad).expect_err("must fail");
         assert!(err.to_string().contains("damp"), "{err}");
     }
 
@@ -872,7 +874,7 @@ mod tests {
                 .map(|g| g.chunks_exact(cols).map(|r| quad_form(&h32, r, cols)).sum())
                 .collect();
             let problem = Problem { wp: &w, hp: &h32, cols, k, group_rows, group_energy: &energy };
-            let refitted = problem.tables_for(&codes, &luts, true).unwrap();
+            let refitted = problem.tables_for(&codes, &luts, true).expect("ok");
             let fast: f64 = refitted.iter().map(|r| r.before).sum();
             let after: f64 = refitted.iter().map(|r| r.after).sum();
             let q: Vec<f32> = codes

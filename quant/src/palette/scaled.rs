@@ -232,6 +232,10 @@ impl ScaledPalette {
     }
 }
 
+/// One fitted row: packed block codes, `[d, m]`, packed indices, weighted squared
+/// error.
+type RowCodes = (Vec<u8>, [f16; 2], Vec<u8>, f64);
+
 /// One row's fitted state: unquantised block scales and offsets.
 struct RowFit {
     scale: Vec<f32>,
@@ -317,7 +321,7 @@ pub fn palettize_scaled(
         for t in &mut table {
             *t = f16::from_f32(*t).to_f32();
         }
-        let quantised: Vec<(Vec<u8>, [f16; 2], Vec<u8>, f64)> = w
+        let quantised: Vec<RowCodes> = w
             .par_chunks_exact(cols)
             .zip(fits.par_iter_mut())
             .map(|(row, fit)| fit_row(row, &imp, &table, fit, group_cols, round > 0))
@@ -347,7 +351,7 @@ fn fit_row(
     fit: &mut RowFit,
     group_cols: usize,
     refine: bool,
-) -> (Vec<u8>, [f16; 2], Vec<u8>, f64) {
+) -> RowCodes {
     let k = table.len();
     if refine {
         for (b, (block, bimp)) in row
@@ -455,11 +459,7 @@ fn fit_row(
     (packed_codes, [d, m], packed, err)
 }
 
-fn assemble(
-    layout: ScaledLayout,
-    table: &[f32],
-    rows: &[(Vec<u8>, [f16; 2], Vec<u8>, f64)],
-) -> ScaledPalette {
+fn assemble(layout: ScaledLayout, table: &[f32], rows: &[RowCodes]) -> ScaledPalette {
     // The stored table is f16 and ascending: sort, and remap indices if it moved.
     let t16: Vec<f16> = table.iter().map(|&v| f16::from_f32(v)).collect();
     let mut order: Vec<usize> = (0..t16.len()).collect();
@@ -589,12 +589,12 @@ mod tests {
             (1, 10, 8, 3),
         ] {
             let w = blocky(rows, cols, g, 1);
-            let p = palettize_scaled(&w, rows, cols, None, bits, g).unwrap();
+            let p = palettize_scaled(&w, rows, cols, None, bits, g).expect("ok");
             let bytes = p.section_bytes();
             assert_eq!(bytes.len(), p.layout.len);
-            assert_eq!(p.layout.decode(&bytes).unwrap(), p.decode());
+            assert_eq!(p.layout.decode(&bytes).expect("ok"), p.decode());
             assert!(p.table.windows(2).all(|t| t[0] <= t[1]), "{:?}", p.table);
-            let err = p.layout.decode(&bytes[1..]).unwrap_err();
+            let err = p.layout.decode(&bytes[1..]).expect_err("must fail");
             assert!(err.to_string().contains("scaled palette section"), "{err}");
         }
     }
@@ -626,13 +626,13 @@ mod tests {
                 }
             }
         }
-        let p = palettize_scaled(&w, rows, cols, None, 4, g).unwrap();
+        let p = palettize_scaled(&w, rows, cols, None, 4, g).expect("ok");
         let dec = p.decode();
         let e = rel_err(&w, &dec);
         if e >= 2e-3 {
             let worst = (0..w.len())
                 .max_by(|&a, &b| (w[a] - dec[a]).abs().total_cmp(&(w[b] - dec[b]).abs()))
-                .unwrap();
+                .expect("ok");
             eprintln!(
                 "worst {worst}: {} vs {}; table {:?} params {:?}",
                 w[worst], dec[worst], p.table, p.params
@@ -651,7 +651,7 @@ mod tests {
     fn follows_block_ranges_a_row_table_cannot() {
         let (rows, cols) = (16, 256);
         let w = blocky(rows, cols, 32, 9);
-        let scaled = palettize_scaled(&w, rows, cols, None, 4, 32).unwrap();
+        let scaled = palettize_scaled(&w, rows, cols, None, 4, 32).expect("ok");
         let plain = palettize(
             &w,
             rows,
@@ -662,7 +662,7 @@ mod tests {
                 group_rows: Some(1),
             },
         )
-        .unwrap();
+        .expect("ok");
         let (es, ep) = (rel_err(&w, &scaled.decode()), rel_err(&w, &plain.decode()));
         assert!(es < 0.85 * ep, "scaled {es} vs per-row palette {ep}");
         assert!(scaled.bits_per_weight() < plain.bits_per_weight());
@@ -683,8 +683,8 @@ mod tests {
                 .map(|i| f64::from(w[i] - d[i]).powi(2))
                 .sum()
         };
-        let with = palettize_scaled(&w, rows, cols, Some(&imp), 2, 64).unwrap();
-        let without = palettize_scaled(&w, rows, cols, None, 2, 64).unwrap();
+        let with = palettize_scaled(&w, rows, cols, Some(&imp), 2, 64).expect("ok");
+        let without = palettize_scaled(&w, rows, cols, None, 2, 64).expect("ok");
         assert!(
             col_err(&with) < col_err(&without),
             "{} vs {}",
@@ -697,18 +697,18 @@ mod tests {
     fn rejects_bad_input() {
         let w = vec![0.5f32; 2 * 8];
         for (bits, g, what) in [(1u8, 4usize, "bits"), (9, 4, "bits"), (4, 0, "block")] {
-            let err = palettize_scaled(&w, 2, 8, None, bits, g).unwrap_err();
+            let err = palettize_scaled(&w, 2, 8, None, bits, g).expect_err("must fail");
             assert!(err.to_string().contains(what), "{err}");
         }
-        let err = palettize_scaled(&w, 2, 8, Some(&[1.0; 7]), 4, 4).unwrap_err();
+        let err = palettize_scaled(&w, 2, 8, Some(&[1.0; 7]), 4, 4).expect_err("must fail");
         assert!(err.to_string().contains("importance"), "{err}");
-        let err = palettize_scaled(&w, 2, 8, Some(&[-1.0; 8]), 4, 4).unwrap_err();
+        let err = palettize_scaled(&w, 2, 8, Some(&[-1.0; 8]), 4, 4).expect_err("must fail");
         assert!(err.to_string().contains("channel 0"), "{err}");
         let mut bad = w.clone();
         bad[3] = f32::NAN;
         assert!(palettize_scaled(&bad, 2, 8, None, 4, 4).is_err());
         bad[3] = 1e6;
-        let err = palettize_scaled(&bad, 2, 8, None, 4, 4).unwrap_err();
+        let err = palettize_scaled(&bad, 2, 8, None, 4, 4).expect_err("must fail");
         assert!(err.to_string().contains("overflows f16"), "{err}");
         assert!(palettize_scaled(&w, 3, 8, None, 4, 4).is_err());
     }
