@@ -153,3 +153,30 @@ fn plan_offsets_are_aligned_and_inside_the_prefix() {
         }
     }
 }
+
+#[test]
+fn plan_names_a_scaled_palette_it_cannot_rebuild() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let w = draw(&mut rng, 8 * 64);
+    let p = crate::palette::palettize_scaled(&w, 8, 64, None, 4, 32).expect("fits");
+    let mut wr = CheckpointWriter::in_memory();
+    wr.add_scaled_palette("layers.0.q", &p).expect("adds");
+    let mut bytes = Vec::new();
+    wr.finish(&BlockOrdering::default(), &mut bytes)
+        .expect("writes");
+    let reader = Reader::new(&bytes).expect("valid");
+    // The CPU reader rebuilds it exactly as encoded...
+    let full = reader.full();
+    assert_eq!(
+        reader
+            .rebuild_tensor("layers.0.q", &full)
+            .expect("rebuilds"),
+        p.decode()
+    );
+    // ...and the GPU plan says what to do instead of failing obscurely.
+    let err = plan_budget(&reader, &full).expect_err("not on the GPU yet");
+    assert!(
+        err.to_string().contains("layers.0.q") && err.to_string().contains("CPU loader"),
+        "{err}"
+    );
+}
