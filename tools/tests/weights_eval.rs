@@ -253,7 +253,8 @@ fn sweep_tabulates_every_method_on_the_same_linears() {
     assert_eq!(stack.len(), 2);
     assert!(f(stack[0], "bits_per_weight") <= 3.0 && f(stack[1], "bits_per_weight") <= 6.0);
     assert!(f(stack[0], "relative_error") > f(stack[1], "relative_error"));
-    let csv = std::fs::read_to_string(&csv).expect("csv");
+    let csv_path = csv;
+    let csv = std::fs::read_to_string(&csv_path).expect("csv");
     assert_eq!(csv.lines().count(), 1 + rows.len());
     let svg = std::fs::read_to_string(&svg).expect("svg");
     assert!(
@@ -261,6 +262,24 @@ fn sweep_tabulates_every_method_on_the_same_linears() {
         "{}",
         &svg[..100]
     );
+    // The plot and table can be redrawn from the JSON alone.
+    let svg2 = path_in(&dir, "again.svg");
+    let table = run_ok(&["weights", "sweep-plot", "--json", p(&js), "--svg", p(&svg2)]);
+    assert!(table.contains("scaled palette+GPTQ g32"), "{table}");
+    assert!(
+        std::fs::read_to_string(&svg2)
+            .expect("svg")
+            .contains("BitStack")
+    );
+    let err = run_err(&[
+        "weights",
+        "sweep-plot",
+        "--json",
+        p(&csv_path),
+        "--svg",
+        p(&svg2),
+    ]);
+    assert!(err.contains("not a report"), "{err}");
 }
 
 #[test]

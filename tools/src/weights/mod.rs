@@ -62,6 +62,8 @@ enum WeightsCommand {
     Eval(eval::EvalArgs),
     /// Perplexity vs bits per weight: reference, RTN, k-quants, palettes, BitStack.
     Sweep(Box<sweep::SweepArgs>),
+    /// Redraw a sweep's plot (and table) from its --json output.
+    SweepPlot(sweep_plot::SweepPlotArgs),
     /// Re-encode resident matrices (the embedding) as palettes, keeping every BitStack block.
     Repack(gpu_pack::RepackArgs),
     /// Load budgets on the GPU and compare with the CPU rebuild (feature `cuda`).
@@ -80,6 +82,7 @@ pub fn run(args: WeightsArgs) -> Result<()> {
         WeightsCommand::Measure(a) => measure::run(a),
         WeightsCommand::Eval(a) => eval::run(a),
         WeightsCommand::Sweep(a) => sweep::run(*a),
+        WeightsCommand::SweepPlot(a) => sweep_plot::run(a),
         WeightsCommand::Repack(a) => gpu_pack::run(a),
         #[cfg(feature = "cuda")]
         WeightsCommand::GpuCheck(a) => gpu_check::run(a),

@@ -19,7 +19,7 @@ use octet_quant::candle_load::MappedCheckpoint;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
 use octet_quant::palette::PaletteConfig;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::eval::WindowArgs;
 use super::inspect::budget_row;
@@ -119,7 +119,7 @@ pub struct SweepArgs {
 }
 
 /// One measured point.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepRow {
     /// The curve it belongs to.
     pub method: String,
@@ -140,7 +140,7 @@ pub struct SweepRow {
 }
 
 /// The whole sweep, as written to JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SweepReport {
     /// The model.
     pub model: PathBuf,
@@ -575,7 +575,8 @@ fn stack_in_memory(prep: &Prepared, n_iter: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn print_table(r: &SweepReport) {
+/// Prints the table of `r` on stdout.
+pub fn print_table(r: &SweepReport) {
     println!(
         "{}: perplexity on {} ({} tokens scored, context {}, stride {}); {} linears, {} weights; calibration: {}",
         r.model.display(),

@@ -1,12 +1,38 @@
 //! The SVG of `octet weights sweep --svg`: perplexity (log scale) against bits per
 //! weight over the linears, one curve per method, the reference as a dashed line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
 use plotters::prelude::*;
 
-use super::sweep::SweepReport;
+use super::sweep::{SweepReport, print_table};
+
+/// Arguments of `octet weights sweep-plot`.
+#[derive(Debug, Args)]
+pub struct SweepPlotArgs {
+    /// A report written by `octet weights sweep --json`.
+    #[arg(long, value_name = "FILE")]
+    json: PathBuf,
+    /// The SVG to write.
+    #[arg(long, value_name = "OUT")]
+    svg: PathBuf,
+}
+
+/// Runs `octet weights sweep-plot`: the table on stdout, the plot to --svg.
+pub fn run(args: SweepPlotArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.json)
+        .with_context(|| format!("reading {}", args.json.display()))?;
+    let report: SweepReport = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a report of `octet weights sweep --json`",
+            args.json.display()
+        )
+    })?;
+    print_table(&report);
+    write_svg(&args.svg, &report)
+}
 
 /// Writes the plot of `report` to `path`.
 pub fn write_svg(path: &Path, report: &SweepReport) -> Result<()> {
@@ -92,6 +118,8 @@ pub fn write_svg(path: &Path, report: &SweepReport) -> Result<()> {
         RGBColor(140, 86, 75),
         RGBColor(227, 119, 194),
         RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
     ];
     for (i, m) in methods.iter().enumerate() {
         let color = palette[i % palette.len()];
