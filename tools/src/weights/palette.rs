@@ -330,7 +330,7 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                 / weights.max(1.0)
         };
         println!(
-            "GPTQ: weighted mean relative output error on the calibration text {:.4} (plain palette {:.4})",
+            "GPTQ: weighted mean relative output error on the calibration text {:.3e} (plain palette {:.3e})",
             mean(|m| m.output_error),
             mean(|m| m.output_error_plain)
         );
