@@ -33,7 +33,7 @@ use rayon::prelude::*;
 
 use super::{
     PaletteConfig, PaletteTensor, ScaledPalette, index_row_bytes, nearest_sorted, pack_row,
-    palettize, unpack_lookup,
+    palettize, unpack_indices,
 };
 use crate::error::{QuantError, Result};
 
@@ -59,8 +59,9 @@ impl Default for GptqConfig {
 }
 
 /// What [`palettize_gptq`] achieved, as output error relative to the layer's output
-/// energy: `sum_rows (w - q)^T H (w - q) / sum_rows w^T H w` (damped `H`).
-#[derive(Debug, Clone, PartialEq)]
+/// energy: `sum_rows (w - q)^T H (w - q) / sum_rows w^T H w` (damped `H`). All zero
+/// (the default) when the Hessian carried no signal and nothing was fed back.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GptqReport {
     /// The plain palette's relative output error.
     pub initial: f64,
@@ -88,14 +89,7 @@ pub fn palettize_gptq(
     let Some(HessianFactors { perm, hp32, upper }) = HessianFactors::new(hessian, &diag, gcfg)?
     else {
         // No calibration signal at all: nothing to feed back.
-        return Ok((
-            plain,
-            GptqReport {
-                initial: 0.0,
-                rounds: Vec::new(),
-                best: 0.0,
-            },
-        ));
+        return Ok((plain, GptqReport::default()));
     };
     let wp: Vec<f32> = w
         .chunks_exact(cols)
@@ -115,17 +109,16 @@ pub fn palettize_gptq(
     let energy = group_energy.iter().sum::<f64>().max(f64::MIN_POSITIVE);
     let mut luts: Vec<f32> = plain.luts.iter().map(|v| v.to_f32()).collect();
     // The plain palette's indices, in permuted column order.
-    let ramp: Vec<f32> = (0..k).map(|i| i as f32).collect();
     let rb = index_row_bytes(cols, cfg.bits);
     let mut codes = vec![0u8; rows * cols];
     codes
         .par_chunks_exact_mut(cols)
         .zip(plain.indices.par_chunks_exact(rb))
         .for_each(|(out, packed)| {
-            let mut idx = vec![0f32; cols];
-            unpack_lookup(packed, cfg.bits, &ramp, &mut idx);
+            let mut idx = vec![0u8; cols];
+            unpack_indices(packed, cfg.bits, &mut idx);
             for (o, &j) in out.iter_mut().zip(&perm) {
-                *o = idx[j] as u8;
+                *o = idx[j];
             }
         });
 
@@ -295,14 +288,7 @@ pub fn scaled_gptq(
     let diag = check_hessian(hessian, cols, gcfg)?;
     let Some(HessianFactors { perm, hp32, upper }) = HessianFactors::new(hessian, &diag, gcfg)?
     else {
-        return Ok((
-            p.clone(),
-            GptqReport {
-                initial: 0.0,
-                rounds: Vec::new(),
-                best: 0.0,
-            },
-        ));
+        return Ok((p.clone(), GptqReport::default()));
     };
     let table: Vec<f32> = p.table.iter().map(|v| v.to_f32()).collect();
     let grids = p.block_grids();

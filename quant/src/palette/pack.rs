@@ -113,6 +113,28 @@ pub fn unpack_lookup_scalar(packed: &[u8], bits: u8, lut: &[f32], out: &mut [f32
     }
 }
 
+/// The indices themselves of a row packed by [`pack_row`] (one per `out` entry).
+///
+/// # Panics
+/// If `bits` is outside 1..=8 or `packed` is shorter than
+/// [`index_row_bytes`]`(out.len(), bits)`.
+pub fn unpack_indices(packed: &[u8], bits: u8, out: &mut [u8]) {
+    assert!((1..=8).contains(&bits), "unpack_indices: bits {bits}");
+    assert!(
+        packed.len() >= index_row_bytes(out.len(), bits),
+        "unpack_indices: packed too short"
+    );
+    let b = usize::from(bits);
+    for (j, o) in out.iter_mut().enumerate() {
+        let mut ix = 0u8;
+        for t in 0..b {
+            let bit = j * b + t;
+            ix |= ((packed[bit / 8] >> (bit % 8)) & 1) << t;
+        }
+        *o = ix;
+    }
+}
+
 fn check(packed: &[u8], bits: u8, lut: &[f32], out: &[f32]) {
     assert!((1..=8).contains(&bits), "unpack_lookup: bits {bits}");
     assert!(
@@ -147,6 +169,9 @@ mod tests {
             prop_assert_eq!(&fast, &slow);
             let want: Vec<f32> = idx.iter().map(|&i| lut[usize::from(i)]).collect();
             prop_assert_eq!(fast, want);
+            let mut back = vec![0u8; len];
+            unpack_indices(&packed, bits, &mut back);
+            prop_assert_eq!(back, idx);
         }
     }
 

@@ -29,7 +29,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::{index_row_bytes, nearest_sorted, pack_row, unpack_lookup};
+use super::{index_row_bytes, nearest_sorted, pack_row, unpack_indices, unpack_lookup};
 use crate::checkpoint::manifest::align_usize;
 use crate::error::{QuantError, Result, check_batch};
 
@@ -136,7 +136,6 @@ impl ScaledLayout {
             self.code_row_bytes(),
             self.blocks(),
         );
-        let ramp: Vec<f32> = (0..1 << CODE_BITS).map(|i| i as f32).collect();
         let mut out = vec![0f32; self.rows * self.cols];
         if self.cols == 0 {
             return out;
@@ -145,11 +144,11 @@ impl ScaledLayout {
             .enumerate()
             .for_each(|(r, row)| {
                 unpack_lookup(&idx[r * rb..(r + 1) * rb], self.bits, table, row);
-                let mut c = vec![0f32; 2 * nb];
-                unpack_lookup(&codes[r * cb..(r + 1) * cb], CODE_BITS, &ramp, &mut c);
+                let mut c = vec![0u8; 2 * nb];
+                unpack_indices(&codes[r * cb..(r + 1) * cb], CODE_BITS, &mut c);
                 let (d, m) = (params[2 * r], params[2 * r + 1]);
                 for (b, block) in row.chunks_mut(self.group_cols).enumerate() {
-                    let (s, o) = (d * c[2 * b], m * c[2 * b + 1]);
+                    let (s, o) = (d * f32::from(c[2 * b]), m * f32::from(c[2 * b + 1]));
                     for v in block {
                         *v = s * *v + o;
                     }
@@ -207,14 +206,14 @@ impl ScaledPalette {
     pub fn block_grids(&self) -> Vec<f32> {
         let l = &self.layout;
         let (cb, nb) = (l.code_row_bytes(), l.blocks());
-        let ramp: Vec<f32> = (0..1 << CODE_BITS).map(|i| i as f32).collect();
         let mut out = vec![0f32; l.rows * 2 * nb];
+        let mut c = vec![0u8; 2 * nb];
         for (r, g) in out.chunks_exact_mut(2 * nb).enumerate() {
-            unpack_lookup(&self.codes[r * cb..(r + 1) * cb], CODE_BITS, &ramp, g);
+            unpack_indices(&self.codes[r * cb..(r + 1) * cb], CODE_BITS, &mut c);
             let (d, m) = (self.params[2 * r].to_f32(), self.params[2 * r + 1].to_f32());
-            for sm in g.chunks_exact_mut(2) {
-                sm[0] *= d;
-                sm[1] *= m;
+            for (sm, cc) in g.chunks_exact_mut(2).zip(c.chunks_exact(2)) {
+                sm[0] = d * f32::from(cc[0]);
+                sm[1] = m * f32::from(cc[1]);
             }
         }
         out
@@ -460,38 +459,20 @@ fn fit_row(
 }
 
 fn assemble(layout: ScaledLayout, table: &[f32], rows: &[RowCodes]) -> ScaledPalette {
-    // The stored table is f16 and ascending: sort, and remap indices if it moved.
-    let t16: Vec<f16> = table.iter().map(|&v| f16::from_f32(v)).collect();
-    let mut order: Vec<usize> = (0..t16.len()).collect();
-    order.sort_by(|&a, &b| t16[a].total_cmp(&t16[b]));
-    let sorted: Vec<f16> = order.iter().map(|&i| t16[i]).collect();
-    let mut new_of = vec![0u8; t16.len()];
-    for (new, &old) in order.iter().enumerate() {
-        new_of[old] = new as u8;
-    }
-    let identity = order.iter().enumerate().all(|(a, &b)| a == b);
-    let rb = index_row_bytes(layout.cols, layout.bits);
+    // The table is kept ascending (refit_table sorts it, f16 rounding is monotone),
+    // so the indices need no remapping.
+    debug_assert!(table.windows(2).all(|t| t[0] <= t[1]), "{table:?}");
     let mut indices = Vec::with_capacity(layout.indices.1);
     let mut codes = Vec::with_capacity(layout.codes.1);
     let mut params = Vec::with_capacity(2 * layout.rows);
-    let ramp: Vec<f32> = (0..t16.len()).map(|i| i as f32).collect();
     for (c, p, ix, _) in rows {
         codes.extend_from_slice(c);
         params.extend_from_slice(p);
-        if identity {
-            indices.extend_from_slice(ix);
-        } else {
-            let mut v = vec![0f32; layout.cols];
-            unpack_lookup(ix, layout.bits, &ramp, &mut v);
-            let remapped: Vec<u8> = v.iter().map(|&i| new_of[i as usize]).collect();
-            let mut out = vec![0u8; rb];
-            pack_row(&remapped, layout.bits, &mut out);
-            indices.extend(out);
-        }
+        indices.extend_from_slice(ix);
     }
     ScaledPalette {
         layout,
-        table: sorted,
+        table: table.iter().map(|&v| f16::from_f32(v)).collect(),
         params,
         codes,
         indices,
@@ -503,29 +484,22 @@ fn assemble(layout: ScaledLayout, table: &[f32], rows: &[RowCodes]) -> ScaledPal
 fn refit_table(p: &ScaledPalette, w: &[f32], imp: &[f32]) -> Vec<f32> {
     let l = &p.layout;
     let k = p.table.len();
-    let ramp_k: Vec<f32> = (0..k).map(|i| i as f32).collect();
-    let ramp_c: Vec<f32> = (0..1 << CODE_BITS).map(|i| i as f32).collect();
-    let (rb, cb, nb) = (
-        index_row_bytes(l.cols, l.bits),
-        l.code_row_bytes(),
-        l.blocks(),
-    );
+    let (rb, nb) = (index_row_bytes(l.cols, l.bits), l.blocks());
+    let grids = p.block_grids();
     let (num, den) = w
         .par_chunks_exact(l.cols)
+        .zip(grids.par_chunks_exact(2 * nb))
         .enumerate()
-        .map(|(r, row)| {
-            let mut idx = vec![0f32; l.cols];
-            unpack_lookup(&p.indices[r * rb..(r + 1) * rb], l.bits, &ramp_k, &mut idx);
-            let mut c = vec![0f32; 2 * nb];
-            unpack_lookup(&p.codes[r * cb..(r + 1) * cb], CODE_BITS, &ramp_c, &mut c);
-            let (d, m) = (p.params[2 * r].to_f32(), p.params[2 * r + 1].to_f32());
+        .map(|(r, (row, grid))| {
+            let mut idx = vec![0u8; l.cols];
+            unpack_indices(&p.indices[r * rb..(r + 1) * rb], l.bits, &mut idx);
             let (mut num, mut den) = (vec![0f64; k], vec![0f64; k]);
             for (j, (&x, &q)) in row.iter().zip(&idx).enumerate() {
                 let b = j / l.group_cols;
-                let (s, o) = (f64::from(d * c[2 * b]), f64::from(m * c[2 * b + 1]));
+                let (s, o) = (f64::from(grid[2 * b]), f64::from(grid[2 * b + 1]));
                 let mi = f64::from(imp[j]);
-                num[q as usize] += mi * s * (f64::from(x) - o);
-                den[q as usize] += mi * s * s;
+                num[usize::from(q)] += mi * s * (f64::from(x) - o);
+                den[usize::from(q)] += mi * s * s;
             }
             (num, den)
         })

@@ -73,7 +73,8 @@ pub struct AdviseArgs {
     pub quiet: bool,
 }
 
-fn parse_metric(s: &str) -> Result<Metric, String> {
+/// `--metric` for clap: cosine, dot or l2 (shared with `octet bench`).
+pub(crate) fn parse_metric(s: &str) -> Result<Metric, String> {
     s.parse()
         .map_err(|e: octet_quant::QuantError| e.to_string())
 }

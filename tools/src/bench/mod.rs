@@ -23,7 +23,7 @@ mod report;
 pub use config::{BenchConfig, default_configs};
 use measure::Settings;
 
-use crate::advise::{load, load_queries};
+use crate::advise::{load, load_queries, parse_metric};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -98,11 +98,6 @@ pub struct BenchArgs {
     /// Print no progress on stderr.
     #[arg(long)]
     pub quiet: bool,
-}
-
-fn parse_metric(s: &str) -> Result<Metric, String> {
-    s.parse()
-        .map_err(|e: octet_quant::QuantError| e.to_string())
 }
 
 fn parse_config(s: &str) -> Result<BenchConfig, String> {

@@ -194,13 +194,6 @@ pub fn run(args: PaletteArgs) -> Result<()> {
     };
     let gptq = args.gptq.config();
     let prep = prepare(&args.input, &args.calib, args.json, gptq.is_some())?;
-    if gptq.is_some() && prep.calib.is_none() {
-        bail!(
-            "{}: --gptq fits palettes to calibration activations, and this model was not calibrated ({})",
-            args.input.input.display(),
-            prep.scales_note
-        );
-    }
     if !args.json {
         eprintln!(
             "{}: {} ({} tensors, {} to palettize); importance: {}",

@@ -112,6 +112,12 @@ pub fn prepare(
             )
         }
     };
+    if gram && calib.is_none() {
+        bail!(
+            "{}: --gptq fits palettes to calibration activations, and this model was not calibrated ({scales_note})",
+            input.input.display()
+        );
+    }
     Ok(Prepared {
         model,
         linears,

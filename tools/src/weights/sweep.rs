@@ -266,13 +266,6 @@ impl Ctx<'_> {
 pub fn run(args: SweepArgs) -> Result<()> {
     let gptq = args.gptq.config();
     let prep = prepare(&args.input, &args.calib, false, gptq.is_some())?;
-    if gptq.is_some() && prep.calib.is_none() {
-        bail!(
-            "{}: --gptq fits palettes to calibration activations, and this model was not calibrated ({})",
-            args.input.input.display(),
-            prep.scales_note
-        );
-    }
     let super::model::Architecture::Llama(cfg) = &prep.model.arch else {
         bail!(
             "{}: architecture `{}`; the sweep runs llama-family models only",
@@ -360,63 +353,43 @@ pub fn run(args: SweepArgs) -> Result<()> {
         }
     }
 
+    // Plain palettes (a table per `rows` rows) then scaled ones (blocks of `cols`),
+    // each without and (with --gptq) with GPTQ fitting.
+    let layouts: Vec<(Option<usize>, Option<usize>)> = args
+        .palette_rows
+        .iter()
+        .map(|&r| (Some(r), None))
+        .chain(args.scaled_group_cols.iter().map(|&c| (None, Some(c))))
+        .collect();
     let fits: Vec<(&str, Option<_>)> = std::iter::once(("palette", None))
         .chain(gptq.map(|g| ("palette+GPTQ", Some(g))))
         .collect();
-    for (label, fit) in &fits {
-        for &rows_per_table in &args.palette_rows {
+    for &(group_rows, group_cols) in &layouts {
+        for (label, fit) in &fits {
             for &bits in &args.palette_bits {
-                let pc = PaletteConfig {
-                    bits,
-                    group_rows: Some(rows_per_table),
-                };
+                let pc = PaletteConfig { bits, group_rows };
                 let t0 = Instant::now();
                 // Both fits parallelise within a matrix themselves.
                 let mut total_bits = 0f64;
                 let mut lin = Vec::with_capacity(prep.linears.len());
                 let pb = bar(prep.linears.len() as u64, "palettizing");
                 for name in &prep.linears {
-                    let (p, _) = palettize_linear(&prep, name, &pc, None, fit.as_ref())?;
+                    let (p, _) = palettize_linear(&prep, name, &pc, group_cols, fit.as_ref())?;
                     total_bits += p.bits_per_weight() * prep.model.tensors[name].data.len() as f64;
                     lin.push(p.decode());
                     pb.inc(1);
                 }
                 pb.finish_and_clear();
-                let q = t0.elapsed().as_secs_f64();
-                cx.record(
-                    &format!("{label} {rows_per_table} row/table"),
-                    format!("{bits} bits"),
-                    total_bits / weights as f64,
-                    Some(lin),
-                    q,
-                )?;
-            }
-        }
-    }
-
-    for (label, fit) in &fits {
-        for &group_cols in &args.scaled_group_cols {
-            for &bits in &args.palette_bits {
-                let pc = PaletteConfig {
-                    bits,
-                    group_rows: None,
+                let method = match (group_rows, group_cols) {
+                    (_, Some(c)) => format!("scaled {label} g{c}"),
+                    (r, None) => format!("{label} {} row/table", r.unwrap_or(1)),
                 };
-                let t0 = Instant::now();
-                let mut total_bits = 0f64;
-                let mut lin = Vec::with_capacity(prep.linears.len());
-                for name in &prep.linears {
-                    let (p, _) =
-                        palettize_linear(&prep, name, &pc, Some(group_cols), fit.as_ref())?;
-                    total_bits += p.bits_per_weight() * prep.model.tensors[name].data.len() as f64;
-                    lin.push(p.decode());
-                }
-                let q = t0.elapsed().as_secs_f64();
                 cx.record(
-                    &format!("scaled {label} g{group_cols}"),
+                    &method,
                     format!("{bits} bits"),
                     total_bits / weights as f64,
                     Some(lin),
-                    q,
+                    t0.elapsed().as_secs_f64(),
                 )?;
             }
         }
