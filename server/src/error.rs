@@ -8,11 +8,17 @@ use tonic::Status;
 /// The status a store error becomes.
 pub fn status_of(err: StoreError) -> Status {
     let msg = err.to_string();
+    if err.is_disk_full() {
+        tracing::error!(error = %msg, "disk full: write refused");
+        return Status::resource_exhausted(format!("disk full: {msg}"));
+    }
     match err {
         StoreError::InvalidConfig { field, reason } => {
             Status::invalid_argument(format!("config.{field}: {reason}"))
         }
         StoreError::InvalidName { .. } => Status::invalid_argument(format!("name: {msg}")),
+        StoreError::InvalidSnapshotName { .. } => Status::invalid_argument(format!("name: {msg}")),
+        StoreError::SnapshotNotFound { .. } => Status::not_found(msg),
         StoreError::DimMismatch { index, .. } => {
             Status::invalid_argument(format!("points[{index}].vector: {msg}"))
         }
@@ -25,6 +31,10 @@ pub fn status_of(err: StoreError) -> Status {
         StoreError::CollectionExists { .. } => Status::already_exists(msg),
         StoreError::BatchTooLarge { .. } => Status::resource_exhausted(format!("points: {msg}")),
         StoreError::Locked { .. } => Status::failed_precondition(msg),
+        StoreError::WalFailed { .. } => {
+            tracing::error!(error = %msg, "write-ahead log failed");
+            Status::unavailable(msg)
+        }
         StoreError::Corrupt { .. } | StoreError::MissingFile { .. } => Status::data_loss(msg),
         StoreError::Quant(QuantError::InvalidConfig { field, reason }) => {
             Status::invalid_argument(format!("config.{field}: {reason}"))
@@ -36,5 +46,16 @@ pub fn status_of(err: StoreError) -> Status {
             tracing::error!(error = %msg, "internal error");
             Status::internal(msg)
         }
+    }
+}
+
+/// The status of a store error about request field `field` (a rejected name
+/// says which field held it).
+pub fn field_status(field: &str, err: StoreError) -> Status {
+    match err {
+        StoreError::InvalidName { .. } | StoreError::InvalidSnapshotName { .. } => {
+            Status::invalid_argument(format!("{field}: {err}"))
+        }
+        other => status_of(other),
     }
 }

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+pub mod codec;
 mod config;
 pub mod convert;
 mod error;

@@ -25,6 +25,22 @@ pub enum StoreError {
         /// The rule it breaks.
         reason: &'static str,
     },
+    /// A snapshot file name is not one the store hands out.
+    #[error("invalid snapshot name `{name}`: {reason}")]
+    InvalidSnapshotName {
+        /// The rejected name.
+        name: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+    /// No snapshot of that name exists for the collection.
+    #[error("snapshot `{name}` of collection `{collection}` not found")]
+    SnapshotNotFound {
+        /// The collection.
+        collection: String,
+        /// The snapshot file name.
+        name: String,
+    },
     /// No collection of that name exists.
     #[error("collection `{name}` not found")]
     CollectionNotFound {
@@ -99,6 +115,15 @@ pub enum StoreError {
         /// The missing file.
         path: PathBuf,
     },
+    /// The WAL refuses writes after a failure that may have lost logged records;
+    /// reopening the collection (restarting the server) replays what is on disk.
+    #[error("{}: the write-ahead log refuses writes: {reason}; reopen the collection to recover", path.display())]
+    WalFailed {
+        /// The WAL file.
+        path: PathBuf,
+        /// What failed.
+        reason: &'static str,
+    },
     /// The data directory is used by another open store.
     #[error("{}: data directory is locked by another process or store", path.display())]
     Locked {
@@ -117,6 +142,20 @@ pub enum StoreError {
     /// A codec could not be fitted or used.
     #[error(transparent)]
     Quant(#[from] QuantError),
+}
+
+impl StoreError {
+    /// Whether this is the file system running out of space (or quota): the
+    /// write was refused and nothing changed; freeing space lets it through.
+    pub fn is_disk_full(&self) -> bool {
+        let StoreError::Io { source, .. } = self else {
+            return false;
+        };
+        matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ) || source.raw_os_error() == Some(28)
+    }
 }
 
 /// Result alias for `octet-store`.

@@ -59,9 +59,12 @@ pub mod config;
 pub mod error;
 pub mod filter;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod graph;
 mod growing;
 pub mod manifest;
+pub mod name;
 mod payload_index;
 pub mod point;
 pub mod segment;
@@ -73,9 +76,10 @@ pub use collection::{Collection, CollectionInfo, ScoredPoint, SearchRequest, Wri
 pub use config::{CollectionConfig, HnswConfig, RescoreConfig, SegmentConfig};
 pub use error::{Result, StoreError};
 pub use filter::{Condition, Filter, MatchValue, Range};
+pub use name::{CollectionName, SnapshotName};
 pub use point::{Payload, Point, PointId, Record};
 pub use snapshot::SnapshotInfo;
-pub use store::Store;
+pub use store::{SnapshotFile, Store};
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ use crate::fsutil::write_atomic;
 /// The manifest's file name inside a collection directory.
 pub const MANIFEST_FILE: &str = "MANIFEST";
 
-const MAGIC: &[u8; 8] = b"OCTMAN\x00\x01";
+pub(crate) const MAGIC: &[u8; 8] = b"OCTMAN\x00\x01";
 
 /// The on-disk format version this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -81,14 +81,22 @@ impl Manifest {
     /// Writes the manifest atomically into `dir`.
     pub fn store(&self, dir: &Path) -> Result<()> {
         let path = dir.join(MANIFEST_FILE);
+        let bytes = self.encode().map_err(|reason| corrupt(&path, reason))?;
+        write_atomic(&path, &bytes)
+    }
+
+    /// The manifest file's bytes: header and rkyv body.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
         let body = rkyv::to_bytes::<rkyv::rancor::Error>(self)
-            .map_err(|e| corrupt(&path, format!("cannot serialize manifest: {e}")))?;
+            .map_err(|e| format!("cannot serialize manifest: {e}"))?;
+        let len = u32::try_from(body.len())
+            .map_err(|_| format!("manifest body of {} bytes is too large", body.len()))?;
         let mut bytes = Vec::with_capacity(16 + body.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&len.to_le_bytes());
         bytes.extend_from_slice(&body);
-        write_atomic(&path, &bytes)
+        Ok(bytes)
     }
 
     /// Reads and validates the manifest in `dir`.

@@ -83,9 +83,17 @@ pub(crate) fn prepare_batch(points: &[Point], dim: usize, metric: Metric) -> Res
     for (index, p) in points.iter().enumerate() {
         check_vector(&p.vector, dim, index, p.id)?;
     }
+    // An id given twice is stored once, from its last occurrence (as applying the
+    // batch in order would leave it), so the batch counts what is stored.
+    let mut last = std::collections::HashMap::with_capacity(points.len());
+    for (index, p) in points.iter().enumerate() {
+        last.insert(p.id, index);
+    }
     Ok(points
         .iter()
-        .map(|p| Point {
+        .enumerate()
+        .filter(|(index, p)| last.get(&p.id) == Some(index))
+        .map(|(_, p)| Point {
             id: p.id,
             vector: normalize_for(metric, &p.vector),
             payload: p.payload.clone(),
@@ -117,6 +125,19 @@ pub(crate) fn prepare_query(vector: &[f32], dim: usize, metric: Metric) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_id_is_stored_once_from_its_last_occurrence() {
+        let batch = [
+            Point::new(1, vec![1.0, 0.0]),
+            Point::new(2, vec![0.0, 1.0]),
+            Point::new(1, vec![2.0, 0.0]),
+        ];
+        let prepared = prepare_batch(&batch, 2, Metric::Dot).expect("batch");
+        let got: Vec<(PointId, Vec<f32>)> =
+            prepared.into_iter().map(|p| (p.id, p.vector)).collect();
+        assert_eq!(got, vec![(2, vec![0.0, 1.0]), (1, vec![2.0, 0.0])]);
+    }
 
     #[test]
     fn one_bad_vector_rejects_the_batch() {

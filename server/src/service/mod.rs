@@ -9,13 +9,14 @@ mod collections;
 mod points;
 mod search;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use octet_store::Store;
+use octet_store::{CollectionName, Store};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
+
+use crate::error::field_status;
 
 pub(crate) use admin::AdminService;
 pub(crate) use collections::CollectionsService;
@@ -26,7 +27,6 @@ pub(crate) use search::SearchService;
 #[derive(Debug)]
 pub(crate) struct AppState {
     pub store: Arc<Store>,
-    pub snapshots: PathBuf,
     limiter: Arc<Semaphore>,
     max_concurrent: usize,
     pub draining: AtomicBool,
@@ -34,11 +34,9 @@ pub(crate) struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<Store>, max_concurrent: usize) -> Self {
-        let snapshots = store.root().join("snapshots");
         let max_concurrent = max_concurrent.max(1);
         AppState {
             store,
-            snapshots,
             limiter: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             draining: AtomicBool::new(false),
@@ -71,10 +69,17 @@ where
         .map_err(|e| Status::internal(format!("worker task failed: {e}")))?
 }
 
-/// Checks a collection name field is set.
+/// Checks a collection-name field: set, and a valid [`CollectionName`] (the
+/// store's one name check, so `../x`, `/etc` and the like are INVALID_ARGUMENT
+/// on every RPC before any lookup or path).
 pub(crate) fn need_name(name: &str, field: &str) -> Result<(), Status> {
+    collection_name(name, field).map(drop)
+}
+
+/// `field` of a request as a checked collection name.
+pub(crate) fn collection_name(name: &str, field: &str) -> Result<CollectionName, Status> {
     if name.is_empty() {
         return Err(Status::invalid_argument(format!("{field}: empty")));
     }
-    Ok(())
+    CollectionName::parse(name).map_err(|e| field_status(field, e))
 }

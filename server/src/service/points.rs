@@ -25,13 +25,12 @@ impl PointsService {
     async fn upsert_one(&self, r: pb::UpsertRequest) -> Result<pb::WriteResponse, Status> {
         let c = self.collection(&r.collection)?;
         let points = points_from_pb(r.points)?;
-        let n = points.len() as u64;
         let durable = !r.no_wait;
         let receipt = blocking(move || c.upsert(&points, durable).map_err(status_of)).await?;
         Ok(pb::WriteResponse {
             seq: receipt.seq,
             durable: receipt.durable,
-            points: n,
+            points: receipt.points as u64,
         })
     }
 }
@@ -104,13 +103,12 @@ impl pb::points_server::Points for PointsService {
         if r.ids.is_empty() {
             return Err(Status::invalid_argument("ids: empty batch"));
         }
-        let n = r.ids.len() as u64;
         let durable = !r.no_wait;
         let receipt = blocking(move || c.delete(&r.ids, durable).map_err(status_of)).await?;
         Ok(Response::new(pb::WriteResponse {
             seq: receipt.seq,
             durable: receipt.durable,
-            points: n,
+            points: receipt.points as u64,
         }))
     }
 

@@ -162,3 +162,27 @@ pub fn config(dim: u32) -> pb::CollectionConfig {
         ..Default::default()
     }
 }
+
+/// Creates collection `name` with `config`.
+pub async fn create(c: &mut Clients, name: &str, config: pb::CollectionConfig) {
+    c.collections
+        .create(pb::CreateCollectionRequest {
+            name: name.into(),
+            config: Some(config),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("create `{name}`: {s:?}"));
+}
+
+/// Live points in collection `name`.
+pub async fn count(c: &mut Clients, name: &str) -> u64 {
+    c.points
+        .count(pb::CountRequest {
+            collection: name.into(),
+            filter: None,
+        })
+        .await
+        .unwrap_or_else(|s| panic!("count `{name}`: {s:?}"))
+        .into_inner()
+        .count
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::state::{Codecs, Frozen, SealedEntry, State};
+use super::state::{Codecs, SealedEntry, State};
 use super::{Collection, Inner};
 use crate::bitset::Bitset;
 use crate::codec_fit::{self, SharedCodec};
@@ -90,7 +90,7 @@ impl Collection {
     /// Returns whether anything was done.
     pub fn maintain_once(&self) -> Result<bool> {
         if self.seal_due() {
-            return self.seal_inner(true);
+            return self.seal_due_chunk();
         }
         if self.compaction_plan(&self.inner.state.read()).is_some() {
             return self.compact();
@@ -98,40 +98,75 @@ impl Collection {
         Ok(false)
     }
 
-    /// Seals the growing segment now (however small) into a sealed segment.
-    /// Returns false when there was nothing to seal.
+    /// Seals the growing segment now (however small), and every chunk frozen
+    /// before it, into sealed segments. Returns false when there was nothing to
+    /// seal.
     pub fn seal(&self) -> Result<bool> {
-        self.seal_inner(false)
+        let _m = self.inner.maintenance.lock();
+        self.freeze_growing()?;
+        let mut any = false;
+        while self.seal_oldest_chunk()? {
+            any = true;
+        }
+        Ok(any)
     }
 
     fn seal_due(&self) -> bool {
         let st = self.inner.state.read();
-        st.frozen.is_some() || st.growing.live() >= self.inner.config.segments.seal_threshold
+        !st.frozen.is_empty() || st.growing.live() >= self.inner.config.segments.seal_threshold
     }
 
-    /// Seals; with `only_if_due`, only when the growing segment has reached the
-    /// threshold (or a failed seal left one frozen) once the maintenance lock is held,
-    /// so the worker never seals what an explicit `seal` call was about to.
-    fn seal_inner(&self, only_if_due: bool) -> Result<bool> {
-        let inner = &self.inner;
-        let _m = inner.maintenance.lock();
-        if only_if_due && !self.seal_due() {
+    /// The worker's seal: one chunk, the oldest frozen one, or the growing
+    /// segment once it holds `seal_threshold` points. Checked again under the
+    /// maintenance lock, so the worker never seals what an explicit `seal` call
+    /// was about to. A crash loses at most the chunk being sealed.
+    fn seal_due_chunk(&self) -> Result<bool> {
+        let _m = self.inner.maintenance.lock();
+        if !self.seal_due() {
             return Ok(false);
         }
-        // Fit the codecs before freezing: a fit that fails leaves everything as it was.
+        if self.inner.state.read().frozen.is_empty() {
+            self.freeze_growing()?;
+        }
+        self.seal_oldest_chunk()
+    }
+
+    /// Freezes the growing segment into a chunk of its own, starting a new WAL
+    /// file. Caller holds the maintenance lock.
+    fn freeze_growing(&self) -> Result<()> {
+        let inner = &self.inner;
+        let _w = inner.write_lock.lock();
+        if inner.state.read().growing.live() == 0 {
+            return Ok(());
+        }
+        inner.wal.rotate()?;
+        inner.state.write().freeze();
+        Ok(())
+    }
+
+    /// Seals the oldest frozen chunk and installs it. Returns false when no chunk
+    /// is frozen. Caller holds the maintenance lock.
+    fn seal_oldest_chunk(&self) -> Result<bool> {
+        let inner = &self.inner;
+        let frozen = {
+            let st = inner.state.read();
+            st.frozen.front().map(|f| (Arc::clone(&f.seg), f.seq))
+        };
+        let Some(frozen) = frozen else {
+            return Ok(false);
+        };
+        // The first seal fits the codecs on the oldest chunk; a fit that fails
+        // leaves the chunk frozen, to be retried.
         let codecs = inner.state.read().codecs.clone();
         let codecs = match codecs {
             Some(c) => c,
             None => {
-                let sample = {
-                    let st = inner.state.read();
-                    let g = st.frozen.as_ref().map_or(&st.growing, |f| &*f.seg);
-                    let rows = (0..g.slots() as u32)
-                        .filter(|&s| g.is_live(s))
-                        .take(FIT_SAMPLE_ROWS);
-                    rows.flat_map(|s| g.vector(s).to_vec())
-                        .collect::<Vec<f32>>()
-                };
+                let g = &frozen.0;
+                let sample: Vec<f32> = (0..g.slots() as u32)
+                    .filter(|&s| g.is_live(s))
+                    .take(FIT_SAMPLE_ROWS)
+                    .flat_map(|s| g.vector(s).to_vec())
+                    .collect();
                 if sample.is_empty() {
                     return Ok(false);
                 }
@@ -140,31 +175,6 @@ impl Collection {
                 tracing::info!(collection = %inner.name, rows = sample.len() / inner.config.dim, secs = t.elapsed().as_secs_f64(), "fitted the codecs");
                 Arc::new(fitted)
             }
-        };
-        // Freeze the growing segment, unless a failed seal left one frozen.
-        let frozen = {
-            let _w = inner.write_lock.lock();
-            let needs_freeze = inner.state.read().frozen.is_none();
-            if needs_freeze {
-                if inner.state.read().growing.live() == 0 {
-                    return Ok(false);
-                }
-                inner.wal.rotate()?;
-                let mut st = inner.state.write();
-                let seg = st.growing.take_live();
-                let n = seg.slots();
-                let seq = st.applied_seq;
-                st.frozen = Some(Frozen {
-                    seg: Arc::new(seg),
-                    deleted: Bitset::new(n),
-                    seq,
-                });
-            }
-            let st = inner.state.read();
-            let Some(f) = st.frozen.as_ref() else {
-                return Ok(false);
-            };
-            (Arc::clone(&f.seg), f.seq)
         };
         let (seg, seq) = frozen;
         let n = seg.slots();
@@ -209,7 +219,7 @@ impl Collection {
             let st = inner.state.read();
             let deleted = st
                 .frozen
-                .as_ref()
+                .front()
                 .map_or_else(|| Bitset::new(n), |f| f.deleted.clone());
             let mut entries: Vec<(SegmentRef, &Bitset, bool)> = st
                 .sealed
@@ -223,7 +233,7 @@ impl Collection {
         let old = {
             let mut st = inner.state.write();
             // Writers are held, so this is the bitset the manifest just persisted.
-            let frozen_deleted = st.frozen.take().map_or(cleaned, |f| f.deleted);
+            let frozen_deleted = st.frozen.pop_front().map_or(cleaned, |f| f.deleted);
             let meta = sealed.meta.clone();
             st.sealed.push(SealedEntry {
                 seg: Arc::new(sealed),

@@ -76,6 +76,8 @@ pub struct WriteReceipt {
     pub seq: u64,
     /// Whether it was on stable storage when the call returned.
     pub durable: bool,
+    /// Distinct point ids the write carried (an id repeated in a batch counts once).
+    pub points: usize,
 }
 
 /// Sizes and counts of a collection.
@@ -182,7 +184,8 @@ impl Collection {
         let (wal, records) = Wal::open(&dir.join(WAL_DIR), config.dim, manifest.wal_seq)?;
         let mut state = State {
             growing: Growing::new(config.dim),
-            frozen: None,
+            frozen: Default::default(),
+            chunk_points: config.segments.seal_threshold,
             sealed,
             codecs: codecs.map(Arc::new),
             applied_seq: manifest.wal_seq,
@@ -235,11 +238,18 @@ impl Collection {
 
     /// Deletes `ids` (absent ids are ignored). With `durable`, returns once fsynced.
     pub fn delete(&self, ids: &[PointId], durable: bool) -> Result<WriteReceipt> {
-        self.write(WalOp::Delete(ids.to_vec()), durable)
+        let mut distinct = ids.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        self.write(WalOp::Delete(distinct), durable)
     }
 
     fn write(&self, op: WalOp, durable: bool) -> Result<WriteReceipt> {
         let inner = &self.inner;
+        let points = match &op {
+            WalOp::Upsert(p) => p.len(),
+            WalOp::Delete(ids) => ids.len(),
+        };
         if inner.closed.load(Ordering::Acquire) {
             return Err(StoreError::CollectionNotFound {
                 name: inner.name.clone(),
@@ -247,12 +257,17 @@ impl Collection {
         }
         let (seq, grown) = {
             let _writer = inner.write_lock.lock();
+            // A chunk about to be frozen ends its WAL file, so sealing it lets
+            // the file go.
+            if inner.state.read().freeze_before(&op) {
+                inner.wal.rotate()?;
+            }
             let seq = inner.wal.append(&op)?;
             let mut st = inner.state.write();
             st.apply(seq, op);
             (
                 seq,
-                st.growing.live() >= inner.config.segments.seal_threshold,
+                !st.frozen.is_empty() || st.growing.live() >= inner.config.segments.seal_threshold,
             )
         };
         if durable {
@@ -261,7 +276,11 @@ impl Collection {
         if grown {
             inner.wake_worker();
         }
-        Ok(WriteReceipt { seq, durable })
+        Ok(WriteReceipt {
+            seq,
+            durable,
+            points,
+        })
     }
 
     /// The points among `ids` that exist, in the order asked.
@@ -294,7 +313,7 @@ impl Collection {
         for slot in 0..st.growing.slots() as u32 {
             n += usize::from(st.growing.is_live(slot) && f.matches(st.growing.payload(slot)));
         }
-        if let Some(fr) = &st.frozen {
+        for fr in &st.frozen {
             for slot in 0..fr.seg.slots() as u32 {
                 n += usize::from(!fr.deleted.get(slot as usize) && f.matches(fr.seg.payload(slot)));
             }
@@ -330,11 +349,11 @@ impl Collection {
             .collect();
         g.sort_unstable_by_key(|e| e.0);
         push_part(g);
-        if let Some(fr) = &st.frozen {
+        for (fi, fr) in st.frozen.iter().enumerate() {
             let mut g: Vec<(PointId, Loc)> = (0..fr.seg.slots() as u32)
                 .filter(|&s| !fr.deleted.get(s as usize) && fr.seg.id(s) >= from)
                 .filter(|&s| filter.is_none_or(|f| f.matches(fr.seg.payload(s))))
-                .map(|s| (fr.seg.id(s), Loc::Frozen(s)))
+                .map(|s| (fr.seg.id(s), Loc::Frozen(fi, s)))
                 .collect();
             g.sort_unstable_by_key(|e| e.0);
             push_part(g);
@@ -374,10 +393,10 @@ impl Collection {
                 with_payload.then(|| st.growing.payload(s).clone()),
                 with_vector.then(|| st.growing.vector(s).to_vec()),
             ),
-            Loc::Frozen(s) => {
+            Loc::Frozen(fi, s) => {
                 let fr = st
                     .frozen
-                    .as_ref()
+                    .get(fi)
                     .ok_or_else(|| corrupt(&self.inner.dir, "frozen segment vanished"))?;
                 (
                     fr.seg.id(s),
@@ -422,7 +441,7 @@ impl Collection {
             name: self.inner.name.clone(),
             config: self.inner.config.clone(),
             points: st.live(),
-            growing_points: st.growing.live() + st.frozen.as_ref().map_or(0, |f| f.seg.live()),
+            growing_points: st.unsealed(),
             segments: st.sealed.len(),
             code_bytes,
             rescore_bytes,
@@ -488,7 +507,8 @@ pub(crate) type SnapshotPoint = (Vec<u8>, Vec<(PathBuf, u64)>);
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Loc {
     Growing(u32),
-    Frozen(u32),
+    /// Chunk index in `State::frozen`, slot.
+    Frozen(usize, u32),
     Sealed(usize, u32),
 }
 
@@ -496,10 +516,10 @@ fn locate(st: &State, id: PointId) -> Option<Loc> {
     if let Some(s) = st.growing.slot_of(id) {
         return Some(Loc::Growing(s));
     }
-    if let Some(fr) = &st.frozen
-        && let Some(s) = fr.seg.slot_of(id).filter(|&s| !fr.deleted.get(s as usize))
-    {
-        return Some(Loc::Frozen(s));
+    for (fi, fr) in st.frozen.iter().enumerate() {
+        if let Some(s) = fr.seg.slot_of(id).filter(|&s| !fr.deleted.get(s as usize)) {
+            return Some(Loc::Frozen(fi, s));
+        }
     }
     st.sealed.iter().enumerate().find_map(|(si, e)| {
         e.seg

@@ -173,14 +173,14 @@ impl Collection {
                 exact: true,
             });
         }
-        if let Some(fr) = &st.frozen {
+        for (fi, fr) in st.frozen.iter().enumerate() {
             for s in fr
                 .seg
                 .search(&query, metric, fetch, filter, Some(&fr.deleted))
             {
                 cands.push(Candidate {
                     score: s.score,
-                    loc: Loc::Frozen(s.point),
+                    loc: Loc::Frozen(fi, s.point),
                     exact: true,
                 });
             }

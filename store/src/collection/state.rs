@@ -1,5 +1,6 @@
 //! The in-memory state of a collection and how one WAL operation changes it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::bitset::Bitset;
@@ -35,8 +36,10 @@ impl SealedEntry {
     }
 }
 
-/// The growing segment frozen for sealing: searched exactly until its sealed
-/// replacement is installed.
+/// A chunk of the growing segment frozen for sealing: searched exactly until its
+/// sealed replacement is installed. It holds exactly the live points written by
+/// the WAL records after the previous chunk's `seq` up to its own, so sealing
+/// chunks oldest first keeps the manifest's `wal_seq` a true prefix.
 #[derive(Debug)]
 pub(crate) struct Frozen {
     pub seg: Arc<Growing>,
@@ -49,7 +52,11 @@ pub(crate) struct Frozen {
 #[derive(Debug)]
 pub(crate) struct State {
     pub growing: Growing,
-    pub frozen: Option<Frozen>,
+    /// Frozen chunks, oldest first; each holds at most `chunk_points` points (or
+    /// one batch, if a single batch is larger).
+    pub frozen: VecDeque<Frozen>,
+    /// The collection's `seal_threshold`: the most points a chunk holds.
+    pub chunk_points: usize,
     pub sealed: Vec<SealedEntry>,
     pub codecs: Option<Arc<Codecs>>,
     pub manifest: Manifest,
@@ -79,16 +86,54 @@ impl State {
                 e.dirty = true;
             }
         }
-        if let Some(f) = &mut self.frozen
-            && let Some(slot) = f.seg.slot_of(id)
-        {
-            f.deleted.set(slot as usize);
+        for f in &mut self.frozen {
+            if let Some(slot) = f.seg.slot_of(id) {
+                f.deleted.set(slot as usize);
+            }
         }
+    }
+
+    /// Whether applying `op` must first freeze the growing segment: an upsert
+    /// that would take it past `chunk_points`. Writers ask before logging `op`
+    /// (to start a new WAL file there) and [`State::apply`] asks again, so a
+    /// replayed WAL freezes at the same bound.
+    pub(crate) fn freeze_before(&self, op: &WalOp) -> bool {
+        let live = self.growing.live();
+        matches!(op, WalOp::Upsert(points) if live > 0 && live + points.len() > self.chunk_points)
+    }
+
+    /// Moves the growing segment's live points into a new frozen chunk, as of
+    /// the last applied WAL record. Returns false when there was nothing to move.
+    pub(crate) fn freeze(&mut self) -> bool {
+        if self.growing.live() == 0 {
+            return false;
+        }
+        let seg = self.growing.take_live();
+        let n = seg.slots();
+        self.frozen.push_back(Frozen {
+            seg: Arc::new(seg),
+            deleted: Bitset::new(n),
+            seq: self.applied_seq,
+        });
+        true
+    }
+
+    /// Points in the growing segment and the frozen chunks.
+    pub(crate) fn unsealed(&self) -> usize {
+        self.growing.live()
+            + self
+                .frozen
+                .iter()
+                .map(|f| f.seg.live() - f.deleted.count_ones())
+                .sum::<usize>()
     }
 
     /// Applies one logged operation. Replaying an operation twice gives the same
     /// state, which recovery relies on.
     pub(crate) fn apply(&mut self, seq: u64, op: WalOp) {
+        if self.freeze_before(&op) {
+            self.freeze();
+        }
         match op {
             WalOp::Upsert(points) => {
                 for p in points {
@@ -108,11 +153,6 @@ impl State {
 
     /// Live points in the whole collection.
     pub(crate) fn live(&self) -> usize {
-        self.growing.live()
-            + self
-                .frozen
-                .as_ref()
-                .map_or(0, |f| f.seg.live() - f.deleted.count_ones())
-            + self.sealed.iter().map(SealedEntry::live).sum::<usize>()
+        self.unsealed() + self.sealed.iter().map(SealedEntry::live).sum::<usize>()
     }
 }

@@ -91,7 +91,7 @@ impl SealedSegment {
         let graph =
             Graph::parse(graph_file.body(), n).map_err(|r| corrupt(graph_file.path(), r))?;
         let ids_file = open_component(dir, &meta.ids, Component::Ids, collection)?;
-        if ids_file.body().len() != n * 8 {
+        if Some(ids_file.body().len()) != n.checked_mul(8) {
             return Err(corrupt(
                 ids_file.path(),
                 format!("{} bytes of ids for {n} points", ids_file.body().len()),
@@ -109,7 +109,7 @@ impl SealedSegment {
         }
         let payloads = open_component(dir, &meta.payloads, Component::Payloads, collection)?;
         let body = payloads.body();
-        let head = (n + 1) * 8;
+        let head = n.saturating_add(1).saturating_mul(8);
         if body.len() < head {
             return Err(corrupt(
                 payloads.path(),

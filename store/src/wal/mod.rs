@@ -40,9 +40,10 @@ struct Writer {
     /// Every file, oldest first: (first sequence number, path).
     files: Vec<(u64, PathBuf)>,
     buf: Vec<u8>,
-    /// Set when a failed write could not be rolled back: appending more would put
-    /// records after garbage.
-    poisoned: bool,
+    /// Set when a failed write could not be rolled back (appending more would put
+    /// records after garbage) or an fsync failed (the kernel may have dropped
+    /// written pages and a later fsync can report success anyway): what it says.
+    poisoned: Option<&'static str>,
 }
 
 /// The log of one collection.
@@ -61,18 +62,28 @@ fn file_name(first_seq: u64) -> String {
 
 fn create_file(dir: &Path, first_seq: u64) -> Result<(Arc<File>, PathBuf)> {
     let path = dir.join(file_name(first_seq));
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .at(&path)?;
-    f.write_all(MAGIC).at(&path)?;
-    f.sync_all().at(&path)?;
-    sync_dir(dir)?;
-    drop(f);
-    let f = OpenOptions::new().append(true).open(&path).at(&path)?;
-    Ok((Arc::new(f), path))
+    let made = (|| {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        f.write_all(MAGIC).at(&path)?;
+        f.sync_all().at(&path)?;
+        sync_dir(dir)?;
+        drop(f);
+        OpenOptions::new().append(true).open(&path).at(&path)
+    })();
+    match made {
+        Ok(f) => Ok((Arc::new(f), path)),
+        Err(e) => {
+            // A half-made file (the disk filled up, say) must not stay behind: once a
+            // later file exists, a short one before it reads as corruption.
+            let _ = fs::remove_file(&path);
+            Err(e)
+        }
+    }
 }
 
 impl Wal {
@@ -195,7 +206,7 @@ impl Wal {
                 last_seq,
                 files: kept,
                 buf: Vec::new(),
-                poisoned: false,
+                poisoned: None,
             }),
             sync_lock: Mutex::new(()),
             synced_seq: AtomicU64::new(last_seq),
@@ -214,10 +225,10 @@ impl Wal {
             });
         }
         let mut w = self.writer.lock();
-        if w.poisoned {
-            return Err(StoreError::Io {
+        if let Some(reason) = w.poisoned {
+            return Err(StoreError::WalFailed {
                 path: w.path.clone(),
-                source: std::io::Error::other("an earlier write failed and could not be undone"),
+                reason,
             });
         }
         let seq = w.last_seq + 1;
@@ -229,7 +240,7 @@ impl Wal {
             // Cut a partial record off so the next append does not follow garbage.
             let len = w.len;
             if w.file.set_len(len).is_err() {
-                w.poisoned = true;
+                w.poisoned = Some("an earlier write failed and could not be undone");
             }
             w.buf = buf;
             return Err(StoreError::Io {
@@ -258,9 +269,20 @@ impl Wal {
         }
         let (file, path, upto) = {
             let w = self.writer.lock();
+            if let Some(reason) = w.poisoned {
+                return Err(StoreError::WalFailed {
+                    path: w.path.clone(),
+                    reason,
+                });
+            }
             (Arc::clone(&w.file), w.path.clone(), w.last_seq)
         };
-        file.sync_data().at(path)?;
+        if let Err(e) = file.sync_data() {
+            // After a failed fsync nothing written since the last good one can be
+            // trusted, and a retry may "succeed" without the data: stop here.
+            self.writer.lock().poisoned = Some("an fsync of the log failed");
+            return Err(e).at(path);
+        }
         self.synced_seq.fetch_max(upto, Ordering::AcqRel);
         Ok(())
     }
@@ -279,7 +301,10 @@ impl Wal {
     /// sequence number of the ended file.
     pub fn rotate(&self) -> Result<u64> {
         let mut w = self.writer.lock();
-        w.file.sync_data().at(&w.path)?;
+        if let Err(e) = w.file.sync_data() {
+            w.poisoned = Some("an fsync of the log failed");
+            return Err(e).at(&w.path);
+        }
         let last = w.last_seq;
         self.synced_seq.fetch_max(last, Ordering::AcqRel);
         if w.len == MAGIC.len() as u64 {
