@@ -24,7 +24,14 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new() -> Option<Scratch> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
+        // Memory-backed where there is one: every component write is fsynced.
+        let shm = Path::new("/dev/shm");
+        let root = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let path = root.join(format!(
             "octet-fuzz-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
