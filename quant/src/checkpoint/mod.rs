@@ -36,6 +36,7 @@
 //! ```
 
 pub mod budget;
+pub mod encoding;
 mod header;
 mod layout;
 pub mod manifest;
@@ -44,6 +45,7 @@ mod validate;
 pub mod writer;
 
 pub use budget::Budget;
+pub use encoding::{BitStackBlockLayout, EncodeTensor, TensorEncoding};
 pub use manifest::{BlockEntry, BlockRef, Encoding, Manifest, MetaEntry, Section, TensorEntry};
 pub use reader::Reader;
 pub use writer::{BlockOrdering, CheckpointWriter};
@@ -84,6 +86,12 @@ pub const MAX_META_VALUE: usize = 1 << 20;
 /// `x` rounded up to a multiple of [`ALIGN`] (saturating).
 pub(crate) fn align_u64(x: u64) -> u64 {
     x.saturating_add(ALIGN as u64 - 1) / ALIGN as u64 * ALIGN as u64
+}
+
+/// `x` rounded up to a multiple of [`ALIGN`]; `None` on overflow. Section layouts
+/// ([`crate::palette::PaletteLayout`], [`BitStackBlockLayout`]) align their parts with it.
+pub(crate) fn align_usize(x: usize) -> Option<usize> {
+    Some(x.checked_add(ALIGN - 1)? / ALIGN * ALIGN)
 }
 
 /// A [`QuantError::Format`] for `source`.
