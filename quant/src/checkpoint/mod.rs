@@ -40,6 +40,7 @@ pub mod encoding;
 mod header;
 mod layout;
 pub mod manifest;
+pub mod mapped;
 pub mod reader;
 mod validate;
 pub mod writer;
@@ -47,6 +48,7 @@ pub mod writer;
 pub use budget::Budget;
 pub use encoding::{BitStackBlockLayout, EncodeTensor, TensorEncoding};
 pub use manifest::{BlockEntry, BlockRef, Encoding, Manifest, MetaEntry, Section, TensorEntry};
+pub use mapped::{BudgetLimit, MappedCheckpoint};
 pub use reader::Reader;
 pub use writer::{BlockOrdering, CheckpointWriter};
 

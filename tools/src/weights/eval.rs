@@ -124,7 +124,7 @@ pub fn load(path: &Path, budget: &BudgetArgs) -> Result<EvalModel> {
         })
     } else {
         if budget.limit(ReserveArgs { reserve: 10.0 })?
-            != octet_quant::candle_load::BudgetLimit::Full
+            != octet_quant::checkpoint::BudgetLimit::Full
         {
             bail!(
                 "{}: --budget, --bits, --blocks and --device-memory apply to .octet files only",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use octet_quant::candle_load::MappedCheckpoint;
+use octet_quant::checkpoint::MappedCheckpoint;
 use octet_quant::checkpoint::budget::with_blocks;
 use octet_quant::checkpoint::{Budget, Manifest, VERSION};
 use serde::Serialize;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use octet_quant::candle_load::BudgetLimit;
+use octet_quant::checkpoint::BudgetLimit;
 
 pub mod calib;
 pub mod eval;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use octet_quant::candle_load::{MappedCheckpoint, plan};
 use octet_quant::checkpoint::Manifest;
+use octet_quant::checkpoint::mapped::{MappedCheckpoint, plan};
 use serde::Serialize;
 
 use super::inspect::{BudgetRow, budget_row, tensor_bytes};

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
-use octet_quant::candle_load::MappedCheckpoint;
+use octet_quant::checkpoint::MappedCheckpoint;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
 use octet_quant::palette::PaletteConfig;
 use rayon::prelude::*;
