@@ -61,8 +61,18 @@ use crate::error::QuantError;
 
 /// The first eight bytes of every checkpoint.
 pub const MAGIC: [u8; 8] = *b"OCTETWGT";
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The newest format version this code reads and writes. A file is written at the
+/// oldest version that can hold all its encodings
+/// ([`TensorEncoding::min_version`]): version 2 when it holds a scaled palette,
+/// version 1 otherwise, so files without one stay readable by version-1 readers.
+/// The table of versions and encodings is `docs/checkpoint-format.md`.
+pub const VERSION: u32 = 2;
+/// The oldest format version this code reads.
+///
+/// A version-1 file holding a scaled palette is accepted too: the release that
+/// introduced scaled palettes wrote them without bumping the version, and its files
+/// are otherwise valid.
+pub const MIN_VERSION: u32 = 1;
 /// Alignment of the manifest end and of every section.
 pub const ALIGN: usize = 64;
 /// Length of the fixed header.

@@ -21,6 +21,7 @@ pub struct Reader<'a> {
     bytes: &'a [u8],
     source: PathBuf,
     manifest: Manifest,
+    version: u32,
 }
 
 impl<'a> Reader<'a> {
@@ -32,17 +33,23 @@ impl<'a> Reader<'a> {
     /// Parses `bytes` read from `source` (named in every error).
     pub fn with_source(bytes: &'a [u8], source: impl AsRef<Path>) -> Result<Reader<'a>> {
         let source = source.as_ref().to_path_buf();
-        let manifest = validate::parse(bytes, &source)?;
+        let (manifest, version) = validate::parse(bytes, &source)?;
         Ok(Reader {
             bytes,
             source,
             manifest,
+            version,
         })
     }
 
     /// The validated manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The file's format version (from its header).
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// Bytes available to this reader (the file length, or less for a prefix).

@@ -23,8 +23,9 @@ use crate::bitstack::MAX_LEVELS;
 use crate::error::Result;
 
 /// Parses the header and manifest at the start of `bytes` (which may be a prefix of
-/// the file, but must hold the whole manifest).
-pub(crate) fn parse(bytes: &[u8], src: &Path) -> Result<Manifest> {
+/// the file, but must hold the whole manifest); returns the manifest and the format
+/// version.
+pub(crate) fn parse(bytes: &[u8], src: &Path) -> Result<(Manifest, u32)> {
     let h = Header::decode(bytes, src)?;
     if bytes.len() as u64 > h.file_len {
         return Err(format_err(
@@ -67,7 +68,7 @@ pub(crate) fn parse(bytes: &[u8], src: &Path) -> Result<Manifest> {
     let m = rkyv::deserialize::<Manifest, rancor::Error>(archived)
         .map_err(|e| format_err(src, format!("manifest could not be deserialized: {e}")))?;
     check_manifest(&m, &h, src)?;
-    Ok(m)
+    Ok((m, h.version))
 }
 
 fn cap(src: &Path, field: &str, got: usize, max: usize) -> Result<()> {

@@ -11,7 +11,7 @@ use super::layout::{check_explicit, layout};
 use super::manifest::{BlockEntry, Encoding, Manifest, MetaEntry, Section};
 use super::{
     ALIGN, HEADER_LEN, MAX_DIMS, MAX_MANIFEST_BYTES, MAX_META_KEY, MAX_META_VALUE, MAX_METADATA,
-    MAX_NAME_LEN, MAX_NUMEL, MAX_TENSORS, Reader, align_u64,
+    MAX_NAME_LEN, MAX_NUMEL, MAX_TENSORS, MIN_VERSION, Reader, align_u64,
 };
 use crate::bitstack::{BitStackMatrix, BlockId, MatrixBlocks, OrderPolicy, global_order};
 use crate::error::{QuantError, Result};
@@ -45,14 +45,14 @@ impl Default for BlockOrdering {
 /// copied. Disk use is twice the checkpoint (spill plus output); memory is one copy
 /// buffer.
 ///
-/// # File layout (format version 1)
+/// # File layout (format versions 1 and 2)
 ///
 /// All integers little-endian.
 ///
 /// | offset | bytes | field |
 /// |---|---|---|
 /// | 0 | 8 | magic `"OCTETWGT"` |
-/// | 8 | 4 | format version (`u32`, 1) |
+/// | 8 | 4 | format version (`u32`): 2 if a tensor is a scaled palette, else 1 |
 /// | 12 | 4 | flags (`u32`, 0; a reader rejects unknown bits) |
 /// | 16 | 8 | manifest offset (`u64`, always 64) |
 /// | 24 | 8 | manifest length `L` (`u64`, at most 64 MiB) |
@@ -332,7 +332,13 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
                 ),
             ));
         }
+        let version = self
+            .tensors
+            .iter()
+            .map(|t| t.2.min_version())
+            .fold(MIN_VERSION, u32::max);
         let header = Header {
+            version,
             manifest_len: bytes.len() as u64,
             manifest_crc: crc32c::crc32c(&bytes),
             data_start,

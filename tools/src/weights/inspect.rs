@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use octet_quant::checkpoint::MappedCheckpoint;
 use octet_quant::checkpoint::budget::with_blocks;
-use octet_quant::checkpoint::{Budget, Manifest, VERSION};
+use octet_quant::checkpoint::{Budget, Manifest};
 use serde::Serialize;
 
 use super::size::human_bytes;
@@ -152,7 +152,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     }
     let report = InspectReport {
         file: args.file.clone(),
-        format_version: VERSION,
+        format_version: reader.version(),
         file_bytes: m.file_len,
         data_start: m.data_start,
         total_weights: m.total_weights(),

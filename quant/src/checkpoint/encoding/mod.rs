@@ -1,18 +1,18 @@
 //! How a tensor is stored: the [`Encoding`] enum that goes into the manifest, and one
 //! file per encoding behind the [`TensorEncoding`] trait.
 //!
-//! | variant | file | resident sections | blocks |
-//! |---|---|---|---|
-//! | [`Encoding::F16`], [`Encoding::F32`] | `dense.rs` | the values | - |
-//! | [`Encoding::BitStack`] | `bitstack.rs` | per-channel scales (optional) | one per level, in the global order |
-//! | [`Encoding::Palette`] | `palette.rs` | tables then packed indices | - |
-//! | [`Encoding::ScaledPalette`] | `scaled_palette.rs` | table, row parameters, block codes, indices | - |
+//! | variant | file | resident sections | blocks | since |
+//! |---|---|---|---|---|
+//! | [`Encoding::F16`], [`Encoding::F32`] | `dense.rs` | the values | - | v1 |
+//! | [`Encoding::BitStack`] | `bitstack.rs` | per-channel scales (optional) | one per level, in the global order | v1 |
+//! | [`Encoding::Palette`] | `palette.rs` | tables then packed indices | - | v1 |
+//! | [`Encoding::ScaledPalette`] | `scaled_palette.rs` | table, row parameters, block codes, indices | - | v2 |
 //!
 //! Everything else in the checkpoint code (layout, validation, reading, budgets, the
 //! GPU plan) and in `octet weights` (inspect, plan, repack) goes through the trait: it
 //! knows sections, blocks and budgets, never a variant. Adding an encoding is a new
 //! file implementing [`TensorEncoding`] (how it validates, rebuilds on the CPU,
-//! which GPU job it runs) and [`EncodeTensor`] (how the
+//! which GPU job it runs, which format version it needs) and [`EncodeTensor`] (how the
 //! writer lays it out), plus its variant and its arm in [`Encoding::view`] here.
 //!
 //! The enum's shape is part of the file format: rkyv archives a variant's fields
@@ -79,7 +79,7 @@ mod variants {
         },
         /// A scaled palette (`shape = [rows, cols]`): one table for the tensor, a
         /// scale and offset code per block of `group_cols` weights of a row, laid
-        /// out as [`crate::palette::ScaledLayout`] says.
+        /// out as [`crate::palette::ScaledLayout`] says. Format version 2.
         ScaledPalette {
             /// Bits per index (2..=8).
             bits: u8,
@@ -148,6 +148,11 @@ impl Encoding {
         self.view().has_blocks()
     }
 
+    /// The oldest format version that can hold this encoding.
+    pub fn min_version(&self) -> u32 {
+        self.view().min_version()
+    }
+
     /// The always-loaded sections, in file order, with the word errors name them by.
     pub fn resident(&self) -> Vec<(Section, &'static str)> {
         self.view().resident()
@@ -213,6 +218,14 @@ pub trait TensorEncoding<'a>: std::fmt::Debug {
     /// Whether the tensor has blocks that load progressively in the global order.
     fn has_blocks(&self) -> bool {
         false
+    }
+
+    /// The oldest format version that can hold this encoding; the writer stamps the
+    /// largest over all tensors. A new encoding bumps [`crate::checkpoint::VERSION`]
+    /// and returns it here, so older readers refuse the file by its header instead
+    /// of by an unknown manifest variant.
+    fn min_version(&self) -> u32 {
+        1
     }
 
     /// The sections every budget loads, in file order, each with the word errors

@@ -2,6 +2,11 @@
 //! offset code per block of `group_cols` weights of a row, and packed indices; one
 //! resident section laid out as [`ScaledLayout`] says (the fitting lives in
 //! [`crate::palette::scaled`]).
+//!
+//! Added after format version 1 shipped: a file holding one is written as version 2,
+//! so a reader that predates it refuses the file by its header instead of by an
+//! unknown manifest variant. Version-1 files holding one (written before the bump)
+//! still read.
 
 use super::{Check, EncodeTensor, Encoding, Source, TensorEncoding};
 use crate::checkpoint::manifest::{BlockEntry, Section};
@@ -25,6 +30,10 @@ impl Scaled {
 impl TensorEncoding<'_> for Scaled {
     fn name(&self) -> &'static str {
         "scaled palette"
+    }
+
+    fn min_version(&self) -> u32 {
+        2
     }
 
     fn resident(&self) -> Vec<(Section, &'static str)> {
