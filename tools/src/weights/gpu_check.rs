@@ -21,8 +21,8 @@ use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, MetaEntry, Reader
 use octet_quant::gpu::load_budget_cuda;
 use serde::Serialize;
 
-use super::model::LlamaConfig;
 use super::size::ByteSize;
+use octet_tools::model::LlamaConfig;
 
 /// Arguments of `octet weights gpu-check`.
 #[derive(Debug, Args)]

@@ -11,10 +11,10 @@ use candle_core::Device;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Manifest};
 use serde::Serialize;
 
-use super::calib::{self, CalibShape};
-use super::llama::{InputNorms, LlamaForward};
-use super::model::{Architecture, Model, NamedTensor};
 use super::{CalibArgs, InputArgs, bar};
+use octet_tools::model::calib::{self, CalibShape};
+use octet_tools::model::llama::{InputNorms, LlamaForward};
+use octet_tools::model::{Architecture, Model, NamedTensor};
 
 /// A checkpoint read, with its linears chosen and (for llama) calibrated.
 #[derive(Debug)]
