@@ -10,15 +10,14 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::Args;
 use octet_quant::candle_load::MappedCheckpoint;
-use serde::Serialize;
-use tokenizers::Tokenizer;
-
-use super::inspect::budget_row;
 use octet_tools::model::calib;
 use octet_tools::model::llama::LlamaForward;
 use octet_tools::model::ppl::{Perplexity, perplexity, tokenize_text};
 use octet_tools::model::{Architecture, LlamaConfig};
+use serde::Serialize;
+use tokenizers::Tokenizer;
 
+use super::inspect::budget_row;
 use super::{BudgetArgs, ReserveArgs, bar};
 
 /// Arguments of `octet weights eval`.

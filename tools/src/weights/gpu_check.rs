@@ -19,10 +19,10 @@ use octet_quant::bitstack::{BitStackBlock, BitStackMatrix};
 use octet_quant::candle_load::{BudgetLimit, MappedCheckpoint, load_budget};
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, MetaEntry, Reader};
 use octet_quant::gpu::load_budget_cuda;
+use octet_tools::model::LlamaConfig;
 use serde::Serialize;
 
 use super::size::ByteSize;
-use octet_tools::model::LlamaConfig;
 
 /// Arguments of `octet weights gpu-check`.
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use octet_quant::checkpoint::BudgetLimit;
+use octet_tools::model::{LinearSelection, Model, calib, gguf, hf};
 
 pub mod eval;
 pub mod export;
@@ -28,8 +29,6 @@ pub mod size;
 pub mod stack;
 pub mod sweep;
 pub mod sweep_plot;
-
-use octet_tools::model::{LinearSelection, Model, calib, gguf, hf};
 
 /// Arguments of `octet weights`.
 #[derive(Debug, Args)]

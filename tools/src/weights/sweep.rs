@@ -18,6 +18,10 @@ use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
 use octet_quant::checkpoint::MappedCheckpoint;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
 use octet_quant::palette::PaletteConfig;
+use octet_tools::model::calib;
+use octet_tools::model::llama::LlamaForward;
+use octet_tools::model::peers::{KQuant, Rtn};
+use octet_tools::model::ppl::{perplexity, tokenize_text};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -26,10 +30,6 @@ use super::inspect::budget_row;
 use super::palette::palettize_linear;
 use super::prepare::{Prepared, prepare};
 use super::{CalibArgs, GptqArgs, InputArgs, bar};
-use octet_tools::model::calib;
-use octet_tools::model::llama::LlamaForward;
-use octet_tools::model::peers::{KQuant, Rtn};
-use octet_tools::model::ppl::{perplexity, tokenize_text};
 
 /// `--kquants`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
