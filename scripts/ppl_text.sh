@@ -10,7 +10,7 @@
 #                      in file order, one blank line between passages (~0.5 MB)
 #   OUT_DIR/calib.txt  `fortunes` and `gcide` passages (no python-doc), for --calib,
 #                      so calibration and evaluation texts share no passage
-# The built-in calibration sample (tools/src/weights/calib_text.txt) is in neither.
+# The built-in calibration sample (tools/src/model/calib_text.txt) is in neither.
 set -euo pipefail
 
 OUT="${1:-/tmp/ppl}"

@@ -1,11 +1,12 @@
 //! Loading a budget of a `.octet` checkpoint as candle tensors.
 //!
-//! The file is memory-mapped; a [`BudgetLimit`] (bytes, bits per weight, a block
-//! count, or everything) picks the largest budget that fits, and only the file
-//! prefix that budget needs ([`Budget::prefix_len`]) is handed to the
-//! [`Reader`] that rebuilds the weights, so no byte past it is ever touched: one
-//! contiguous read per load (DESIGN.md, "Checkpoint file"). Tensors come back as a
-//! `HashMap<String, Tensor>` on the chosen [`Device`], which is exactly what
+//! The file, its budgets and the prefix a budget needs are
+//! [`crate::checkpoint::mapped`] (no candle there); this module only turns the
+//! rebuilt weights into tensors. [`MappedCheckpoint::load`] plans a [`BudgetLimit`]
+//! and hands only the budget's prefix of the file to the [`Reader`] that rebuilds the
+//! weights, so no byte past it is ever touched: one contiguous read per load
+//! (DESIGN.md, "Checkpoint file"). Tensors come back as a `HashMap<String, Tensor>`
+//! on the chosen [`Device`], which is exactly what
 //! `candle_nn::VarBuilder::from_tensors` takes.
 //!
 //! ```no_run
@@ -19,29 +20,16 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use memmap2::Mmap;
 use rayon::prelude::*;
 
 use crate::checkpoint::{Budget, MetaEntry, Reader};
-use crate::error::{QuantError, Result};
+use crate::error::Result;
 
-/// How much of a checkpoint to load.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum BudgetLimit {
-    /// The largest budget whose file prefix is at most this many bytes.
-    Bytes(u64),
-    /// The largest budget of at most this many bits per weight (section bytes over
-    /// all weights, resident tensors included; see [`Budget::bits_per_weight`]).
-    BitsPerWeight(f64),
-    /// Exactly the first `n` blocks of the global order.
-    Blocks(usize),
-    /// Every block: the whole file.
-    Full,
-}
+// Where they lived before the split; kept so `candle_load::{BudgetLimit, ...}` still works.
+pub use crate::checkpoint::mapped::{BudgetLimit, MappedCheckpoint, plan};
 
 /// What [`MappedCheckpoint::load`] returns.
 #[derive(Debug)]
@@ -54,55 +42,7 @@ pub struct LoadedWeights {
     pub metadata: Vec<MetaEntry>,
 }
 
-/// A read-only memory map of a `.octet` file: the one place the loader is unsafe.
-#[derive(Debug)]
-pub struct MappedCheckpoint {
-    map: Mmap,
-    path: PathBuf,
-}
-
 impl MappedCheckpoint {
-    /// Maps the file at `path` read-only. Nothing is read until a budget is planned
-    /// (the header and manifest) or loaded (its prefix).
-    pub fn open(path: impl AsRef<Path>) -> Result<MappedCheckpoint> {
-        let path = path.as_ref().to_path_buf();
-        let io = |source| QuantError::Io {
-            path: path.clone(),
-            source,
-        };
-        let file = File::open(&path).map_err(io)?;
-        // SAFETY: the map is read-only and private to this struct, which hands out
-        // only shared `&[u8]` borrows tied to its lifetime. The remaining hazard of any
-        // file map is another process truncating or rewriting the file while it is
-        // mapped (a truncation faults with SIGBUS, a rewrite changes bytes under us).
-        // Checkpoints are written once to a new file and never modified in place, and
-        // every section read through the map is CRC-checked, so a concurrent rewrite
-        // shows up as a checksum error rather than silent corruption. This is the same
-        // contract candle's own `MmapedSafetensors` relies on.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        Ok(MappedCheckpoint { map, path })
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The mapped bytes (the whole file).
-    pub fn bytes(&self) -> &[u8] {
-        &self.map
-    }
-
-    /// A reader over the whole map: parses and validates the header and manifest.
-    pub fn reader(&self) -> Result<Reader<'_>> {
-        Reader::with_source(&self.map, &self.path)
-    }
-
-    /// The budget `limit` selects.
-    pub fn plan(&self, limit: BudgetLimit) -> Result<Budget> {
-        plan(&self.reader()?, limit)
-    }
-
     /// Plans `limit`, then rebuilds every tensor from the budget's prefix of the file
     /// on `device` as f32.
     pub fn load(&self, limit: BudgetLimit, device: &Device) -> Result<LoadedWeights> {
@@ -118,32 +58,7 @@ impl MappedCheckpoint {
         dtype: DType,
     ) -> Result<LoadedWeights> {
         let budget = self.plan(limit)?;
-        let end = usize::try_from(budget.prefix_len).unwrap_or(usize::MAX);
-        let prefix = self.map.get(..end).ok_or_else(|| QuantError::Format {
-            path: self.path.clone(),
-            reason: format!(
-                "truncated: the budget needs a prefix of {} bytes, the file has {}",
-                budget.prefix_len,
-                self.map.len()
-            ),
-        })?;
-        #[cfg(unix)]
-        {
-            // One sequential read-ahead of exactly the prefix. Advice only: a kernel
-            // that refuses it changes nothing but speed, so the result is ignored.
-            let _ = self.map.advise_range(memmap2::Advice::WillNeed, 0, end);
-        }
-        load_budget(prefix, &self.path, &budget, device, dtype)
-    }
-}
-
-/// The budget `limit` selects in `reader`'s manifest.
-pub fn plan(reader: &Reader<'_>, limit: BudgetLimit) -> Result<Budget> {
-    match limit {
-        BudgetLimit::Bytes(n) => reader.plan(n),
-        BudgetLimit::BitsPerWeight(b) => reader.plan_bits(b),
-        BudgetLimit::Blocks(n) => reader.with_blocks(n),
-        BudgetLimit::Full => Ok(reader.full()),
+        load_budget(self.prefix(&budget)?, self.path(), &budget, device, dtype)
     }
 }
 

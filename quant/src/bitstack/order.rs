@@ -179,10 +179,14 @@ pub fn global_order(matrices: &[MatrixBlocks], policy: OrderPolicy) -> Result<Ve
 /// Cost: `(L - 1) * (M + 1)` evaluations for `M` matrices of `L` levels (a 30-layer
 /// model with 7 linears per layer and 16 levels: 3,165 forward passes over the
 /// calibration set), which is why the default ordering uses the Frobenius proxy
-/// stored in each block instead. A NaN perplexity counts as `+inf`.
-pub fn score_levels_by_eval<F>(levels: &[usize], mut eval: F) -> Result<Vec<Vec<f64>>>
+/// stored in each block instead. A NaN perplexity counts as `+inf`. The first error
+/// `eval` returns, of whatever type, is returned as it is.
+pub fn score_levels_by_eval<F, E>(
+    levels: &[usize],
+    mut eval: F,
+) -> std::result::Result<Vec<Vec<f64>>, E>
 where
-    F: FnMut(&[usize]) -> Result<f64>,
+    F: FnMut(&[usize]) -> std::result::Result<f64, E>,
 {
     let max_levels = levels.iter().copied().max().unwrap_or(0);
     let mut scores: Vec<Vec<f64>> = levels
@@ -284,7 +288,7 @@ mod tests {
         let mut calls = 0;
         let scores = score_levels_by_eval(&[3, 3], |c| {
             calls += 1;
-            Ok(100.0 / (1.0 + c[0] as f64 + 2.0 * c[1] as f64))
+            Ok::<_, QuantError>(100.0 / (1.0 + c[0] as f64 + 2.0 * c[1] as f64))
         })
         .expect("scores");
         assert_eq!(calls, 2 * 3);

@@ -1,6 +1,9 @@
 //! Budgets: how many of the globally ordered BitStack blocks a byte or bits-per-weight
 //! limit buys, and the file prefix that holds them.
 
+use std::path::Path;
+
+use super::format_err;
 use super::manifest::Manifest;
 use crate::error::{QuantError, Result};
 
@@ -19,6 +22,27 @@ pub struct Budget {
     /// `8 * (prefix_len - data_start) / total weights`: section bytes (with their
     /// alignment padding) per weight over all tensors, resident ones included.
     pub bits_per_weight: f64,
+}
+
+impl Budget {
+    /// The first [`Budget::prefix_len`] bytes of `file` (the whole file or any prefix
+    /// of it at least that long): everything this budget reads, and nothing more.
+    /// The one place a budget's prefix is cut; `source` names the file in the error.
+    pub fn prefix_of<'a>(&self, file: &'a [u8], source: &Path) -> Result<&'a [u8]> {
+        usize::try_from(self.prefix_len)
+            .ok()
+            .and_then(|n| file.get(..n))
+            .ok_or_else(|| {
+                format_err(
+                    source,
+                    format!(
+                        "truncated: the budget needs a prefix of {} bytes, only {} available",
+                        self.prefix_len,
+                        file.len()
+                    ),
+                )
+            })
+    }
 }
 
 /// The budget of the first `n_blocks` blocks (at least the manifest's `min_blocks`).

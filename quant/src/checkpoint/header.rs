@@ -2,12 +2,14 @@
 
 use std::path::Path;
 
-use super::{HEADER_LEN, MAGIC, MAX_MANIFEST_BYTES, VERSION, align_u64, format_err};
+use super::{HEADER_LEN, MAGIC, MAX_MANIFEST_BYTES, MIN_VERSION, VERSION, align_u64, format_err};
 use crate::error::Result;
 
 /// The decoded header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
+    /// Format version, [`MIN_VERSION`]..=[`VERSION`].
+    pub version: u32,
     pub manifest_len: u64,
     pub manifest_crc: u32,
     pub data_start: u64,
@@ -30,8 +32,8 @@ impl Header {
     pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
-        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        // 12..16 flags: none defined in v1.
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
+        // 12..16 flags: none defined in v1 or v2.
         b[16..24].copy_from_slice(&(HEADER_LEN as u64).to_le_bytes());
         b[24..32].copy_from_slice(&self.manifest_len.to_le_bytes());
         b[32..36].copy_from_slice(&self.manifest_crc.to_le_bytes());
@@ -67,11 +69,11 @@ impl Header {
             ));
         }
         let version = le_u32(b, 8);
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(format_err(
                 source,
                 format!(
-                    "unsupported format version {version}: this reader reads version {VERSION}"
+                    "unsupported format version {version}: this reader reads versions {MIN_VERSION}..={VERSION}"
                 ),
             ));
         }
@@ -105,6 +107,7 @@ impl Header {
             ));
         }
         let h = Header {
+            version,
             manifest_len: le_u64(b, 24),
             manifest_crc: le_u32(b, 32),
             data_start: le_u64(b, 40),

@@ -1,5 +1,6 @@
 //! Laying a checkpoint out: which offset (relative to the data start) each spilled
-//! payload gets, and the manifest that describes it.
+//! payload gets, and the manifest that describes it. Encodings are handled only
+//! through their sections ([`Encoding::view`]).
 
 use super::align_u64;
 use super::manifest::{BlockEntry, BlockRef, Encoding, Manifest, MetaEntry, Section, TensorEntry};
@@ -10,106 +11,48 @@ fn invalid(field: &'static str, reason: String) -> QuantError {
     QuantError::InvalidConfig { field, reason }
 }
 
-/// A payload already written to the spill.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Spilled {
-    pub offset: u64,
-    pub len: u64,
-    pub crc: u32,
-}
-
-/// A tensor whose payloads are in the spill.
-#[derive(Debug)]
-pub(super) enum Pending {
-    F16(Spilled),
-    F32(Spilled),
-    BitStack {
-        rank: u32,
-        scales: Option<Spilled>,
-        blocks: Vec<(Spilled, f64)>,
-    },
-    Palette {
-        bits: u8,
-        group_rows: u32,
-        data: Spilled,
-    },
-    ScaledPalette {
-        bits: u8,
-        group_cols: u32,
-        data: Spilled,
-    },
-}
-
 /// Assigns every section an offset relative to the data start: resident sections
-/// in tensor order, then blocks in `order`.
+/// in tensor order, then blocks in `order`. `pending` holds each tensor's encoding
+/// with its sections where they lie in the spill; the copies returned pair each
+/// destination offset with its spilled section.
 pub(super) fn layout(
-    pending: &[(String, Vec<u64>, Pending)],
+    pending: &[(String, Vec<u64>, Encoding)],
     metadata: &[MetaEntry],
     order: &[BlockId],
     tensor_of: &[usize],
-) -> (Plan, Vec<(u64, Spilled)>) {
+) -> (Plan, Vec<(u64, Section)>) {
     let mut at = 0u64;
     let mut copies = Vec::new();
-    let place = |s: Spilled, at: &mut u64, copies: &mut Vec<(u64, Spilled)>| -> Section {
+    let mut place = |s: &Section, at: &mut u64| -> Section {
         let offset = align_u64(*at);
         *at = offset + s.len;
-        copies.push((offset, s));
-        Section {
-            offset,
-            len: s.len,
-            crc32c: s.crc,
-        }
+        copies.push((offset, *s));
+        Section { offset, ..*s }
     };
     let mut tensors: Vec<TensorEntry> = Vec::with_capacity(pending.len());
     for (name, shape, p) in pending {
-        let encoding = match p {
-            Pending::F16(s) => Encoding::F16 {
-                data: place(*s, &mut at, &mut copies),
-            },
-            Pending::F32(s) => Encoding::F32 {
-                data: place(*s, &mut at, &mut copies),
-            },
-            Pending::BitStack { rank, scales, .. } => Encoding::BitStack {
-                rank: *rank,
-                scales: scales.map(|s| place(s, &mut at, &mut copies)),
-                blocks: Vec::new(),
-            },
-            Pending::Palette {
-                bits,
-                group_rows,
-                data,
-            } => Encoding::Palette {
-                bits: *bits,
-                group_rows: *group_rows,
-                data: place(*data, &mut at, &mut copies),
-            },
-            Pending::ScaledPalette {
-                bits,
-                group_cols,
-                data,
-            } => Encoding::ScaledPalette {
-                bits: *bits,
-                group_cols: *group_cols,
-                data: place(*data, &mut at, &mut copies),
-            },
-        };
+        let v = p.view();
+        let resident: Vec<Section> = v
+            .resident()
+            .iter()
+            .map(|(s, _)| place(s, &mut at))
+            .collect();
         tensors.push(TensorEntry {
             name: name.clone(),
             shape: shape.clone(),
-            encoding,
+            encoding: v.with_sections(&resident, Vec::new()),
         });
     }
-    // Blocks of each BitStack tensor, placed in global order.
+    // Blocks of each block-loaded tensor, placed in global order.
     let mut placed: Vec<Vec<BlockEntry>> = vec![Vec::new(); tensor_of.len()];
     let mut budget = vec![at];
     let mut block_order = Vec::with_capacity(order.len());
     for b in order {
         let t = tensor_of[b.matrix as usize];
-        if let Pending::BitStack { blocks, .. } = &pending[t].2 {
-            let (s, importance) = blocks[b.level as usize];
+        if let Some(entry) = pending[t].2.blocks().get(b.level as usize) {
             placed[b.matrix as usize].push(BlockEntry {
-                section: place(s, &mut at, &mut copies),
-                importance,
+                section: place(&entry.section, &mut at),
+                importance: entry.importance,
             });
         }
         budget.push(at);
@@ -119,9 +62,13 @@ pub(super) fn layout(
         });
     }
     for (m, entries) in placed.into_iter().enumerate() {
-        if let Encoding::BitStack { blocks, .. } = &mut tensors[tensor_of[m]].encoding {
-            *blocks = entries;
-        }
+        let e = &mut tensors[tensor_of[m]].encoding;
+        let moved = {
+            let v = e.view();
+            let resident: Vec<Section> = v.resident().iter().map(|(s, _)| *s).collect();
+            v.with_sections(&resident, entries)
+        };
+        *e = moved;
     }
     let mut seen = vec![false; tensor_of.len()];
     let mut missing = tensor_of.len();
@@ -159,56 +106,16 @@ pub(super) struct Plan {
 
 impl Plan {
     pub(super) fn manifest(&self, data_start: u64) -> Manifest {
-        let shift = |s: &Section| Section {
-            offset: s.offset + data_start,
-            ..*s
-        };
         let tensors = self
             .tensors
             .iter()
-            .map(|t| {
-                let encoding = match &t.encoding {
-                    Encoding::F16 { data } => Encoding::F16 { data: shift(data) },
-                    Encoding::F32 { data } => Encoding::F32 { data: shift(data) },
-                    Encoding::BitStack {
-                        rank,
-                        scales,
-                        blocks,
-                    } => Encoding::BitStack {
-                        rank: *rank,
-                        scales: scales.as_ref().map(shift),
-                        blocks: blocks
-                            .iter()
-                            .map(|b| BlockEntry {
-                                section: shift(&b.section),
-                                importance: b.importance,
-                            })
-                            .collect(),
-                    },
-                    Encoding::Palette {
-                        bits,
-                        group_rows,
-                        data,
-                    } => Encoding::Palette {
-                        bits: *bits,
-                        group_rows: *group_rows,
-                        data: shift(data),
-                    },
-                    Encoding::ScaledPalette {
-                        bits,
-                        group_cols,
-                        data,
-                    } => Encoding::ScaledPalette {
-                        bits: *bits,
-                        group_cols: *group_cols,
-                        data: shift(data),
-                    },
-                };
-                TensorEntry {
-                    name: t.name.clone(),
-                    shape: t.shape.clone(),
-                    encoding,
-                }
+            .map(|t| TensorEntry {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                encoding: t.encoding.map_sections(|s| Section {
+                    offset: s.offset + data_start,
+                    ..*s
+                }),
             })
             .collect();
         Manifest {

@@ -8,9 +8,6 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::ALIGN;
-use crate::bitstack::sign_row_bytes;
-
 /// A byte range of the file with its CRC-32C.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Section {
@@ -39,61 +36,7 @@ pub struct BlockEntry {
     pub importance: f64,
 }
 
-pub use encoding::{ArchivedEncoding, Encoding};
-
-/// rkyv's derive leaves the fields of the resolver it generates for an enum with
-/// named fields undocumented; this module confines the allowance to that enum, whose
-/// own items are all documented.
-mod encoding {
-    #![allow(missing_docs)]
-    use super::{BlockEntry, Section};
-    use rkyv::{Archive, Deserialize, Serialize};
-
-    /// How a tensor is stored.
-    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
-    pub enum Encoding {
-        /// Always-resident IEEE half floats, little-endian, row-major.
-        F16 {
-            /// The values.
-            data: Section,
-        },
-        /// Always-resident f32, little-endian, row-major.
-        F32 {
-            /// The values.
-            data: Section,
-        },
-        /// A BitStack matrix (`shape = [rows, cols]`).
-        BitStack {
-            /// Rank of every block's factors.
-            rank: u32,
-            /// Per-input-channel scales, `cols` f32 little-endian; `None` = all ones.
-            scales: Option<Section>,
-            /// Blocks in level order; where each lies in the file follows the global order.
-            blocks: Vec<BlockEntry>,
-        },
-        /// A k-means palette (`shape = [rows, cols]`), laid out as
-        /// [`crate::palette::PaletteLayout`] says.
-        Palette {
-            /// Bits per index (2..=8): each group has `2^bits` centroids.
-            bits: u8,
-            /// Output channels (rows) per group sharing one lookup table.
-            group_rows: u32,
-            /// Lookup tables then packed indices.
-            data: Section,
-        },
-        /// A scaled palette (`shape = [rows, cols]`): one table for the tensor, a
-        /// scale and offset code per block of `group_cols` weights of a row, laid
-        /// out as [`crate::palette::ScaledLayout`] says.
-        ScaledPalette {
-            /// Bits per index (2..=8).
-            bits: u8,
-            /// Weights per block along a row.
-            group_cols: u32,
-            /// Table, row parameters, block codes, then packed indices.
-            data: Section,
-        },
-    }
-}
+pub use super::encoding::{ArchivedEncoding, BitStackBlockLayout, Encoding};
 
 /// One tensor.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -167,42 +110,4 @@ impl Manifest {
             .iter()
             .fold(0u64, |a, t| a.saturating_add(t.numel()))
     }
-}
-
-/// Where the parts of one BitStack block lie inside its section (offsets relative to
-/// the section start, each part 64-byte aligned so a device copy can use it in place).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BitStackBlockLayout {
-    /// Packed signs: `rows * ceil(cols / 8)` bytes (see
-    /// [`crate::bitstack::BitStackBlock::signs`] for the bit order).
-    pub signs: (usize, usize),
-    /// `u`: `rows x rank` f16 little-endian, row-major.
-    pub u: (usize, usize),
-    /// `vt`: `rank x cols` f16 little-endian, row-major.
-    pub vt: (usize, usize),
-    /// Section length.
-    pub len: usize,
-}
-
-impl BitStackBlockLayout {
-    /// The layout of a `rows x cols` block of rank `rank`, as `(offset, len)` pairs;
-    /// `None` if a size overflows `usize`.
-    pub fn new(rows: usize, cols: usize, rank: usize) -> Option<BitStackBlockLayout> {
-        let s_len = rows.checked_mul(sign_row_bytes(cols))?;
-        let u_off = align_usize(s_len)?;
-        let u_len = rows.checked_mul(rank)?.checked_mul(2)?;
-        let vt_off = align_usize(u_off.checked_add(u_len)?)?;
-        let vt_len = rank.checked_mul(cols)?.checked_mul(2)?;
-        Some(BitStackBlockLayout {
-            signs: (0, s_len),
-            u: (u_off, u_len),
-            vt: (vt_off, vt_len),
-            len: vt_off.checked_add(vt_len)?,
-        })
-    }
-}
-
-/// `x` rounded up to a multiple of [`ALIGN`].
-pub(crate) fn align_usize(x: usize) -> Option<usize> {
-    Some(x.checked_add(ALIGN - 1)? / ALIGN * ALIGN)
 }

@@ -36,15 +36,19 @@
 //! ```
 
 pub mod budget;
+pub mod encoding;
 mod header;
 mod layout;
 pub mod manifest;
+pub mod mapped;
 pub mod reader;
 mod validate;
 pub mod writer;
 
 pub use budget::Budget;
+pub use encoding::{BitStackBlockLayout, EncodeTensor, TensorEncoding};
 pub use manifest::{BlockEntry, BlockRef, Encoding, Manifest, MetaEntry, Section, TensorEntry};
+pub use mapped::{BudgetLimit, MappedCheckpoint};
 pub use reader::Reader;
 pub use writer::{BlockOrdering, CheckpointWriter};
 
@@ -57,8 +61,18 @@ use crate::error::QuantError;
 
 /// The first eight bytes of every checkpoint.
 pub const MAGIC: [u8; 8] = *b"OCTETWGT";
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The newest format version this code reads and writes. A file is written at the
+/// oldest version that can hold all its encodings
+/// ([`TensorEncoding::min_version`]): version 2 when it holds a scaled palette,
+/// version 1 otherwise, so files without one stay readable by version-1 readers.
+/// The table of versions and encodings is `docs/checkpoint-format.md`.
+pub const VERSION: u32 = 2;
+/// The oldest format version this code reads.
+///
+/// A version-1 file holding a scaled palette is accepted too: the release that
+/// introduced scaled palettes wrote them without bumping the version, and its files
+/// are otherwise valid.
+pub const MIN_VERSION: u32 = 1;
 /// Alignment of the manifest end and of every section.
 pub const ALIGN: usize = 64;
 /// Length of the fixed header.
@@ -84,6 +98,12 @@ pub const MAX_META_VALUE: usize = 1 << 20;
 /// `x` rounded up to a multiple of [`ALIGN`] (saturating).
 pub(crate) fn align_u64(x: u64) -> u64 {
     x.saturating_add(ALIGN as u64 - 1) / ALIGN as u64 * ALIGN as u64
+}
+
+/// `x` rounded up to a multiple of [`ALIGN`]; `None` on overflow. Section layouts
+/// ([`crate::palette::PaletteLayout`], [`BitStackBlockLayout`]) align their parts with it.
+pub(crate) fn align_usize(x: usize) -> Option<usize> {
+    Some(x.checked_add(ALIGN - 1)? / ALIGN * ALIGN)
 }
 
 /// A [`QuantError::Format`] for `source`.

@@ -1,4 +1,6 @@
-use super::testutil::{Encoded, Kind, SynthTensor, fixture_model, llama_like, write};
+use super::testutil::{
+    Encoded, Kind, SynthTensor, fixture_model, fixture_model_v2, llama_like, write,
+};
 use super::*;
 use crate::bitstack::{BitStackMatrix, OrderPolicy};
 use crate::error::QuantError;
@@ -238,6 +240,7 @@ fn raw_file(m: &Manifest) -> Vec<u8> {
     let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(m).expect("archive");
     let data_start = align_u64((HEADER_LEN + bytes.len()) as u64);
     let h = header::Header {
+        version: 1,
         manifest_len: bytes.len() as u64,
         manifest_crc: crc32c::crc32c(&bytes),
         data_start,
@@ -354,9 +357,57 @@ fn explicit_order_is_written_as_given() {
         .expect("verify");
 }
 
+/// Copying every tensor into a new writer, in the source's block order, writes the
+/// same file byte for byte: what `octet weights repack` relies on for the tensors it
+/// keeps.
+#[test]
+fn copying_every_tensor_reproduces_the_file() {
+    let (file, m, _) = write(&llama_like(11), 2, &BlockOrdering::default());
+    let reader = Reader::new(&file).expect("open");
+    let mut w = CheckpointWriter::in_memory();
+    let mut matrix_of = vec![u32::MAX; m.tensors.len()];
+    let mut n = 0;
+    for (t, e) in m.tensors.iter().enumerate() {
+        w.add_copy(&reader, t).expect("copy");
+        if e.encoding.has_blocks() {
+            matrix_of[t] = n;
+            n += 1;
+        }
+    }
+    for e in &m.metadata {
+        w.add_metadata(&e.key, &e.value).expect("metadata");
+    }
+    let order = m
+        .block_order
+        .iter()
+        .map(|b| crate::bitstack::BlockId {
+            matrix: matrix_of[b.tensor as usize],
+            level: b.level,
+        })
+        .collect();
+    let mut again = Vec::new();
+    w.finish(&BlockOrdering::Explicit(order), &mut again)
+        .expect("writes");
+    assert!(again == file, "the copy differs from the source");
+    // A damaged section is not copied silently.
+    let mut bad = file.clone();
+    let s = m.tensors[0].encoding.resident()[0].0;
+    bad[s.offset as usize] ^= 1;
+    let reader = Reader::new(&bad).expect("open");
+    let err = CheckpointWriter::in_memory()
+        .add_copy(&reader, 0)
+        .expect_err("checksum");
+    assert!(reason(err).contains("checksum mismatch"));
+}
+
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/src/checkpoint/fixtures/v1.octet"
+);
+
+const FIXTURE_V2: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/checkpoint/fixtures/v2.octet"
 );
 
 /// Writes the committed fixture: `cargo test -p octet-quant -- --ignored regenerate_v1_fixture`.
@@ -368,22 +419,30 @@ fn regenerate_v1_fixture() {
     std::fs::write(FIXTURE, file).expect("write fixture");
 }
 
+/// Writes the committed v2 fixture: `cargo test -p octet-quant -- --ignored regenerate_v2_fixture`.
 #[test]
-fn v1_fixture_still_opens_and_decodes() {
-    let file = std::fs::read(FIXTURE).expect("the committed v1 fixture");
+#[ignore]
+fn regenerate_v2_fixture() {
+    let (file, _, _) = write(&fixture_model_v2(), 3, &BlockOrdering::default());
+    std::fs::write(FIXTURE_V2, file).expect("write fixture");
+}
+
+/// Opens a committed fixture written from `model` and checks every tensor against a
+/// fresh encoding of it; returns the reader's format version.
+fn fixture_opens_and_decodes(path: &str, model: &[SynthTensor], n_blocks: usize) -> u32 {
+    let file = std::fs::read(path).expect("the committed fixture");
     assert!(file.len() < 8192, "fixture grew to {} bytes", file.len());
-    let reader = Reader::with_source(&file, FIXTURE).expect("open v1 fixture");
+    let reader = Reader::with_source(&file, path).expect("open fixture");
     let m = reader.manifest();
-    let model = fixture_model();
     let names: Vec<&str> = m.tensors.iter().map(|t| t.name.as_str()).collect();
     let want: Vec<&str> = model.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, want);
-    assert_eq!(m.block_order.len(), 6);
+    assert_eq!(m.block_order.len(), n_blocks);
     let full = reader.full();
     reader.verify(&full).expect("checksums");
     // Decompositions may differ in the last bits across CPUs (SVD kernels), so the
     // lossy tensors are compared by error, the exact ones bit for bit.
-    let (_, _, fresh) = write(&model, 3, &BlockOrdering::default());
+    let (_, _, fresh) = write(model, 3, &BlockOrdering::default());
     for (t, e) in model.iter().zip(&fresh) {
         let got = reader.rebuild_tensor(&t.name, &full).expect("rebuild");
         match e {
@@ -405,10 +464,62 @@ fn v1_fixture_still_opens_and_decodes() {
         .with_blocks(m.min_blocks as usize)
         .expect("min budget");
     let prefix = Reader::new(&file[..min.prefix_len as usize]).expect("prefix");
-    for t in &model {
+    for t in model {
         prefix
             .rebuild_tensor(&t.name, &min)
             .expect("rebuild at the minimum budget");
+    }
+    reader.version()
+}
+
+#[test]
+fn v1_fixture_still_opens_and_decodes() {
+    assert_eq!(fixture_opens_and_decodes(FIXTURE, &fixture_model(), 6), 1);
+}
+
+#[test]
+fn v2_fixture_opens_and_decodes() {
+    assert_eq!(
+        fixture_opens_and_decodes(FIXTURE_V2, &fixture_model_v2(), 3),
+        2
+    );
+}
+
+/// Sets the header's version of `file` and reseals its checksum.
+fn with_version(file: &[u8], version: u32) -> Vec<u8> {
+    let mut f = file.to_vec();
+    f[8..12].copy_from_slice(&version.to_le_bytes());
+    assert!(reseal(&mut f));
+    f
+}
+
+#[test]
+fn a_scaled_palette_makes_the_file_version_2_and_v1_files_with_one_still_read() {
+    let version = |f: &[u8]| u32::from_le_bytes([f[8], f[9], f[10], f[11]]);
+    let (plain, _, _) = write(&fixture_model(), 2, &BlockOrdering::default());
+    assert_eq!(version(&plain), 1, "no scaled palette: still version 1");
+    let (scaled, m, _) = write(&llama_like(5), 2, &BlockOrdering::default());
+    assert_eq!(version(&scaled), 2);
+    assert_eq!(Reader::new(&scaled).expect("v2").version(), 2);
+    // The release that introduced scaled palettes wrote them as version 1.
+    let old = with_version(&scaled, 1);
+    let reader = Reader::new(&old).expect("a v1 file with a scaled palette reads");
+    assert_eq!(reader.version(), 1);
+    let name = "model.layers.1.mlp.gate_proj.weight";
+    let full = budget::full(&m);
+    assert_eq!(
+        reader.rebuild_tensor(name, &full).expect("rebuilds"),
+        Reader::new(&scaled)
+            .expect("v2")
+            .rebuild_tensor(name, &full)
+            .expect("rebuilds")
+    );
+    for v in [0, 3] {
+        let err = Reader::new(&with_version(&scaled, v)).expect_err("unknown version");
+        assert!(
+            reason(err).contains(&format!("unsupported format version {v}")),
+            "version {v}"
+        );
     }
 }
 

@@ -164,6 +164,36 @@ pub(crate) fn fixture_model() -> Vec<SynthTensor> {
     ]
 }
 
+/// The model the committed v2 fixture was written from: the v1 fixture's kinds plus a
+/// scaled palette, the encoding version 2 introduced.
+pub(crate) fn fixture_model_v2() -> Vec<SynthTensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    let r = &mut rng;
+    vec![
+        tensor("embed.weight", &[8, 16], Kind::F16, r),
+        tensor("norm.weight", &[16], Kind::F32, r),
+        tensor("layers.0.attn.q_proj.weight", &[16, 16], SCALED, r),
+        tensor(
+            "layers.0.mlp.up_proj.weight",
+            &[24, 16],
+            Kind::Palette {
+                bits: 2,
+                group_rows: 8,
+            },
+            r,
+        ),
+        tensor(
+            "layers.0.mlp.down_proj.weight",
+            &[16, 40],
+            Kind::ScaledPalette {
+                bits: 3,
+                group_cols: 16,
+            },
+            r,
+        ),
+    ]
+}
+
 /// Encodes and writes `model`; returns the file, its manifest and what was encoded.
 pub(crate) fn write(
     model: &[SynthTensor],

@@ -12,21 +12,20 @@ use std::path::Path;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
+use super::encoding::{Check, archived_block_count};
 use super::header::Header;
-use super::manifest::{
-    ArchivedEncoding, ArchivedManifest, BitStackBlockLayout, Encoding, Manifest, Section,
-};
+use super::manifest::{ArchivedManifest, Manifest};
 use super::{
-    ALIGN, HEADER_LEN, MAX_DIMS, MAX_META_KEY, MAX_META_VALUE, MAX_METADATA, MAX_NAME_LEN,
-    MAX_NUMEL, MAX_TENSORS, format_err,
+    HEADER_LEN, MAX_DIMS, MAX_META_KEY, MAX_META_VALUE, MAX_METADATA, MAX_NAME_LEN, MAX_NUMEL,
+    MAX_TENSORS, format_err,
 };
 use crate::bitstack::MAX_LEVELS;
 use crate::error::Result;
-use crate::palette::{PaletteLayout, ScaledLayout};
 
 /// Parses the header and manifest at the start of `bytes` (which may be a prefix of
-/// the file, but must hold the whole manifest).
-pub(crate) fn parse(bytes: &[u8], src: &Path) -> Result<Manifest> {
+/// the file, but must hold the whole manifest); returns the manifest and the format
+/// version.
+pub(crate) fn parse(bytes: &[u8], src: &Path) -> Result<(Manifest, u32)> {
     let h = Header::decode(bytes, src)?;
     if bytes.len() as u64 > h.file_len {
         return Err(format_err(
@@ -69,7 +68,7 @@ pub(crate) fn parse(bytes: &[u8], src: &Path) -> Result<Manifest> {
     let m = rkyv::deserialize::<Manifest, rancor::Error>(archived)
         .map_err(|e| format_err(src, format!("manifest could not be deserialized: {e}")))?;
     check_manifest(&m, &h, src)?;
-    Ok(m)
+    Ok((m, h.version))
 }
 
 fn cap(src: &Path, field: &str, got: usize, max: usize) -> Result<()> {
@@ -99,10 +98,9 @@ fn check_caps(a: &ArchivedManifest, src: &Path) -> Result<()> {
             t.shape.len(),
             MAX_DIMS,
         )?;
-        if let ArchivedEncoding::BitStack { blocks: b, .. } = &t.encoding {
-            cap(src, &format!("tensor {i} block count"), b.len(), MAX_LEVELS)?;
-            blocks += b.len();
-        }
+        let b = archived_block_count(&t.encoding);
+        cap(src, &format!("tensor {i} block count"), b, MAX_LEVELS)?;
+        blocks += b;
     }
     cap(src, "block order length", a.block_order.len(), blocks)?;
     cap(src, "budget table length", a.budget_table.len(), blocks + 1)?;
@@ -120,46 +118,6 @@ fn check_caps(a: &ArchivedManifest, src: &Path) -> Result<()> {
             e.value.len(),
             MAX_META_VALUE,
         )?;
-    }
-    Ok(())
-}
-
-/// Checks that a section is aligned, starts after the manifest and ends in the file.
-fn check_section(s: &Section, what: &dyn Fn() -> String, m: &Manifest, src: &Path) -> Result<()> {
-    let end = s.offset.checked_add(s.len);
-    if !s.offset.is_multiple_of(ALIGN as u64)
-        || s.offset < m.data_start
-        || end.is_none_or(|e| e > m.file_len)
-    {
-        return Err(format_err(
-            src,
-            format!(
-                "{}: section at {} of {} bytes, expected a multiple of {ALIGN} within [{}, {})",
-                what(),
-                s.offset,
-                s.len,
-                m.data_start,
-                m.file_len
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn check_len(
-    s: &Section,
-    want: Option<usize>,
-    what: &dyn Fn() -> String,
-    src: &Path,
-) -> Result<()> {
-    if want.map(|w| w as u64) != Some(s.len) {
-        let want = want.map_or("a length that fits in memory".to_string(), |w| {
-            w.to_string()
-        });
-        return Err(format_err(
-            src,
-            format!("{}: section length {}, expected {want}", what(), s.len),
-        ));
     }
     Ok(())
 }
@@ -197,100 +155,16 @@ fn check_manifest(m: &Manifest, h: &Header, src: &Path) -> Result<()> {
                 ));
             }
         };
-        let matrix = || -> Result<(usize, usize)> {
-            match t.shape[..] {
-                [r, c] => Ok((r as usize, c as usize)),
-                _ => Err(format_err(
-                    src,
-                    format!("tensor `{name}`: shape {:?}, expected 2 dims", t.shape),
-                )),
-            }
-        };
-        match &t.encoding {
-            Encoding::F16 { data } | Encoding::F32 { data } => {
-                let what = || format!("tensor `{name}` data");
-                let width = if matches!(t.encoding, Encoding::F16 { .. }) {
-                    2
-                } else {
-                    4
-                };
-                check_section(data, &what, m, src)?;
-                check_len(data, numel.checked_mul(width), &what, src)?;
-                resident.push((data.offset, data.end()));
-            }
-            Encoding::BitStack {
-                rank,
-                scales,
-                blocks,
-            } => {
-                let (rows, cols) = matrix()?;
-                let rank = *rank as usize;
-                if rank == 0 || rank > rows.min(cols) || blocks.is_empty() {
-                    return Err(format_err(
-                        src,
-                        format!(
-                            "tensor `{name}`: rank {rank} with {} blocks, expected rank 1..={} and at least one block",
-                            blocks.len(),
-                            rows.min(cols)
-                        ),
-                    ));
-                }
-                if let Some(s) = scales {
-                    let what = || format!("tensor `{name}` scales");
-                    check_section(s, &what, m, src)?;
-                    check_len(s, cols.checked_mul(4), &what, src)?;
-                    resident.push((s.offset, s.end()));
-                }
-                let layout = BitStackBlockLayout::new(rows, cols, rank);
-                for (l, b) in blocks.iter().enumerate() {
-                    let what = || format!("tensor `{name}` block {l}");
-                    check_section(&b.section, &what, m, src)?;
-                    check_len(&b.section, layout.map(|x| x.len), &what, src)?;
-                }
-            }
-            Encoding::Palette {
-                bits,
-                group_rows,
-                data,
-            } => {
-                let (rows, cols) = matrix()?;
-                let what = || format!("tensor `{name}` palette");
-                let layout = PaletteLayout::new(rows, cols, *bits, *group_rows as usize)
-                    .filter(|_| (2..=8).contains(bits) && (*group_rows as usize) <= rows.max(1));
-                if layout.is_none() {
-                    return Err(format_err(
-                        src,
-                        format!(
-                            "tensor `{name}`: palette of {bits} bits, groups of {group_rows} rows; expected 2..=8 bits and 1..={rows} rows"
-                        ),
-                    ));
-                }
-                check_section(data, &what, m, src)?;
-                check_len(data, layout.map(|x| x.len), &what, src)?;
-                resident.push((data.offset, data.end()));
-            }
-            Encoding::ScaledPalette {
-                bits,
-                group_cols,
-                data,
-            } => {
-                let (rows, cols) = matrix()?;
-                let what = || format!("tensor `{name}` scaled palette");
-                let layout = ScaledLayout::new(rows, cols, *bits, *group_cols as usize)
-                    .filter(|_| (*group_cols as usize) <= cols.max(1));
-                if layout.is_none() {
-                    return Err(format_err(
-                        src,
-                        format!(
-                            "tensor `{name}`: scaled palette of {bits} bits, blocks of {group_cols} weights; expected 2..=8 bits and 1..={cols} weights"
-                        ),
-                    ));
-                }
-                check_section(data, &what, m, src)?;
-                check_len(data, layout.map(|x| x.len), &what, src)?;
-                resident.push((data.offset, data.end()));
-            }
-        }
+        let view = t.encoding.view();
+        view.validate(&Check {
+            name,
+            shape: &t.shape,
+            numel,
+            data_start: m.data_start,
+            file_len: m.file_len,
+            src,
+        })?;
+        resident.extend(view.resident().iter().map(|(s, _)| (s.offset, s.end())));
     }
     resident.sort_unstable();
     let mut resident_end = m.data_start;
@@ -311,14 +185,7 @@ fn check_manifest(m: &Manifest, h: &Header, src: &Path) -> Result<()> {
 /// The block order is a level-ordered permutation of all blocks whose sections follow
 /// each other in the file, and the budget table holds their ends.
 fn check_order(m: &Manifest, resident_end: u64, src: &Path) -> Result<()> {
-    let total: usize = m
-        .tensors
-        .iter()
-        .map(|t| match &t.encoding {
-            Encoding::BitStack { blocks, .. } => blocks.len(),
-            _ => 0,
-        })
-        .sum();
+    let total: usize = m.tensors.iter().map(|t| t.encoding.blocks().len()).sum();
     if m.block_order.len() != total || m.budget_table.len() != total + 1 {
         return Err(format_err(
             src,
@@ -341,16 +208,12 @@ fn check_order(m: &Manifest, resident_end: u64, src: &Path) -> Result<()> {
     }
     let mut next = vec![0u32; m.tensors.len()];
     let mut has_block = vec![false; m.tensors.len()];
-    let mut missing = m
-        .tensors
-        .iter()
-        .filter(|t| matches!(t.encoding, Encoding::BitStack { .. }))
-        .count();
+    let mut missing = m.tensors.iter().filter(|t| t.encoding.has_blocks()).count();
     let mut min_blocks = 0usize;
     for (j, b) in m.block_order.iter().enumerate() {
         let t = b.tensor as usize;
         let blocks = match m.tensors.get(t).map(|t| &t.encoding) {
-            Some(Encoding::BitStack { blocks, .. }) => blocks,
+            Some(e) if e.has_blocks() => e.blocks(),
             _ => {
                 return Err(format_err(
                     src,

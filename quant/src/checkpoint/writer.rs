@@ -5,18 +5,15 @@ use std::collections::HashSet;
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use half::f16;
-
+use super::encoding::{DenseTensor, DenseType, EncodeTensor};
 use super::header::Header;
-use super::layout::{Pending, Spilled, check_explicit, layout};
-use super::manifest::{BitStackBlockLayout, Manifest, MetaEntry};
+use super::layout::{check_explicit, layout};
+use super::manifest::{BlockEntry, Encoding, Manifest, MetaEntry, Section};
 use super::{
     ALIGN, HEADER_LEN, MAX_DIMS, MAX_MANIFEST_BYTES, MAX_META_KEY, MAX_META_VALUE, MAX_METADATA,
-    MAX_NAME_LEN, MAX_NUMEL, MAX_TENSORS, align_u64,
+    MAX_NAME_LEN, MAX_NUMEL, MAX_TENSORS, MIN_VERSION, Reader, align_u64,
 };
-use crate::bitstack::{
-    BitStackMatrix, BlockId, MAX_LEVELS, MatrixBlocks, OrderPolicy, global_order,
-};
+use crate::bitstack::{BitStackMatrix, BlockId, MatrixBlocks, OrderPolicy, global_order};
 use crate::error::{QuantError, Result};
 use crate::palette::{PaletteTensor, ScaledPalette};
 
@@ -48,14 +45,14 @@ impl Default for BlockOrdering {
 /// copied. Disk use is twice the checkpoint (spill plus output); memory is one copy
 /// buffer.
 ///
-/// # File layout (format version 1)
+/// # File layout (format versions 1 and 2)
 ///
 /// All integers little-endian.
 ///
 /// | offset | bytes | field |
 /// |---|---|---|
 /// | 0 | 8 | magic `"OCTETWGT"` |
-/// | 8 | 4 | format version (`u32`, 1) |
+/// | 8 | 4 | format version (`u32`): 2 if a tensor is a scaled palette, else 1 |
 /// | 12 | 4 | flags (`u32`, 0; a reader rejects unknown bits) |
 /// | 16 | 8 | manifest offset (`u64`, always 64) |
 /// | 24 | 8 | manifest length `L` (`u64`, at most 64 MiB) |
@@ -70,15 +67,16 @@ impl Default for BlockOrdering {
 /// | | | BitStack blocks, in the manifest's `block_order` |
 ///
 /// Every section starts on a 64-byte boundary, with zero padding between sections;
-/// its offset, length and CRC-32C are in the manifest. A BitStack block's section is
-/// laid out as [`BitStackBlockLayout`], a palette's as
-/// [`crate::palette::PaletteLayout`]. `budget_table[j]` in the manifest is the prefix
+/// its offset, length and CRC-32C are in the manifest. What a section holds is up to
+/// its tensor's encoding ([`super::encoding`]): a BitStack block's section is laid out
+/// as [`super::BitStackBlockLayout`], a palette's as [`crate::palette::PaletteLayout`]. `budget_table[j]` in the manifest is the prefix
 /// length that holds the first `j` blocks.
 #[derive(Debug)]
 pub struct CheckpointWriter<S> {
     spill: S,
     spill_len: u64,
-    tensors: Vec<(String, Vec<u64>, Pending)>,
+    /// Name, shape and encoding, its sections where they lie in the spill.
+    tensors: Vec<(String, Vec<u64>, Encoding)>,
     names: HashSet<String>,
     metadata: Vec<MetaEntry>,
 }
@@ -156,187 +154,100 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
         Ok(shape.iter().map(|&d| d as u64).collect())
     }
 
-    fn spill(&mut self, bytes: &[u8]) -> Result<Spilled> {
+    /// Appends `bytes` to the spill; the section says where they lie in it.
+    fn spill(&mut self, bytes: &[u8]) -> Result<Section> {
         self.spill
             .seek(SeekFrom::Start(self.spill_len))
             .map_err(spill_err)?;
         self.spill.write_all(bytes).map_err(spill_err)?;
-        let s = Spilled {
+        let s = Section {
             offset: self.spill_len,
             len: bytes.len() as u64,
-            crc: crc32c::crc32c(bytes),
+            crc32c: crc32c::crc32c(bytes),
         };
         self.spill_len += s.len;
         Ok(s)
     }
 
-    fn push(&mut self, name: &str, shape: Vec<u64>, p: Pending) {
+    fn push(&mut self, name: &str, shape: Vec<u64>, p: Encoding) {
         self.names.insert(name.to_string());
         self.tensors.push((name.to_string(), shape, p));
+    }
+
+    /// Adds a tensor in any encoding: checks its name and shape, then spills its
+    /// sections as the encoding lays them out ([`EncodeTensor`]).
+    pub fn add<T: EncodeTensor + ?Sized>(&mut self, name: &str, tensor: &T) -> Result<()> {
+        let (shape, numel) = tensor.dims();
+        let shape = self.check_new(name, &shape, numel)?;
+        let encoding = tensor.encode(name, &mut |bytes| self.spill(bytes))?;
+        self.push(name, shape, encoding);
+        Ok(())
     }
 
     /// Adds an always-resident tensor stored as f16 (embeddings, norms, lm_head).
     /// Values beyond f16's range are an error rather than infinities.
     pub fn add_f16(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
-        let shape = self.check_new(name, shape, data.len())?;
-        let mut bytes = Vec::with_capacity(data.len() * 2);
-        for (i, &x) in data.iter().enumerate() {
-            let h = f16::from_f32(x);
-            if !h.is_finite() {
-                return Err(invalid(
-                    "f16 tensor",
-                    format!(
-                        "`{name}` value {x} at index {i} is not finite in f16; store it as f32"
-                    ),
-                ));
-            }
-            bytes.extend_from_slice(&h.to_le_bytes());
-        }
-        let s = self.spill(&bytes)?;
-        self.push(name, shape, Pending::F16(s));
-        Ok(())
+        self.add(
+            name,
+            &DenseTensor {
+                shape,
+                data,
+                dtype: DenseType::F16,
+            },
+        )
     }
 
     /// Adds an always-resident tensor stored as f32.
     pub fn add_f32(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
-        let shape = self.check_new(name, shape, data.len())?;
-        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let s = self.spill(&bytes)?;
-        self.push(name, shape, Pending::F32(s));
-        Ok(())
+        self.add(
+            name,
+            &DenseTensor {
+                shape,
+                data,
+                dtype: DenseType::F32,
+            },
+        )
     }
 
     /// Adds a BitStack matrix (`shape = [rows, cols]`) with all its blocks.
     pub fn add_bitstack(&mut self, name: &str, m: &BitStackMatrix) -> Result<()> {
-        let shape = self.check_new(name, &[m.rows, m.cols], m.rows * m.cols)?;
-        if m.blocks.is_empty() || m.blocks.len() > MAX_LEVELS {
-            return Err(invalid(
-                "blocks",
-                format!(
-                    "`{name}` has {} blocks, expected 1..={MAX_LEVELS}",
-                    m.blocks.len()
-                ),
-            ));
-        }
-        let rank = u32::try_from(m.rank)
-            .ok()
-            .filter(|&r| r >= 1 && m.rank <= m.rows.min(m.cols))
-            .ok_or_else(|| {
-                invalid(
-                    "rank",
-                    format!("`{name}` rank {} outside 1..=min(rows, cols)", m.rank),
-                )
-            })?;
-        let layout = BitStackBlockLayout::new(m.rows, m.cols, m.rank)
-            .ok_or_else(|| invalid("shape", format!("`{name}` block size overflows")))?;
-        let scales = match &m.scales {
-            Some(s) => {
-                crate::bitstack::check_scales(s, m.cols)?;
-                let b: Vec<u8> = s.iter().flat_map(|x| x.to_le_bytes()).collect();
-                Some(self.spill(&b)?)
-            }
-            None => None,
-        };
-        let mut blocks = Vec::with_capacity(m.blocks.len());
-        let mut buf = vec![0u8; layout.len];
-        for (level, b) in m.blocks.iter().enumerate() {
-            if b.signs.len() != layout.signs.1
-                || b.u.len() * 2 != layout.u.1
-                || b.vt.len() * 2 != layout.vt.1
-            {
-                return Err(invalid(
-                    "blocks",
-                    format!(
-                        "`{name}` block {level} has factor lengths that do not match {}x{} rank {}",
-                        m.rows, m.cols, m.rank
-                    ),
-                ));
-            }
-            if b.importance.is_nan() {
-                return Err(invalid(
-                    "importance",
-                    format!("`{name}` block {level} is NaN"),
-                ));
-            }
-            buf.fill(0);
-            buf[..layout.signs.1].copy_from_slice(&b.signs);
-            put_f16(&mut buf[layout.u.0..layout.u.0 + layout.u.1], &b.u);
-            put_f16(&mut buf[layout.vt.0..layout.vt.0 + layout.vt.1], &b.vt);
-            blocks.push((self.spill(&buf)?, b.importance));
-        }
-        self.push(
-            name,
-            shape,
-            Pending::BitStack {
-                rank,
-                scales,
-                blocks,
-            },
-        );
-        Ok(())
+        self.add(name, m)
     }
 
     /// Adds a palettized tensor (`shape = [rows, cols]`).
     pub fn add_palette(&mut self, name: &str, p: &PaletteTensor) -> Result<()> {
-        let l = &p.layout;
-        let shape = self.check_new(name, &[l.rows, l.cols], l.rows * l.cols)?;
-        if p.luts.len() * 2 != l.luts.1 || p.indices.len() != l.indices.1 {
-            return Err(invalid(
-                "palette",
-                format!("`{name}` table or index length does not match its layout"),
-            ));
-        }
-        let group_rows = u32::try_from(l.group_rows).map_err(|_| {
-            invalid(
-                "group_rows",
-                format!("`{name}` group of {} rows exceeds u32", l.group_rows),
-            )
-        })?;
-        let data = self.spill(&p.section_bytes())?;
-        self.push(
-            name,
-            shape,
-            Pending::Palette {
-                bits: l.bits,
-                group_rows,
-                data,
-            },
-        );
-        Ok(())
+        self.add(name, p)
     }
 
     /// Adds a scaled palette (`shape = [rows, cols]`).
     pub fn add_scaled_palette(&mut self, name: &str, p: &ScaledPalette) -> Result<()> {
-        let l = &p.layout;
-        let shape = self.check_new(name, &[l.rows, l.cols], l.rows * l.cols)?;
-        if p.table.len() * 2 != l.table.1
-            || p.params.len() * 2 != l.params.1
-            || p.codes.len() != l.codes.1
-            || p.indices.len() != l.indices.1
-        {
-            return Err(invalid(
-                "scaled palette",
-                format!(
-                    "`{name}` table, parameter, code or index length does not match its layout"
-                ),
-            ));
+        self.add(name, p)
+    }
+
+    /// Adds tensor `t` of `reader` unchanged: its sections are checksummed and copied
+    /// byte for byte, its blocks keep their importance. [`BlockOrdering::Explicit`]
+    /// then reproduces the source's block order.
+    pub fn add_copy(&mut self, reader: &Reader<'_>, t: usize) -> Result<()> {
+        let full = reader.full();
+        let src = reader.source(t, &full)?;
+        let entry = &reader.manifest().tensors[t];
+        let shape: Vec<usize> = entry.shape.iter().map(|&d| d as usize).collect();
+        let numel = entry.numel() as usize;
+        let shape = self.check_new(&entry.name, &shape, numel)?;
+        let view = entry.encoding.view();
+        let mut resident = Vec::new();
+        for (s, what) in view.resident() {
+            resident.push(self.spill(src.section(&s, what)?)?);
         }
-        let group_cols = u32::try_from(l.group_cols).map_err(|_| {
-            invalid(
-                "group_cols",
-                format!("`{name}` block of {} weights exceeds u32", l.group_cols),
-            )
-        })?;
-        let data = self.spill(&p.section_bytes())?;
-        self.push(
-            name,
-            shape,
-            Pending::ScaledPalette {
-                bits: l.bits,
-                group_cols,
-                data,
-            },
-        );
+        let mut blocks = Vec::with_capacity(view.blocks().len());
+        for (level, b) in view.blocks().iter().enumerate() {
+            blocks.push(BlockEntry {
+                section: self.spill(src.section(&b.section, &format!("block {level}"))?)?,
+                importance: b.importance,
+            });
+        }
+        let encoding = view.with_sections(&resident, blocks);
+        self.push(&entry.name, shape, encoding);
         Ok(())
     }
 
@@ -370,15 +281,16 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
     pub fn bitstack_matrices(&self) -> Vec<(String, MatrixBlocks)> {
         self.tensors
             .iter()
-            .filter_map(|(name, _, p)| match p {
-                Pending::BitStack { blocks, .. } => Some((
+            .filter(|(_, _, e)| e.has_blocks())
+            .map(|(name, _, e)| {
+                let blocks = e.blocks();
+                (
                     name.clone(),
                     MatrixBlocks {
-                        bytes_per_block: blocks.first().map_or(0, |b| b.0.len),
-                        importance: blocks.iter().map(|b| b.1).collect(),
+                        bytes_per_block: blocks.first().map_or(0, |b| b.section.len),
+                        importance: blocks.iter().map(|b| b.importance).collect(),
                     },
-                )),
-                _ => None,
+                )
             })
             .collect()
     }
@@ -391,7 +303,7 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
             .tensors
             .iter()
             .enumerate()
-            .filter(|(_, t)| matches!(t.2, Pending::BitStack { .. }))
+            .filter(|(_, t)| t.2.has_blocks())
             .map(|(i, _)| i)
             .collect();
         let mbs: Vec<MatrixBlocks> = matrices.into_iter().map(|m| m.1).collect();
@@ -420,7 +332,13 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
                 ),
             ));
         }
+        let version = self
+            .tensors
+            .iter()
+            .map(|t| t.2.min_version())
+            .fold(MIN_VERSION, u32::max);
         let header = Header {
+            version,
             manifest_len: bytes.len() as u64,
             manifest_crc: crc32c::crc32c(&bytes),
             data_start,
@@ -445,7 +363,7 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
     /// Copies one spilled payload to `out`, checking its CRC on the way.
     fn copy_section<W: Write>(
         &mut self,
-        s: Spilled,
+        s: Section,
         out: &mut Counting<W>,
         buf: &mut [u8],
     ) -> Result<()> {
@@ -461,12 +379,12 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
             out.write_all(&buf[..n]).map_err(out_err)?;
             left -= n as u64;
         }
-        if crc != s.crc {
+        if crc != s.crc32c {
             return Err(QuantError::Format {
                 path: Path::new("<checkpoint spill>").to_path_buf(),
                 reason: format!(
                     "spilled section at {} changed: crc32c {crc:#010x}, wrote {:#010x}",
-                    s.offset, s.crc
+                    s.offset, s.crc32c
                 ),
             });
         }
@@ -477,12 +395,6 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
 fn archive(m: &Manifest) -> Result<rkyv::util::AlignedVec> {
     rkyv::to_bytes::<rkyv::rancor::Error>(m)
         .map_err(|e| invalid("manifest", format!("rkyv serialization failed: {e}")))
-}
-
-fn put_f16(dst: &mut [u8], src: &[f16]) {
-    for (c, v) in dst.chunks_exact_mut(2).zip(src) {
-        c.copy_from_slice(&v.to_le_bytes());
-    }
 }
 
 /// A writer that knows its position, to pad sections to their offsets.

@@ -70,15 +70,7 @@ pub fn load_budget_cuda(
     dev: &CudaDevice,
 ) -> Result<GpuLoadedWeights> {
     let t0 = Instant::now();
-    let end = usize::try_from(budget.prefix_len).unwrap_or(usize::MAX);
-    let bytes = prefix.get(..end).ok_or_else(|| QuantError::Format {
-        path: source.to_path_buf(),
-        reason: format!(
-            "truncated: the budget needs a prefix of {} bytes, only {} available",
-            budget.prefix_len,
-            prefix.len()
-        ),
-    })?;
+    let bytes = budget.prefix_of(prefix, source)?;
     let reader = Reader::with_source(bytes, source)?;
     let plan = plan_budget(&reader, budget)?;
     let mut offsets = Vec::new();

@@ -46,7 +46,7 @@ pub use scaled::{ScaledLayout, ScaledPalette, palettize_scaled};
 use half::f16;
 use rayon::prelude::*;
 
-use crate::checkpoint::manifest::align_usize;
+use crate::checkpoint::align_usize;
 use crate::error::{QuantError, Result, check_batch};
 use crate::kmeans1d::optimal_kmeans_1d;
 

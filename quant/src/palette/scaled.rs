@@ -30,7 +30,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::{index_row_bytes, nearest_sorted, pack_row, unpack_indices, unpack_lookup};
-use crate::checkpoint::manifest::align_usize;
+use crate::checkpoint::align_usize;
 use crate::error::{QuantError, Result, check_batch};
 
 /// Bits of each block's scale and offset code.

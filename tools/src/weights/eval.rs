@@ -1,6 +1,6 @@
 //! `octet weights eval`: perplexity of a model on a text, for a `.octet` checkpoint
 //! at a budget or for the reference checkpoint it came from (GGUF or a Hugging Face
-//! folder), with sliding windows ([`super::ppl`]).
+//! folder), with sliding windows ([`octet_tools::model::ppl`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,14 +10,15 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::Args;
 use octet_quant::candle_load::MappedCheckpoint;
+use octet_tools::model::calib;
+use octet_tools::model::llama::LlamaForward;
+use octet_tools::model::ppl::{Perplexity, perplexity, tokenize_text};
+use octet_tools::model::{Architecture, LlamaConfig};
 use serde::Serialize;
 use tokenizers::Tokenizer;
 
 use super::inspect::budget_row;
-use super::llama::LlamaForward;
-use super::model::{Architecture, LlamaConfig};
-use super::ppl::{Perplexity, perplexity, tokenize_text};
-use super::{BudgetArgs, ReserveArgs, bar, calib};
+use super::{BudgetArgs, ReserveArgs, bar};
 
 /// Arguments of `octet weights eval`.
 #[derive(Debug, Args)]
@@ -124,7 +125,7 @@ pub fn load(path: &Path, budget: &BudgetArgs) -> Result<EvalModel> {
         })
     } else {
         if budget.limit(ReserveArgs { reserve: 10.0 })?
-            != octet_quant::candle_load::BudgetLimit::Full
+            != octet_quant::checkpoint::BudgetLimit::Full
         {
             bail!(
                 "{}: --budget, --bits, --blocks and --device-memory apply to .octet files only",
@@ -143,7 +144,7 @@ pub fn load(path: &Path, budget: &BudgetArgs) -> Result<EvalModel> {
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
         {
-            let (l, a) = super::gguf::storage_bits(path)?;
+            let (l, a) = octet_tools::model::gguf::storage_bits(path)?;
             (Some(l), Some(a))
         } else {
             (None, None)

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use half::{bf16, f16};
-use octet_quant::candle_load::{MappedCheckpoint, plan};
-use octet_quant::checkpoint::Reader;
+use octet_quant::checkpoint::mapped::{MappedCheckpoint, plan};
 use rayon::prelude::*;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -92,16 +91,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let limit = args.budget.limit(args.reserve)?;
     let budget = plan(&reader, limit).with_context(|| format!("planning {limit:?}"))?;
     // Rebuild from the budget's prefix only, as the loader does.
-    let end = usize::try_from(budget.prefix_len).unwrap_or(usize::MAX);
-    let prefix = ckpt.bytes().get(..end).with_context(|| {
-        format!(
-            "{}: truncated: the budget needs a prefix of {} bytes, the file has {}",
-            args.file.display(),
-            budget.prefix_len,
-            ckpt.bytes().len()
-        )
-    })?;
-    let reader = Reader::with_source(prefix, &args.file)?;
+    let reader = ckpt.prefix_reader(&budget)?;
     let m = reader.manifest();
     let pb = if args.json {
         indicatif::ProgressBar::hidden()

@@ -19,9 +19,9 @@ use octet_quant::bitstack::{BitStackBlock, BitStackMatrix};
 use octet_quant::candle_load::{BudgetLimit, MappedCheckpoint, load_budget};
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, MetaEntry, Reader};
 use octet_quant::gpu::load_budget_cuda;
+use octet_tools::model::LlamaConfig;
 use serde::Serialize;
 
-use super::model::LlamaConfig;
 use super::size::ByteSize;
 
 /// Arguments of `octet weights gpu-check`.
@@ -146,14 +146,7 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
     let mut budgets = Vec::new();
     for limit in &args.budgets {
         let budget = ckpt.plan(BudgetLimit::Bytes(limit.0))?;
-        let end = usize::try_from(budget.prefix_len)?;
-        let prefix = ckpt.bytes().get(..end).with_context(|| {
-            format!(
-                "{} holds {} bytes, budget needs {end}",
-                args.file.display(),
-                ckpt.bytes().len()
-            )
-        })?;
+        let prefix = ckpt.prefix(&budget)?;
         let t = Instant::now();
         let cpu = load_budget(prefix, &args.file, &budget, &Device::Cpu, DType::F32)?;
         let cpu_rebuild_s = t.elapsed().as_secs_f64();

@@ -12,10 +12,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use half::f16;
-use octet_quant::bitstack::{BitStackBlock, BitStackMatrix, BlockId};
-use octet_quant::checkpoint::manifest::BitStackBlockLayout;
-use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Encoding, Reader, Section};
+use octet_quant::bitstack::BlockId;
+use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
 use octet_quant::palette::{PaletteConfig, palettize};
 use regex::Regex;
 
@@ -38,19 +36,6 @@ pub struct RepackArgs {
     group: usize,
 }
 
-fn section<'a>(bytes: &'a [u8], s: &Section) -> Result<&'a [u8]> {
-    let (a, b) = (usize::try_from(s.offset)?, usize::try_from(s.end())?);
-    bytes
-        .get(a..b)
-        .with_context(|| format!("section [{a}, {b}) beyond the file"))
-}
-
-fn f16s(b: &[u8]) -> Vec<f16> {
-    b.chunks_exact(2)
-        .map(|c| f16::from_le_bytes([c[0], c[1]]))
-        .collect()
-}
-
 /// Runs `octet weights repack`.
 pub fn run(args: RepackArgs) -> Result<()> {
     let bytes =
@@ -70,69 +55,28 @@ pub fn run(args: RepackArgs) -> Result<()> {
     let mut n_matrices = 0u32;
     let mut repacked = Vec::new();
     for (t, e) in m.tensors.iter().enumerate() {
-        let shape: Vec<usize> = e.shape.iter().map(|&d| d as usize).collect();
-        match &e.encoding {
-            Encoding::F16 { .. } | Encoding::F32 { .. } => {
-                let data = reader.rebuild_index(t, &full)?;
-                if shape.len() == 2 && re.is_match(&e.name) {
-                    let p = palettize(&data, shape[0], shape[1], None, &cfg)?;
-                    w.add_palette(&e.name, &p)?;
-                    repacked.push(e.name.clone());
-                } else if matches!(e.encoding, Encoding::F16 { .. }) {
-                    w.add_f16(&e.name, &shape, &data)?;
-                } else {
-                    w.add_f32(&e.name, &shape, &data)?;
-                }
-            }
-            Encoding::Palette { .. } | Encoding::ScaledPalette { .. } => {
-                bail!(
-                    "tensor `{}` is already a palette; repack reads BitStack files",
-                    e.name
-                );
-            }
-            Encoding::BitStack {
-                rank,
-                scales,
-                blocks,
-            } => {
-                let (rows, cols, rank) = (shape[0], shape[1], *rank as usize);
-                let layout = BitStackBlockLayout::new(rows, cols, rank)
-                    .with_context(|| format!("`{}`: block layout", e.name))?;
-                let scales = scales
-                    .as_ref()
-                    .map(|s| -> Result<Vec<f32>> {
-                        Ok(section(&bytes, s)?
-                            .chunks_exact(4)
-                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                            .collect())
-                    })
-                    .transpose()?;
-                let blocks = blocks
-                    .iter()
-                    .map(|b| -> Result<BitStackBlock> {
-                        let s = section(&bytes, &b.section)?;
-                        let part = |(o, l): (usize, usize)| &s[o..o + l];
-                        Ok(BitStackBlock {
-                            signs: part(layout.signs).to_vec(),
-                            u: f16s(part(layout.u)),
-                            vt: f16s(part(layout.vt)),
-                            importance: b.importance,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let matrix = BitStackMatrix {
-                    rows,
-                    cols,
-                    rank,
-                    scales,
-                    blocks,
-                    // Not stored in the file; only used for relative errors while decomposing.
-                    scaled_norm_sq: 0.0,
-                };
-                w.add_bitstack(&e.name, &matrix)?;
-                matrix_of[t] = n_matrices;
-                n_matrices += 1;
-            }
+        let dense = !e.encoding.is_compressed();
+        if dense && e.shape.len() == 2 && re.is_match(&e.name) {
+            let data = reader.rebuild_index(t, &full)?;
+            let (rows, cols) = (e.shape[0] as usize, e.shape[1] as usize);
+            let p = palettize(&data, rows, cols, None, &cfg)?;
+            w.add_palette(&e.name, &p)?;
+            repacked.push(e.name.clone());
+            continue;
+        }
+        if !dense && !e.encoding.has_blocks() {
+            bail!(
+                "tensor `{}` is already a {}; repack reads BitStack files",
+                e.name,
+                e.encoding.name()
+            );
+        }
+        // Everything else keeps its bytes: the BitStack blocks are what the GPU
+        // check is about.
+        w.add_copy(&reader, t)?;
+        if e.encoding.has_blocks() {
+            matrix_of[t] = n_matrices;
+            n_matrices += 1;
         }
     }
     for meta in &m.metadata {

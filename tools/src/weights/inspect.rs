@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use octet_quant::candle_load::MappedCheckpoint;
+use octet_quant::checkpoint::MappedCheckpoint;
 use octet_quant::checkpoint::budget::with_blocks;
-use octet_quant::checkpoint::{Budget, Encoding, Manifest, VERSION};
+use octet_quant::checkpoint::{Budget, Manifest};
 use serde::Serialize;
 
 use super::size::human_bytes;
@@ -46,24 +46,13 @@ pub struct BudgetRow {
 
 /// Bytes of tensor `t`'s sections a budget loads.
 pub fn tensor_bytes(m: &Manifest, budget: &Budget, t: usize) -> u64 {
-    match &m.tensors[t].encoding {
-        Encoding::F16 { data }
-        | Encoding::F32 { data }
-        | Encoding::Palette { data, .. }
-        | Encoding::ScaledPalette { data, .. } => data.len,
-        Encoding::BitStack { scales, blocks, .. } => {
-            let n = budget.blocks_per_matrix.get(t).copied().unwrap_or(0) as usize;
-            scales.map_or(0, |s| s.len) + blocks.iter().take(n).map(|b| b.section.len).sum::<u64>()
-        }
-    }
+    let n = budget.blocks_per_matrix.get(t).copied().unwrap_or(0) as usize;
+    m.tensors[t].encoding.loaded_bytes(n)
 }
 
 /// Whether tensor `t` is stored compressed (BitStack or palette).
 pub fn is_compressed(m: &Manifest, t: usize) -> bool {
-    matches!(
-        m.tensors[t].encoding,
-        Encoding::BitStack { .. } | Encoding::Palette { .. } | Encoding::ScaledPalette { .. }
-    )
+    m.tensors[t].encoding.is_compressed()
 }
 
 /// The table row of `budget`.
@@ -75,7 +64,7 @@ pub fn budget_row(m: &Manifest, budget: &Budget) -> BudgetRow {
             bytes += tensor_bytes(m, budget, t);
             weights += m.tensors[t].numel();
         }
-        if matches!(m.tensors[t].encoding, Encoding::BitStack { .. }) {
+        if m.tensors[t].encoding.has_blocks() {
             lo = lo.min(budget.blocks_per_matrix[t]);
             hi = hi.max(budget.blocks_per_matrix[t]);
         }
@@ -156,21 +145,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let full = reader.full();
     let mut by_enc: BTreeMap<&'static str, EncodingCount> = BTreeMap::new();
     for (t, entry) in m.tensors.iter().enumerate() {
-        let key = match entry.encoding {
-            Encoding::F16 { .. } => "f16",
-            Encoding::F32 { .. } => "f32",
-            Encoding::BitStack { .. } => "bitstack",
-            Encoding::Palette { .. } => "palette",
-            Encoding::ScaledPalette { .. } => "scaled palette",
-        };
-        let c = by_enc.entry(key).or_default();
+        let c = by_enc.entry(entry.encoding.name()).or_default();
         c.tensors += 1;
         c.weights += entry.numel();
         c.bytes += tensor_bytes(m, &full, t);
     }
     let report = InspectReport {
         file: args.file.clone(),
-        format_version: VERSION,
+        format_version: reader.version(),
         file_bytes: m.file_len,
         data_start: m.data_start,
         total_weights: m.total_weights(),

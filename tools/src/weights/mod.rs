@@ -3,39 +3,32 @@
 //! what fits a budget, and export any budget back to dequantised safetensors.
 //!
 //! DESIGN.md ("LLM weights") gives the algorithms; they live in `octet-quant`
-//! (`bitstack`, `palette`, `checkpoint`). This module reads checkpoints
-//! (`hf`, `gguf`), runs calibration (`llama`, `calib`) and drives the commands.
+//! (`bitstack`, `palette`, `checkpoint`). Reading checkpoints, calibration, the
+//! llama forward pass, perplexity and the peers are the library's
+//! [`octet_tools::model`]; this module holds the verbs and their flags.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use octet_quant::candle_load::BudgetLimit;
+use octet_quant::checkpoint::BudgetLimit;
+use octet_tools::model::{LinearSelection, Model, calib, gguf, hf};
 
-pub mod calib;
 pub mod eval;
 pub mod export;
-pub mod gguf;
 #[cfg(feature = "cuda")]
 pub mod gpu_check;
 pub mod gpu_pack;
-pub mod hf;
 pub mod inspect;
-pub mod llama;
 pub mod measure;
-pub mod model;
 pub mod palette;
-pub mod peers;
 pub mod plan;
-pub mod ppl;
 pub mod prepare;
 pub mod size;
 pub mod stack;
 pub mod sweep;
 pub mod sweep_plot;
-
-use model::{LinearSelection, Model};
 
 /// Arguments of `octet weights`.
 #[derive(Debug, Args)]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use octet_quant::candle_load::{MappedCheckpoint, plan};
-use octet_quant::checkpoint::{Encoding, Manifest};
+use octet_quant::checkpoint::Manifest;
+use octet_quant::checkpoint::mapped::{MappedCheckpoint, plan};
 use serde::Serialize;
 
 use super::inspect::{BudgetRow, budget_row, tensor_bytes};
@@ -56,16 +56,6 @@ struct GroupRow {
     encodings: Vec<&'static str>,
 }
 
-fn encoding_name(e: &Encoding) -> &'static str {
-    match e {
-        Encoding::F16 { .. } => "f16",
-        Encoding::F32 { .. } => "f32",
-        Encoding::BitStack { .. } => "bitstack",
-        Encoding::Palette { .. } => "palette",
-        Encoding::ScaledPalette { .. } => "scaled palette",
-    }
-}
-
 /// The layer a Hugging Face or GGUF tensor name belongs to.
 fn group_of(name: &str) -> String {
     for prefix in ["model.layers.", "blk.", "layers.", "h.", "encoder.layer."] {
@@ -102,11 +92,11 @@ fn groups(
         });
         g.weights += entry.numel();
         g.bytes += tensor_bytes(m, budget, t);
-        let e = encoding_name(&entry.encoding);
+        let e = entry.encoding.name();
         if !g.encodings.contains(&e) {
             g.encodings.push(e);
         }
-        if matches!(entry.encoding, Encoding::BitStack { .. }) {
+        if entry.encoding.has_blocks() {
             let n = budget.blocks_per_matrix[t];
             g.blocks = Some(g.blocks.map_or((n, n), |(lo, hi)| (lo.min(n), hi.max(n))));
         }

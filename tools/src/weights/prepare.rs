@@ -9,11 +9,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Manifest};
+use octet_tools::model::calib::{self, CalibShape};
+use octet_tools::model::llama::{InputNorms, LlamaForward};
+use octet_tools::model::{Architecture, Model, NamedTensor};
 use serde::Serialize;
 
-use super::calib::{self, CalibShape};
-use super::llama::{InputNorms, LlamaForward};
-use super::model::{Architecture, Model, NamedTensor};
 use super::{CalibArgs, InputArgs, bar};
 
 /// A checkpoint read, with its linears chosen and (for llama) calibrated.

@@ -316,41 +316,27 @@ fn ppl_ordering(
     };
     let mut forward = c.forward.clone();
     let mut current = vec![usize::MAX; matrices.len()];
-    let mut failure: Option<anyhow::Error> = None;
     let mut evals = 0usize;
-    let mut eval = |counts: &[usize]| -> octet_quant::Result<f64> {
-        let mut step = || -> Result<f64> {
-            for (m, (&want, have)) in counts.iter().zip(current.iter_mut()).enumerate() {
-                if want != *have {
-                    let w = matrices[m].rebuild(want)?;
-                    let t =
-                        Tensor::from_vec(w, (matrices[m].rows, matrices[m].cols), &Device::Cpu)?;
-                    forward.set_linear(&names[m], t)?;
-                    *have = want;
-                }
-            }
-            let mut nll = 0.0;
-            for s in seqs {
-                nll += forward.mean_nll(s)?;
-            }
-            Ok((nll / seqs.len() as f64).exp())
-        };
+    let mut eval = |counts: &[usize]| -> Result<f64> {
         evals += 1;
         pb.inc(1);
-        step().map_err(|e| {
-            failure = Some(e);
-            octet_quant::QuantError::Numerical {
-                what: "perplexity evaluation",
-                reason: "see the error reported after it".into(),
+        for (m, (&want, have)) in counts.iter().zip(current.iter_mut()).enumerate() {
+            if want != *have {
+                let w = matrices[m].rebuild(want)?;
+                let t = Tensor::from_vec(w, (matrices[m].rows, matrices[m].cols), &Device::Cpu)?;
+                forward.set_linear(&names[m], t)?;
+                *have = want;
             }
-        })
+        }
+        let mut nll = 0.0;
+        for s in seqs {
+            nll += forward.mean_nll(s)?;
+        }
+        Ok((nll / seqs.len() as f64).exp())
     };
     let scores = score_levels_by_eval(&levels, &mut eval);
     pb.finish_and_clear();
-    if let Some(e) = failure {
-        return Err(e.context("perplexity-based ordering"));
-    }
-    let scores = scores?;
+    let scores = scores.context("perplexity-based ordering")?;
     let mbs: Vec<MatrixBlocks> = bytes_per_block
         .iter()
         .zip(scores)

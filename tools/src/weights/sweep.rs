@@ -15,20 +15,21 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
-use octet_quant::candle_load::MappedCheckpoint;
+use octet_quant::checkpoint::MappedCheckpoint;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
 use octet_quant::palette::PaletteConfig;
+use octet_tools::model::calib;
+use octet_tools::model::llama::LlamaForward;
+use octet_tools::model::peers::{KQuant, Rtn};
+use octet_tools::model::ppl::{perplexity, tokenize_text};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::eval::WindowArgs;
 use super::inspect::budget_row;
-use super::llama::LlamaForward;
 use super::palette::palettize_linear;
-use super::peers::{KQuant, Rtn};
-use super::ppl::{perplexity, tokenize_text};
 use super::prepare::{Prepared, prepare};
-use super::{CalibArgs, GptqArgs, InputArgs, bar, calib};
+use super::{CalibArgs, GptqArgs, InputArgs, bar};
 
 /// `--kquants`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -266,7 +267,7 @@ impl Ctx<'_> {
 pub fn run(args: SweepArgs) -> Result<()> {
     let gptq = args.gptq.config();
     let prep = prepare(&args.input, &args.calib, false, gptq.is_some())?;
-    let super::model::Architecture::Llama(cfg) = &prep.model.arch else {
+    let octet_tools::model::Architecture::Llama(cfg) = &prep.model.arch else {
         bail!(
             "{}: architecture `{}`; the sweep runs llama-family models only",
             args.input.input.display(),
@@ -308,7 +309,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
     {
-        super::gguf::storage_bits(&args.input.input)?.0
+        octet_tools::model::gguf::storage_bits(&args.input.input)?.0
     } else {
         16.0
     };
@@ -403,7 +404,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         model: args.input.input.clone(),
         text: args.text.clone(),
         tokens: cx.rows.first().map_or(0, |_| {
-            super::ppl::windows(cx.ids.len(), args.window.ctx, args.window.stride())
+            octet_tools::model::ppl::windows(cx.ids.len(), args.window.ctx, args.window.stride())
                 .map(|w| w.iter().map(|w| w.end - w.first_scored).sum())
                 .unwrap_or(0)
         }),

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
-use super::model::{
+use super::{
     Architecture, LlamaConfig, MAX_TENSORS, Model, NamedTensor, TokenizerSource, checked_elements,
 };
 

@@ -22,7 +22,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, DecoderWrapper, Tokenizer};
 
 use super::llama::{InputNorms, LlamaForward};
-use super::model::{LlamaConfig, Model, TokenizerSource};
+use super::{LlamaConfig, Model, TokenizerSource};
 
 /// The built-in calibration text.
 pub const BUILTIN_TEXT: &str = include_str!("calib_text.txt");
@@ -111,7 +111,7 @@ pub fn tokenizer_file(path: &Path) -> Result<Tokenizer> {
         })?;
         let holder = Model {
             source: path.to_path_buf(),
-            arch: super::model::Architecture::Other {
+            arch: super::Architecture::Other {
                 name: "tokenizer only".into(),
             },
             tensors: Default::default(),
@@ -231,7 +231,7 @@ pub fn collect_input_norms(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::weights::model::Architecture;
+    use crate::model::Architecture;
 
     /// The real SmolLM2 GGUF fetched by `scripts/fetch_models.sh`, if present.
     fn smollm2() -> Option<std::path::PathBuf> {
@@ -336,7 +336,7 @@ mod tests {
     #[test]
     fn real_smollm2_reads_tokenizes_and_predicts_english() {
         let Some(path) = smollm2() else { return };
-        let model = crate::weights::gguf::read_gguf(&path, |_, _| {}).expect("reads");
+        let model = crate::model::gguf::read_gguf(&path, |_, _| {}).expect("reads");
         let Architecture::Llama(cfg) = &model.arch else {
             panic!("SmolLM2 is llama, got {:?}", model.arch)
         };

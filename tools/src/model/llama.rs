@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor};
 
-use super::model::LlamaConfig;
+use super::LlamaConfig;
 
 /// The weights of one decoder layer.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use candle_core::quantized::gguf_file::{Content, Value};
 
-use super::model::{
+use super::{
     Architecture, LlamaConfig, MAX_TENSORS, Model, NamedTensor, TokenizerSource, checked_elements,
 };
 

@@ -5,6 +5,19 @@
 //! Both readers (safetensors folders and GGUF files) produce this one shape, so
 //! everything downstream (calibration, BitStack, palettes, export) sees one naming
 //! scheme: `model.layers.{i}.self_attn.q_proj.weight` and friends.
+//!
+//! Around that description: the readers ([`hf`] for safetensors folders, [`gguf`] for
+//! GGUF files, dequantised through candle), calibration ([`calib`]: tokenizers and
+//! per-channel activation statistics), a llama forward pass over named tensors
+//! ([`llama`]), sliding-window perplexity ([`ppl`]) and the peer quantizers the sweep
+//! compares against ([`peers`]: round-to-nearest and candle's k-quants).
+
+pub mod calib;
+pub mod gguf;
+pub mod hf;
+pub mod llama;
+pub mod peers;
+pub mod ppl;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,112 @@
+//! [`Encoding::ScaledPalette`]: one k-means table per tensor, a 6-bit scale and
+//! offset code per block of `group_cols` weights of a row, and packed indices; one
+//! resident section laid out as [`ScaledLayout`] says (the fitting lives in
+//! [`crate::palette::scaled`]).
+//!
+//! Added after format version 1 shipped: a file holding one is written as version 2,
+//! so a reader that predates it refuses the file by its header instead of by an
+//! unknown manifest variant. Version-1 files holding one (written before the bump)
+//! still read.
+
+use super::{Check, EncodeTensor, Encoding, Source, TensorEncoding};
+use crate::checkpoint::manifest::{BlockEntry, Section};
+use crate::error::{QuantError, Result};
+use crate::palette::{ScaledLayout, ScaledPalette};
+
+/// The view of a scaled palette entry.
+#[derive(Debug)]
+pub(super) struct Scaled {
+    pub bits: u8,
+    pub group_cols: u32,
+    pub data: Section,
+}
+
+impl Scaled {
+    fn layout(&self, rows: usize, cols: usize) -> Option<ScaledLayout> {
+        ScaledLayout::new(rows, cols, self.bits, self.group_cols as usize)
+    }
+}
+
+impl TensorEncoding<'_> for Scaled {
+    fn name(&self) -> &'static str {
+        "scaled palette"
+    }
+
+    fn min_version(&self) -> u32 {
+        2
+    }
+
+    fn resident(&self) -> Vec<(Section, &'static str)> {
+        vec![(self.data, "scaled palette")]
+    }
+
+    fn with_sections(&self, resident: &[Section], _blocks: Vec<BlockEntry>) -> Encoding {
+        Encoding::ScaledPalette {
+            bits: self.bits,
+            group_cols: self.group_cols,
+            data: resident.first().copied().unwrap_or(self.data),
+        }
+    }
+
+    fn validate(&self, t: &Check<'_>) -> Result<()> {
+        let (rows, cols) = t.matrix()?;
+        let (bits, group_cols) = (self.bits, self.group_cols);
+        let layout = self
+            .layout(rows, cols)
+            .filter(|_| (group_cols as usize) <= cols.max(1));
+        if layout.is_none() {
+            return Err(t.error(format!(
+                "tensor `{}`: scaled palette of {bits} bits, blocks of {group_cols} weights; expected 2..=8 bits and 1..={cols} weights",
+                t.name
+            )));
+        }
+        t.section(&self.data, layout.map(|x| x.len), "scaled palette")
+    }
+
+    fn rebuild(&self, t: &Source<'_>) -> Result<Vec<f32>> {
+        let (rows, cols) = t.matrix();
+        let b = t.section(&self.data, "scaled palette")?;
+        let layout = self
+            .layout(rows, cols)
+            .ok_or_else(|| t.error(format!("tensor `{}`: bad scaled palette layout", t.name)))?;
+        layout.decode(b)
+    }
+
+    // No device kernel yet: the default `gpu_job` refuses it and names the CPU loader.
+}
+
+impl EncodeTensor for ScaledPalette {
+    fn dims(&self) -> (Vec<usize>, usize) {
+        let l = &self.layout;
+        (vec![l.rows, l.cols], l.rows * l.cols)
+    }
+
+    fn encode(
+        &self,
+        name: &str,
+        spill: &mut dyn FnMut(&[u8]) -> Result<Section>,
+    ) -> Result<Encoding> {
+        let l = &self.layout;
+        if self.table.len() * 2 != l.table.1
+            || self.params.len() * 2 != l.params.1
+            || self.codes.len() != l.codes.1
+            || self.indices.len() != l.indices.1
+        {
+            return Err(QuantError::InvalidConfig {
+                field: "scaled palette",
+                reason: format!(
+                    "`{name}` table, parameter, code or index length does not match its layout"
+                ),
+            });
+        }
+        let group_cols = u32::try_from(l.group_cols).map_err(|_| QuantError::InvalidConfig {
+            field: "group_cols",
+            reason: format!("`{name}` block of {} weights exceeds u32", l.group_cols),
+        })?;
+        Ok(Encoding::ScaledPalette {
+            bits: l.bits,
+            group_cols,
+            data: spill(&self.section_bytes())?,
+        })
+    }
+}
