@@ -9,6 +9,7 @@
 //! in under the write lock.
 
 mod maintenance;
+mod payload_ops;
 mod search;
 pub(crate) mod state;
 
@@ -239,6 +240,17 @@ impl Collection {
     }
 
     fn write(&self, op: WalOp, durable: bool) -> Result<WriteReceipt> {
+        self.write_locked(self.inner.write_lock.lock(), op, durable)
+    }
+
+    /// [`Collection::write`] for a caller that already holds the writer lock (a
+    /// read-modify-write such as [`Collection::update_payloads`]); releases it.
+    fn write_locked(
+        &self,
+        writer: parking_lot::MutexGuard<'_, ()>,
+        op: WalOp,
+        durable: bool,
+    ) -> Result<WriteReceipt> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(StoreError::CollectionNotFound {
@@ -246,7 +258,7 @@ impl Collection {
             });
         }
         let (seq, grown) = {
-            let _writer = inner.write_lock.lock();
+            let _writer = writer;
             let seq = inner.wal.append(&op)?;
             let mut st = inner.state.write();
             st.apply(seq, op);
