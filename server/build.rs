@@ -1,4 +1,4 @@
-//! Compiles `proto/octet/v1/*.proto` with protox (pure Rust: no system protoc) and
+//! Compiles `proto/octet/v1/*.proto` and `proto/qdrant/*.proto` with protox (pure Rust: no system protoc) and
 //! writes the encoded descriptor set next to the generated code for reflection.
 
 use std::path::PathBuf;
@@ -9,6 +9,12 @@ const PROTOS: &[&str] = &[
     "proto/octet/v1/points.proto",
     "proto/octet/v1/search.proto",
     "proto/octet/v1/admin.proto",
+    // Qdrant's API subset (package `qdrant`), served beside octet.v1.
+    "proto/qdrant/json_with_int.proto",
+    "proto/qdrant/qdrant_common.proto",
+    "proto/qdrant/collections.proto",
+    "proto/qdrant/points.proto",
+    "proto/qdrant/qdrant.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

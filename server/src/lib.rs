@@ -33,6 +33,7 @@ mod config;
 pub mod convert;
 mod error;
 mod oversize;
+mod qdrant;
 mod server;
 mod service;
 
@@ -49,6 +50,13 @@ pub mod pb {
     /// The encoded file descriptor set of `octet.v1`, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/octet_descriptor.bin"));
+}
+
+/// The generated `qdrant` messages, clients and servers: Octet's wire-compatible
+/// subset of Qdrant's gRPC API (see `proto/qdrant/`).
+#[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
+pub mod qdrant_pb {
+    tonic::include_proto!("qdrant");
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

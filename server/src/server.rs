@@ -114,6 +114,11 @@ impl Bound {
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
 
+        let qdrant = crate::qdrant::Services::new(&state, max);
+        for s in crate::qdrant::SERVICES {
+            health.set_service_status(s, ServingStatus::Serving).await;
+        }
+
         tracing::info!(
             addr = %local_addr,
             data = %args.data.display(),
@@ -156,7 +161,11 @@ impl Bound {
             .add_service(InterceptedService::new(collections, check.clone()))
             .add_service(InterceptedService::new(points, check.clone()))
             .add_service(InterceptedService::new(search, check.clone()))
-            .add_service(InterceptedService::new(admin, check))
+            .add_service(InterceptedService::new(admin, check.clone()))
+            // Qdrant's API; HealthCheck stays open like grpc.health.v1.
+            .add_service(qdrant.root)
+            .add_service(InterceptedService::new(qdrant.collections, check.clone()))
+            .add_service(InterceptedService::new(qdrant.points, check))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
         // Graceful shutdown waits for clients to close their connections; an idle
         // client that keeps its channel open would hold the server forever, so the

@@ -104,6 +104,24 @@ pub enum Condition {
     },
     /// A nested boolean filter.
     Filter(Filter),
+    /// Qdrant's `match: except`: the field has no value, or at least one value at
+    /// `key` (a scalar, or an element of an array there) equals none of `except`.
+    MatchExcept {
+        /// Dotted path.
+        key: String,
+        /// Rejected values.
+        except: Vec<MatchValue>,
+    },
+    /// The field is missing, `null` or an empty array.
+    IsEmpty {
+        /// Dotted path.
+        key: String,
+    },
+    /// The field is present and `null`.
+    IsNull {
+        /// Dotted path.
+        key: String,
+    },
 }
 
 /// A boolean combination of conditions. The empty filter matches every point.
@@ -182,7 +200,13 @@ impl Condition {
     fn validate_at(&self, depth: usize) -> Result<()> {
         let bad = |reason: String| Err(StoreError::InvalidFilter { reason });
         match self {
-            Condition::Match { key, .. } | Condition::Range { key, .. } if key.is_empty() => {
+            Condition::Match { key, .. }
+            | Condition::Range { key, .. }
+            | Condition::MatchExcept { key, .. }
+            | Condition::IsEmpty { key }
+            | Condition::IsNull { key }
+                if key.is_empty() =>
+            {
                 bad("empty key".into())
             }
             Condition::MatchAny { key, any } if key.is_empty() || any.is_empty() => bad(format!(
@@ -194,7 +218,7 @@ impl Condition {
             } if k.len() > MAX_KEYWORD_LEN => {
                 bad(format!("keyword longer than {MAX_KEYWORD_LEN} bytes"))
             }
-            Condition::MatchAny { any, .. }
+            Condition::MatchAny { any, .. } | Condition::MatchExcept { except: any, .. }
                 if any
                     .iter()
                     .any(|v| matches!(v, MatchValue::Keyword(k) if k.len() > MAX_KEYWORD_LEN)) =>
@@ -229,8 +253,32 @@ impl Condition {
                 v.as_f64().is_some_and(|x| range.contains(x))
             }),
             Condition::Filter(f) => f.matches(payload),
+            Condition::MatchExcept { key, except } => {
+                let mut any = false;
+                let outside = any_value_at(payload, key, &mut |v| {
+                    any = true;
+                    !except.iter().any(|m| m.matches(v))
+                });
+                outside || !any
+            }
+            Condition::IsEmpty { key } => match value_at(payload, key) {
+                None | Some(Value::Null) => true,
+                Some(Value::Array(items)) => items.is_empty(),
+                Some(_) => false,
+            },
+            Condition::IsNull { key } => matches!(value_at(payload, key), Some(Value::Null)),
         }
     }
+}
+
+/// The value at the dotted `key`, through nested objects (not into arrays).
+pub(crate) fn value_at<'a>(payload: &'a Payload, key: &str) -> Option<&'a Value> {
+    let mut parts = key.split('.');
+    let mut value = payload.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_object()?.get(part)?;
+    }
+    Some(value)
 }
 
 /// Calls `pred` on the scalar values at the dotted `key` (each element of an array)

@@ -19,6 +19,23 @@ struct FieldIndex {
     values: HashMap<MatchValue, Vec<u32>>,
     /// Sorted by value; a point appears once per number it holds.
     numbers: Vec<(f64, u32)>,
+    /// Points with at least one scalar at this path (itself or an array element),
+    /// `null` included: what [`Condition::MatchExcept`] looks at.
+    scalars: Vec<u32>,
+    /// Points holding a scalar here that has no match key (null, a long string, a
+    /// fractional number): such a value equals no listed value.
+    unkeyed: Vec<u32>,
+    /// Points whose value here is neither `null` nor an empty array.
+    filled: Vec<u32>,
+    /// Points whose value here is `null`.
+    nulls: Vec<u32>,
+}
+
+/// Appends `offset` unless it is already the last entry (points arrive in order).
+fn push_once(list: &mut Vec<u32>, offset: u32) {
+    if list.last() != Some(&offset) {
+        list.push(offset);
+    }
 }
 
 /// The index of one segment's payloads.
@@ -45,6 +62,15 @@ impl PayloadIndex {
     }
 
     fn add_value(&mut self, path: String, value: &Value, offset: u32, arrays: bool) {
+        // `arrays` is true exactly at addressable paths (not inside an array).
+        if arrays {
+            let field = self.fields.entry(path.clone()).or_default();
+            match value {
+                Value::Null => push_once(&mut field.nulls, offset),
+                Value::Array(items) if items.is_empty() => {}
+                _ => push_once(&mut field.filled, offset),
+            }
+        }
         match value {
             Value::Object(map) => {
                 // Objects inside arrays are not addressable by a dotted path.
@@ -59,14 +85,14 @@ impl PayloadIndex {
                     self.add_value(path.clone(), item, offset, false);
                 }
             }
-            Value::Array(_) | Value::Null => {}
+            Value::Array(_) => {}
             scalar => {
                 let field = self.fields.entry(path).or_default();
+                push_once(&mut field.scalars, offset);
                 if let Some(key) = MatchValue::of(scalar) {
-                    let list = field.values.entry(key).or_default();
-                    if list.last() != Some(&offset) {
-                        list.push(offset);
-                    }
+                    push_once(field.values.entry(key).or_default(), offset);
+                } else {
+                    push_once(&mut field.unkeyed, offset);
                 }
                 if let Some(x) = scalar.as_f64() {
                     field.numbers.push((x, offset));
@@ -114,6 +140,43 @@ impl PayloadIndex {
             }
             Condition::Range { key, range } => self.mark_range(key, range, &mut out),
             Condition::Filter(f) => return self.evaluate(f),
+            Condition::MatchExcept { key, except } => return self.match_except(key, except),
+            Condition::IsEmpty { key } => {
+                let mut all = Bitset::full(self.len);
+                if let Some(field) = self.fields.get(key.as_str()) {
+                    all.and_not(&self.bits(&field.filled));
+                }
+                return all;
+            }
+            Condition::IsNull { key } => {
+                if let Some(field) = self.fields.get(key.as_str()) {
+                    return self.bits(&field.nulls);
+                }
+            }
+        }
+        out
+    }
+
+    fn bits(&self, offsets: &[u32]) -> Bitset {
+        let mut out = Bitset::new(self.len);
+        for &o in offsets {
+            out.set(o as usize);
+        }
+        out
+    }
+
+    /// No scalar at `key`, or one that equals none of `except`.
+    fn match_except(&self, key: &str, except: &[MatchValue]) -> Bitset {
+        let mut out = Bitset::full(self.len);
+        let Some(field) = self.fields.get(key) else {
+            return out;
+        };
+        out.and_not(&self.bits(&field.scalars));
+        out.or(&self.bits(&field.unkeyed));
+        for (value, list) in &field.values {
+            if !except.contains(value) {
+                out.or(&self.bits(list));
+            }
         }
         out
     }
@@ -168,6 +231,9 @@ mod tests {
     fn arb_payload() -> impl Strategy<Value = Payload> {
         let value = prop_oneof![
             arb_scalar(),
+            Just(Value::Null),
+            Just(json!([])),
+            Just(json!([null, "k1"])),
             proptest::collection::vec(arb_scalar(), 0..3).prop_map(Value::Array),
             arb_scalar().prop_map(|v| json!({"b": v})),
         ];
@@ -189,8 +255,12 @@ mod tests {
         let bound = proptest::option::of((-30..40i32).prop_map(|i| f64::from(i) / 10.0));
         prop_oneof![
             (key.clone(), mv.clone()).prop_map(|(key, value)| Condition::Match { key, value }),
-            (key.clone(), proptest::collection::vec(mv, 1..3))
+            (key.clone(), proptest::collection::vec(mv.clone(), 1..3))
                 .prop_map(|(key, any)| Condition::MatchAny { key, any }),
+            (key.clone(), proptest::collection::vec(mv, 1..3))
+                .prop_map(|(key, except)| Condition::MatchExcept { key, except }),
+            key.clone().prop_map(|key| Condition::IsEmpty { key }),
+            key.clone().prop_map(|key| Condition::IsNull { key }),
             (key, bound.clone(), bound.clone(), bound.clone(), bound).prop_map(
                 |(key, gt, gte, lt, lte)| {
                     Condition::Range {

@@ -9,6 +9,7 @@
 //! in under the write lock.
 
 mod maintenance;
+mod payload_ops;
 mod search;
 pub(crate) mod state;
 
@@ -245,6 +246,17 @@ impl Collection {
     }
 
     fn write(&self, op: WalOp, durable: bool) -> Result<WriteReceipt> {
+        self.write_locked(self.inner.write_lock.lock(), op, durable)
+    }
+
+    /// [`Collection::write`] for a caller that already holds the writer lock (a
+    /// read-modify-write such as [`Collection::update_payloads`]); releases it.
+    fn write_locked(
+        &self,
+        writer: parking_lot::MutexGuard<'_, ()>,
+        op: WalOp,
+        durable: bool,
+    ) -> Result<WriteReceipt> {
         let inner = &self.inner;
         let points = match &op {
             WalOp::Upsert(p) => p.len(),
@@ -256,7 +268,7 @@ impl Collection {
             });
         }
         let (seq, grown) = {
-            let _writer = inner.write_lock.lock();
+            let _writer = writer;
             // A chunk about to be frozen ends its WAL file, so sealing it lets
             // the file go.
             if inner.state.read().freeze_before(&op) {

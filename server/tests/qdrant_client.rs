@@ -1,0 +1,100 @@
+//! The Qdrant-compatible API against the real `qdrant-client` (PyPI, pinned in
+//! `.ci/run`) and a real server: the wire contract compared descriptor by
+//! descriptor, and a RAG service's calls end to end on ../shared/data. Skipped
+//! with a message when python3 cannot import qdrant_client (or grpc_tools) or the
+//! data is absent.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::ServerProc;
+
+fn python_can_import(modules: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().expect("run python3");
+    let text = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn qdrant_descriptors_match_qdrant_client() {
+    if !python_can_import("qdrant_client") {
+        eprintln!(
+            "SKIPPED qdrant_descriptors_match_qdrant_client: python3 cannot import qdrant_client \
+             (.ci/run installs the pinned version)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fds = dir.path().join("octet_descriptor.bin");
+    std::fs::write(&fds, octet_server::pb::FILE_DESCRIPTOR_SET).expect("write descriptors");
+    let (ok, text) = run(Command::new("python3")
+        .arg(repo().join("server/tests/qdrant_descriptors.py"))
+        .arg(&fds));
+    println!("{text}");
+    assert!(ok, "{text}");
+    assert!(text.contains("descriptors match"), "{text}");
+}
+
+#[test]
+fn qdrant_client_flow_against_the_server() {
+    if !python_can_import("qdrant_client, grpc_tools, numpy") {
+        eprintln!(
+            "SKIPPED qdrant_client_flow_against_the_server: python3 cannot import qdrant_client, \
+             grpc_tools and numpy (.ci/run installs them)"
+        );
+        return;
+    }
+    let data = repo().join("..").join("shared").join("data");
+    if !data.join("base.fvecs").exists() || !data.join("passages.jsonl").exists() {
+        eprintln!(
+            "SKIPPED qdrant_client_flow_against_the_server: no MiniLM data at {}",
+            data.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProc::start(dir.path(), &["--api-key", "q-key"]);
+    let (ok, text) = run(Command::new("python3")
+        .arg(repo().join("clients/python/qdrant_flow.py"))
+        .args([
+            "--addr",
+            &server.addr,
+            "--api-key",
+            "q-key",
+            "--queries",
+            "100",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .env("TMPDIR", dir.path()));
+    println!("{text}");
+    assert!(ok, "{text}");
+
+    // qdrant-client sends the key as `api-key` metadata; a wrong one is refused.
+    let (host, port) = server.addr.rsplit_once(':').expect("host:port");
+    let script = format!(
+        "from qdrant_client import QdrantClient\n\
+         c = QdrantClient(host='{host}', grpc_port={port}, prefer_grpc=True, api_key='wrong', \
+         https=False, check_compatibility=False)\n\
+         c.get_collections()\n"
+    );
+    let (ok, text) = run(Command::new("python3").args(["-c", &script]));
+    assert!(!ok && text.contains("UNAUTHENTICATED"), "{text}");
+}
