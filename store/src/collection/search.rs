@@ -200,14 +200,13 @@ impl Collection {
                         exact_over(allowed.iter_ones().map(|p| p as u32), fetch, &score)
                     } else {
                         seg.graph
-                            .search(fetch, ef, &score, &prefetch, &|p| allowed.get(p as usize))
+                            .search(fetch, ef, score, prefetch, |p| allowed.get(p as usize))
                     }
                 } else if e.deleted.count_ones() == 0 {
-                    seg.graph.search(fetch, ef, &score, &prefetch, &|_| true)
+                    seg.graph.search(fetch, ef, score, prefetch, |_| true)
                 } else {
-                    seg.graph.search(fetch, ef, &score, &prefetch, &|p| {
-                        !e.deleted.get(p as usize)
-                    })
+                    seg.graph
+                        .search(fetch, ef, score, prefetch, |p| !e.deleted.get(p as usize))
                 };
                 cands.extend(hits.into_iter().map(|s| Candidate {
                     score: s.score,
