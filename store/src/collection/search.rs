@@ -12,7 +12,7 @@ use crate::collection::state::State;
 use crate::error::Result;
 use crate::filter::Filter;
 use crate::graph::Scored;
-use crate::point::{Payload, PointId, prepare_query};
+use crate::point::{PayloadJson, PointId, prepare_query};
 
 /// One search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,8 +100,8 @@ pub struct ScoredPoint {
     /// distance for l2. Exact for growing-segment points, from the rescore tier
     /// when rescored, otherwise from the compact codes.
     pub score: f32,
-    /// The payload, when asked for.
-    pub payload: Option<Payload>,
+    /// The payload as JSON text, when asked for.
+    pub payload: Option<PayloadJson>,
     /// The stored vector, when asked for.
     pub vector: Option<Vec<f32>>,
 }
