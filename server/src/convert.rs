@@ -5,8 +5,8 @@
 
 use octet_quant::{CodecSpec, ElementSpec, Metric};
 use octet_store::{
-    CollectionConfig, CollectionInfo, Condition, Filter, MatchValue, Payload, Point, Range, Record,
-    ScoredPoint,
+    CollectionConfig, CollectionInfo, Condition, Filter, MatchValue, Payload, PayloadJson, Point,
+    Range, Record, ScoredPoint,
 };
 use tonic::Status;
 
@@ -139,11 +139,6 @@ pub fn payload_from_json(text: &str, field: &str) -> Result<Payload, Status> {
     serde_json::from_str::<Payload>(text).map_err(|e| bad(field, format!("not a JSON object: {e}")))
 }
 
-fn payload_to_json(p: &Payload) -> String {
-    // A map of JSON values always serialises.
-    serde_json::to_string(p).unwrap_or_default()
-}
-
 /// A batch of points; an empty batch is an error (it would be a no-op a client
 /// most likely did not mean).
 pub fn points_from_pb(points: Vec<pb::Point>) -> Result<Vec<Point>, Status> {
@@ -164,7 +159,7 @@ impl From<Record> for pb::Record {
     fn from(r: Record) -> Self {
         pb::Record {
             id: r.id,
-            payload_json: r.payload.as_ref().map(payload_to_json),
+            payload_json: r.payload.map(PayloadJson::into_string),
             vector: r.vector.unwrap_or_default(),
         }
     }
@@ -175,7 +170,7 @@ impl From<ScoredPoint> for pb::ScoredPoint {
         pb::ScoredPoint {
             id: s.id,
             score: s.score,
-            payload_json: s.payload.as_ref().map(payload_to_json),
+            payload_json: s.payload.map(PayloadJson::into_string),
             vector: s.vector.unwrap_or_default(),
         }
     }

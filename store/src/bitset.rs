@@ -16,6 +16,13 @@ impl Bitset {
         }
     }
 
+    /// Makes this `len` bits, all clear, keeping the allocation (a reused scratch set).
+    pub fn reset(&mut self, len: usize) {
+        self.words.clear();
+        self.words.resize(len.div_ceil(64), 0);
+        self.len = len;
+    }
+
     /// `len` bits, all set.
     pub fn full(len: usize) -> Self {
         let mut b = Bitset {

@@ -155,7 +155,7 @@ fn exercise(seg: &SealedSegment) {
     let all = seg.allowed(None, &crate::bitset::Bitset::new(n));
     assert_eq!(all.count_ones(), n);
     let score = |p: u32| seg.code(p).iter().map(|&b| f32::from(b)).sum::<f32>();
-    let hits = seg.graph.search(5, 16, &score, &|_| {}, &|p| p % 2 == 0);
+    let hits = seg.graph.search(5, 16, score, |_| {}, |p| p % 2 == 0);
     assert!(
         hits.iter()
             .all(|h| (h.point as usize) < n && h.point % 2 == 0)

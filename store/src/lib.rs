@@ -77,7 +77,7 @@ pub use config::{CollectionConfig, HnswConfig, RescoreConfig, SegmentConfig};
 pub use error::{Result, StoreError};
 pub use filter::{Condition, Filter, MatchValue, Range};
 pub use name::{CollectionName, SnapshotName};
-pub use point::{Payload, Point, PointId, Record};
+pub use point::{Payload, PayloadJson, Point, PointId, Record};
 pub use snapshot::SnapshotInfo;
 pub use store::{SnapshotFile, Store};
 

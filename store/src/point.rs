@@ -12,6 +12,61 @@ pub type PointId = u64;
 /// A point's payload: a JSON object (text chunk, doc id, source, tenant...).
 pub type Payload = serde_json::Map<String, serde_json::Value>;
 
+/// A payload as the JSON text of one object: what a sealed segment keeps on disk,
+/// handed back as it is so a reply with payloads does not parse and re-serialise
+/// every hit's payload (a server copies the text straight into its reply).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PayloadJson(String);
+
+impl PayloadJson {
+    /// The JSON text of `payload`.
+    pub fn from_payload(payload: &Payload) -> Self {
+        // A map with string keys and JSON values always serialises; "{}" is
+        // unreachable and still a JSON object.
+        PayloadJson(serde_json::to_string(payload).unwrap_or_else(|_| "{}".into()))
+    }
+
+    /// Text the caller has checked to be one JSON object.
+    pub(crate) fn from_checked(text: String) -> Self {
+        PayloadJson(text)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The JSON text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The payload as a JSON object (parses the text).
+    pub fn parse(&self) -> serde_json::Result<Payload> {
+        serde_json::from_str(&self.0)
+    }
+}
+
+impl From<&Payload> for PayloadJson {
+    fn from(p: &Payload) -> Self {
+        PayloadJson::from_payload(p)
+    }
+}
+
+impl Serialize for PayloadJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.parse()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PayloadJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(PayloadJson::from_payload(&Payload::deserialize(d)?))
+    }
+}
+
 /// A point as written by a user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {
@@ -49,8 +104,8 @@ impl Point {
 pub struct Record {
     /// The id.
     pub id: PointId,
-    /// The payload, when asked for.
-    pub payload: Option<Payload>,
+    /// The payload as JSON text, when asked for.
+    pub payload: Option<PayloadJson>,
     /// The stored vector, when asked for: exact while the point is in the growing
     /// segment or the rescore tier is f32, otherwise decoded from the best stored tier.
     pub vector: Option<Vec<f32>>,

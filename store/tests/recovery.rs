@@ -154,8 +154,11 @@ fn verify(dir: &Path, acked: &Acked, next_batch: u64) {
                 r.id
             );
             assert_eq!(
-                r.payload.as_ref().and_then(|p| p.get("batch")),
-                Some(&serde_json::json!(b as i64))
+                r.payload
+                    .as_ref()
+                    .map(|p| p.parse().expect("payload JSON"))
+                    .and_then(|p| p.get("batch").cloned()),
+                Some(serde_json::json!(b as i64))
             );
         }
         // Searchable: a filter on the batch finds exactly its live points.

@@ -127,6 +127,10 @@ fn bench_names_the_bad_input() {
     let at = 2 * (4 + 384 * 4) + 4 + 5 * 4;
     poisoned[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&nan, &poisoned).expect("write");
+    let short = dir.path().join("short.jsonl");
+    std::fs::write(&short, "{\"source\": \"a\"}\n{\"source\": \"b\"}\n").expect("write");
+    let not_json = dir.path().join("not-json.jsonl");
+    std::fs::write(&not_json, "{\"source\": \"a\"}\nnope\n").expect("write");
 
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -173,6 +177,29 @@ fn bench_names_the_bad_input() {
         (
             vec!["--queries", path(&queries), "--gt", path(&truncated)],
             "truncated.fvecs".to_string(),
+        ),
+        // Payloads for keyword-filter runs: one line per base row, each JSON.
+        (
+            vec![
+                "--queries",
+                path(&queries),
+                "--payloads",
+                path(&short),
+                "--filter-key",
+                "source",
+            ],
+            "2 payload lines, the base has 1000 rows".to_string(),
+        ),
+        (
+            vec![
+                "--queries",
+                path(&queries),
+                "--payloads",
+                path(&not_json),
+                "--filter-key",
+                "source",
+            ],
+            "not-json.jsonl line 2: not JSON".to_string(),
         ),
     ] {
         let out = run(&extra);

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use octet_quant::Metric;
-use octet_store::{Collection, Filter, Payload, Point, PointId, ScoredPoint, SearchRequest};
+use octet_store::{
+    Collection, Filter, Payload, PayloadJson, Point, PointId, ScoredPoint, SearchRequest,
+};
 use tonic::{Request, Response, Status};
 
 use super::convert::{
@@ -87,16 +89,23 @@ fn id_payloads(
     if want.is_empty() {
         return Ok(HashMap::new());
     }
-    Ok(c.get(&want, true, false)
-        .map_err(status_of)?
-        .into_iter()
-        .filter_map(|r| {
-            let v = r.payload?.remove(ID_KEY)?;
+    let mut out = HashMap::new();
+    for r in c.get(&want, true, false).map_err(status_of)? {
+        if let Some(v) = parsed(r.id, r.payload)?.and_then(|mut p| p.remove(ID_KEY)) {
             let mut p = Payload::new();
             p.insert(ID_KEY.into(), v);
-            Some((r.id, p))
-        })
-        .collect())
+            out.insert(r.id, p);
+        }
+    }
+    Ok(out)
+}
+
+/// A stored payload as a map (the Qdrant API converts every value). The store
+/// checked it is a JSON object when it was written, so a failure is corruption.
+fn parsed(id: PointId, p: Option<PayloadJson>) -> Result<Option<Payload>, Status> {
+    p.map(|p| p.parse())
+        .transpose()
+        .map_err(|e| Status::data_loss(format!("stored payload of point {id}: {e}")))
 }
 
 /// One nearest-neighbour search as Qdrant asks it.
@@ -175,21 +184,24 @@ fn scored_out(
     found: Vec<ScoredPoint>,
     knn: &Knn,
     id_payloads: &HashMap<PointId, Payload>,
-) -> Vec<q::ScoredPoint> {
+) -> Result<Vec<q::ScoredPoint>, Status> {
     found
         .into_iter()
         .skip(knn.offset)
         .map(|s| (score_out(metric, s.score), s))
         .filter(|(score, _)| passes(metric, *score, knn.threshold))
-        .map(|(score, s)| q::ScoredPoint {
-            id: Some(ids::to_pb(
-                s.id,
-                s.payload.as_ref().or_else(|| id_payloads.get(&s.id)),
-            )),
-            payload: payload_to_pb(s.payload, &knn.sel),
-            score,
-            version: 0,
-            vectors: vector_out(s.vector),
+        .map(|(score, s)| {
+            let payload = parsed(s.id, s.payload)?;
+            Ok(q::ScoredPoint {
+                id: Some(ids::to_pb(
+                    s.id,
+                    payload.as_ref().or_else(|| id_payloads.get(&s.id)),
+                )),
+                payload: payload_to_pb(payload, &knn.sel),
+                score,
+                version: 0,
+                vectors: vector_out(s.vector),
+            })
         })
         .collect()
 }
@@ -213,7 +225,7 @@ async fn run_knn(c: Collection, knns: Vec<Knn>) -> Result<Vec<Vec<q::ScoredPoint
                 } else {
                     id_payloads(&c, f.iter().map(|s| s.id))?
                 };
-                Ok(scored_out(metric, f, k, &extra))
+                scored_out(metric, f, k, &extra)
             })
             .collect()
     })
@@ -317,12 +329,13 @@ fn query_parts(r: q::QueryPoints) -> Result<KnnParts, Status> {
     })
 }
 
-fn retrieved(r: octet_store::Record, sel: &PayloadSel) -> q::RetrievedPoint {
-    q::RetrievedPoint {
-        id: Some(ids::to_pb(r.id, r.payload.as_ref())),
-        payload: payload_to_pb(r.payload, sel),
+fn retrieved(r: octet_store::Record, sel: &PayloadSel) -> Result<q::RetrievedPoint, Status> {
+    let payload = parsed(r.id, r.payload)?;
+    Ok(q::RetrievedPoint {
+        id: Some(ids::to_pb(r.id, payload.as_ref())),
+        payload: payload_to_pb(payload, sel),
         vectors: vector_out(r.vector),
-    }
+    })
 }
 
 /// Removes the value at a dotted path (through objects).
@@ -474,7 +487,10 @@ impl q::points_server::Points for PointsService {
         let with_vec = vectors_sel(r.with_vectors)?;
         let records = blocking(move || c.get(&ids, true, with_vec).map_err(status_of)).await?;
         Ok(Response::new(q::GetResponse {
-            result: records.into_iter().map(|r| retrieved(r, &sel)).collect(),
+            result: records
+                .into_iter()
+                .map(|r| retrieved(r, &sel))
+                .collect::<Result<_, _>>()?,
             time: t.elapsed().as_secs_f64(),
         }))
     }
@@ -630,14 +646,17 @@ impl q::points_server::Points for PointsService {
                 .map_err(status_of)
         })
         .await?;
-        let next = (records.len() > limit).then(|| {
-            let r = &records[limit];
-            ids::to_pb(r.id, r.payload.as_ref())
-        });
+        let next = match records.get(limit) {
+            Some(r) => Some(ids::to_pb(r.id, parsed(r.id, r.payload.clone())?.as_ref())),
+            None => None,
+        };
         records.truncate(limit);
         Ok(Response::new(q::ScrollResponse {
             next_page_offset: next,
-            result: records.into_iter().map(|r| retrieved(r, &sel)).collect(),
+            result: records
+                .into_iter()
+                .map(|r| retrieved(r, &sel))
+                .collect::<Result<_, _>>()?,
             time: t.elapsed().as_secs_f64(),
         }))
     }

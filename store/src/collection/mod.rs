@@ -28,7 +28,7 @@ use crate::error::{IoContext, Result, StoreError, corrupt};
 use crate::filter::Filter;
 use crate::growing::Growing;
 use crate::manifest::{FORMAT_VERSION, MANIFEST_FILE, Manifest};
-use crate::point::{Payload, Point, PointId, Record, prepare_batch};
+use crate::point::{PayloadJson, Point, PointId, Record, prepare_batch};
 use crate::segment::file::{Component, open_component};
 use crate::segment::sealed::SealedSegment;
 use crate::wal::{Wal, WalOp};
@@ -402,7 +402,7 @@ impl Collection {
         let (id, payload, vector) = match loc {
             Loc::Growing(s) => (
                 st.growing.id(s),
-                with_payload.then(|| st.growing.payload(s).clone()),
+                with_payload.then(|| PayloadJson::from_payload(st.growing.payload(s))),
                 with_vector.then(|| st.growing.vector(s).to_vec()),
             ),
             Loc::Frozen(fi, s) => {
@@ -412,14 +412,14 @@ impl Collection {
                     .ok_or_else(|| corrupt(&self.inner.dir, "frozen segment vanished"))?;
                 (
                     fr.seg.id(s),
-                    with_payload.then(|| fr.seg.payload(s).clone()),
+                    with_payload.then(|| PayloadJson::from_payload(fr.seg.payload(s))),
                     with_vector.then(|| fr.seg.vector(s).to_vec()),
                 )
             }
             Loc::Sealed(si, off) => {
                 let seg = &st.sealed[si].seg;
-                let payload: Option<Payload> = if with_payload {
-                    Some(seg.payload(off)?)
+                let payload = if with_payload {
+                    Some(seg.payload_json(off)?)
                 } else {
                     None
                 };

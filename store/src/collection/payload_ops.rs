@@ -53,7 +53,12 @@ impl Collection {
             let vector = r
                 .vector
                 .ok_or_else(|| corrupt(self.dir(), format!("point {} has no vector", r.id)))?;
-            let mut payload = r.payload.unwrap_or_default();
+            let mut payload = match &r.payload {
+                Some(p) => p
+                    .parse()
+                    .map_err(|e| corrupt(self.dir(), format!("payload of point {}: {e}", r.id)))?,
+                None => Payload::new(),
+            };
             update(&mut payload);
             points.push(Point::with_payload(r.id, vector, payload));
         }
@@ -116,7 +121,7 @@ mod tests {
         assert_eq!(n, 2);
         let got = c.get(&[5, 250], true, true).expect("get");
         for r in &got {
-            let p = r.payload.as_ref().expect("payload");
+            let p = r.payload.as_ref().expect("payload").parse().expect("json");
             assert_eq!(p.get("tag"), Some(&json!("x")));
             assert!(p.get("n").is_none());
             let want = crate::point::normalize_for(Metric::Cosine, &vector(r.id));

@@ -12,7 +12,7 @@ use crate::collection::state::State;
 use crate::error::Result;
 use crate::filter::Filter;
 use crate::graph::Scored;
-use crate::point::{Payload, PointId, prepare_query};
+use crate::point::{PayloadJson, PointId, prepare_query};
 
 /// One search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,8 +100,8 @@ pub struct ScoredPoint {
     /// distance for l2. Exact for growing-segment points, from the rescore tier
     /// when rescored, otherwise from the compact codes.
     pub score: f32,
-    /// The payload, when asked for.
-    pub payload: Option<Payload>,
+    /// The payload as JSON text, when asked for.
+    pub payload: Option<PayloadJson>,
     /// The stored vector, when asked for.
     pub vector: Option<Vec<f32>>,
 }
@@ -200,14 +200,13 @@ impl Collection {
                         exact_over(allowed.iter_ones().map(|p| p as u32), fetch, &score)
                     } else {
                         seg.graph
-                            .search(fetch, ef, &score, &prefetch, &|p| allowed.get(p as usize))
+                            .search(fetch, ef, score, prefetch, |p| allowed.get(p as usize))
                     }
                 } else if e.deleted.count_ones() == 0 {
-                    seg.graph.search(fetch, ef, &score, &prefetch, &|_| true)
+                    seg.graph.search(fetch, ef, score, prefetch, |_| true)
                 } else {
-                    seg.graph.search(fetch, ef, &score, &prefetch, &|p| {
-                        !e.deleted.get(p as usize)
-                    })
+                    seg.graph
+                        .search(fetch, ef, score, prefetch, |p| !e.deleted.get(p as usize))
                 };
                 cands.extend(hits.into_iter().map(|s| Candidate {
                     score: s.score,

@@ -15,7 +15,8 @@
 
 pub mod build;
 
-use std::cmp::Ordering;
+use std::cell::RefCell;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use crate::bitset::Bitset;
@@ -209,17 +210,48 @@ impl Graph {
     /// `prefetch(p)` is called for every unvisited neighbour of a node before any of
     /// them is scored, so the caller can start loading their codes (a cache hint:
     /// it must not change what `score` returns).
-    pub fn search(
+    ///
+    /// Generic over the three functions so each call site gets its own copy with
+    /// the closures inlined (no indirect call per neighbour), and the visited set
+    /// and heaps come from a per-thread scratch: a search allocates only its result.
+    pub fn search<S, P, A>(
         &self,
         k: usize,
         ef: usize,
-        score: &dyn Fn(u32) -> f32,
-        prefetch: &dyn Fn(u32),
-        accept: &dyn Fn(u32) -> bool,
-    ) -> Vec<Scored> {
+        score: S,
+        prefetch: P,
+        accept: A,
+    ) -> Vec<Scored>
+    where
+        S: Fn(u32) -> f32,
+        P: Fn(u32),
+        A: Fn(u32) -> bool,
+    {
         if self.n == 0 || k == 0 {
             return Vec::new();
         }
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.search_in(&mut scratch, k, ef, &score, &prefetch, &accept),
+            // Only when a score function itself searches on this thread.
+            Err(_) => self.search_in(&mut Scratch::default(), k, ef, &score, &prefetch, &accept),
+        })
+    }
+
+    #[inline(always)]
+    fn search_in<S, P, A>(
+        &self,
+        scratch: &mut Scratch,
+        k: usize,
+        ef: usize,
+        score: &S,
+        prefetch: &P,
+        accept: &A,
+    ) -> Vec<Scored>
+    where
+        S: Fn(u32) -> f32,
+        P: Fn(u32),
+        A: Fn(u32) -> bool,
+    {
         let ef = ef.max(k);
         // Greedy descent through the upper layers.
         let mut best = Scored {
@@ -245,14 +277,19 @@ impl Graph {
             }
         }
         // Beam search on layer 0.
-        let mut visited = Bitset::new(self.n);
+        let Scratch {
+            visited,
+            candidates,
+            results,
+        } = scratch;
+        visited.reset(self.n);
+        candidates.clear();
+        results.clear();
         visited.set(best.point as usize);
-        let mut candidates = BinaryHeap::new();
         candidates.push(best);
         // Min-heap of accepted results via Reverse ordering.
-        let mut results: BinaryHeap<std::cmp::Reverse<Scored>> = BinaryHeap::new();
         if accept(best.point) {
-            results.push(std::cmp::Reverse(best));
+            results.push(Reverse(best));
         }
         while let Some(c) = candidates.pop() {
             if results.len() >= ef && results.peek().is_some_and(|w| c.score < w.0.score) {
@@ -277,7 +314,7 @@ impl Graph {
                     };
                     candidates.push(cand);
                     if accept(nb) {
-                        results.push(std::cmp::Reverse(cand));
+                        results.push(Reverse(cand));
                         if results.len() > ef {
                             results.pop();
                         }
@@ -285,11 +322,23 @@ impl Graph {
                 }
             }
         }
-        let mut out: Vec<Scored> = results.into_iter().map(|r| r.0).collect();
+        let mut out: Vec<Scored> = results.drain().map(|r| r.0).collect();
         out.sort_by(|a, b| b.cmp(a));
         out.truncate(k);
         out
     }
+}
+
+/// What one graph search needs besides its result, kept per thread between searches.
+#[derive(Debug, Default)]
+struct Scratch {
+    visited: Bitset,
+    candidates: BinaryHeap<Scored>,
+    results: BinaryHeap<Reverse<Scored>>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
 }
 
 #[cfg(test)]
@@ -324,7 +373,7 @@ mod tests {
                 })
                 .collect();
             exact.sort_by(|a, b| b.cmp(a));
-            let got = g.search(10, 64, &score, &|_| {}, &|_| true);
+            let got = g.search(10, 64, score, |_| {}, |_| true);
             assert_eq!(got.len(), 10);
             hits += got
                 .iter()
@@ -340,9 +389,9 @@ mod tests {
             let same = g.search(
                 10,
                 64,
-                &recording,
-                &|p| prefetched.borrow_mut().push(p),
-                &|_| true,
+                recording,
+                |p| prefetched.borrow_mut().push(p),
+                |_| true,
             );
             assert_eq!(same, got);
             let scored = scored.into_inner();
@@ -350,7 +399,7 @@ mod tests {
             assert!(!prefetched.is_empty());
             assert!(prefetched.iter().all(|p| scored.contains(p)));
             // A filter that accepts only even points returns only even points.
-            let even = g.search(10, 64, &score, &|_| {}, &|p| p % 2 == 0);
+            let even = g.search(10, 64, score, |_| {}, |p| p % 2 == 0);
             assert!(even.iter().all(|s| s.point % 2 == 0) && even.len() == 10);
         }
         let recall = hits as f64 / 300.0;
@@ -373,7 +422,7 @@ mod tests {
             let i = rng.random_range(0..b.len());
             b[i] = rng.random();
             if let Ok(g) = Graph::parse(&b, 50) {
-                let _ = g.search(5, 10, &|p| p as f32, &|_| {}, &|_| true);
+                let _ = g.search(5, 10, |p| p as f32, |_| {}, |_| true);
             }
         }
     }

@@ -8,7 +8,7 @@ use crate::error::{Result, corrupt};
 use crate::graph::Graph;
 use crate::manifest::SegmentRef;
 use crate::payload_index::PayloadIndex;
-use crate::point::{Payload, PointId};
+use crate::point::{Payload, PayloadJson, PointId};
 use crate::segment::file::{Component, Mapped, open_component};
 
 /// An immutable segment. Deletions live outside it, in the collection's state.
@@ -191,6 +191,19 @@ impl SealedSegment {
             self.payload_offsets[i + 1] as usize,
         );
         &self.payloads.body()[head + a..head + b]
+    }
+
+    /// A payload's JSON text as stored: checked to be a JSON object when the
+    /// segment was opened (every payload is parsed then, for the filter index),
+    /// so only its UTF-8 is checked again here.
+    pub(crate) fn payload_json(&self, offset: u32) -> Result<PayloadJson> {
+        let text = std::str::from_utf8(self.payload_bytes(offset)).map_err(|e| {
+            corrupt(
+                self.payloads.path(),
+                format!("payload of point {} is not UTF-8: {e}", self.id(offset)),
+            )
+        })?;
+        Ok(PayloadJson::from_checked(text.to_owned()))
     }
 
     pub(crate) fn payload(&self, offset: u32) -> Result<Payload> {

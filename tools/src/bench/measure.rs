@@ -9,10 +9,11 @@ use anyhow::{Context, Result};
 use octet_quant::Metric;
 use octet_quant::eval::recall_at;
 use octet_quant::vecio::Vectors;
-use octet_store::{CollectionConfig, Point, SearchRequest, Store};
+use octet_store::{Collection, CollectionConfig, Payload, Point, SearchRequest, Store};
 use serde::Serialize;
 
 use super::BenchConfig;
+use super::filtered::{FilteredRun, Filters};
 
 /// Points per upsert batch while building.
 const BATCH: usize = 1000;
@@ -28,6 +29,7 @@ pub struct Settings {
     pub metric: Metric,
     pub reps: usize,
     pub threads: usize,
+    pub exact_filter_fraction: Option<f32>,
 }
 
 /// Bytes per vector of each part, from the sealed segment's structures and files.
@@ -64,6 +66,9 @@ pub struct EfResult {
     pub qps_1t_reps: Vec<f64>,
     /// Every rep's all-threads QPS, in order.
     pub qps_all_reps: Vec<f64>,
+    /// One keyword filter per value (with `--filter-key`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filtered: Vec<FilteredRun>,
 }
 
 /// One configuration.
@@ -113,14 +118,39 @@ fn disk_usage(dir: &Path, into: &mut BTreeMap<String, u64>) -> Result<()> {
     Ok(())
 }
 
+/// recall@k of one batch search of `requests` (points' ids are base rows).
+pub fn batch_recall(
+    c: &Collection,
+    requests: &[SearchRequest],
+    truth: &[Vec<u32>],
+    k: usize,
+) -> Result<f64> {
+    let found: Vec<Vec<u32>> = c
+        .search_batch(requests)?
+        .iter()
+        .map(|h| h.iter().map(|p| p.id as u32).collect())
+        .collect();
+    Ok(recall_at(&found, truth, k))
+}
+
+/// Queries per second of `requests` one at a time on this thread.
+pub fn one_thread_qps(c: &Collection, requests: &[SearchRequest]) -> Result<f64> {
+    let t = Instant::now();
+    for r in requests {
+        std::hint::black_box(c.search(r)?);
+    }
+    Ok(requests.len() as f64 / t.elapsed().as_secs_f64().max(1e-9))
+}
+
 pub fn measure(
     config: &BenchConfig,
     base: &Vectors,
     queries: &Vectors,
     truth: &[Vec<u32>],
+    filters: Option<&Filters>,
     s: &Settings,
     progress: &dyn Fn(&str),
-) -> Result<ConfigResult> {
+) -> Result<(ConfigResult, Built)> {
     let dim = base.dim;
     let n = base.len();
     let mut cc = CollectionConfig::new(dim, s.metric);
@@ -129,6 +159,9 @@ pub fn measure(
     cc.rescore.oversampling = s.oversampling;
     cc.hnsw.m = s.m;
     cc.hnsw.ef_construction = s.ef_construction;
+    if let Some(f) = s.exact_filter_fraction {
+        cc.hnsw.exact_filter_fraction = f;
+    }
     // One explicit seal of everything: the background worker must not seal part of
     // the data first (two segments would be two graphs to walk).
     cc.segments.seal_threshold = n.clamp(16, 1 << 26) + 1;
@@ -142,7 +175,16 @@ pub fn measure(
         let points: Vec<Point> = rows
             .chunks_exact(dim)
             .enumerate()
-            .map(|(i, v)| Point::new((b * BATCH + i) as u64, v.to_vec()))
+            .map(|(i, v)| {
+                let row = b * BATCH + i;
+                let mut payload = Payload::new();
+                if let Some(f) = filters
+                    && let Some(value) = &f.keywords[row]
+                {
+                    payload.insert(f.key.clone(), value.clone().into());
+                }
+                Point::with_payload(row as u64, v.to_vec(), payload)
+            })
             .collect();
         c.upsert(&points, false)?;
     }
@@ -193,25 +235,16 @@ pub fn measure(
             .map(|q| SearchRequest::new(q.to_vec(), s.k).ef(ef))
             .collect();
         // Warm-up pass (pages the memory maps in), also the recall measurement.
-        let hits = c.search_batch(&requests)?;
-        let found: Vec<Vec<u32>> = hits
-            .iter()
-            .map(|h| h.iter().map(|p| p.id as u32).collect())
-            .collect();
-        let recall = recall_at(&found, truth, s.k);
+        let recall = batch_recall(&c, &requests, truth, s.k)?;
         let mut one = Vec::with_capacity(s.reps);
         let mut all = Vec::with_capacity(s.reps);
         for _ in 0..s.reps {
-            let t = Instant::now();
-            for r in &requests {
-                std::hint::black_box(c.search(r)?);
-            }
-            one.push(requests.len() as f64 / t.elapsed().as_secs_f64().max(1e-9));
+            one.push(one_thread_qps(&c, &requests)?);
             let t = Instant::now();
             std::hint::black_box(c.search_batch(&requests)?);
             all.push(requests.len() as f64 / t.elapsed().as_secs_f64().max(1e-9));
         }
-        let r = EfResult {
+        let mut r = EfResult {
             ef,
             ef_effective: ef.max(fetch),
             recall,
@@ -219,16 +252,36 @@ pub fn measure(
             qps_all: median(&all),
             qps_1t_reps: one,
             qps_all_reps: all,
+            filtered: Vec::new(),
         };
         progress(&format!(
             "  ef {ef:>4}: recall@{} {:.4}, {:.0} QPS 1 thread, {:.0} QPS {} threads",
             s.k, r.recall, r.qps_1t, r.qps_all, s.threads
         ));
+        for case in filters.map_or(&[][..], |f| &f.cases) {
+            let requests: Vec<SearchRequest> = requests
+                .iter()
+                .map(|q| q.clone().filter(case.filter.clone()))
+                .collect();
+            let recall = batch_recall(&c, &requests, &case.truth, s.k)?;
+            let qps: Vec<f64> = (0..s.reps)
+                .map(|_| one_thread_qps(&c, &requests))
+                .collect::<Result<_>>()?;
+            let run = FilteredRun {
+                value: case.value.clone(),
+                fraction: case.fraction,
+                recall,
+                qps_1t: median(&qps),
+            };
+            progress(&format!(
+                "    filter {}: recall@{} {:.4}, {:.0} QPS 1 thread",
+                run.value, s.k, run.recall, run.qps_1t
+            ));
+            r.filtered.push(run);
+        }
         runs.push(r);
     }
-    drop(c);
-    store.close()?;
-    Ok(ConfigResult {
+    let result = ConfigResult {
         config: config.to_string(),
         codec: config.codec.to_string(),
         rescore: config.rescore.map(|r| r.name().to_string()),
@@ -236,7 +289,32 @@ pub fn measure(
         ingest_s,
         seal_s,
         runs,
-    })
+    };
+    let built = Built {
+        config: config.to_string(),
+        collection: c,
+        store,
+        _dir: dir,
+    };
+    Ok((result, built))
+}
+
+/// A measured configuration's collection, still open (for `--passes-on-stdin`).
+#[derive(Debug)]
+pub struct Built {
+    pub config: String,
+    pub collection: Collection,
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+impl Built {
+    /// Closes the store; the temporary data directory goes with it.
+    pub fn close(self) -> Result<()> {
+        drop(self.collection);
+        self.store.close()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

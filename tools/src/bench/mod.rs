@@ -17,7 +17,9 @@ use octet_quant::eval::exact_top_k;
 use octet_quant::vecio::read_ivecs;
 
 mod config;
+mod filtered;
 mod measure;
+mod passes;
 mod report;
 
 pub use config::{BenchConfig, default_configs};
@@ -90,6 +92,29 @@ pub struct BenchArgs {
     /// Use at most this many queries (the first ones in the file).
     #[arg(long)]
     pub max_queries: Option<usize>,
+
+    /// Payloads for filtered runs: one JSON object per line, line r for base row r
+    /// (`passages.jsonl` of `../shared/data`).
+    #[arg(long, value_name = "FILE", requires = "filter_key")]
+    pub payloads: Option<PathBuf>,
+
+    /// Top-level payload key for filtered runs: each distinct string value becomes a
+    /// keyword filter, searched at every `ef`, with recall against the exact
+    /// neighbours among the points it matches.
+    #[arg(long, requires = "payloads")]
+    pub filter_key: Option<String>,
+
+    /// The collections' `exact_filter_fraction`: filters matching a smaller share of
+    /// a segment are searched exactly (default: the collection default).
+    #[arg(long)]
+    pub exact_filter_fraction: Option<f32>,
+
+    /// After the table, keep every collection open and run timed passes on request:
+    /// each stdin line `CONFIG EF` searches every query once, one at a time on this
+    /// thread, and prints one JSON line (config, ef, recall, qps). For harnesses
+    /// that alternate our passes with a peer's (`benches/peers/interleave.py`).
+    #[arg(long)]
+    pub passes_on_stdin: bool,
 
     /// Write the full results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
@@ -199,6 +224,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
 
+    let filters = match (&args.payloads, &args.filter_key) {
+        (Some(path), Some(key)) => {
+            let keywords = filtered::read_keywords(path, key, base.len())?;
+            progress(&format!(
+                "exact f32 neighbours among each `{key}` value's matches"
+            ));
+            let cases = pool
+                .install(|| filtered::cases(&keywords, key, &base, &queries, args.metric, args.k));
+            if cases.is_empty() {
+                bail!("{}: no string values at key `{key}`", path.display());
+            }
+            Some(filtered::Filters {
+                key: key.clone(),
+                keywords,
+                cases,
+            })
+        }
+        _ => None,
+    };
+
     let settings = Settings {
         k: args.k,
         efs: args.ef.clone(),
@@ -208,14 +253,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
         metric: args.metric,
         reps: args.reps,
         threads,
+        exact_filter_fraction: args.exact_filter_fraction,
     };
     let mut results = Vec::with_capacity(configs.len());
+    let mut kept = Vec::new();
     for (i, config) in configs.iter().enumerate() {
         progress(&format!("[{}/{}] {config}", i + 1, configs.len()));
         let r = pool
-            .install(|| measure::measure(config, &base, &queries, &truth, &settings, &progress))
+            .install(|| {
+                measure::measure(
+                    config,
+                    &base,
+                    &queries,
+                    &truth,
+                    filters.as_ref(),
+                    &settings,
+                    &progress,
+                )
+            })
             .with_context(|| format!("config `{config}`"))?;
-        results.push(r);
+        results.push(r.0);
+        if args.passes_on_stdin {
+            kept.push(r.1);
+        } else {
+            r.1.close()?;
+        }
     }
 
     let doc = report::Report {
@@ -243,6 +305,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    drop(out);
+    if args.passes_on_stdin {
+        passes::serve(&kept, &queries, &truth, args.k)?;
+    }
+    for b in kept {
+        b.close()?;
     }
     progress("done");
     Ok(())

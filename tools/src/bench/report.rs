@@ -96,6 +96,46 @@ impl Report {
                 )?;
             }
         }
+        self.print_filtered(out)
+    }
+
+    /// Filtered recall next to the unfiltered recall at the same `ef`.
+    fn print_filtered(&self, out: &mut impl Write) -> std::io::Result<()> {
+        if self
+            .results
+            .iter()
+            .all(|r| r.runs.iter().all(|e| e.filtered.is_empty()))
+        {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "\nkeyword filters (recall@{k} against the exact top-{k} among the matches):\n",
+            k = self.k
+        )?;
+        writeln!(
+            out,
+            "{:<26} {:>5} {:<16} {:>8} {:>9} {:>9} {:>8} {:>9}",
+            "config", "ef", "value", "matches", "recall", "unfilt.", "diff", "QPS 1t"
+        )?;
+        for r in &self.results {
+            for e in &r.runs {
+                for f in &e.filtered {
+                    writeln!(
+                        out,
+                        "{:<26} {:>5} {:<16} {:>7.1}% {:>9.4} {:>9.4} {:>+8.4} {:>9.0}",
+                        r.config,
+                        e.ef,
+                        f.value,
+                        100.0 * f.fraction,
+                        f.recall,
+                        e.recall,
+                        f.recall - e.recall,
+                        f.qps_1t
+                    )?;
+                }
+            }
+        }
         Ok(())
     }
 }

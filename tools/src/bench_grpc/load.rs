@@ -50,6 +50,7 @@ pub struct LoadReport {
     pub search_fraction: f64,
     pub k: u32,
     pub ef: u32,
+    pub with_payload: bool,
     pub batch_size: usize,
     pub upsert_batch: usize,
     pub durable: bool,
@@ -112,6 +113,7 @@ struct Plan {
     batch_size: usize,
     upsert_batch: usize,
     no_wait: bool,
+    with_payload: bool,
     next_id: AtomicU64,
     deadline: Instant,
 }
@@ -126,7 +128,7 @@ impl Plan {
             filter: None,
             ef: self.ef,
             no_rescore: false,
-            with_payload: false,
+            with_payload: self.with_payload,
             with_vector: false,
         }
     }
@@ -293,6 +295,7 @@ async fn load(args: &BenchGrpcArgs, collection: String) -> Result<LoadReport> {
         batch_size,
         upsert_batch: args.upsert_batch,
         no_wait: args.no_wait,
+        with_payload: args.with_payload,
         next_id: AtomicU64::new(args.id_start),
         deadline: start + Duration::from_secs_f64(args.duration),
     });
@@ -329,6 +332,7 @@ async fn load(args: &BenchGrpcArgs, collection: String) -> Result<LoadReport> {
         search_fraction: args.search_fraction,
         k: args.k,
         ef: args.ef,
+        with_payload: args.with_payload,
         batch_size,
         upsert_batch: args.upsert_batch,
         durable: !args.no_wait,
@@ -362,12 +366,17 @@ fn print(r: &LoadReport) {
         r.elapsed_s
     );
     println!(
-        "mix: {:.0}% search (k {}, ef {ef}, {} queries per call, {} distinct queries), \
+        "mix: {:.0}% search (k {}, ef {ef}, {} queries per call, {} distinct queries{}), \
          {:.0}% upsert ({} points per call, {})",
         r.search_fraction * 100.0,
         r.k,
         r.batch_size,
         r.queries,
+        if r.with_payload {
+            ", with payloads"
+        } else {
+            ""
+        },
         (1.0 - r.search_fraction) * 100.0,
         r.upsert_batch,
         if r.durable { "durable" } else { "no_wait" }

@@ -70,6 +70,9 @@ pub struct BenchGrpcArgs {
     /// Upserts acknowledged before the fsync.
     #[arg(long)]
     pub no_wait: bool,
+    /// Load mode: searches ask for the hits' payloads.
+    #[arg(long)]
+    pub with_payload: bool,
     /// Connections: each client its own, or one shared by all.
     #[arg(long, value_enum, default_value_t = Connections::PerClient)]
     pub connections: Connections,
