@@ -12,9 +12,8 @@ use tonic::Status;
 
 use crate::pb;
 
-/// The largest `k`, `ef` and scroll `limit` a request may ask for (the store's
-/// own search limit).
-pub const MAX_K: usize = 10_000;
+/// The largest `k`, `ef` and scroll `limit` a request may ask for: the store's.
+pub use octet_store::MAX_K;
 
 fn bad(field: impl std::fmt::Display, reason: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {reason}"))

@@ -72,7 +72,7 @@ mod snapshot;
 mod store;
 pub mod wal;
 
-pub use collection::{Collection, CollectionInfo, ScoredPoint, SearchRequest, WriteReceipt};
+pub use collection::{Collection, CollectionInfo, MAX_K, ScoredPoint, SearchRequest, WriteReceipt};
 pub use config::{CollectionConfig, HnswConfig, RescoreConfig, SegmentConfig};
 pub use error::{Result, StoreError};
 pub use filter::{Condition, Filter, MatchValue, Range};

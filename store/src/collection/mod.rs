@@ -33,7 +33,7 @@ use crate::segment::file::{Component, open_component};
 use crate::segment::sealed::SealedSegment;
 use crate::wal::{Wal, WalOp};
 use octet_quant::VectorCodec;
-pub use search::{ScoredPoint, SearchRequest};
+pub use search::{MAX_K, ScoredPoint, SearchRequest};
 use state::{Codecs, SealedEntry, State};
 
 /// Where the WAL lives inside a collection directory.

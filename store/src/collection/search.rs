@@ -106,7 +106,8 @@ pub struct ScoredPoint {
     pub vector: Option<Vec<f32>>,
 }
 
-/// The largest `k` and `ef` a request may ask for.
+/// The largest `k`, `ef` and scroll `limit` a request may ask for (the one
+/// limit: the server checks requests against this same constant).
 pub const MAX_K: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
