@@ -271,8 +271,10 @@ fn run_chaos(rounds: usize, seed: u64) {
             acked.deletes.len()
         );
     }
+    // Not vacuous: the children got writes through (a loaded CI machine may spend
+    // whole rounds starting a child, so half a batch per round is the bar).
     assert!(
-        acked.upserts.len() >= rounds,
+        acked.upserts.len() >= rounds / 2,
         "the children made too little progress ({} acknowledged batches)",
         acked.upserts.len()
     );
