@@ -148,14 +148,15 @@ impl Store {
 
     /// Deletes a collection and its files. Handles still held fail on write.
     pub fn drop_collection(&self, name: &str) -> Result<()> {
+        let name = &CollectionName::parse(name)?;
         let c = self
             .collections
             .write()
-            .remove(name)
-            .ok_or_else(|| StoreError::CollectionNotFound { name: name.into() })?;
+            .remove(name.as_str())
+            .ok_or_else(|| StoreError::CollectionNotFound {
+                name: name.to_string(),
+            })?;
         c.close()?;
-        // Only checked names are ever inserted into the map.
-        let name = &CollectionName::parse(name)?;
         let dir = self.collection_dir(name);
         let doomed = self
             .root
