@@ -91,7 +91,7 @@ fn id_payloads(
     }
     let mut out = HashMap::new();
     for r in c.get(&want, true, false).map_err(status_of)? {
-        if let Some(v) = parsed(r.id, r.payload)?.and_then(|mut p| p.remove(ID_KEY)) {
+        if let Some(v) = parsed(r.id, r.payload.as_ref())?.and_then(|mut p| p.remove(ID_KEY)) {
             let mut p = Payload::new();
             p.insert(ID_KEY.into(), v);
             out.insert(r.id, p);
@@ -102,7 +102,7 @@ fn id_payloads(
 
 /// A stored payload as a map (the Qdrant API converts every value). The store
 /// checked it is a JSON object when it was written, so a failure is corruption.
-fn parsed(id: PointId, p: Option<PayloadJson>) -> Result<Option<Payload>, Status> {
+fn parsed(id: PointId, p: Option<&PayloadJson>) -> Result<Option<Payload>, Status> {
     p.map(|p| p.parse())
         .transpose()
         .map_err(|e| Status::data_loss(format!("stored payload of point {id}: {e}")))
@@ -191,7 +191,7 @@ fn scored_out(
         .map(|s| (score_out(metric, s.score), s))
         .filter(|(score, _)| passes(metric, *score, knn.threshold))
         .map(|(score, s)| {
-            let payload = parsed(s.id, s.payload)?;
+            let payload = parsed(s.id, s.payload.as_ref())?;
             Ok(q::ScoredPoint {
                 id: Some(ids::to_pb(
                     s.id,
@@ -330,7 +330,7 @@ fn query_parts(r: q::QueryPoints) -> Result<KnnParts, Status> {
 }
 
 fn retrieved(r: octet_store::Record, sel: &PayloadSel) -> Result<q::RetrievedPoint, Status> {
-    let payload = parsed(r.id, r.payload)?;
+    let payload = parsed(r.id, r.payload.as_ref())?;
     Ok(q::RetrievedPoint {
         id: Some(ids::to_pb(r.id, payload.as_ref())),
         payload: payload_to_pb(payload, sel),
@@ -647,7 +647,7 @@ impl q::points_server::Points for PointsService {
         })
         .await?;
         let next = match records.get(limit) {
-            Some(r) => Some(ids::to_pb(r.id, parsed(r.id, r.payload.clone())?.as_ref())),
+            Some(r) => Some(ids::to_pb(r.id, parsed(r.id, r.payload.as_ref())?.as_ref())),
             None => None,
         };
         records.truncate(limit);

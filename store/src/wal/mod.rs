@@ -46,6 +46,19 @@ struct Writer {
     poisoned: Option<&'static str>,
 }
 
+impl Writer {
+    /// Refuses once the log is poisoned, saying why.
+    fn usable(&self) -> Result<()> {
+        match self.poisoned {
+            Some(reason) => Err(StoreError::WalFailed {
+                path: self.path.clone(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The log of one collection.
 #[derive(Debug)]
 pub struct Wal {
@@ -225,12 +238,7 @@ impl Wal {
             });
         }
         let mut w = self.writer.lock();
-        if let Some(reason) = w.poisoned {
-            return Err(StoreError::WalFailed {
-                path: w.path.clone(),
-                reason,
-            });
-        }
+        w.usable()?;
         let seq = w.last_seq + 1;
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
@@ -269,12 +277,7 @@ impl Wal {
         }
         let (file, path, upto) = {
             let w = self.writer.lock();
-            if let Some(reason) = w.poisoned {
-                return Err(StoreError::WalFailed {
-                    path: w.path.clone(),
-                    reason,
-                });
-            }
+            w.usable()?;
             (Arc::clone(&w.file), w.path.clone(), w.last_seq)
         };
         if let Err(e) = file.sync_data() {
