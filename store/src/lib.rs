@@ -70,6 +70,7 @@ pub mod point;
 pub mod segment;
 mod snapshot;
 mod store;
+pub mod telemetry;
 pub mod wal;
 
 pub use collection::{Collection, CollectionInfo, MAX_K, ScoredPoint, SearchRequest, WriteReceipt};
@@ -80,6 +81,7 @@ pub use name::{CollectionName, SnapshotName};
 pub use point::{Payload, PayloadJson, Point, PointId, Record};
 pub use snapshot::SnapshotInfo;
 pub use store::{SnapshotFile, Store};
+pub use telemetry::{Histogram, HistogramSnapshot, Telemetry};
 
 #[cfg(test)]
 mod tests {

@@ -144,9 +144,18 @@ impl Collection {
         Ok(())
     }
 
-    /// Seals the oldest frozen chunk and installs it. Returns false when no chunk
-    /// is frozen. Caller holds the maintenance lock.
+    /// Seals the oldest frozen chunk and installs it, timing it. Returns false
+    /// when no chunk is frozen. Caller holds the maintenance lock.
     fn seal_oldest_chunk(&self) -> Result<bool> {
+        let started = std::time::Instant::now();
+        let sealed = self.build_and_install_oldest_chunk()?;
+        if sealed {
+            self.inner.seal_latency.observe(started.elapsed());
+        }
+        Ok(sealed)
+    }
+
+    fn build_and_install_oldest_chunk(&self) -> Result<bool> {
         let inner = &self.inner;
         let frozen = {
             let st = inner.state.read();
@@ -415,8 +424,18 @@ impl Collection {
     }
 
     fn compact_with(&self, all: bool, refit: bool) -> Result<bool> {
+        let _m = self.inner.maintenance.lock();
+        let started = std::time::Instant::now();
+        let rewrote = self.rewrite_segments(all, refit)?;
+        if rewrote {
+            self.inner.compaction_latency.observe(started.elapsed());
+        }
+        Ok(rewrote)
+    }
+
+    /// The body of [`Collection::compact_with`]. Caller holds the maintenance lock.
+    fn rewrite_segments(&self, all: bool, refit: bool) -> Result<bool> {
         let inner = &self.inner;
-        let _m = inner.maintenance.lock();
         let (picked, codecs) = {
             let st = inner.state.read();
             let plan = if all {

@@ -31,6 +31,7 @@ use crate::manifest::{FORMAT_VERSION, MANIFEST_FILE, Manifest};
 use crate::point::{PayloadJson, Point, PointId, Record, prepare_batch};
 use crate::segment::file::{Component, open_component};
 use crate::segment::sealed::SealedSegment;
+use crate::telemetry::{Histogram, Telemetry};
 use crate::wal::{Wal, WalOp};
 use octet_quant::VectorCodec;
 pub use search::{MAX_K, ScoredPoint, SearchRequest};
@@ -53,6 +54,10 @@ pub(crate) struct Inner {
     wake: Arc<(Mutex<bool>, Condvar)>,
     closed: AtomicBool,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// Each sealed chunk, start to install.
+    seal_latency: Histogram,
+    /// Each compaction or refit that rewrote segments.
+    compaction_latency: Histogram,
 }
 
 impl std::fmt::Debug for Inner {
@@ -210,6 +215,8 @@ impl Collection {
             wake: Arc::new((Mutex::new(false), Condvar::new())),
             closed: AtomicBool::new(false),
             worker: Mutex::new(None),
+            seal_latency: Histogram::default(),
+            compaction_latency: Histogram::default(),
         });
         let handle = maintenance::spawn_worker(Arc::downgrade(&inner), Arc::clone(&inner.wake));
         *inner.worker.lock() = Some(handle);
@@ -464,6 +471,18 @@ impl Collection {
                 .iter()
                 .map(|e| (e.seg.meta.id, e.seg.len(), e.deleted.count_ones()))
                 .collect(),
+        }
+    }
+
+    /// Latencies of the WAL's fsyncs, seals and compactions since the collection
+    /// was opened, and the chunks waiting to be sealed.
+    pub fn telemetry(&self) -> Telemetry {
+        let inner = &self.inner;
+        Telemetry {
+            wal_fsync: inner.wal.fsync_latency().snapshot(),
+            seal: inner.seal_latency.snapshot(),
+            compaction: inner.compaction_latency.snapshot(),
+            seal_queue: inner.state.read().frozen.len(),
         }
     }
 

@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 
 use crate::error::{IoContext, Result, StoreError, corrupt};
 use crate::fsutil::{remove_if_exists, sync_dir};
+use crate::telemetry::Histogram;
 pub use record::{WalOp, WalRecord, decode_all, fuzz_one};
 
 /// The first bytes of every WAL file.
@@ -67,6 +68,8 @@ pub struct Wal {
     writer: Mutex<Writer>,
     sync_lock: Mutex<()>,
     synced_seq: AtomicU64,
+    /// How long each `fdatasync` of the log took.
+    fsync_latency: Histogram,
 }
 
 fn file_name(first_seq: u64) -> String {
@@ -223,6 +226,7 @@ impl Wal {
             }),
             sync_lock: Mutex::new(()),
             synced_seq: AtomicU64::new(last_seq),
+            fsync_latency: Histogram::default(),
         };
         Ok((wal, records))
     }
@@ -280,7 +284,7 @@ impl Wal {
             w.usable()?;
             (Arc::clone(&w.file), w.path.clone(), w.last_seq)
         };
-        if let Err(e) = file.sync_data() {
+        if let Err(e) = self.fsync_latency.time(|| file.sync_data()) {
             // After a failed fsync nothing written since the last good one can be
             // trusted, and a retry may "succeed" without the data: stop here.
             self.writer.lock().poisoned = Some("an fsync of the log failed");
@@ -295,6 +299,11 @@ impl Wal {
         self.sync_to(self.last_seq())
     }
 
+    /// How long the log's fsyncs took, since it was opened.
+    pub fn fsync_latency(&self) -> &Histogram {
+        &self.fsync_latency
+    }
+
     /// The sequence number of the last record written.
     pub fn last_seq(&self) -> u64 {
         self.writer.lock().last_seq
@@ -304,7 +313,7 @@ impl Wal {
     /// sequence number of the ended file.
     pub fn rotate(&self) -> Result<u64> {
         let mut w = self.writer.lock();
-        if let Err(e) = w.file.sync_data() {
+        if let Err(e) = self.fsync_latency.time(|| w.file.sync_data()) {
             w.poisoned = Some("an fsync of the log failed");
             return Err(e).at(&w.path);
         }
