@@ -1,5 +1,6 @@
-//! API-key check, run as a tonic interceptor before every `octet.v1` call.
-//! Health and reflection stay open: probes and `grpcurl list` need no secret and
+//! API-key check, run as a tonic interceptor before every `octet.v1` and
+//! `qdrant` call, and on the HTTP metrics endpoint. Health, reflection and the
+//! REST version probe stay open: probes and `grpcurl list` need no secret and
 //! reveal no data.
 
 use tonic::{Request, Status};
@@ -28,21 +29,27 @@ impl ApiKey {
 
     /// The interceptor: passes the request or answers UNAUTHENTICATED.
     pub fn check<T>(&self, req: Request<T>) -> Result<Request<T>, Status> {
+        match self.verify(req.metadata().as_ref()) {
+            Ok(()) => Ok(req),
+            Err(why) => Err(Status::unauthenticated(why)),
+        }
+    }
+
+    /// Whether `headers` carry the key (always, when authentication is off);
+    /// the error says what is wrong without echoing what was sent.
+    pub fn verify(&self, headers: &http::HeaderMap) -> Result<(), &'static str> {
         let Some(key) = &self.0 else {
-            return Ok(req);
+            return Ok(());
         };
-        let md = req.metadata();
-        let bearer = md
+        let bearer = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let plain = md.get("api-key").and_then(|v| v.to_str().ok());
+        let plain = headers.get("api-key").and_then(|v| v.to_str().ok());
         match bearer.or(plain) {
-            Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(req),
-            Some(_) => Err(Status::unauthenticated("wrong API key")),
-            None => Err(Status::unauthenticated(
-                "missing API key: send `authorization: Bearer KEY` or `api-key: KEY`",
-            )),
+            Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(()),
+            Some(_) => Err("wrong API key"),
+            None => Err("missing API key: send `authorization: Bearer KEY` or `api-key: KEY`"),
         }
     }
 }

@@ -16,6 +16,8 @@
 //! drain_secs = 5
 //! tls_cert = "/etc/octet/server.pem"
 //! tls_key = "/etc/octet/server.key"
+//! http_addr = "127.0.0.1:6333"
+//! metrics_addr = "127.0.0.1:9464"
 //! ```
 
 use std::net::SocketAddr;
@@ -82,6 +84,15 @@ pub struct ServeArgs {
     /// The PEM private key of `--tls-cert`.
     #[arg(long, env = "OCTET_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+    /// Also serve the REST endpoints Qdrant clients probe (`GET /` for the
+    /// version check, `/healthz`, `/livez`, `/readyz`) on this address, plain
+    /// HTTP; Qdrant's own REST port is 6333 [default: off].
+    #[arg(long, env = "OCTET_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Serve Prometheus metrics at `GET /metrics` on this address, plain HTTP,
+    /// behind the API key when one is set [default: off].
+    #[arg(long, env = "OCTET_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The settings of a config file; every key optional, unknown keys rejected.
@@ -98,6 +109,8 @@ struct FileConfig {
     drain_secs: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    http_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -159,6 +172,10 @@ pub struct ServeConfig {
     pub drain_secs: u64,
     /// TLS certificate and key, when serving TLS.
     pub tls: Option<TlsFiles>,
+    /// Address of the REST compatibility endpoints, when served.
+    pub http_addr: Option<SocketAddr>,
+    /// Address of the Prometheus endpoint, when served.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -214,6 +231,8 @@ impl ServeArgs {
                 .or(file.drain_secs)
                 .unwrap_or(DEFAULT_DRAIN_SECS),
             tls,
+            http_addr: self.http_addr.or(file.http_addr),
+            metrics_addr: self.metrics_addr.or(file.metrics_addr),
         };
         anyhow::ensure!(
             (1..=4096).contains(&config.max_message_mib),
@@ -244,19 +263,22 @@ impl ServeConfig {
         Duration::from_secs(self.drain_secs)
     }
 
-    /// The API key to enforce, or an error when a non-loopback address has none
-    /// and no-auth was not asked for.
+    /// The API key to enforce, or an error when a non-loopback address that
+    /// serves data (gRPC, metrics) has none and no-auth was not asked for.
     pub fn effective_key(&self) -> anyhow::Result<Option<String>> {
-        match &self.api_key {
-            Some(k) if k.is_empty() => {
+        let exposed = std::iter::once(self.addr)
+            .chain(self.metrics_addr)
+            .find(|a| !a.ip().is_loopback());
+        match (&self.api_key, exposed) {
+            (Some(k), _) if k.is_empty() => {
                 anyhow::bail!("the API key (--api-key / OCTET_API_KEY / api_key) is empty")
             }
-            Some(k) => Ok(Some(k.clone())),
-            None if self.addr.ip().is_loopback() || self.no_auth => Ok(None),
-            None => anyhow::bail!(
-                "listening on {} (not loopback) needs --api-key / OCTET_API_KEY, \
-                 or --no-auth / OCTET_NO_AUTH=true to serve without one",
-                self.addr
+            (Some(k), _) => Ok(Some(k.clone())),
+            (None, None) => Ok(None),
+            (None, Some(_)) if self.no_auth => Ok(None),
+            (None, Some(addr)) => anyhow::bail!(
+                "listening on {addr} (not loopback) needs --api-key / OCTET_API_KEY, \
+                 or --no-auth / OCTET_NO_AUTH=true to serve without one"
             ),
         }
     }
@@ -360,6 +382,28 @@ mod tests {
                 .expect("test value")
                 .as_deref(),
             Some("k")
+        );
+    }
+
+    #[test]
+    fn a_public_metrics_address_needs_a_key_too() {
+        let mut args = ServeArgs::new("127.0.0.1:6334".parse().expect("test value"), "d");
+        args.metrics_addr = Some("0.0.0.0:9464".parse().expect("test value"));
+        args.http_addr = Some("0.0.0.0:6333".parse().expect("test value"));
+        let err = args
+            .resolve()
+            .expect("test value")
+            .effective_key()
+            .expect_err("metrics on a public address without a key");
+        assert!(err.to_string().contains("0.0.0.0:9464"), "{err}");
+        // The REST probe alone reveals nothing and needs no key.
+        args.metrics_addr = None;
+        assert_eq!(
+            args.resolve()
+                .expect("test value")
+                .effective_key()
+                .expect("test value"),
+            None
         );
     }
 }

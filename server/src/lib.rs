@@ -32,6 +32,8 @@ pub mod codec;
 mod config;
 pub mod convert;
 mod error;
+mod http;
+pub mod metrics;
 mod oversize;
 mod qdrant;
 mod server;
@@ -40,6 +42,7 @@ mod service;
 pub use auth::ApiKey;
 pub use config::{ServeArgs, ServeConfig, TlsFiles};
 pub use error::status_of;
+pub use http::QDRANT_API_VERSION;
 pub use server::{Bound, run_blocking, shutdown_signal};
 
 /// The generated `octet.v1` messages, clients and servers.

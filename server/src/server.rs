@@ -1,6 +1,7 @@
-//! Binding, serving and shutting down: opens the store, serves `octet.v1` with
-//! health and reflection beside it, and on the shutdown signal stops accepting,
-//! drains requests in flight, then syncs every collection's WAL.
+//! Binding, serving and shutting down: opens the store, serves `octet.v1` and
+//! `qdrant` with health and reflection beside them (and, when asked, the REST
+//! probes and Prometheus metrics over HTTP), and on the shutdown signal stops
+//! accepting, drains requests in flight, then syncs every collection's WAL.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tonic_health::ServingStatus;
 
 use crate::auth::ApiKey;
 use crate::config::{ServeArgs, ServeConfig, TlsFiles};
+use crate::metrics::{Metrics, MetricsLayer};
 use crate::pb;
 use crate::service::{AdminService, AppState, CollectionsService, PointsService, SearchService};
 
@@ -37,6 +39,17 @@ pub struct Bound {
     store: Arc<Store>,
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// `--http-addr` and `--metrics-addr`, bound (one listener when they are
+    /// the same address).
+    http: Vec<HttpListener>,
+}
+
+#[derive(Debug)]
+struct HttpListener {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    rest: bool,
+    metrics: bool,
 }
 
 impl Bound {
@@ -60,6 +73,32 @@ impl Bound {
             .await
             .with_context(|| format!("binding {}", args.addr))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
+        let mut http = Vec::new();
+        for (addr, rest, metrics, flag) in [
+            (args.http_addr, true, false, "--http-addr"),
+            (args.metrics_addr, false, true, "--metrics-addr"),
+        ] {
+            let Some(addr) = addr else { continue };
+            if let Some(same) = http
+                .iter_mut()
+                .find(|h: &&mut HttpListener| args.http_addr == Some(addr) && h.rest)
+            {
+                same.metrics |= metrics;
+                continue;
+            }
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {flag} {addr}"))?;
+            let local_addr = listener
+                .local_addr()
+                .with_context(|| format!("reading the address bound for {flag}"))?;
+            http.push(HttpListener {
+                listener,
+                local_addr,
+                rest,
+                metrics,
+            });
+        }
         Ok(Bound {
             args,
             tls,
@@ -67,12 +106,23 @@ impl Bound {
             store: Arc::new(store),
             listener,
             local_addr,
+            http,
         })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address bound for `--http-addr`, when given.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.iter().find(|h| h.rest).map(|h| h.local_addr)
+    }
+
+    /// The address bound for `--metrics-addr`, when given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.http.iter().find(|h| h.metrics).map(|h| h.local_addr)
     }
 
     /// Serves until `shutdown` completes, then drains and syncs the WALs.
@@ -84,9 +134,30 @@ impl Bound {
             store,
             listener,
             local_addr,
+            http,
         } = self;
         let state = Arc::new(AppState::new(Arc::clone(&store), args.max_concurrent));
         let auth = ApiKey::new(key.clone());
+        let metrics = args
+            .metrics_addr
+            .map(|_| Arc::new(Metrics::new(Arc::clone(&store))));
+        let mut http_tasks = Vec::new();
+        for h in http {
+            let router = crate::http::router(
+                h.rest.then(|| (Arc::clone(&state), local_addr)),
+                metrics
+                    .as_ref()
+                    .filter(|_| h.metrics)
+                    .map(|m| (Arc::clone(m), auth.clone())),
+            );
+            tracing::info!(addr = %h.local_addr, rest = h.rest, metrics = h.metrics, "http listening");
+            let addr = h.local_addr;
+            http_tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(h.listener, router).await {
+                    tracing::error!(%addr, "http server stopped: {e}");
+                }
+            }));
+        }
         let max = args.max_message_bytes();
         let check = move |req| auth.check(req);
 
@@ -147,13 +218,18 @@ impl Bound {
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).context("configuring TLS")?;
         }
-        let serve = builder
+        // Outermost first: the metrics see the status after the oversize rewrite.
+        let layers = tower::ServiceBuilder::new()
+            .layer(MetricsLayer(metrics))
             .layer(tower::util::MapResponseLayer::new(
                 |mut resp: http::Response<tonic::body::Body>| {
                     crate::oversize::rewrite_headers(resp.headers_mut());
                     resp
                 },
             ))
+            .into_inner();
+        let serve = builder
+            .layer(layers)
             .timeout(args.request_timeout())
             .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
             .add_service(health_service)
@@ -178,6 +254,9 @@ impl Bound {
             }
         }
 
+        for t in &http_tasks {
+            t.abort();
+        }
         // Every request has finished: make every acknowledged write durable.
         drop(state);
         let flushed = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
@@ -275,7 +354,8 @@ pub async fn shutdown_signal() {
 }
 
 /// Runs a server to completion on a new multi-threaded runtime: binds, prints
-/// `listening on ADDR` to stdout (scripts and tests read the port from it), serves
+/// `listening on ADDR` to stdout (scripts and tests read the port from it), then
+/// `http on ADDR` and `metrics on ADDR` for the endpoints asked for, serves
 /// until SIGINT/SIGTERM.
 pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -285,6 +365,12 @@ pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let bound = Bound::bind(args).await?;
         println!("listening on {}", bound.local_addr());
+        if let Some(a) = bound.http_addr() {
+            println!("http on {a}");
+        }
+        if let Some(a) = bound.metrics_addr() {
+            println!("metrics on {a}");
+        }
         bound.serve(shutdown_signal()).await
     })
 }

@@ -19,6 +19,12 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts the server on `127.0.0.1:0` over `data` and waits for its address.
     pub fn start(data: &Path, extra: &[&str]) -> ServerProc {
+        Self::start_reading(data, extra, 0).0
+    }
+
+    /// [`ServerProc::start`], then reads `more` further stdout lines (`http on
+    /// ADDR`, `metrics on ADDR`) and returns them.
+    pub fn start_reading(data: &Path, extra: &[&str], more: usize) -> (ServerProc, Vec<String>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_octet-server"))
             .arg("--addr")
             .arg("127.0.0.1:0")
@@ -31,8 +37,9 @@ impl ServerProc {
             .spawn()
             .expect("spawn octet-server");
         let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
+        reader
             .read_line(&mut line)
             .expect("read the listening line");
         let addr = line
@@ -40,7 +47,14 @@ impl ServerProc {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        ServerProc { child, addr }
+        let lines = (0..more)
+            .map(|_| {
+                let mut l = String::new();
+                reader.read_line(&mut l).expect("read a line");
+                l.trim().to_string()
+            })
+            .collect();
+        (ServerProc { child, addr }, lines)
     }
 
     pub fn url(&self) -> String {
@@ -185,4 +199,47 @@ pub async fn count(c: &mut Clients, name: &str) -> u64 {
         .unwrap_or_else(|s| panic!("count `{name}`: {s:?}"))
         .into_inner()
         .count
+}
+
+/// A plain HTTP/1.1 GET (one request per connection): status code, headers
+/// (lower-cased names) and body.
+pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect over HTTP");
+    let mut req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("send the request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read the response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, head.to_ascii_lowercase(), body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+        let n = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
 }
