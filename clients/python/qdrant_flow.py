@@ -1,7 +1,7 @@
 """A RAG service's qdrant-client calls, run against `octet serve`.
 
     python clients/python/qdrant_flow.py --addr HOST:PORT [--api-key KEY] \
-        [--data ../shared/data] [--queries 500] [--json OUT]
+        [--http HOST:PORT] [--data ../shared/data] [--queries 500] [--json OUT]
 
 Uses only what `pip install qdrant-client grpcio-tools` provides (grpcio-tools
 generates octet.v1's stubs for the side-by-side part). Steps, each checked:
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 
 import grpc
 import numpy as np
@@ -90,6 +91,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--addr", required=True)
     ap.add_argument("--api-key", default=None)
+    ap.add_argument(
+        "--http",
+        default=None,
+        help="HOST:PORT of the server's --http-addr: run qdrant-client's version check "
+        "(a REST GET /) and fail if it does not pass",
+    )
     ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "shared", "data"))
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--json", default=None)
@@ -111,13 +118,19 @@ def main():
     n = len(base)
     check(len(passages) == n and base.shape[1] == DIM, f"data: {n} x {DIM}")
 
+    rest = {}
+    if args.http:
+        # The version check only warns when it fails: make that an error.
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message="Api key is used with an insecure connection")
+        rest = dict(port=int(args.http.rsplit(":", 1)[1]), check_compatibility=True)
     client = QdrantClient(
         host=host,
         grpc_port=int(port),
         prefer_grpc=True,
         api_key=args.api_key,
         https=False,
-        check_compatibility=False,
+        **(rest or dict(check_compatibility=False)),
     )
     name, ov1 = "qflow", "qflow_octet_v1"
     for c in (name, ov1):

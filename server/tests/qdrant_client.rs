@@ -1,8 +1,8 @@
-//! The Qdrant-compatible API against the real `qdrant-client` (PyPI, pinned in
-//! `.ci/run`) and a real server: the wire contract compared descriptor by
-//! descriptor, and a RAG service's calls end to end on ../shared/data. Skipped
-//! with a message when python3 cannot import qdrant_client (or grpc_tools) or the
-//! data is absent.
+//! The Qdrant-compatible API against the real `qdrant-client` and
+//! `langchain-qdrant` (PyPI, pinned in `.ci/run`) and a real server: the wire
+//! contract compared descriptor by descriptor, a RAG service's calls end to end
+//! on ../shared/data, and LangChain's `QdrantVectorStore`. Skipped with a message
+//! when python3 cannot import the packages or the data is absent.
 
 mod common;
 
@@ -70,12 +70,19 @@ fn qdrant_client_flow_against_the_server() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProc::start(dir.path(), &["--api-key", "q-key"]);
+    let (server, lines) = ServerProc::start_reading(
+        dir.path(),
+        &["--api-key", "q-key", "--http-addr", "127.0.0.1:0"],
+        1,
+    );
+    let http = lines[0].strip_prefix("http on ").expect("http line");
     let (ok, text) = run(Command::new("python3")
         .arg(repo().join("clients/python/qdrant_flow.py"))
         .args([
             "--addr",
             &server.addr,
+            "--http",
+            http,
             "--api-key",
             "q-key",
             "--queries",
@@ -97,4 +104,45 @@ fn qdrant_client_flow_against_the_server() {
     );
     let (ok, text) = run(Command::new("python3").args(["-c", &script]));
     assert!(!ok && text.contains("UNAUTHENTICATED"), "{text}");
+}
+
+#[test]
+fn langchain_vector_store_against_the_server() {
+    if !python_can_import("langchain_qdrant, langchain_core") {
+        eprintln!(
+            "SKIPPED langchain_vector_store_against_the_server: python3 cannot import \
+             langchain_qdrant (.ci/run installs the pinned version)"
+        );
+        return;
+    }
+    let data = repo().join("..").join("shared").join("data");
+    if !data.join("passages.jsonl").exists() {
+        eprintln!(
+            "SKIPPED langchain_vector_store_against_the_server: no passages at {}",
+            data.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, lines) = ServerProc::start_reading(
+        dir.path(),
+        &["--api-key", "lc-key", "--http-addr", "127.0.0.1:0"],
+        1,
+    );
+    let http = lines[0].strip_prefix("http on ").expect("http line");
+    let (ok, text) = run(Command::new("python3")
+        .arg(repo().join("clients/python/langchain_flow.py"))
+        .args([
+            "--addr",
+            &server.addr,
+            "--http",
+            http,
+            "--api-key",
+            "lc-key",
+        ])
+        .arg("--data")
+        .arg(&data));
+    println!("{text}");
+    assert!(ok, "{text}");
+    assert!(text.contains("langchain flow passed"), "{text}");
 }

@@ -51,11 +51,14 @@ fn apply_hnsw(out: &mut CollectionConfig, h: Option<q::HnswConfigDiff>) {
 /// WAL, shard, replication and on-disk settings are single-node storage tuning
 /// and are ignored too.
 pub(crate) fn config_from(r: &mut q::CreateCollection) -> Result<CollectionConfig, Status> {
-    refuse(
-        &r.sparse_vectors_config,
-        "sparse_vectors_config",
-        "sparse vectors",
-    )?;
+    // An empty SparseVectorConfig (no sparse vectors; what LangChain sends for
+    // a dense-only store) encodes as zero bytes.
+    if r.sparse_vectors_config
+        .as_ref()
+        .is_some_and(|b| !b.is_empty())
+    {
+        return Err(unsupported("sparse_vectors_config", "sparse vectors"));
+    }
     refuse(&r.strict_mode_config, "strict_mode_config", "strict mode")?;
     if !r.metadata.is_empty() {
         return Err(unsupported("metadata", "collection metadata"));
@@ -66,12 +69,18 @@ pub(crate) fn config_from(r: &mut q::CreateCollection) -> Result<CollectionConfi
     use q::vectors_config::Config as VC;
     let params = match r.vectors_config.take().and_then(|v| v.config) {
         Some(VC::Params(p)) => p,
-        Some(VC::ParamsMap(m)) => {
-            return Err(unsupported(
-                "vectors_config.params_map",
-                &format!("named vectors ({} given)", m.map.len()),
-            ));
-        }
+        // One vector named "" is the unnamed vector (LangChain's default).
+        Some(VC::ParamsMap(mut m)) => match m.map.remove("") {
+            Some(p) if m.map.is_empty() => p,
+            _ => {
+                let mut names: Vec<String> = m.map.into_keys().collect();
+                names.sort();
+                return Err(unsupported(
+                    "vectors_config.params_map",
+                    &format!("named vectors ({names:?}; only one vector, named \"\", is served)"),
+                ));
+            }
+        },
         None => return Err(bad("vectors_config", "missing (size and distance)")),
     };
     refuse(

@@ -187,9 +187,17 @@ pub(crate) fn vector_in(v: Option<q::Vectors>, field: &str) -> Result<Vec<f32>, 
     use q::vectors::VectorsOptions as O;
     let v = match v.and_then(|v| v.vectors_options) {
         Some(O::Vector(v)) => v,
-        Some(O::Vectors(_)) => {
-            return Err(unsupported(format!("{field}.vectors"), "named vectors"));
-        }
+        Some(O::Vectors(mut named)) => match named.vectors.remove("") {
+            Some(v) if named.vectors.is_empty() => v,
+            _ => {
+                let mut names: Vec<String> = named.vectors.into_keys().collect();
+                names.sort();
+                return Err(unsupported(
+                    format!("{field}.vectors"),
+                    &format!("named vectors ({names:?}; only the unnamed vector \"\" exists)"),
+                ));
+            }
+        },
         None => return Err(bad(field, "missing vector")),
     };
     refuse(&v.indices, &format!("{field}.indices"), "a sparse vector")?;
