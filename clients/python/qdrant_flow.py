@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "shared", "data"))
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--rounds", type=int, default=1, help="timing rounds (paths alternate)")
     ap.add_argument(
         "--seal",
         type=int,
@@ -244,20 +245,39 @@ def main():
 
     out = {"points": n, "queries": len(qlist), "upsert_seconds_qdrant_client": round(upsert_s, 2)}
     results = {}
-    for path, fn in [
+    paths = [
         ("query_points", via_query),
         ("raw_query", via_raw_query),
         ("raw_search", via_raw_search),
         ("octet_v1", via_octet),
-    ]:
+    ]
+    # Query by query, every path in turn (the order rotating), so machine load
+    # hits each path alike; each round sums a path's time; medians over rounds.
+    timings = {}
+    for path, fn in paths:
         for coll in (name, ov1):
             fn(coll, qlist[:20])  # warm-up
-            t = time.perf_counter()
-            ids = fn(coll, qlist)
-            dt = time.perf_counter() - t
-            results[(path, coll)] = ids
-            out[f"recall@10 {path} on {coll}"] = round(recall(ids, gt), 4)
+            results[(path, coll)] = []
+    keys = [(path, fn, coll) for path, fn in paths for coll in (name, ov1)]
+    for r in range(args.rounds):
+        spent = {(path, coll): 0.0 for path, _, coll in keys}
+        for i, q in enumerate(qlist):
+            shift = i % len(keys)
+            for path, fn, coll in keys[shift:] + keys[:shift]:
+                t = time.perf_counter()
+                ids = fn(coll, [q])[0]
+                spent[(path, coll)] += time.perf_counter() - t
+                if r == 0:
+                    results[(path, coll)].append(ids)
+        for k, v in spent.items():
+            timings.setdefault(k, []).append(v)
+    for path, _ in paths:
+        for coll in (name, ov1):
+            dt = float(np.median(timings[(path, coll)]))
+            out[f"recall@10 {path} on {coll}"] = round(recall(results[(path, coll)], gt), 4)
             out[f"qps {path} on {coll}"] = round(len(qlist) / dt, 1)
+    for path in ("query_points", "raw_query", "raw_search"):
+        out[f"{path} / octet_v1 qps"] = round(out[f"qps {path} on {ov1}"] / out[f"qps octet_v1 on {ov1}"], 3)
     for coll in (name, ov1):
         same = all(
             results[(p, coll)] == results[("octet_v1", coll)]
