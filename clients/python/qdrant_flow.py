@@ -386,6 +386,9 @@ def main():
         return client.count(small, count_filter=models.Filter(**kw)).count
 
     check(cnt(must=[models.HasIdCondition(has_id=[u1, 5])]) == 2, "has_id with a UUID and an integer")
+    check(cnt(must_not=[models.HasIdCondition(has_id=[u1])]) == 2, "must_not has_id with a UUID")
+    on_v1 = client.count(ov1, count_filter=models.Filter(must=[models.HasIdCondition(has_id=[1, 2, 3, 10**9])])).count
+    check(on_v1 == 3, f"has_id sees points written through octet.v1 ({on_v1})")
     check(cnt(must=[models.IsNullCondition(is_null=models.PayloadField(key="n"))]) == 1, "is_null")
     check(cnt(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="e"))]) == 3, "is_empty (empty array or missing)")
     check(cnt(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="k"))]) == 0, "is_empty on a filled key")

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Result, StoreError};
-use crate::point::Payload;
+use crate::point::{Payload, PointId};
 
 /// The longest string that counts as a keyword, in bytes. Longer strings (text
 /// chunks) are neither indexed nor matched, which keeps the filter index small and
@@ -117,6 +117,12 @@ pub enum Condition {
         /// Dotted path.
         key: String,
     },
+    /// The point's id is one of `ids` (Qdrant's `has_id`): a condition on the
+    /// id, not the payload.
+    HasId {
+        /// Accepted ids.
+        ids: Vec<PointId>,
+    },
     /// The field is present and `null`.
     IsNull {
         /// Dotted path.
@@ -137,6 +143,10 @@ pub struct Filter {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub must_not: Vec<Condition>,
 }
+
+/// Most ids one `has_id` condition may list (growing segments test each point
+/// against the list).
+pub const MAX_HAS_ID: usize = 4096;
 
 /// Deepest nesting of filters accepted; bounds recursion on user input.
 pub const MAX_FILTER_DEPTH: usize = 16;
@@ -172,11 +182,11 @@ impl Filter {
         Ok(())
     }
 
-    /// Whether `payload` passes the filter.
-    pub fn matches(&self, payload: &Payload) -> bool {
-        self.must.iter().all(|c| c.matches(payload))
-            && (self.should.is_empty() || self.should.iter().any(|c| c.matches(payload)))
-            && !self.must_not.iter().any(|c| c.matches(payload))
+    /// Whether the point `id` with `payload` passes the filter.
+    pub fn matches(&self, id: PointId, payload: &Payload) -> bool {
+        self.must.iter().all(|c| c.matches(id, payload))
+            && (self.should.is_empty() || self.should.iter().any(|c| c.matches(id, payload)))
+            && !self.must_not.iter().any(|c| c.matches(id, payload))
     }
 }
 
@@ -236,13 +246,18 @@ impl Condition {
                 Ok(())
             }
             Condition::Filter(f) => f.validate_at(depth + 1),
+            Condition::HasId { ids } if ids.len() > MAX_HAS_ID => bad(format!(
+                "has_id lists {} ids; at most {MAX_HAS_ID}",
+                ids.len()
+            )),
             _ => Ok(()),
         }
     }
 
-    /// Whether `payload` satisfies this condition.
-    pub fn matches(&self, payload: &Payload) -> bool {
+    /// Whether the point `id` with `payload` satisfies this condition.
+    pub fn matches(&self, id: PointId, payload: &Payload) -> bool {
         match self {
+            Condition::HasId { ids } => ids.contains(&id),
             Condition::Match { key, value } => {
                 any_value_at(payload, key, &mut |v| value.matches(v))
             }
@@ -252,7 +267,7 @@ impl Condition {
             Condition::Range { key, range } => any_value_at(payload, key, &mut |v| {
                 v.as_f64().is_some_and(|x| range.contains(x))
             }),
-            Condition::Filter(f) => f.matches(payload),
+            Condition::Filter(f) => f.matches(id, payload),
             Condition::MatchExcept { key, except } => {
                 let mut any = false;
                 let outside = any_value_at(payload, key, &mut |v| {
@@ -324,11 +339,11 @@ mod tests {
         let p = payload(
             json!({"tenant": "a", "year": 2021, "tags": ["x", "y"], "meta": {"src": "web"}}),
         );
-        assert!(Filter::default().matches(&p));
-        assert!(Filter::must(vec![Condition::keyword("tenant", "a")]).matches(&p));
-        assert!(!Filter::must(vec![Condition::keyword("tenant", "b")]).matches(&p));
-        assert!(Filter::must(vec![Condition::keyword("tags", "y")]).matches(&p));
-        assert!(Filter::must(vec![Condition::keyword("meta.src", "web")]).matches(&p));
+        assert!(Filter::default().matches(0, &p));
+        assert!(Filter::must(vec![Condition::keyword("tenant", "a")]).matches(0, &p));
+        assert!(!Filter::must(vec![Condition::keyword("tenant", "b")]).matches(0, &p));
+        assert!(Filter::must(vec![Condition::keyword("tags", "y")]).matches(0, &p));
+        assert!(Filter::must(vec![Condition::keyword("meta.src", "web")]).matches(0, &p));
         let year = |gte, lt| {
             Condition::range(
                 "year",
@@ -339,8 +354,8 @@ mod tests {
                 },
             )
         };
-        assert!(Filter::must(vec![year(2020.0, 2022.0)]).matches(&p));
-        assert!(!Filter::must(vec![year(2022.0, 2030.0)]).matches(&p));
+        assert!(Filter::must(vec![year(2020.0, 2022.0)]).matches(0, &p));
+        assert!(!Filter::must(vec![year(2022.0, 2030.0)]).matches(0, &p));
         let f = Filter {
             should: vec![
                 Condition::keyword("tenant", "zzz"),
@@ -352,12 +367,12 @@ mod tests {
             must_not: vec![Condition::keyword("tags", "q")],
             ..Filter::default()
         };
-        assert!(f.matches(&p));
+        assert!(f.matches(0, &p));
         let f = Filter {
             must_not: vec![Condition::keyword("tags", "x")],
             ..Filter::default()
         };
-        assert!(!f.matches(&p));
+        assert!(!f.matches(0, &p));
     }
 
     #[test]
@@ -382,7 +397,7 @@ mod tests {
         );
         let p = payload(json!({"text": long}));
         let shorter = &long[..MAX_KEYWORD_LEN];
-        assert!(!Filter::must(vec![Condition::keyword("text", shorter)]).matches(&p));
+        assert!(!Filter::must(vec![Condition::keyword("text", shorter)]).matches(0, &p));
         let no_bound = Filter::must(vec![Condition::range("k", Range::default())]);
         assert!(no_bound.validate().is_err());
         let mut deep = Filter::default();

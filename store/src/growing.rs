@@ -117,7 +117,7 @@ impl Growing {
             if self.dead[slot] || deleted.is_some_and(|d| d.get(slot)) {
                 continue;
             }
-            if filter.is_some_and(|f| !f.matches(&self.payloads[slot])) {
+            if filter.is_some_and(|f| !f.matches(self.ids[slot], &self.payloads[slot])) {
                 continue;
             }
             let s = Scored {

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::bitset::Bitset;
 use crate::filter::{Condition, Filter, MatchValue, Range};
-use crate::point::Payload;
+use crate::point::{Payload, PointId};
 
 #[derive(Debug, Default)]
 struct FieldIndex {
@@ -110,28 +110,38 @@ impl PayloadIndex {
         }
     }
 
-    /// The points that pass `filter`.
-    pub(crate) fn evaluate(&self, filter: &Filter) -> Bitset {
+    /// The points that pass `filter`; `offset_of` finds a point id's offset in
+    /// the segment (for `has_id`).
+    pub(crate) fn evaluate(
+        &self,
+        filter: &Filter,
+        offset_of: &dyn Fn(PointId) -> Option<u32>,
+    ) -> Bitset {
         let mut out = Bitset::full(self.len);
         for c in &filter.must {
-            out.and(&self.condition(c));
+            out.and(&self.condition(c, offset_of));
         }
         if !filter.should.is_empty() {
             let mut any = Bitset::new(self.len);
             for c in &filter.should {
-                any.or(&self.condition(c));
+                any.or(&self.condition(c, offset_of));
             }
             out.and(&any);
         }
         for c in &filter.must_not {
-            out.and_not(&self.condition(c));
+            out.and_not(&self.condition(c, offset_of));
         }
         out
     }
 
-    fn condition(&self, c: &Condition) -> Bitset {
+    fn condition(&self, c: &Condition, offset_of: &dyn Fn(PointId) -> Option<u32>) -> Bitset {
         let mut out = Bitset::new(self.len);
         match c {
+            Condition::HasId { ids } => {
+                for o in ids.iter().filter_map(|&id| offset_of(id)) {
+                    out.set(o as usize);
+                }
+            }
             Condition::Match { key, value } => self.mark_value(key, value, &mut out),
             Condition::MatchAny { key, any } => {
                 for value in any {
@@ -139,7 +149,7 @@ impl PayloadIndex {
                 }
             }
             Condition::Range { key, range } => self.mark_range(key, range, &mut out),
-            Condition::Filter(f) => return self.evaluate(f),
+            Condition::Filter(f) => return self.evaluate(f, offset_of),
             Condition::MatchExcept { key, except } => return self.match_except(key, except),
             Condition::IsEmpty { key } => {
                 let mut all = Bitset::full(self.len);
@@ -261,6 +271,7 @@ mod tests {
                 .prop_map(|(key, except)| Condition::MatchExcept { key, except }),
             key.clone().prop_map(|key| Condition::IsEmpty { key }),
             key.clone().prop_map(|key| Condition::IsNull { key }),
+            proptest::collection::vec(0..50u64, 0..4).prop_map(|ids| Condition::HasId { ids }),
             (key, bound.clone(), bound.clone(), bound.clone(), bound).prop_map(
                 |(key, gt, gte, lt, lte)| {
                     Condition::Range {
@@ -302,9 +313,12 @@ mod tests {
                 index.add(i as u32, p);
             }
             index.finish();
-            let got = index.evaluate(&filter);
+            // Point ids are the offsets plus 10: ids below 10 are in no segment.
+            let n = payloads.len() as u64;
+            let got = index.evaluate(&filter, &|id| (10..10 + n).contains(&id).then(|| (id - 10) as u32));
             for (i, p) in payloads.iter().enumerate() {
-                prop_assert_eq!(got.get(i), filter.matches(p), "point {} payload {:?}", i, p);
+                let id = i as u64 + 10;
+                prop_assert_eq!(got.get(i), filter.matches(id, p), "point {} payload {:?}", id, p);
             }
         }
     }

@@ -13,6 +13,19 @@ use octet_store::{Condition, Filter, MatchValue, Point, Range, SearchRequest, St
 fn filters() -> Vec<Filter> {
     vec![
         Filter::must(vec![Condition::keyword("tenant", "t1")]),
+        // An id condition, across growing and sealed segments, alone and mixed.
+        Filter::must(vec![Condition::HasId {
+            ids: (0..400).step_by(7).collect(),
+        }]),
+        Filter {
+            should: vec![
+                Condition::HasId {
+                    ids: vec![3, 5, 8, 13, 21, 34, 55, 89, 144, 233],
+                },
+                Condition::keyword("tenant", "t3"),
+            ],
+            ..Filter::default()
+        },
         Filter::must(vec![Condition::range(
             "n",
             Range {
@@ -87,7 +100,7 @@ fn check_against_model(
                     .get(&g.id)
                     .unwrap_or_else(|| panic!("returned a deleted or unknown id {}", g.id));
                 assert!(
-                    f.as_ref().is_none_or(|f| f.matches(p)),
+                    f.as_ref().is_none_or(|f| f.matches(g.id, p)),
                     "id {} fails the filter",
                     g.id
                 );
@@ -103,7 +116,11 @@ fn check_against_model(
             runs += 1;
         }
         for f in filters.iter().flatten() {
-            let expect = model.points.values().filter(|(_, p)| f.matches(p)).count();
+            let expect = model
+                .points
+                .iter()
+                .filter(|(id, (_, p))| f.matches(**id, p))
+                .count();
             assert_eq!(c.count(Some(f)).expect("count"), expect);
         }
     }

@@ -263,6 +263,44 @@ pub(crate) fn passes(m: Metric, score: f32, threshold: Option<f32>) -> bool {
 
 // ---------------------------------------------------------------- filters
 
+/// Qdrant's `has_id` as a condition on Octet ids, so it sees every point
+/// whichever API wrote it. An id below 2^63 is an integer id and names its point
+/// alone; one at or above (a UUID's fold, or such an integer) must also carry
+/// that Qdrant id in [`ID_KEY`], or no Qdrant id at all (written through
+/// octet.v1), as [`ids`] documents.
+fn has_id(ids: Vec<ids::QId>) -> Condition {
+    let (plain, folded): (Vec<_>, Vec<_>) = ids.into_iter().partition(|q| q.id < 1 << 63);
+    let mut any: Vec<Condition> = Vec::new();
+    if !plain.is_empty() {
+        any.push(Condition::HasId {
+            ids: plain.into_iter().map(|q| q.id).collect(),
+        });
+    }
+    for q in folded {
+        any.push(Condition::Filter(Filter {
+            must: vec![
+                Condition::HasId { ids: vec![q.id] },
+                Condition::Filter(Filter {
+                    should: vec![
+                        Condition::keyword(ID_KEY, &q.text),
+                        Condition::IsEmpty { key: ID_KEY.into() },
+                    ],
+                    ..Filter::default()
+                }),
+            ],
+            ..Filter::default()
+        }));
+    }
+    match any.len() {
+        0 => nothing(),
+        1 => any.pop().unwrap_or_else(nothing),
+        _ => Condition::Filter(Filter {
+            should: any,
+            ..Filter::default()
+        }),
+    }
+}
+
 /// A condition no point passes (Qdrant's `any: []`, `has_id: []`).
 fn nothing() -> Condition {
     Condition::Filter(Filter {
@@ -418,23 +456,13 @@ fn condition(c: q::Condition, field: &str) -> Result<Condition, Status> {
             Ok(Condition::IsNull { key: e.key })
         }
         Some(C::HasId(h)) => {
-            let any = h
+            let ids = h
                 .has_id
                 .into_iter()
                 .enumerate()
-                .map(|(i, p)| {
-                    ids::from_pb(Some(p), &format!("{field}.has_id[{i}]"))
-                        .map(|id| MatchValue::Keyword(id.text))
-                })
+                .map(|(i, p)| ids::from_pb(Some(p), &format!("{field}.has_id[{i}]")))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(if any.is_empty() {
-                nothing()
-            } else {
-                Condition::MatchAny {
-                    key: ID_KEY.into(),
-                    any,
-                }
-            })
+            Ok(has_id(ids))
         }
         Some(C::Filter(f)) => Ok(Condition::Filter(filter_at(f, &format!("{field}.filter"))?)),
         Some(C::Nested(_)) => Err(unsupported(

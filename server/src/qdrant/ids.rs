@@ -6,10 +6,10 @@
 //!   Qdrant, where integer ids order before UUIDs) and never meet them.
 //! - Every point written through the Qdrant API keeps its Qdrant id as a string in
 //!   the reserved payload field [`ID_KEY`]; reads turn an id with the top bit set
-//!   back into the UUID found there, and `has_id` filters become a keyword match on
-//!   that field (so they see points written through the Qdrant API only). The
-//!   field never appears in payloads returned by either API's Qdrant side, and
-//!   users may not write it.
+//!   back into the UUID found there. `has_id` is a condition on Octet ids (so it
+//!   sees points whichever API wrote them); an id at or above 2^63 must also
+//!   carry its Qdrant id in that field, or none. The field never appears in
+//!   payloads returned by either API's Qdrant side, and users may not write it.
 //!
 //! Limits, by construction: two UUIDs folding to the same 63 bits (among n random
 //! UUIDs the chance of any such pair is about n^2 / 2^64: one in 18 million for a

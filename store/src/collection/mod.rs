@@ -330,11 +330,17 @@ impl Collection {
         };
         let mut n = 0;
         for slot in 0..st.growing.slots() as u32 {
-            n += usize::from(st.growing.is_live(slot) && f.matches(st.growing.payload(slot)));
+            n += usize::from(
+                st.growing.is_live(slot)
+                    && f.matches(st.growing.id(slot), st.growing.payload(slot)),
+            );
         }
         for fr in &st.frozen {
             for slot in 0..fr.seg.slots() as u32 {
-                n += usize::from(!fr.deleted.get(slot as usize) && f.matches(fr.seg.payload(slot)));
+                n += usize::from(
+                    !fr.deleted.get(slot as usize)
+                        && f.matches(fr.seg.id(slot), fr.seg.payload(slot)),
+                );
             }
         }
         for e in &st.sealed {
@@ -363,7 +369,7 @@ impl Collection {
         let mut push_part = |part: Vec<(PointId, Loc)>| locs.extend(part.into_iter().take(want));
         let mut g: Vec<(PointId, Loc)> = (0..st.growing.slots() as u32)
             .filter(|&s| st.growing.is_live(s) && st.growing.id(s) >= from)
-            .filter(|&s| filter.is_none_or(|f| f.matches(st.growing.payload(s))))
+            .filter(|&s| filter.is_none_or(|f| f.matches(st.growing.id(s), st.growing.payload(s))))
             .map(|s| (st.growing.id(s), Loc::Growing(s)))
             .collect();
         g.sort_unstable_by_key(|e| e.0);
@@ -371,7 +377,7 @@ impl Collection {
         for (fi, fr) in st.frozen.iter().enumerate() {
             let mut g: Vec<(PointId, Loc)> = (0..fr.seg.slots() as u32)
                 .filter(|&s| !fr.deleted.get(s as usize) && fr.seg.id(s) >= from)
-                .filter(|&s| filter.is_none_or(|f| f.matches(fr.seg.payload(s))))
+                .filter(|&s| filter.is_none_or(|f| f.matches(fr.seg.id(s), fr.seg.payload(s))))
                 .map(|s| (fr.seg.id(s), Loc::Frozen(fi, s)))
                 .collect();
             g.sort_unstable_by_key(|e| e.0);

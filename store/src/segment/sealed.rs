@@ -225,7 +225,7 @@ impl SealedSegment {
         deleted: &Bitset,
     ) -> Bitset {
         let mut allowed = match filter {
-            Some(f) => self.index.evaluate(f),
+            Some(f) => self.index.evaluate(f, &|id| self.offset_of(id)),
             None => Bitset::full(self.n),
         };
         allowed.and_not(deleted);

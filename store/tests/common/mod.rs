@@ -83,7 +83,7 @@ impl Model {
         let mut all: Vec<(PointId, f32)> = self
             .points
             .iter()
-            .filter(|(_, (_, p))| filter.is_none_or(|f| f.matches(p)))
+            .filter(|(id, (_, p))| filter.is_none_or(|f| f.matches(**id, p)))
             .map(|(id, (v, _))| (*id, metric.exact(&q, v)))
             .collect();
         all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
