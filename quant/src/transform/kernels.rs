@@ -276,6 +276,65 @@ pub fn table_score_scalar(layout: &Layout, code: &[u8], tables: &[f32], offsets:
         .sum()
 }
 
+/// The weight of every bit of a code when the score is `sum_t u[t] c_t`: bit `j`
+/// of slot `t` weighs `u[t] 2^j`; padding bits weigh nothing. `8 code_len` long.
+pub fn bit_weights(layout: &Layout, u: &[f32]) -> Vec<f32> {
+    let mut w = vec![0f32; layout.code_len() * 8];
+    for (t, (&first, &width)) in layout.bit_offsets().iter().zip(layout.widths()).enumerate() {
+        for j in 0..usize::from(width) {
+            w[first as usize + j] = u[t] * (1u32 << j) as f32;
+        }
+    }
+    w
+}
+
+/// Per-query byte tables of a score linear in the code's bits: entry `v` of table
+/// `p` is the sum of the weights of the bits set in `v`, for the code's byte `p`.
+/// `bit_weights.len()` must be a multiple of 8.
+pub fn byte_tables(bit_weights: &[f32]) -> Vec<[f32; 256]> {
+    bit_weights
+        .chunks_exact(8)
+        .map(|w| {
+            let mut table = [0f32; 256];
+            for v in 1..256usize {
+                // v without its lowest set bit, plus that bit's weight.
+                table[v] = table[v & (v - 1)] + w[v.trailing_zeros() as usize];
+            }
+            table
+        })
+        .collect()
+}
+
+/// `sum_p tables[p][code[p]]`: a score linear in the code's bits, one table
+/// lookup per code byte whatever the components' widths. Twin:
+/// [`bit_weights_score_scalar`].
+pub fn byte_table_score(code: &[u8], tables: &[[f32; 256]]) -> f32 {
+    debug_assert_eq!(code.len(), tables.len());
+    // Four independent sums keep four lookups in flight.
+    let mut acc = [0f32; 4];
+    let (code4, code_rest) = code.as_chunks::<4>();
+    let (tables4, tables_rest) = tables.split_at(code4.len() * 4);
+    for (c, t) in code4.iter().zip(tables4.chunks_exact(4)) {
+        acc[0] += t[0][usize::from(c[0])];
+        acc[1] += t[1][usize::from(c[1])];
+        acc[2] += t[2][usize::from(c[2])];
+        acc[3] += t[3][usize::from(c[3])];
+    }
+    for (&c, t) in code_rest.iter().zip(tables_rest) {
+        acc[0] += t[usize::from(c)];
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+/// Scalar twin of [`byte_table_score`] over the tables' source: each set bit of
+/// `code` adds its weight.
+pub fn bit_weights_score_scalar(code: &[u8], bit_weights: &[f32]) -> f32 {
+    (0..code.len() * 8)
+        .filter(|&i| (code[i / 8] >> (i % 8)) & 1 == 1)
+        .map(|i| bit_weights[i])
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +402,13 @@ mod tests {
                 table_score_scalar(&layout, &code, &tables, &offsets),
                 n as f32
             ));
+            // The byte tables of a linear score: against their bit-by-bit twin,
+            // and against the slot-by-slot linear score they fold.
+            let weights = bit_weights(&layout, &u);
+            let bytes = byte_tables(&weights);
+            let fast = byte_table_score(&code, &bytes);
+            prop_assert!(close(fast, bit_weights_score_scalar(&code, &weights), lin));
+            prop_assert!(close(fast, linear_score_scalar(&layout, &code, &u), lin));
         }
     }
 }

@@ -128,6 +128,11 @@ impl Layout {
         &self.widths
     }
 
+    /// The first bit of each slot in the code.
+    pub fn bit_offsets(&self) -> &[u32] {
+        &self.bit_offsets
+    }
+
     /// The aligned blocks, widest first.
     pub fn blocks(&self) -> &[Block] {
         &self.blocks
