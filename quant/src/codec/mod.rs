@@ -29,6 +29,7 @@ pub use registry::Codec;
 mod lanes;
 pub mod scaled_float8;
 pub mod sign_bits;
+pub mod transform;
 #[cfg(test)]
 pub(crate) mod testing;
 

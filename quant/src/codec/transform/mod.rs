@@ -26,7 +26,7 @@ mod scorer;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{CodecKind, CodecSpec, ScalarQuantizer, Scorer, VectorCodec};
+use super::{CodecKind, CodecSpec, ScalarQuantizer, Scorer, VectorCodec};
 use crate::error::{QuantError, Result};
 use crate::metric::Metric;
 use crate::pca::Pca;
