@@ -24,7 +24,7 @@ pub mod vecio;
 pub use codec::Codec;
 pub use codec::pca::PcaCodec;
 pub use codec::transform::TransformCodec;
-pub use codec::{CodecKind, CodecSpec, ElementSpec, ScalarQuantizer, Scorer, VectorCodec};
+pub use codec::{CodecSpec, ElementSpec, ScalarQuantizer, Scorer, VectorCodec};
 pub use codec::{
     bfloat16::Bf16Codec, element::ElementCodec, float8::Float8Codec, float8::Float8Format,
     float16::F16Codec, float32::F32Codec, int8::I8Codec, scaled_float8::ScaledFloat8Codec,

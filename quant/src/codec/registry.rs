@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::element::ElementCodec;
 use super::pca::PcaCodec;
 use super::transform::TransformCodec;
-use super::{CodecKind, CodecSpec, Scorer, VectorCodec};
+use super::{CodecSpec, Scorer, VectorCodec};
 use crate::error::Result;
 use crate::metric::Metric;
 
@@ -56,10 +56,6 @@ impl Codec {
 }
 
 impl VectorCodec for Codec {
-    fn kind(&self) -> CodecKind {
-        self.inner().kind()
-    }
-
     fn spec(&self) -> CodecSpec {
         self.inner().spec()
     }
