@@ -319,7 +319,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         for &bits in &args.rtn_bits {
             let rtn = Rtn { bits, group };
             let t0 = Instant::now();
-            let lin = cx.map_linears(|_, w, r, c| rtn.apply(w, r, c))?;
+            let lin = cx.map_linears(|_, w, r, c| Ok(rtn.apply(w, r, c)?))?;
             let q = t0.elapsed().as_secs_f64();
             cx.record(
                 &format!("RTN g{group}"),
@@ -342,7 +342,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             let t0 = Instant::now();
             let lin = cx.map_linears(|name, w, r, c| {
                 let imp = if with_imp { cx.importance(name) } else { None };
-                k.apply(w, r, c, imp.as_deref())
+                Ok(k.apply(w, r, c, imp.as_deref())?)
             })?;
             let q = t0.elapsed().as_secs_f64();
             let method = if with_imp {
