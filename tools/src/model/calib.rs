@@ -268,22 +268,7 @@ pub fn collect_input_norms(
 mod tests {
     use super::*;
     use crate::model::Architecture;
-
-    /// The real SmolLM2 GGUF fetched by `scripts/fetch_models.sh`, if present.
-    fn smollm2() -> Option<std::path::PathBuf> {
-        let dir = std::env::var_os("OCTET_MODELS")
-            .map_or_else(|| "/tmp/octet-models".into(), std::path::PathBuf::from);
-        let p = dir.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-        if p.is_file() {
-            Some(p)
-        } else {
-            eprintln!(
-                "skipping: {} is absent (run scripts/fetch_models.sh)",
-                p.display()
-            );
-            None
-        }
-    }
+    use crate::model::locate::smollm2;
 
     #[test]
     fn builtin_text_is_cut_into_sequences() {

@@ -10,13 +10,15 @@
 //! GGUF files, dequantised through candle), calibration ([`calib`]: tokenizers and
 //! per-channel activation statistics), a llama forward pass over named tensors
 //! ([`llama`]), sliding-window perplexity ([`ppl`]) and the peer quantizers the sweep
-//! compares against ([`peers`]: round-to-nearest and candle's k-quants).
+//! compares against ([`peers`]: round-to-nearest and candle's k-quants), and where
+//! the real checkpoints the tests use are fetched to ([`locate`]).
 
 pub mod calib;
 pub mod error;
 pub mod gguf;
 pub mod hf;
 pub mod llama;
+pub mod locate;
 pub mod peers;
 pub mod ppl;
 
