@@ -22,7 +22,7 @@ use octet_quant::{CodecSpec, Metric, ScalarQuantizer, VectorCodec};
 fn fit(spec: CodecSpec, sample: &[f32], dim: usize) -> octet_quant::Result<Box<dyn VectorCodec>> {
     match spec {
         CodecSpec::Transform { bytes, quantizer } => Ok(Box::new(
-            octet_quant::transform::TransformCodec::fit(sample, dim, bytes, quantizer)?,
+            octet_quant::codec::transform::TransformCodec::fit(sample, dim, bytes, quantizer)?,
         )),
         CodecSpec::Pca { dims, element } => Ok(Box::new(octet_quant::codec::pca::PcaCodec::fit(
             sample, dim, dims, element,

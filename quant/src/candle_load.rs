@@ -2,7 +2,7 @@
 //!
 //! The file, its budgets and the prefix a budget needs are
 //! [`crate::checkpoint::mapped`] (no candle there); this module only turns the
-//! rebuilt weights into tensors. [`MappedCheckpoint::load`] plans a [`BudgetLimit`]
+//! rebuilt weights into tensors. [`MappedCheckpoint::load`] fits a [`BudgetLimit`]
 //! and hands only the budget's prefix of the file to the [`Reader`] that rebuilds the
 //! weights, so no byte past it is ever touched: one contiguous read per load
 //! (DESIGN.md, "Checkpoint file"). Tensors come back as a `HashMap<String, Tensor>`
@@ -29,7 +29,7 @@ use crate::checkpoint::{Budget, MetaEntry, Reader};
 use crate::error::Result;
 
 // Where they lived before the split; kept so `candle_load::{BudgetLimit, ...}` still works.
-pub use crate::checkpoint::mapped::{BudgetLimit, MappedCheckpoint, plan};
+pub use crate::checkpoint::{BudgetLimit, MappedCheckpoint};
 
 /// What [`MappedCheckpoint::load`] returns.
 #[derive(Debug)]
@@ -43,8 +43,8 @@ pub struct LoadedWeights {
 }
 
 impl MappedCheckpoint {
-    /// Plans `limit`, then rebuilds every tensor from the budget's prefix of the file
-    /// on `device` as f32.
+    /// Fits `limit` ([`Budget::fit`]), then rebuilds every tensor from the budget's
+    /// prefix of the file on `device` as f32.
     pub fn load(&self, limit: BudgetLimit, device: &Device) -> Result<LoadedWeights> {
         self.load_as(limit, device, DType::F32)
     }
@@ -57,7 +57,7 @@ impl MappedCheckpoint {
         device: &Device,
         dtype: DType,
     ) -> Result<LoadedWeights> {
-        let budget = self.plan(limit)?;
+        let budget = Budget::fit(self.reader()?.manifest(), limit)?;
         load_budget(self.prefix(&budget)?, self.path(), &budget, device, dtype)
     }
 }
@@ -203,7 +203,10 @@ mod tests {
         let full = ckpt.load(BudgetLimit::Full, &Device::Cpu).expect("loads");
         assert_eq!(full.budget.prefix_len, ckpt.bytes().len() as u64);
         let direct = reader
-            .rebuild_tensor("a", &reader.full())
+            .rebuild_tensor(
+                "a",
+                &Budget::fit(reader.manifest(), BudgetLimit::Full).expect("full"),
+            )
             .expect("rebuilds");
         assert_eq!(values(&full.tensors["a"]), direct);
         assert_eq!(full.tensors["a"].dims(), &[33, 40]);

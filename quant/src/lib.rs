@@ -19,12 +19,12 @@ pub mod kmeans1d;
 pub mod metric;
 pub mod palette;
 pub mod pca;
-pub mod transform;
 pub mod vecio;
 
 pub use codec::Codec;
 pub use codec::pca::PcaCodec;
-pub use codec::{CodecKind, CodecSpec, ElementSpec, ScalarQuantizer, Scorer, VectorCodec};
+pub use codec::transform::TransformCodec;
+pub use codec::{CodecSpec, ElementSpec, ScalarQuantizer, Scorer, VectorCodec};
 pub use codec::{
     bfloat16::Bf16Codec, element::ElementCodec, float8::Float8Codec, float8::Float8Format,
     float16::F16Codec, float32::F32Codec, int8::I8Codec, scaled_float8::ScaledFloat8Codec,
@@ -33,4 +33,3 @@ pub use codec::{
 pub use error::{QuantError, Result};
 pub use metric::Metric;
 pub use pca::Pca;
-pub use transform::TransformCodec;

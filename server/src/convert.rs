@@ -255,27 +255,16 @@ impl TryFrom<pb::SearchRequest> for octet_store::SearchRequest {
     type Error = Status;
 
     fn try_from(r: pb::SearchRequest) -> Result<Self, Status> {
-        let k = r.k as usize;
-        if !(1..=MAX_K).contains(&k) {
-            return Err(bad("k", format!("must be in 1..={MAX_K}, got {k}")));
-        }
-        if r.vector.is_empty() {
-            return Err(bad("vector", "empty"));
-        }
-        if let Some(i) = r.vector.iter().position(|v| !v.is_finite()) {
-            return Err(bad(
-                "vector",
-                format!("non-finite value {} at component {i}", r.vector[i]),
-            ));
-        }
-        let mut req = octet_store::SearchRequest::new(r.vector, k).rescore(!r.no_rescore);
+        let mut req =
+            octet_store::SearchRequest::new(r.vector, r.k as usize).rescore(!r.no_rescore);
+        // ef 0 is proto3's "unset": the collection's default.
         if r.ef != 0 {
-            let ef = r.ef as usize;
-            if ef > MAX_K {
-                return Err(bad("ef", format!("must be at most {MAX_K}, got {ef}")));
-            }
-            req = req.ef(ef);
+            req = req.ef(r.ef as usize);
         }
+        // The store's check is the one definition of the limits (k, ef, the vector's
+        // values); its error names the field, and comes before the filter's as it
+        // always has.
+        req.validate().map_err(crate::error::status_of)?;
         if let Some(f) = filter_from_pb(r.filter)? {
             req = req.filter(f);
         }

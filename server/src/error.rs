@@ -25,7 +25,8 @@ pub fn status_of(err: StoreError) -> Status {
         StoreError::NonFinite { index, .. } => {
             Status::invalid_argument(format!("points[{index}].vector: {msg}"))
         }
-        StoreError::InvalidQuery { .. } => Status::invalid_argument(format!("vector: {msg}")),
+        // The message names the field already (`k: must be in 1..=10000, got 0`).
+        StoreError::InvalidQuery { .. } => Status::invalid_argument(msg),
         StoreError::InvalidFilter { .. } => Status::invalid_argument(format!("filter: {msg}")),
         StoreError::CollectionNotFound { .. } => Status::not_found(msg),
         StoreError::CollectionExists { .. } => Status::already_exists(msg),

@@ -87,10 +87,14 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
-    /// A query vector has the wrong dimension or bad values.
-    #[error("invalid query: {reason}")]
+    /// A search request is out of range: its vector has the wrong dimension or bad
+    /// values, or `k`, `ef` or `oversampling` exceed their limits
+    /// ([`crate::SearchRequest::validate`]).
+    #[error("{field}: {reason}")]
     InvalidQuery {
-        /// What is wrong.
+        /// The request field at fault (`k`, `ef`, `oversampling`, `vector`).
+        field: &'static str,
+        /// What is wrong, with the allowed range and the value given.
         reason: String,
     },
     /// A filter is malformed (empty key, empty any-of list, empty range...).

@@ -162,21 +162,6 @@ pub(crate) fn normalize_for(metric: Metric, v: &[f32]) -> Vec<f32> {
     metric.prepare_query(v)
 }
 
-/// Checks a query vector and returns it prepared for `metric`.
-pub(crate) fn prepare_query(vector: &[f32], dim: usize, metric: Metric) -> Result<Vec<f32>> {
-    if vector.len() != dim {
-        return Err(StoreError::InvalidQuery {
-            reason: format!("expected dimension {dim}, got {}", vector.len()),
-        });
-    }
-    if let Some(i) = vector.iter().position(|v| !v.is_finite()) {
-        return Err(StoreError::InvalidQuery {
-            reason: format!("non-finite value {} at component {i}", vector[i]),
-        });
-    }
-    Ok(metric.prepare_query(vector))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

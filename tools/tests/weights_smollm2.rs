@@ -5,22 +5,8 @@
 
 mod weights_common;
 
+use octet_tools::model::locate::smollm2;
 use weights_common::*;
-
-fn smollm2() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("OCTET_MODELS")
-        .map_or_else(|| "/tmp/octet-models".into(), std::path::PathBuf::from);
-    let p = dir.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!(
-            "skipping: {} is absent (run scripts/fetch_models.sh)",
-            p.display()
-        );
-        None
-    }
-}
 
 #[test]
 fn stack_a_real_gguf_and_export_it() {

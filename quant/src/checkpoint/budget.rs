@@ -1,5 +1,6 @@
 //! Budgets: how many of the globally ordered BitStack blocks a byte or bits-per-weight
-//! limit buys, and the file prefix that holds them.
+//! limit buys, and the file prefix that holds them. [`Budget::fit`] is the one place
+//! a limit becomes a budget.
 
 use std::path::Path;
 
@@ -7,7 +8,22 @@ use super::format_err;
 use super::manifest::Manifest;
 use crate::error::{QuantError, Result};
 
-/// A load plan: the first `n_blocks` blocks of the global order.
+/// How much of a checkpoint to load: what [`Budget::fit`] turns into a [`Budget`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BudgetLimit {
+    /// The largest budget whose file prefix is at most this many bytes.
+    Bytes(u64),
+    /// The largest budget of at most this many bits per weight (section bytes over
+    /// all weights, resident tensors included; see [`Budget::bits_per_weight`]).
+    BitsPerWeight(f64),
+    /// Exactly the first `n` blocks of the global order (at least the manifest's
+    /// `min_blocks`).
+    Blocks(usize),
+    /// Every block: the whole file.
+    Full,
+}
+
+/// What is loaded: the first `n_blocks` blocks of the global order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
     /// Bytes of the file needed: header, manifest, resident sections and the blocks.
@@ -25,6 +41,18 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// The budget `limit` selects in manifest `m`: the most blocks within a byte or
+    /// bits-per-weight limit, an exact block count, or the whole file. Errors name
+    /// the limit and the smallest one the file allows.
+    pub fn fit(m: &Manifest, limit: BudgetLimit) -> Result<Budget> {
+        match limit {
+            BudgetLimit::Bytes(n) => within_bytes(m, n),
+            BudgetLimit::BitsPerWeight(b) => within_bits(m, b),
+            BudgetLimit::Blocks(n) => with_blocks(m, n),
+            BudgetLimit::Full => Ok(budget_at(m, m.block_order.len())),
+        }
+    }
+
     /// The first [`Budget::prefix_len`] bytes of `file` (the whole file or any prefix
     /// of it at least that long): everything this budget reads, and nothing more.
     /// The one place a budget's prefix is cut; `source` names the file in the error.
@@ -46,7 +74,7 @@ impl Budget {
 }
 
 /// The budget of the first `n_blocks` blocks (at least the manifest's `min_blocks`).
-pub fn with_blocks(m: &Manifest, n_blocks: usize) -> Result<Budget> {
+fn with_blocks(m: &Manifest, n_blocks: usize) -> Result<Budget> {
     let min = m.min_blocks as usize;
     if n_blocks < min || n_blocks > m.block_order.len() {
         return Err(QuantError::InvalidConfig {
@@ -55,11 +83,6 @@ pub fn with_blocks(m: &Manifest, n_blocks: usize) -> Result<Budget> {
         });
     }
     Ok(budget_at(m, n_blocks))
-}
-
-/// Every block: the whole file.
-pub fn full(m: &Manifest) -> Budget {
-    budget_at(m, m.block_order.len())
 }
 
 /// The budget of the first `n` blocks, `n <= block_order.len()`.
@@ -81,7 +104,7 @@ fn budget_at(m: &Manifest, n: usize) -> Budget {
 }
 
 /// The most blocks whose prefix fits in `limit_bytes`.
-pub fn plan(m: &Manifest, limit_bytes: u64) -> Result<Budget> {
+fn within_bytes(m: &Manifest, limit_bytes: u64) -> Result<Budget> {
     let fits = m.budget_table.partition_point(|&b| b <= limit_bytes);
     let min = m.min_blocks as usize;
     if fits <= min {
@@ -98,7 +121,7 @@ pub fn plan(m: &Manifest, limit_bytes: u64) -> Result<Budget> {
 }
 
 /// The most blocks whose [`Budget::bits_per_weight`] is at most `bits`.
-pub fn plan_bits(m: &Manifest, bits: f64) -> Result<Budget> {
+fn within_bits(m: &Manifest, bits: f64) -> Result<Budget> {
     if !bits.is_finite() || bits < 0.0 {
         return Err(QuantError::InvalidConfig {
             field: "bits_per_weight",

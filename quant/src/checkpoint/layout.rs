@@ -20,7 +20,7 @@ pub(super) fn layout(
     metadata: &[MetaEntry],
     order: &[BlockId],
     tensor_of: &[usize],
-) -> (Plan, Vec<(u64, Section)>) {
+) -> (Placement, Vec<(u64, Section)>) {
     let mut at = 0u64;
     let mut copies = Vec::new();
     let mut place = |s: &Section, at: &mut u64| -> Section {
@@ -82,7 +82,7 @@ pub(super) fn layout(
         }
         min_blocks = j as u32 + 1;
     }
-    let plan = Plan {
+    let placement = Placement {
         tensors,
         block_order,
         budget,
@@ -90,11 +90,11 @@ pub(super) fn layout(
         metadata: metadata.to_vec(),
         end: at,
     };
-    (plan, copies)
+    (placement, copies)
 }
 
 /// The manifest with offsets relative to the data start.
-pub(super) struct Plan {
+pub(super) struct Placement {
     tensors: Vec<TensorEntry>,
     block_order: Vec<BlockRef>,
     budget: Vec<u64>,
@@ -104,7 +104,7 @@ pub(super) struct Plan {
     end: u64,
 }
 
-impl Plan {
+impl Placement {
     pub(super) fn manifest(&self, data_start: u64) -> Manifest {
         let tensors = self
             .tensors

@@ -1,15 +1,15 @@
 //! A `.octet` file opened by memory map, and the budgets it can be loaded at.
 //!
 //! Nothing here needs candle: `octet weights inspect`, `plan` and `export` work from
-//! a [`MappedCheckpoint`] and a [`BudgetLimit`]; the tensor construction on top of it
+//! a [`MappedCheckpoint`] and a [`super::BudgetLimit`] ([`Budget::fit`]); the tensor construction on top of it
 //! is [`crate::candle_load`] (CPU) and the GPU loader. A budget is one contiguous
 //! prefix of the file ([`MappedCheckpoint::prefix`]): one read, one transfer.
 //!
 //! ```no_run
-//! use octet_quant::checkpoint::mapped::{BudgetLimit, MappedCheckpoint};
+//! use octet_quant::checkpoint::{Budget, BudgetLimit, MappedCheckpoint};
 //!
 //! let ckpt = MappedCheckpoint::open("smollm2.octet")?;
-//! let budget = ckpt.plan(BudgetLimit::Bytes(60_000_000))?;
+//! let budget = Budget::fit(ckpt.reader()?.manifest(), BudgetLimit::Bytes(60_000_000))?;
 //! let reader = ckpt.prefix_reader(&budget)?; // reads no byte past the prefix
 //! let w = reader.rebuild_tensor("model.layers.0.mlp.up_proj.weight", &budget)?;
 //! # Ok::<(), octet_quant::QuantError>(())
@@ -23,30 +23,6 @@ use memmap2::Mmap;
 use super::{Budget, Reader};
 use crate::error::{QuantError, Result};
 
-/// How much of a checkpoint to load.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum BudgetLimit {
-    /// The largest budget whose file prefix is at most this many bytes.
-    Bytes(u64),
-    /// The largest budget of at most this many bits per weight (section bytes over
-    /// all weights, resident tensors included; see [`Budget::bits_per_weight`]).
-    BitsPerWeight(f64),
-    /// Exactly the first `n` blocks of the global order.
-    Blocks(usize),
-    /// Every block: the whole file.
-    Full,
-}
-
-/// The budget `limit` selects in `reader`'s manifest.
-pub fn plan(reader: &Reader<'_>, limit: BudgetLimit) -> Result<Budget> {
-    match limit {
-        BudgetLimit::Bytes(n) => reader.plan(n),
-        BudgetLimit::BitsPerWeight(b) => reader.plan_bits(b),
-        BudgetLimit::Blocks(n) => reader.with_blocks(n),
-        BudgetLimit::Full => Ok(reader.full()),
-    }
-}
-
 /// A read-only memory map of a `.octet` file: the one place the loader is unsafe.
 #[derive(Debug)]
 pub struct MappedCheckpoint {
@@ -55,8 +31,8 @@ pub struct MappedCheckpoint {
 }
 
 impl MappedCheckpoint {
-    /// Maps the file at `path` read-only. Nothing is read until a budget is planned
-    /// (the header and manifest) or loaded (its prefix).
+    /// Maps the file at `path` read-only. Nothing is read until a reader is opened
+    /// (the header and manifest) or a budget loaded (its prefix).
     pub fn open(path: impl AsRef<Path>) -> Result<MappedCheckpoint> {
         let path = path.as_ref().to_path_buf();
         let io = |source| QuantError::Io {
@@ -91,11 +67,6 @@ impl MappedCheckpoint {
         Reader::with_source(&self.map, &self.path)
     }
 
-    /// The budget `limit` selects.
-    pub fn plan(&self, limit: BudgetLimit) -> Result<Budget> {
-        plan(&self.reader()?, limit)
-    }
-
     /// The file's first [`Budget::prefix_len`] bytes: everything `budget` reads. Asks
     /// the kernel to read them ahead in one sequential pass.
     pub fn prefix(&self, budget: &Budget) -> Result<&[u8]> {
@@ -121,7 +92,7 @@ impl MappedCheckpoint {
 mod tests {
     use super::*;
     use crate::bitstack::{BitStackConfig, RankPolicy, decompose};
-    use crate::checkpoint::{BlockOrdering, CheckpointWriter};
+    use crate::checkpoint::{BlockOrdering, BudgetLimit, CheckpointWriter};
 
     #[test]
     fn a_prefix_reader_needs_only_the_prefix() {
@@ -149,7 +120,11 @@ mod tests {
         let path = dir.join("m.octet");
         std::fs::write(&path, &bytes).expect("temp file");
         let ckpt = MappedCheckpoint::open(&path).expect("maps");
-        let budget = ckpt.plan(BudgetLimit::Blocks(2)).expect("plans");
+        let budget = Budget::fit(
+            ckpt.reader().expect("reader").manifest(),
+            BudgetLimit::Blocks(2),
+        )
+        .expect("plans");
         assert!(budget.prefix_len < bytes.len() as u64);
         let reader = ckpt.prefix_reader(&budget).expect("prefix parses");
         assert_eq!(reader.available(), budget.prefix_len);
@@ -164,7 +139,10 @@ mod tests {
             .expect_err("short");
         assert!(err.to_string().contains("truncated"), "{err}");
         assert!(matches!(
-            ckpt.plan(BudgetLimit::BitsPerWeight(f64::NAN)),
+            Budget::fit(
+                ckpt.reader().expect("reader").manifest(),
+                BudgetLimit::BitsPerWeight(f64::NAN)
+            ),
             Err(QuantError::InvalidConfig { .. })
         ));
         std::fs::remove_dir_all(&dir).expect("cleanup");

@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use octet_quant::bitstack::{decompose, BitStackConfig};
-//! use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
+//! use octet_quant::checkpoint::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Reader};
 //!
 //! let (rows, cols) = (16, 24);
 //! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
@@ -27,7 +27,7 @@
 //! writer.finish(&BlockOrdering::default(), &mut file)?;
 //!
 //! let reader = Reader::new(&file)?;
-//! let budget = reader.plan(file.len() as u64 * 3 / 4)?;
+//! let budget = Budget::fit(reader.manifest(), BudgetLimit::Bytes(file.len() as u64 * 3 / 4))?;
 //! // Only the first `prefix_len` bytes are needed to rebuild at this budget.
 //! let prefix = Reader::new(&file[..budget.prefix_len as usize])?;
 //! let proj = prefix.rebuild_tensor("proj", &budget)?;
@@ -45,10 +45,10 @@ pub mod reader;
 mod validate;
 pub mod writer;
 
-pub use budget::Budget;
+pub use budget::{Budget, BudgetLimit};
 pub use encoding::{BitStackBlockLayout, EncodeTensor, TensorEncoding};
 pub use manifest::{BlockEntry, BlockRef, Encoding, Manifest, MetaEntry, Section, TensorEntry};
-pub use mapped::{BudgetLimit, MappedCheckpoint};
+pub use mapped::MappedCheckpoint;
 pub use reader::Reader;
 pub use writer::{BlockOrdering, CheckpointWriter};
 
@@ -125,10 +125,15 @@ pub fn fuzz_one(bytes: &[u8]) {
         return;
     };
     let m = reader.manifest();
-    let _ = reader.plan(bytes.len() as u64);
-    let _ = reader.plan_bits(2.0);
-    let mut budgets = vec![reader.full()];
-    budgets.extend(reader.with_blocks(m.min_blocks as usize).ok());
+    let _ = Budget::fit(m, BudgetLimit::Bytes(bytes.len() as u64));
+    let _ = Budget::fit(m, BudgetLimit::BitsPerWeight(2.0));
+    let budgets: Vec<Budget> = [
+        BudgetLimit::Full,
+        BudgetLimit::Blocks(m.min_blocks as usize),
+    ]
+    .into_iter()
+    .filter_map(|l| Budget::fit(m, l).ok())
+    .collect();
     for b in &budgets {
         let _ = reader.verify(b);
         for t in 0..m.tensors.len() {

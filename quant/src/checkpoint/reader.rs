@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::budget::{self, Budget};
+use super::budget::Budget;
 use super::encoding::Source;
 use super::manifest::Manifest;
 use super::{format_err, validate};
@@ -55,26 +55,6 @@ impl<'a> Reader<'a> {
     /// Bytes available to this reader (the file length, or less for a prefix).
     pub fn available(&self) -> u64 {
         self.bytes.len() as u64
-    }
-
-    /// The largest budget whose prefix fits in `limit_bytes`.
-    pub fn plan(&self, limit_bytes: u64) -> Result<Budget> {
-        budget::plan(&self.manifest, limit_bytes)
-    }
-
-    /// The largest budget of at most `bits` bits per weight.
-    pub fn plan_bits(&self, bits: f64) -> Result<Budget> {
-        budget::plan_bits(&self.manifest, bits)
-    }
-
-    /// The budget of the first `n_blocks` blocks of the global order.
-    pub fn with_blocks(&self, n_blocks: usize) -> Result<Budget> {
-        budget::with_blocks(&self.manifest, n_blocks)
-    }
-
-    /// Every block: the whole file.
-    pub fn full(&self) -> Budget {
-        budget::full(&self.manifest)
     }
 
     /// Rebuilds the tensor called `name` as row-major f32 under `budget`.

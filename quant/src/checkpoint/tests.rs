@@ -40,7 +40,7 @@ fn full_budget_round_trip_matches_in_memory_encoding() {
     let reader = Reader::new(&file).expect("open");
     assert_eq!(reader.manifest(), &manifest);
     assert_eq!(manifest.metadata[0].value, "llama");
-    let full = reader.full();
+    let full = Budget::fit(reader.manifest(), BudgetLimit::Full).expect("full");
     assert_eq!(full.prefix_len, file.len() as u64);
     reader.verify(&full).expect("verify");
     for (t, e) in model.iter().zip(&enc) {
@@ -65,7 +65,10 @@ fn full_budget_error_is_what_the_blocks_did_not_remove() {
         let err = scaled_err(
             t,
             &reader
-                .rebuild_tensor(&t.name, &reader.full())
+                .rebuild_tensor(
+                    &t.name,
+                    &Budget::fit(reader.manifest(), BudgetLimit::Full).expect("full"),
+                )
                 .expect("rebuild"),
         );
         let left = m.scaled_norm_sq - m.blocks.iter().map(|b| b.importance).sum::<f64>();
@@ -96,7 +99,7 @@ fn every_budget_is_a_prefix_and_error_never_grows() {
         let mut prev = f64::INFINITY;
         let mut prev_len = 0;
         for n in manifest.min_blocks as usize..=manifest.block_order.len() {
-            let budget = full.with_blocks(n).expect("budget");
+            let budget = Budget::fit(full.manifest(), BudgetLimit::Blocks(n)).expect("budget");
             assert!(budget.prefix_len >= prev_len);
             prev_len = budget.prefix_len;
             let cut = &file[..budget.prefix_len as usize];
@@ -128,7 +131,7 @@ fn every_budget_is_a_prefix_and_error_never_grows() {
             );
             prev = total;
             if n < manifest.block_order.len() {
-                let next = full.with_blocks(n + 1).expect("next");
+                let next = Budget::fit(full.manifest(), BudgetLimit::Blocks(n + 1)).expect("next");
                 let e = prefix.verify(&next).expect_err("beyond the prefix");
                 assert!(reason(e).contains("truncated"));
             }
@@ -141,26 +144,35 @@ fn planning_by_bytes_and_bits() {
     let (file, manifest, _) = write(&llama_like(4), 4, &BlockOrdering::default());
     let reader = Reader::new(&file).expect("open");
     let min = manifest.budget_table[manifest.min_blocks as usize];
-    assert!(reader.plan(min - 1).is_err());
+    assert!(Budget::fit(reader.manifest(), BudgetLimit::Bytes(min - 1)).is_err());
     assert_eq!(
-        reader.plan(min).expect("min").n_blocks,
+        Budget::fit(reader.manifest(), BudgetLimit::Bytes(min))
+            .expect("min")
+            .n_blocks,
         manifest.min_blocks as usize
     );
     let mut last = 0.0;
     for limit in (min..=file.len() as u64 + 100).step_by(997) {
-        let b = reader.plan(limit).expect("plan");
+        let b = Budget::fit(reader.manifest(), BudgetLimit::Bytes(limit)).expect("plan");
         assert!(b.prefix_len <= limit);
         if let Some(&next) = manifest.budget_table.get(b.n_blocks + 1) {
             assert!(next > limit, "block {} would still fit", b.n_blocks);
         }
-        let by_bits = reader.plan_bits(b.bits_per_weight).expect("plan bits");
+        let by_bits = Budget::fit(
+            reader.manifest(),
+            BudgetLimit::BitsPerWeight(b.bits_per_weight),
+        )
+        .expect("plan bits");
         assert_eq!(by_bits.prefix_len, b.prefix_len);
         assert!(b.bits_per_weight >= last);
         last = b.bits_per_weight;
     }
-    assert_eq!(reader.plan(u64::MAX).expect("all"), reader.full());
-    assert!(reader.plan_bits(0.5).is_err());
-    assert!(reader.plan_bits(f64::NAN).is_err());
+    assert_eq!(
+        Budget::fit(reader.manifest(), BudgetLimit::Bytes(u64::MAX)).expect("all"),
+        Budget::fit(reader.manifest(), BudgetLimit::Full).expect("full")
+    );
+    assert!(Budget::fit(reader.manifest(), BudgetLimit::BitsPerWeight(0.5)).is_err());
+    assert!(Budget::fit(reader.manifest(), BudgetLimit::BitsPerWeight(f64::NAN)).is_err());
 }
 
 /// Every section of a manifest with the name the reader gives it.
@@ -198,12 +210,19 @@ fn a_flipped_byte_in_any_section_names_that_section() {
         let mut bad = file.clone();
         bad[(s.offset + s.len / 2) as usize] ^= 0x10;
         let reader = Reader::new(&bad).expect("header and manifest are intact");
-        let r = reason(reader.verify(&reader.full()).expect_err("corrupt"));
+        let r = reason(
+            reader
+                .verify(&Budget::fit(reader.manifest(), BudgetLimit::Full).expect("full"))
+                .expect_err("corrupt"),
+        );
         assert!(r.contains(&what) && r.contains("checksum"), "{what}: {r}");
         let name = what.split('`').nth(1).expect("name");
         let r = reason(
             reader
-                .rebuild_tensor(name, &reader.full())
+                .rebuild_tensor(
+                    name,
+                    &Budget::fit(reader.manifest(), BudgetLimit::Full).expect("full"),
+                )
                 .expect_err("corrupt"),
         );
         assert!(r.contains(&what), "{what}: {r}");
@@ -228,7 +247,14 @@ fn truncation_is_detected() {
     );
     let cut = &file[..file.len() - 1];
     let reader = Reader::new(cut).expect("manifest is intact");
-    assert!(reason(reader.verify(&reader.full()).expect_err("short")).contains("truncated"));
+    assert!(
+        reason(
+            reader
+                .verify(&Budget::fit(reader.manifest(), BudgetLimit::Full).expect("full"))
+                .expect_err("short")
+        )
+        .contains("truncated")
+    );
     let mut longer = file.clone();
     longer.push(0);
     assert!(Reader::new(&longer).is_err());
@@ -353,7 +379,7 @@ fn explicit_order_is_written_as_given() {
     assert_eq!(m.min_blocks, 4);
     Reader::new(&file)
         .expect("open")
-        .verify(&budget::full(&m))
+        .verify(&Budget::fit(&m, BudgetLimit::Full).expect("full"))
         .expect("verify");
 }
 
@@ -438,7 +464,7 @@ fn fixture_opens_and_decodes(path: &str, model: &[SynthTensor], n_blocks: usize)
     let want: Vec<&str> = model.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, want);
     assert_eq!(m.block_order.len(), n_blocks);
-    let full = reader.full();
+    let full = Budget::fit(reader.manifest(), BudgetLimit::Full).expect("full");
     reader.verify(&full).expect("checksums");
     // Decompositions may differ in the last bits across CPUs (SVD kernels), so the
     // lossy tensors are compared by error, the exact ones bit for bit.
@@ -460,9 +486,11 @@ fn fixture_opens_and_decodes(path: &str, model: &[SynthTensor], n_blocks: usize)
             }
         }
     }
-    let min = reader
-        .with_blocks(m.min_blocks as usize)
-        .expect("min budget");
+    let min = Budget::fit(
+        reader.manifest(),
+        BudgetLimit::Blocks(m.min_blocks as usize),
+    )
+    .expect("min budget");
     let prefix = Reader::new(&file[..min.prefix_len as usize]).expect("prefix");
     for t in model {
         prefix
@@ -506,7 +534,7 @@ fn a_scaled_palette_makes_the_file_version_2_and_v1_files_with_one_still_read() 
     let reader = Reader::new(&old).expect("a v1 file with a scaled palette reads");
     assert_eq!(reader.version(), 1);
     let name = "model.layers.1.mlp.gate_proj.weight";
-    let full = budget::full(&m);
+    let full = Budget::fit(&m, BudgetLimit::Full).expect("full");
     assert_eq!(
         reader.rebuild_tensor(name, &full).expect("rebuilds"),
         Reader::new(&scaled)

@@ -10,8 +10,9 @@ use super::header::Header;
 use super::layout::{check_explicit, layout};
 use super::manifest::{BlockEntry, Encoding, Manifest, MetaEntry, Section};
 use super::{
-    ALIGN, HEADER_LEN, MAX_DIMS, MAX_MANIFEST_BYTES, MAX_META_KEY, MAX_META_VALUE, MAX_METADATA,
-    MAX_NAME_LEN, MAX_NUMEL, MAX_TENSORS, MIN_VERSION, Reader, align_u64,
+    ALIGN, Budget, BudgetLimit, HEADER_LEN, MAX_DIMS, MAX_MANIFEST_BYTES, MAX_META_KEY,
+    MAX_META_VALUE, MAX_METADATA, MAX_NAME_LEN, MAX_NUMEL, MAX_TENSORS, MIN_VERSION, Reader,
+    align_u64,
 };
 use crate::bitstack::{BitStackMatrix, BlockId, MatrixBlocks, OrderPolicy, global_order};
 use crate::error::{QuantError, Result};
@@ -228,7 +229,7 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
     /// byte for byte, its blocks keep their importance. [`BlockOrdering::Explicit`]
     /// then reproduces the source's block order.
     pub fn add_copy(&mut self, reader: &Reader<'_>, t: usize) -> Result<()> {
-        let full = reader.full();
+        let full = Budget::fit(reader.manifest(), BudgetLimit::Full)?;
         let src = reader.source(t, &full)?;
         let entry = &reader.manifest().tensors[t];
         let shape: Vec<usize> = entry.shape.iter().map(|&d| d as usize).collect();
@@ -317,10 +318,10 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
         // Section offsets relative to the data start, which depends on the manifest
         // length. rkyv archives fixed-width integers, so the length does not depend
         // on the offsets' values: measure with a zero start, then shift.
-        let (plan, copies) = layout(&self.tensors, &self.metadata, &order, &tensor_of);
-        let probe = archive(&plan.manifest(0))?;
+        let (placement, copies) = layout(&self.tensors, &self.metadata, &order, &tensor_of);
+        let probe = archive(&placement.manifest(0))?;
         let data_start = align_u64((HEADER_LEN + probe.len()) as u64);
-        let manifest = plan.manifest(data_start);
+        let manifest = placement.manifest(data_start);
         let bytes = archive(&manifest)?;
         if bytes.len() != probe.len() || bytes.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(invalid(

@@ -6,7 +6,7 @@ use half::bf16;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::lanes::{LaneKernels, LaneScorer, read_lanes, write_lanes};
-use crate::codec::{CodecKind, CodecSpec, ElementSpec, Scorer, VectorCodec};
+use crate::codec::{CodecSpec, ElementSpec, Scorer, VectorCodec};
 use crate::kernels;
 use crate::metric::Metric;
 
@@ -36,10 +36,6 @@ impl Bf16Codec {
 }
 
 impl VectorCodec for Bf16Codec {
-    fn kind(&self) -> CodecKind {
-        CodecKind::Bf16
-    }
-
     fn spec(&self) -> CodecSpec {
         CodecSpec::element(ElementSpec::Bf16)
     }

@@ -11,7 +11,7 @@ use crate::codec::float32::F32Codec;
 use crate::codec::int8::I8Codec;
 use crate::codec::scaled_float8::ScaledFloat8Codec;
 use crate::codec::sign_bits::B1Codec;
-use crate::codec::{CodecKind, CodecSpec, ElementSpec, Scorer, VectorCodec};
+use crate::codec::{CodecSpec, ElementSpec, Scorer, VectorCodec};
 use crate::error::{QuantError, Result};
 use crate::metric::Metric;
 
@@ -99,10 +99,6 @@ impl ElementCodec {
 }
 
 impl VectorCodec for ElementCodec {
-    fn kind(&self) -> CodecKind {
-        self.as_codec().kind()
-    }
-
     fn spec(&self) -> CodecSpec {
         self.as_codec().spec()
     }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::lanes::{LaneKernels, LaneScorer, read_lanes, write_lanes};
-use crate::codec::{CodecKind, CodecSpec, ElementSpec, Scorer, VectorCodec};
+use crate::codec::{CodecSpec, ElementSpec, Scorer, VectorCodec};
 use crate::kernels;
 use crate::metric::Metric;
 
@@ -28,10 +28,6 @@ impl F32Codec {
 }
 
 impl VectorCodec for F32Codec {
-    fn kind(&self) -> CodecKind {
-        CodecKind::F32
-    }
-
     fn spec(&self) -> CodecSpec {
         CodecSpec::element(ElementSpec::F32)
     }

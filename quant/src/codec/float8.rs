@@ -23,7 +23,7 @@ use float8::{F8E4M3, F8E5M2};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::affine::{AffineScorer, Levels};
-use crate::codec::{CodecKind, CodecSpec, ElementSpec, Scorer, VectorCodec};
+use crate::codec::{CodecSpec, ElementSpec, Scorer, VectorCodec};
 use crate::kernels;
 use crate::metric::Metric;
 
@@ -115,13 +115,6 @@ impl Float8Codec {
 }
 
 impl VectorCodec for Float8Codec {
-    fn kind(&self) -> CodecKind {
-        match self.format {
-            Float8Format::E4m3 => CodecKind::E4m3,
-            Float8Format::E5m2 => CodecKind::E5m2,
-        }
-    }
-
     fn spec(&self) -> CodecSpec {
         CodecSpec::element(self.format.element())
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::affine::{AffineScorer, Levels};
 use crate::codec::fit::{check_params, column_min_max, sample_rows};
-use crate::codec::{CodecKind, CodecSpec, ElementSpec, Scorer, VectorCodec};
+use crate::codec::{CodecSpec, ElementSpec, Scorer, VectorCodec};
 use crate::error::{QuantError, Result};
 use crate::metric::Metric;
 
@@ -84,10 +84,6 @@ impl I8Codec {
 }
 
 impl VectorCodec for I8Codec {
-    fn kind(&self) -> CodecKind {
-        CodecKind::I8
-    }
-
     fn spec(&self) -> CodecSpec {
         CodecSpec::element(ElementSpec::I8)
     }

@@ -31,61 +31,10 @@ pub mod scaled_float8;
 pub mod sign_bits;
 #[cfg(test)]
 pub(crate) mod testing;
-
-use serde::{Deserialize, Serialize};
+pub mod transform;
 
 use crate::error::{QuantError, Result, check_batch};
 use crate::metric::Metric;
-
-/// The on-disk identity of a codec: one byte, stable across versions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum CodecKind {
-    /// 32-bit float, the exact baseline.
-    F32 = 0,
-    /// IEEE half precision.
-    F16 = 1,
-    /// bfloat16.
-    Bf16 = 2,
-    /// float8 E4M3 (FN), plain cast.
-    E4m3 = 3,
-    /// float8 E5M2, plain cast.
-    E5m2 = 4,
-    /// float8 E4M3, centred and scaled per dimension.
-    E4m3Scaled = 5,
-    /// float8 E5M2, centred and scaled per dimension.
-    E5m2Scaled = 6,
-    /// int8 with a per-dimension affine map.
-    I8 = 7,
-    /// One sign bit per dimension.
-    B1 = 8,
-    /// PCA to d' dimensions followed by an element codec.
-    Pca = 9,
-    /// Octet's transform codec: PCA rotation plus bits allocated by variance.
-    Transform = 10,
-}
-
-impl CodecKind {
-    /// Every kind, in byte order.
-    pub const ALL: [CodecKind; 11] = [
-        CodecKind::F32,
-        CodecKind::F16,
-        CodecKind::Bf16,
-        CodecKind::E4m3,
-        CodecKind::E5m2,
-        CodecKind::E4m3Scaled,
-        CodecKind::E5m2Scaled,
-        CodecKind::I8,
-        CodecKind::B1,
-        CodecKind::Pca,
-        CodecKind::Transform,
-    ];
-
-    /// The kind stored as `byte`, if any.
-    pub fn from_byte(byte: u8) -> Option<CodecKind> {
-        CodecKind::ALL.get(usize::from(byte)).copied()
-    }
-}
 
 /// Scores one prepared query against codes of one codec.
 ///
@@ -113,9 +62,6 @@ pub trait Scorer: Send + Sync {
 /// slice lengths (they are checked by the batch methods, which are what callers
 /// holding user data should use).
 pub trait VectorCodec: Send + Sync + fmt::Debug {
-    /// The byte that identifies this codec on disk.
-    fn kind(&self) -> CodecKind;
-
     /// The specification this codec was fitted from.
     fn spec(&self) -> CodecSpec;
 

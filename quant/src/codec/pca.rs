@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::element::ElementCodec;
-use crate::codec::{CodecKind, CodecSpec, ElementSpec, Scorer, VectorCodec};
+use crate::codec::{CodecSpec, ElementSpec, Scorer, VectorCodec};
 use crate::error::{QuantError, Result};
 use crate::kernels::dot_f32;
 use crate::metric::Metric;
@@ -141,10 +141,6 @@ impl Scorer for OffsetScorer<'_> {
 }
 
 impl VectorCodec for PcaCodec {
-    fn kind(&self) -> CodecKind {
-        CodecKind::Pca
-    }
-
     fn spec(&self) -> CodecSpec {
         CodecSpec::Pca {
             dims: self.pca.keep(),

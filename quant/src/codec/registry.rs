@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use super::element::ElementCodec;
 use super::pca::PcaCodec;
-use super::{CodecKind, CodecSpec, Scorer, VectorCodec};
+use super::transform::TransformCodec;
+use super::{CodecSpec, Scorer, VectorCodec};
 use crate::error::Result;
 use crate::metric::Metric;
-use crate::transform::TransformCodec;
 
 /// Any fitted codec. Serializes with its parameters (scales, PCA rotation, bit
 /// allocation), tagged by family, so it round-trips through a manifest.
@@ -56,10 +56,6 @@ impl Codec {
 }
 
 impl VectorCodec for Codec {
-    fn kind(&self) -> CodecKind {
-        self.inner().kind()
-    }
-
     fn spec(&self) -> CodecSpec {
         self.inner().spec()
     }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::affine::{AffineScorer, Levels};
 use crate::codec::fit::{check_params, column_means, sample_rows};
 use crate::codec::float8::Float8Format;
-use crate::codec::{CodecKind, CodecSpec, Scorer, VectorCodec};
+use crate::codec::{CodecSpec, Scorer, VectorCodec};
 use crate::error::{QuantError, Result};
 use crate::metric::Metric;
 
@@ -141,13 +141,6 @@ impl ScaledFloat8Codec {
 }
 
 impl VectorCodec for ScaledFloat8Codec {
-    fn kind(&self) -> CodecKind {
-        match self.format {
-            Float8Format::E4m3 => CodecKind::E4m3Scaled,
-            Float8Format::E5m2 => CodecKind::E5m2Scaled,
-        }
-    }
-
     fn spec(&self) -> CodecSpec {
         CodecSpec::element(self.format.scaled_element())
     }

@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::fit::{check_params, sample_rows};
-use crate::codec::{CodecKind, CodecSpec, ElementSpec, Scorer, VectorCodec};
+use crate::codec::{CodecSpec, ElementSpec, Scorer, VectorCodec};
 use crate::error::{QuantError, Result};
 use crate::kernels;
 use crate::metric::Metric;
@@ -135,10 +135,6 @@ impl Scorer for B1Scorer {
 }
 
 impl VectorCodec for B1Codec {
-    fn kind(&self) -> CodecKind {
-        CodecKind::B1
-    }
-
     fn spec(&self) -> CodecSpec {
         CodecSpec::element(ElementSpec::B1)
     }

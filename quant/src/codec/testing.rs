@@ -12,7 +12,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::codec::{CodecKind, VectorCodec};
+use crate::codec::{CodecSpec, VectorCodec};
 use crate::metric::Metric;
 
 /// `rows` x `dim` row-major values from `seed`: each dimension has its own centre in
@@ -46,7 +46,8 @@ fn exact(metric: Metric, q: &[f32], x: &[f32]) -> f64 {
 /// Checks `codec` against `data` (row-major rows of `codec.dim()` values) and panics
 /// with the row, metric and numbers on the first failure:
 ///
-/// 1. identity: its [`CodecKind`] byte round-trips, its spec gives its code length;
+/// 1. identity: its spec's name parses back to the same spec (the name a manifest
+///    and a request use), and the spec gives its code length;
 /// 2. the batch methods: `code_len` bytes per row, decoded values all finite, and a
 ///    wrong dimension, a NaN, a ragged code batch and a wrong-sized query are errors;
 /// 3. round trip: every row satisfies
@@ -71,7 +72,12 @@ pub(crate) fn check_codec(codec: &dyn VectorCodec, data: &[f32], max_rel_err: f3
     let len = codec.code_len();
 
     // 1. Identity.
-    assert_eq!(CodecKind::from_byte(codec.kind() as u8), Some(codec.kind()));
+    let spec = codec.spec();
+    assert_eq!(
+        spec.to_string().parse::<CodecSpec>().ok(),
+        Some(spec),
+        "spec {spec} does not parse back"
+    );
     assert_eq!(
         codec.spec().code_len(dim),
         len,

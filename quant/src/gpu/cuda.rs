@@ -13,7 +13,7 @@ use candle_core::cuda::cudarc::driver::{
 use candle_core::{CudaDevice, CudaStorage, Storage, Tensor};
 
 use super::emulate::{THREADS_X, THREADS_Y, TILE_COLS, TILE_ROWS};
-use super::plan::{PlannedTensor, TensorJob, plan_budget};
+use super::jobs::{DeviceTensor, TensorJob, device_jobs};
 use crate::checkpoint::{Budget, MetaEntry, Reader};
 use crate::error::{QuantError, Result};
 
@@ -72,10 +72,10 @@ pub fn load_budget_cuda(
     let t0 = Instant::now();
     let bytes = budget.prefix_of(prefix, source)?;
     let reader = Reader::with_source(bytes, source)?;
-    let plan = plan_budget(&reader, budget)?;
+    let jobs = device_jobs(&reader, budget)?;
     let mut offsets = Vec::new();
-    let mut ranges = Vec::with_capacity(plan.len());
-    for t in &plan {
+    let mut ranges = Vec::with_capacity(jobs.len());
+    for t in &jobs {
         let start = offsets.len();
         if let TensorJob::BitStack { block_offsets, .. } = &t.job {
             offsets.extend_from_slice(block_offsets);
@@ -106,8 +106,8 @@ pub fn load_budget_cuda(
     let upload_s = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
-    let mut outputs = Vec::with_capacity(plan.len());
-    for (t, range) in plan.iter().zip(ranges) {
+    let mut outputs = Vec::with_capacity(jobs.len());
+    for (t, range) in jobs.iter().zip(ranges) {
         // SAFETY (for `alloc`): every kernel below writes each of the `numel` outputs.
         let mut out = unsafe { dev.alloc::<f32>(t.numel()) }?;
         launch(
@@ -124,8 +124,8 @@ pub fn load_budget_cuda(
     stream.synchronize().map_err(drv)?;
     let rebuild_s = t2.elapsed().as_secs_f64();
 
-    let mut tensors = HashMap::with_capacity(plan.len());
-    for (t, out) in plan.iter().zip(outputs) {
+    let mut tensors = HashMap::with_capacity(jobs.len());
+    for (t, out) in jobs.iter().zip(outputs) {
         let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(out, dev.clone()));
         tensors.insert(t.name.clone(), Tensor::from((storage, t.shape.clone())));
     }
@@ -144,7 +144,7 @@ pub fn load_budget_cuda(
 
 fn launch(
     stream: &CudaStream,
-    t: &PlannedTensor,
+    t: &DeviceTensor,
     d_base: &CudaSlice<u8>,
     d_offs: &CudaSlice<u64>,
     range: std::ops::Range<usize>,
@@ -159,7 +159,7 @@ fn launch(
         }
     };
     // SAFETY (every launch): argument lists match the kernels' signatures in
-    // rebuild.cu, and `plan_budget` checked that every offset the kernel reads lies
+    // rebuild.cu, and `device_jobs` checked that every offset the kernel reads lies
     // inside the copied prefix, with the section lengths the layouts expect.
     match &t.job {
         TensorJob::F16 { offset, numel } | TensorJob::F32 { offset, numel } => {

@@ -7,7 +7,7 @@
 
 use half::f16;
 
-use super::plan::{PlannedTensor, TensorJob};
+use super::jobs::{DeviceTensor, TensorJob};
 
 /// Output rows per thread block (`TR` in the kernel).
 pub const TILE_ROWS: usize = 64;
@@ -29,12 +29,12 @@ fn f32_at(base: &[u8], off: usize) -> f32 {
     f32::from_le_bytes([base[off], base[off + 1], base[off + 2], base[off + 3]])
 }
 
-/// Rebuilds one planned tensor from `base` (the file prefix) the way the kernels do.
+/// Rebuilds one tensor from `base` (the file prefix) the way the kernels do.
 ///
 /// # Panics
-/// If the plan's offsets lie outside `base`; [`super::plan_budget`] checks them
-/// against the budget's prefix, so this happens only for a plan made for other bytes.
-pub fn rebuild(base: &[u8], t: &PlannedTensor) -> Vec<f32> {
+/// If the job's offsets lie outside `base`; [`super::device_jobs`] checks them
+/// against the budget's prefix, so this happens only for jobs made for other bytes.
+pub fn rebuild(base: &[u8], t: &DeviceTensor) -> Vec<f32> {
     match &t.job {
         TensorJob::F16 { offset, numel } => (0..*numel as usize)
             .map(|e| f16_at(base, *offset as usize + 2 * e))

@@ -15,20 +15,20 @@
 //!   centroid.
 //! - Resident f16/f32 tensors are widened/copied on the device.
 //!
-//! [`plan`] turns a manifest and budget into per-tensor jobs (absolute offsets);
+//! [`jobs`] turns a manifest and budget into per-tensor jobs (absolute offsets);
 //! [`emulate`] runs the kernels' exact indexing on the CPU (the scalar twins tested
 //! against the reference rebuild without a GPU); the CUDA launch code is behind the
 //! `cuda` feature (`load_budget_cuda`).
 
 pub mod emulate;
-pub mod plan;
+pub mod jobs;
 
 #[cfg(feature = "cuda")]
 mod cuda;
 #[cfg(feature = "cuda")]
 pub use cuda::{GpuLoadTimings, GpuLoadedWeights, load_budget_cuda};
 
-pub use plan::{PlannedTensor, TensorJob, plan_budget};
+pub use jobs::{DeviceTensor, TensorJob, device_jobs};
 
 #[cfg(test)]
 mod tests;

@@ -2,9 +2,9 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
 use super::emulate;
-use super::plan::{TensorJob, plan_budget};
+use super::jobs::{TensorJob, device_jobs};
 use crate::bitstack::{BitStackConfig, RankPolicy, decompose};
-use crate::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
+use crate::checkpoint::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Reader};
 use crate::palette::{PaletteConfig, palettize};
 
 fn draw(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
@@ -64,11 +64,11 @@ fn check_all_budgets(bytes: &[u8]) -> Result<(), TestCaseError> {
     let full = Reader::new(bytes).expect("valid");
     let m = full.manifest();
     for n in m.min_blocks as usize..=m.block_order.len() {
-        let budget = full.with_blocks(n).expect("budget");
+        let budget = Budget::fit(full.manifest(), BudgetLimit::Blocks(n)).expect("budget");
         let prefix = &bytes[..budget.prefix_len as usize];
         let reader = Reader::new(prefix).expect("prefix parses");
-        let plan = plan_budget(&reader, &budget).expect("plans");
-        for (t, planned) in plan.iter().enumerate() {
+        let jobs = device_jobs(&reader, &budget).expect("plans");
+        for (t, planned) in jobs.iter().enumerate() {
             let want = reader.rebuild_index(t, &budget).expect("rebuilds");
             let got = emulate::rebuild(prefix, planned);
             prop_assert_eq!(got.len(), want.len());
@@ -111,29 +111,33 @@ proptest! {
 }
 
 #[test]
-fn plan_refuses_a_budget_beyond_the_bytes() {
+fn jobs_refuse_a_budget_beyond_the_bytes() {
     let bytes = checkpoint(65, 40, 4, 3, 8, 7);
     let full = Reader::new(&bytes).expect("valid");
-    let budget = full.full();
+    let budget = Budget::fit(full.manifest(), BudgetLimit::Full).expect("full");
     // The manifest alone parses, but the sections are missing: checksums cannot be read.
     let reader = Reader::new(&bytes[..bytes.len() - 1]).expect("header and manifest");
-    assert!(plan_budget(&reader, &budget).is_err());
+    assert!(device_jobs(&reader, &budget).is_err());
     // A budget made for another manifest is refused.
     let other = checkpoint(7, 7, 1, 2, 1, 1);
-    let other_budget = Reader::new(&other).expect("valid").full();
+    let other_budget = Budget::fit(
+        Reader::new(&other).expect("valid").manifest(),
+        BudgetLimit::Full,
+    )
+    .expect("full");
     let mut bad = other_budget.clone();
     bad.blocks_per_matrix.push(0);
-    assert!(plan_budget(&full, &bad).is_err());
+    assert!(device_jobs(&full, &bad).is_err());
 }
 
 #[test]
-fn plan_offsets_are_aligned_and_inside_the_prefix() {
+fn job_offsets_are_aligned_and_inside_the_prefix() {
     let bytes = checkpoint(129, 65, 17, 5, 10, 3);
     let full = Reader::new(&bytes).expect("valid");
     let min = full.manifest().min_blocks as usize;
-    let budget = full.with_blocks(min).expect("budget");
-    let plan = plan_budget(&full, &budget).expect("plans");
-    for t in &plan {
+    let budget = Budget::fit(full.manifest(), BudgetLimit::Blocks(min)).expect("budget");
+    let jobs = device_jobs(&full, &budget).expect("plans");
+    for t in &jobs {
         if let TensorJob::BitStack {
             block_offsets,
             u_off,
@@ -155,7 +159,7 @@ fn plan_offsets_are_aligned_and_inside_the_prefix() {
 }
 
 #[test]
-fn plan_names_a_scaled_palette_it_cannot_rebuild() {
+fn jobs_name_a_scaled_palette_it_cannot_rebuild() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let w = draw(&mut rng, 8 * 64);
     let p = crate::palette::palettize_scaled(&w, 8, 64, None, 4, 32).expect("fits");
@@ -166,15 +170,15 @@ fn plan_names_a_scaled_palette_it_cannot_rebuild() {
         .expect("writes");
     let reader = Reader::new(&bytes).expect("valid");
     // The CPU reader rebuilds it exactly as encoded...
-    let full = reader.full();
+    let full = Budget::fit(reader.manifest(), BudgetLimit::Full).expect("full");
     assert_eq!(
         reader
             .rebuild_tensor("layers.0.q", &full)
             .expect("rebuilds"),
         p.decode()
     );
-    // ...and the GPU plan says what to do instead of failing obscurely.
-    let err = plan_budget(&reader, &full).expect_err("not on the GPU yet");
+    // ...and the GPU jobs say what to do instead of failing obscurely.
+    let err = device_jobs(&reader, &full).expect_err("not on the GPU yet");
     assert!(
         err.to_string().contains("layers.0.q") && err.to_string().contains("CPU loader"),
         "{err}"

@@ -8,6 +8,7 @@ use std::time::Instant;
 use octet_quant::Metric;
 use octet_store::{
     Collection, Filter, Payload, PayloadJson, Point, PointId, ScoredPoint, SearchRequest,
+    StoreError,
 };
 use tonic::{Request, Response, Status};
 
@@ -133,13 +134,7 @@ fn knn(p: KnnParts) -> Result<Knn, Status> {
     }
     let offset = p.offset.unwrap_or(0);
     let k = p.limit.saturating_add(offset);
-    if k > MAX_K as u64 {
-        return Err(bad(
-            "limit",
-            format!("limit + offset is {k}; at most {MAX_K}"),
-        ));
-    }
-    let mut request = SearchRequest::new(p.vector, k as usize);
+    let mut request = SearchRequest::new(p.vector, usize::try_from(k).unwrap_or(usize::MAX));
     request.filter = filter_from_pb(p.filter, "filter")?;
     if let Some(params) = p.params {
         refuse(&params.acorn, "params.acorn", "ACORN search")?;
@@ -151,23 +146,31 @@ fn knn(p: KnnParts) -> Result<Knn, Status> {
             ));
         }
         if let Some(ef) = params.hnsw_ef {
-            if ef > MAX_K as u64 {
-                return Err(bad("params.hnsw_ef", format!("{ef} exceeds {MAX_K}")));
-            }
-            request.ef = Some((ef as usize).max(1));
+            request.ef = Some(usize::try_from(ef).unwrap_or(usize::MAX).max(1));
         }
         if let Some(qp) = params.quantization {
             if let Some(r) = qp.rescore {
                 request.rescore = r;
             }
             if let Some(o) = qp.oversampling {
-                if !(o.is_finite() && o >= 1.0) {
-                    return Err(bad("params.quantization.oversampling", "must be >= 1"));
-                }
                 request.oversampling = Some(o as f32);
             }
         }
     }
+    // The store's check is the one definition of the limits; the message names the
+    // field as this API spells it.
+    request.validate().map_err(|e| match e {
+        StoreError::InvalidQuery { field, reason } => {
+            let field = match field {
+                "k" => "limit + offset",
+                "ef" => "params.hnsw_ef",
+                "oversampling" => "params.quantization.oversampling",
+                other => other,
+            };
+            bad(field, reason)
+        }
+        other => status_of(other),
+    })?;
     let sel = payload_sel(p.with_payload, false)?;
     request.with_payload = sel.wanted();
     request.with_vector = vectors_sel(p.with_vectors)?;

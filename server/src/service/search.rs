@@ -44,7 +44,6 @@ impl pb::search_server::Search for SearchService {
             return Err(Status::invalid_argument("searches: empty batch"));
         }
         let c = self.0.store.collection(&r.collection).map_err(status_of)?;
-        let dim = c.config().dim;
         let requests = r
             .searches
             .into_iter()
@@ -56,15 +55,13 @@ impl pb::search_server::Search for SearchService {
                         s.collection, r.collection
                     )));
                 }
-                // Checked here so the error can say which search is wrong.
-                if s.vector.len() != dim {
-                    return Err(Status::invalid_argument(format!(
-                        "searches[{i}].vector: expected dimension {dim}, got {}",
-                        s.vector.len()
-                    )));
-                }
-                octet_store::SearchRequest::try_from(s)
-                    .map_err(|e| Status::invalid_argument(format!("searches[{i}].{}", e.message())))
+                let at =
+                    |e: Status| Status::invalid_argument(format!("searches[{i}].{}", e.message()));
+                let request = octet_store::SearchRequest::try_from(s).map_err(at)?;
+                // The dimension is checked here too so the error can say which search
+                // is wrong.
+                c.validate_search(&request).map_err(|e| at(status_of(e)))?;
+                Ok(request)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let found = blocking(move || {

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Collection, Loc};
 use crate::collection::state::State;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::filter::Filter;
 use crate::graph::Scored;
-use crate::point::{PayloadJson, PointId, prepare_query};
+use crate::point::{PayloadJson, PointId};
 
 /// One search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +89,40 @@ impl SearchRequest {
         self.with_vector = true;
         self
     }
+
+    /// Checks the request's own limits, the one definition of them every front end
+    /// calls: `k` in `1..=`[`MAX_K`], `ef` at most [`MAX_K`], `oversampling` in
+    /// `1..=100`, a non-empty vector of finite values, and a well-formed filter.
+    /// The error names the field, the allowed range and the value given
+    /// (`k: must be in 1..=10000, got 0`). The vector's dimension depends on the
+    /// collection: [`Collection::validate_search`] checks it too.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason| Err(StoreError::InvalidQuery { field, reason });
+        if !(1..=MAX_K).contains(&self.k) {
+            return bad("k", format!("must be in 1..={MAX_K}, got {}", self.k));
+        }
+        if self.vector.is_empty() {
+            return bad("vector", "empty".into());
+        }
+        if let Some(i) = self.vector.iter().position(|v| !v.is_finite()) {
+            return bad(
+                "vector",
+                format!("non-finite value {} at component {i}", self.vector[i]),
+            );
+        }
+        if let Some(ef) = self.ef.filter(|&ef| ef > MAX_K) {
+            return bad("ef", format!("must be at most {MAX_K}, got {ef}"));
+        }
+        if let Some(o) = self.oversampling
+            && !(o.is_finite() && (1.0..=100.0).contains(&o))
+        {
+            return bad("oversampling", format!("must be in 1..=100, got {o}"));
+        }
+        if let Some(f) = &self.filter {
+            f.validate()?;
+        }
+        Ok(())
+    }
 }
 
 /// One result.
@@ -107,7 +141,7 @@ pub struct ScoredPoint {
 }
 
 /// The largest `k`, `ef` and scroll `limit` a request may ask for (the one
-/// limit: the server checks requests against this same constant).
+/// limit: [`SearchRequest::validate`] and the server's scroll check use it).
 pub const MAX_K: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -131,28 +165,28 @@ impl Collection {
         requests.par_iter().map(|r| self.search_in(st, r)).collect()
     }
 
+    /// Checks `request` against this collection: its own limits
+    /// ([`SearchRequest::validate`]) and the vector's dimension.
+    pub fn validate_search(&self, request: &SearchRequest) -> Result<()> {
+        request.validate()?;
+        let dim = self.inner.config.dim;
+        if request.vector.len() != dim {
+            return Err(StoreError::InvalidQuery {
+                field: "vector",
+                reason: format!("expected dimension {dim}, got {}", request.vector.len()),
+            });
+        }
+        Ok(())
+    }
+
     fn search_in(&self, st: &State, req: &SearchRequest) -> Result<Vec<ScoredPoint>> {
+        self.validate_search(req)?;
         let config = &self.inner.config;
         let metric = config.metric;
-        let query = prepare_query(&req.vector, config.dim, metric)?;
-        if req.k > MAX_K || req.ef.is_some_and(|e| e > MAX_K) {
-            return Err(crate::StoreError::InvalidQuery {
-                reason: format!("k and ef must be at most {MAX_K}"),
-            });
-        }
+        let query = metric.prepare_query(&req.vector);
+        // A validated collection config holds its default in range too.
         let oversampling = req.oversampling.unwrap_or(config.rescore.oversampling);
-        if !(oversampling.is_finite() && (1.0..=100.0).contains(&oversampling)) {
-            return Err(crate::StoreError::InvalidQuery {
-                reason: format!("oversampling must be in 1..=100, got {oversampling}"),
-            });
-        }
         let filter = req.filter.as_ref().filter(|f| !f.is_empty());
-        if let Some(f) = filter {
-            f.validate()?;
-        }
-        if req.k == 0 {
-            return Ok(Vec::new());
-        }
         let rescorer = st
             .codecs
             .as_ref()
@@ -266,4 +300,53 @@ fn exact_over(
     let mut out: Vec<Scored> = heap.into_iter().map(|r| r.0).collect();
     out.sort_by(|a, b| b.cmp(a));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every limit is refused with the field, the range and the value in the message.
+    #[test]
+    fn validate_names_the_field_and_the_range() {
+        let ok = SearchRequest::new(vec![1.0; 3], 5);
+        ok.validate().expect("valid");
+        let cases = [
+            (
+                SearchRequest::new(vec![1.0; 3], 0),
+                "k: must be in 1..=10000, got 0",
+            ),
+            (
+                SearchRequest::new(vec![1.0; 3], MAX_K + 1),
+                "k: must be in 1..=10000, got 10001",
+            ),
+            (SearchRequest::new(vec![], 5), "vector: empty"),
+            (
+                SearchRequest::new(vec![1.0, f32::NAN, 1.0], 5),
+                "vector: non-finite value NaN at component 1",
+            ),
+            (
+                ok.clone().ef(MAX_K + 1),
+                "ef: must be at most 10000, got 10001",
+            ),
+            (
+                SearchRequest {
+                    oversampling: Some(0.5),
+                    ..ok.clone()
+                },
+                "oversampling: must be in 1..=100, got 0.5",
+            ),
+        ];
+        for (req, want) in cases {
+            let e = req.validate().expect_err(want);
+            assert!(matches!(e, StoreError::InvalidQuery { .. }), "{e:?}");
+            assert_eq!(e.to_string(), want);
+        }
+        use crate::filter::{Condition, Range};
+        let no_bound = Filter::must(vec![Condition::range("k", Range::default())]);
+        assert!(matches!(
+            ok.filter(no_bound).validate(),
+            Err(StoreError::InvalidFilter { .. })
+        ));
+    }
 }

@@ -104,7 +104,9 @@ async fn sample_queries(c: &mut Clients, collection: &str) -> Result<Vec<Vec<f32
     Ok(page.points.into_iter().map(|r| r.vector).collect())
 }
 
-struct Plan {
+/// What every client runs until the deadline: the query pool, the search/upsert
+/// mix and the request shapes.
+struct Workload {
     collection: String,
     queries: Vec<Vec<f32>>,
     search_fraction: f64,
@@ -118,7 +120,7 @@ struct Plan {
     deadline: Instant,
 }
 
-impl Plan {
+impl Workload {
     fn search(&self, rng: &mut Rng) -> pb::SearchRequest {
         let q = &self.queries[(rng.next() % self.queries.len() as u64) as usize];
         pb::SearchRequest {
@@ -152,31 +154,31 @@ impl Plan {
     }
 }
 
-async fn client_loop(plan: Arc<Plan>, mut c: Clients, client: usize) -> ClientLog {
+async fn client_loop(work: Arc<Workload>, mut c: Clients, client: usize) -> ClientLog {
     let mut log = ClientLog::default();
     let mut rng = Rng::new(client as u64 + 1);
-    while Instant::now() < plan.deadline {
-        let is_search = rng.unit() < plan.search_fraction;
+    while Instant::now() < work.deadline {
+        let is_search = rng.unit() < work.search_fraction;
         let t = Instant::now();
         let result = if is_search {
-            if plan.batch_size == 1 {
-                let mut r = plan.search(&mut rng);
-                r.collection = plan.collection.clone();
+            if work.batch_size == 1 {
+                let mut r = work.search(&mut rng);
+                r.collection = work.collection.clone();
                 c.search.search(r).await.map(drop)
             } else {
-                let searches = (0..plan.batch_size)
-                    .map(|_| plan.search(&mut rng))
+                let searches = (0..work.batch_size)
+                    .map(|_| work.search(&mut rng))
                     .collect();
                 c.search
                     .search_batch(pb::SearchBatchRequest {
-                        collection: plan.collection.clone(),
+                        collection: work.collection.clone(),
                         searches,
                     })
                     .await
                     .map(drop)
             }
         } else {
-            let r = plan.upsert(&mut rng, client);
+            let r = work.upsert(&mut rng, client);
             c.points.upsert(r).await.map(drop)
         };
         let micros = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
@@ -286,7 +288,7 @@ async fn load(args: &BenchGrpcArgs, collection: String) -> Result<LoadReport> {
     }
 
     let start = Instant::now();
-    let plan = Arc::new(Plan {
+    let work = Arc::new(Workload {
         collection: collection.clone(),
         queries,
         search_fraction: args.search_fraction,
@@ -302,7 +304,7 @@ async fn load(args: &BenchGrpcArgs, collection: String) -> Result<LoadReport> {
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
-        .map(|(i, c)| tokio::spawn(client_loop(Arc::clone(&plan), c, i)))
+        .map(|(i, c)| tokio::spawn(client_loop(Arc::clone(&work), c, i)))
         .collect();
     let mut all = ClientLog::default();
     for t in tasks {

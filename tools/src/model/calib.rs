@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
@@ -22,7 +21,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, DecoderWrapper, Tokenizer};
 
 use super::llama::{InputNorms, LlamaForward};
-use super::{LlamaConfig, Model, TokenizerSource};
+use super::{LlamaConfig, Model, ModelError, Result, TokenizerSource};
 
 /// The built-in calibration text.
 pub const BUILTIN_TEXT: &str = include_str!("calib_text.txt");
@@ -52,29 +51,32 @@ pub fn read_text(path: Option<&Path>) -> Result<String> {
     let Some(path) = path else {
         return Ok(BUILTIN_TEXT.to_owned());
     };
-    let len = fs::metadata(path)
-        .with_context(|| format!("calibration text {}", path.display()))?
-        .len();
+    let io = |action| {
+        move |source| ModelError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let len = fs::metadata(path).map_err(io("reading text"))?.len();
     if len > MAX_TEXT_BYTES {
-        bail!(
-            "calibration text {}: {len} bytes, more than the {MAX_TEXT_BYTES} read",
-            path.display()
-        );
+        return Err(ModelError::TooLarge {
+            what: "text",
+            path: path.to_path_buf(),
+            len,
+            max: MAX_TEXT_BYTES,
+        });
     }
-    fs::read_to_string(path)
-        .with_context(|| format!("calibration text {} (UTF-8 expected)", path.display()))
+    fs::read_to_string(path).map_err(io("reading text (UTF-8 expected)"))
 }
 
 /// The tokenizer for `model`: `override_json` first, then what the checkpoint carries.
 pub fn load_tokenizer(model: &Model, override_json: Option<&Path>) -> Result<Tokenizer> {
     if let Some(p) = override_json {
-        return Tokenizer::from_file(p)
-            .map_err(|e| anyhow::anyhow!("tokenizer {}: {e}", p.display()));
+        return json_tokenizer(p);
     }
     match &model.tokenizer {
-        Some(TokenizerSource::Json(p)) => {
-            Tokenizer::from_file(p).map_err(|e| anyhow::anyhow!("tokenizer {}: {e}", p.display()))
-        }
+        Some(TokenizerSource::Json(p)) => json_tokenizer(p),
         Some(TokenizerSource::GgufBpe {
             tokens,
             merges,
@@ -89,11 +91,18 @@ pub fn load_tokenizer(model: &Model, override_json: Option<&Path>) -> Result<Tok
             tok.add_special_tokens(&special);
             Ok(tok)
         }
-        None => bail!(
-            "{}: no tokenizer found (no tokenizer.json beside it, or a GGUF vocabulary that is not byte-level BPE); pass --tokenizer tokenizer.json",
-            model.source.display()
-        ),
+        None => Err(ModelError::NoTokenizer {
+            path: model.source.clone(),
+        }),
     }
+}
+
+/// A Hugging Face `tokenizer.json`.
+fn json_tokenizer(path: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_file(path).map_err(|source| ModelError::TokenizerFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The tokenizer in `path`: a `.gguf` file's byte-level BPE vocabulary, or a
@@ -103,12 +112,10 @@ pub fn tokenizer_file(path: &Path) -> Result<Tokenizer> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
     {
-        let source = super::gguf::read_tokenizer(path)?.with_context(|| {
-            format!(
-                "{}: no byte-level BPE vocabulary in its metadata (tokenizer.ggml.model `gpt2` with tokens and merges)",
-                path.display()
-            )
-        })?;
+        let source =
+            super::gguf::read_tokenizer(path)?.ok_or_else(|| ModelError::NoBpeVocabulary {
+                path: path.to_path_buf(),
+            })?;
         let holder = Model {
             source: path.to_path_buf(),
             arch: super::Architecture::Other {
@@ -119,7 +126,7 @@ pub fn tokenizer_file(path: &Path) -> Result<Tokenizer> {
         };
         return load_tokenizer(&holder, None);
     }
-    Tokenizer::from_file(path).map_err(|e| anyhow::anyhow!("tokenizer {}: {e}", path.display()))
+    json_tokenizer(path)
 }
 
 /// A byte-level BPE tokenizer (GPT-2 style) from GGUF's token list and merges.
@@ -135,13 +142,16 @@ fn gguf_bpe(tokens: &[String], merges: &[String], pre: Option<&str>) -> Result<T
         .map(|(i, m)| {
             m.split_once(' ')
                 .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                .with_context(|| format!("GGUF tokenizer merge {i} `{m}` is not `a b`"))
+                .ok_or_else(|| ModelError::BadMerge {
+                    index: i,
+                    merge: m.clone(),
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .build()
-        .map_err(|e| anyhow::anyhow!("GGUF tokenizer: {e}"))?;
+        .map_err(|source| ModelError::GgufTokenizer { source })?;
     let mut tok = Tokenizer::new(bpe);
     let byte_level = ByteLevel::new(false, true, true);
     // SmolLM's tokenizer.json splits digits one by one before the byte-level regex;
@@ -165,18 +175,28 @@ pub fn sequences(
     shape: CalibShape,
     vocab: usize,
 ) -> Result<Vec<Vec<u32>>> {
-    if shape.seq_len < 2 || shape.max_samples == 0 {
-        bail!("calibration needs --calib-seq-len >= 2 and --calib-samples >= 1");
+    if shape.seq_len < 2 {
+        return Err(ModelError::Parameter {
+            name: "--calib-seq-len",
+            value: shape.seq_len.to_string(),
+            expected: "at least 2".into(),
+        });
+    }
+    if shape.max_samples == 0 {
+        return Err(ModelError::Parameter {
+            name: "--calib-samples",
+            value: "0".into(),
+            expected: "at least 1".into(),
+        });
     }
     let enc = tok
         .encode(text, false)
-        .map_err(|e| anyhow::anyhow!("tokenising the calibration text: {e}"))?;
+        .map_err(|source| ModelError::Tokenize {
+            what: "the calibration text".into(),
+            source,
+        })?;
     let ids = enc.get_ids();
-    if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-        bail!(
-            "the tokenizer produced id {bad}, outside the model's vocabulary of {vocab}: wrong tokenizer?"
-        );
-    }
+    check_vocab(ids, vocab)?;
     let seqs: Vec<Vec<u32>> = ids
         .chunks(shape.seq_len)
         .filter(|c| c.len() >= 2)
@@ -184,12 +204,21 @@ pub fn sequences(
         .map(<[u32]>::to_vec)
         .collect();
     if seqs.is_empty() {
-        bail!(
-            "the calibration text gives {} tokens, fewer than 2",
-            ids.len()
-        );
+        return Err(ModelError::TooFewTokens {
+            what: "the calibration text".into(),
+            got: ids.len(),
+            needed: 2,
+        });
     }
     Ok(seqs)
+}
+
+/// Checks that every id a tokenizer produced lies inside the model's vocabulary.
+pub fn check_vocab(ids: &[u32], vocab: usize) -> Result<()> {
+    match ids.iter().find(|&&id| id as usize >= vocab) {
+        Some(&id) => Err(ModelError::TokenOutOfVocab { id, vocab }),
+        None => Ok(()),
+    }
 }
 
 /// The checkpoint's tensors as f32 candle tensors on `device`.
@@ -198,8 +227,12 @@ pub fn to_candle(model: &Model, device: &Device) -> Result<HashMap<String, Tenso
         .tensors
         .values()
         .map(|t| {
-            let x = Tensor::from_slice(&t.data, t.shape.as_slice(), device)
-                .with_context(|| format!("tensor `{}`", t.name))?;
+            let x = Tensor::from_slice(&t.data, t.shape.as_slice(), device).map_err(|source| {
+                ModelError::Tensor {
+                    what: format!("tensor `{}`", t.name),
+                    source: Box::new(source),
+                }
+            })?;
             Ok((t.name.clone(), x))
         })
         .collect()
@@ -222,7 +255,10 @@ pub fn collect_input_norms(
     for (i, s) in seqs.iter().enumerate() {
         forward
             .hidden(s, Some(&mut stats))
-            .with_context(|| format!("calibration sequence {i}"))?;
+            .map_err(|e| ModelError::CalibSequence {
+                index: i,
+                source: Box::new(e),
+            })?;
         progress(i + 1, seqs.len());
     }
     Ok(stats)
@@ -232,22 +268,7 @@ pub fn collect_input_norms(
 mod tests {
     use super::*;
     use crate::model::Architecture;
-
-    /// The real SmolLM2 GGUF fetched by `scripts/fetch_models.sh`, if present.
-    fn smollm2() -> Option<std::path::PathBuf> {
-        let dir = std::env::var_os("OCTET_MODELS")
-            .map_or_else(|| "/tmp/octet-models".into(), std::path::PathBuf::from);
-        let p = dir.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-        if p.is_file() {
-            Some(p)
-        } else {
-            eprintln!(
-                "skipping: {} is absent (run scripts/fetch_models.sh)",
-                p.display()
-            );
-            None
-        }
-    }
+    use crate::model::locate::smollm2;
 
     #[test]
     fn builtin_text_is_cut_into_sequences() {

@@ -12,12 +12,12 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use candle_core::quantized::gguf_file::{Content, Value};
 
 use super::{
-    Architecture, LlamaConfig, MAX_TENSORS, Model, NamedTensor, TokenizerSource, checked_elements,
+    Architecture, LlamaConfig, MAX_TENSORS, Model, ModelError, NamedTensor, Result,
+    TokenizerSource, checked_elements,
 };
 
 /// The most tokens a GGUF vocabulary may list (real ones are under 300k).
@@ -25,14 +25,12 @@ const MAX_VOCAB: usize = 1 << 22;
 
 /// Reads and dequantises a whole GGUF file. `progress` is called once per tensor.
 pub fn read_gguf(path: &Path, mut progress: impl FnMut(usize, usize)) -> Result<Model> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = BufReader::new(file);
-    // Content::read caps string, array and dimension counts and checks them against
-    // the file size before allocating.
-    let content = Content::read(&mut reader)
-        .with_context(|| format!("{}: malformed GGUF header", path.display()))?;
+    let (mut reader, content) = open(path)?;
     if content.tensor_infos.len() > MAX_TENSORS {
-        bail!("{}: more than {MAX_TENSORS} tensors", path.display());
+        return Err(ModelError::TooManyTensors {
+            path: path.to_path_buf(),
+            max: MAX_TENSORS,
+        });
     }
     let meta = Meta {
         path,
@@ -52,20 +50,28 @@ pub fn read_gguf(path: &Path, mut progress: impl FnMut(usize, usize)) -> Result<
     let mut tensors = BTreeMap::new();
     for (i, name) in names.into_iter().enumerate() {
         let info = &content.tensor_infos[name];
-        checked_elements(name, info.shape.dims()).with_context(|| path.display().to_string())?;
+        checked_elements(name, info.shape.dims()).map_err(|e| e.in_file(path))?;
+        let gguf_err = |what: &'static str| {
+            move |source| ModelError::Gguf {
+                what: format!("{what} tensor `{name}`"),
+                path: path.to_path_buf(),
+                source: Box::new(source),
+            }
+        };
         let q = content
             .tensor(&mut reader, name, &Device::Cpu)
-            .with_context(|| format!("{}: reading tensor `{name}`", path.display()))?;
+            .map_err(gguf_err("reading"))?;
         let dense = q
             .dequantize(&Device::Cpu)
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<f32>())
-            .with_context(|| format!("{}: dequantising tensor `{name}`", path.display()))?;
+            .map_err(gguf_err("dequantising"))?;
         let shape = info.shape.dims().to_vec();
         let tensor = match &arch {
-            Architecture::Llama(cfg) => to_hf(name, shape, dense, cfg)?,
-            Architecture::Other { .. } => NamedTensor::new(name.clone(), shape, dense)?,
-        };
+            Architecture::Llama(cfg) => to_hf(name, shape, dense, cfg),
+            Architecture::Other { .. } => NamedTensor::new(name.clone(), shape, dense),
+        }
+        .map_err(|e| e.in_file(path))?;
         tensors.insert(tensor.name.clone(), tensor);
         progress(i + 1, total);
     }
@@ -78,6 +84,24 @@ pub fn read_gguf(path: &Path, mut progress: impl FnMut(usize, usize)) -> Result<
     })
 }
 
+/// Opens `path` and reads its GGUF header (metadata and tensor table).
+fn open(path: &Path) -> Result<(BufReader<File>, Content)> {
+    let file = File::open(path).map_err(|source| ModelError::Io {
+        action: "opening",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = BufReader::new(file);
+    // Content::read caps string, array and dimension counts and checks them against
+    // the file size before allocating.
+    let content = Content::read(&mut reader).map_err(|source| ModelError::Gguf {
+        what: "malformed GGUF header".into(),
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    Ok((reader, content))
+}
+
 /// Typed, error-naming access to GGUF metadata.
 struct Meta<'a> {
     path: &'a Path,
@@ -85,20 +109,24 @@ struct Meta<'a> {
 }
 
 impl Meta<'_> {
+    fn bad(&self, key: &str, problem: String) -> ModelError {
+        ModelError::Metadata {
+            path: self.path.to_path_buf(),
+            key: key.to_owned(),
+            problem,
+        }
+    }
+
     fn get(&self, key: &str) -> Result<&Value> {
         self.map
             .get(key)
-            .with_context(|| format!("{}: metadata field `{key}` is missing", self.path.display()))
+            .ok_or_else(|| self.bad(key, "is missing".into()))
     }
 
     fn string(&self, key: &str) -> Result<String> {
         match self.get(key)? {
             Value::String(s) => Ok(s.clone()),
-            v => bail!(
-                "{}: metadata field `{key}` is {:?}, expected a string",
-                self.path.display(),
-                v.value_type()
-            ),
+            v => Err(self.bad(key, format!("is {:?}, expected a string", v.value_type()))),
         }
     }
 
@@ -113,21 +141,17 @@ impl Meta<'_> {
             Value::I16(x) => (*x).into(),
             Value::I32(x) => (*x).into(),
             Value::I64(x) => (*x).into(),
-            other => bail!(
-                "{}: metadata field `{key}` is {:?}, expected an integer",
-                self.path.display(),
-                other.value_type()
-            ),
+            other => {
+                return Err(self.bad(
+                    key,
+                    format!("is {:?}, expected an integer", other.value_type()),
+                ));
+            }
         };
         usize::try_from(n)
             .ok()
             .filter(|&n| n <= 1 << 24)
-            .with_context(|| {
-                format!(
-                    "{}: metadata field `{key}` = {n} is out of range",
-                    self.path.display()
-                )
-            })
+            .ok_or_else(|| self.bad(key, format!("= {n} is out of range")))
     }
 
     fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
@@ -135,11 +159,7 @@ impl Meta<'_> {
             None => Ok(default),
             Some(Value::F32(x)) => Ok(f64::from(*x)),
             Some(Value::F64(x)) => Ok(*x),
-            Some(v) => bail!(
-                "{}: metadata field `{key}` is {:?}, expected a float",
-                self.path.display(),
-                v.value_type()
-            ),
+            Some(v) => Err(self.bad(key, format!("is {:?}, expected a float", v.value_type()))),
         }
     }
 
@@ -148,27 +168,20 @@ impl Meta<'_> {
             return Ok(None);
         };
         let Value::Array(items) = v else {
-            bail!(
-                "{}: metadata field `{key}` is not an array",
-                self.path.display()
-            );
+            return Err(self.bad(key, "is not an array".into()));
         };
         if items.len() > MAX_VOCAB {
-            bail!(
-                "{}: metadata field `{key}` has {} entries, the cap is {MAX_VOCAB}",
-                self.path.display(),
-                items.len()
-            );
+            return Err(self.bad(
+                key,
+                format!("has {} entries, the cap is {MAX_VOCAB}", items.len()),
+            ));
         }
         items
             .iter()
             .enumerate()
             .map(|(i, v)| match v {
                 Value::String(s) => Ok(s.clone()),
-                _ => bail!(
-                    "{}: metadata field `{key}`[{i}] is not a string",
-                    self.path.display()
-                ),
+                _ => Err(self.bad(key, format!("[{i}] is not a string"))),
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
@@ -182,11 +195,8 @@ fn llama_config(meta: &Meta<'_>, content: &Content, has_output: bool) -> Result<
             .tensor_infos
             .get("token_embd.weight")
             .map(|t| t.shape.dims()[0])
-            .with_context(|| {
-                format!(
-                    "{}: neither `llama.vocab_size` nor tensor `token_embd.weight`",
-                    meta.path.display()
-                )
+            .ok_or_else(|| ModelError::NoVocabSize {
+                path: meta.path.to_path_buf(),
             })?,
     };
     let heads = meta.usize("llama.attention.head_count")?;
@@ -202,8 +212,11 @@ fn llama_config(meta: &Meta<'_>, content: &Content, has_output: bool) -> Result<
         max_position_embeddings: meta.usize("llama.context_length").unwrap_or(2048),
         tie_word_embeddings: !has_output,
     };
-    cfg.validate()
-        .with_context(|| format!("{}: invalid llama metadata", meta.path.display()))?;
+    cfg.validate().map_err(|e| ModelError::InvalidLlama {
+        what: "metadata",
+        path: meta.path.to_path_buf(),
+        source: Box::new(e),
+    })?;
     Ok(cfg)
 }
 
@@ -247,11 +260,18 @@ fn to_hf(name: &str, shape: Vec<usize>, data: Vec<f32>, cfg: &LlamaConfig) -> Re
 /// Inverse of llama.cpp's `permute(w, n_head)`: within each head, GGUF row
 /// `2i + j` holds Hugging Face row `j * d/2 + i`.
 pub fn unpermute_rows(name: &str, shape: &[usize], data: &[f32], heads: usize) -> Result<Vec<f32>> {
-    let [rows, cols] = shape else {
-        bail!("tensor `{name}`: expected 2 dimensions, got {shape:?}");
+    let &[rows, cols] = shape else {
+        return Err(ModelError::NotMatrix {
+            tensor: name.to_owned(),
+            shape: shape.to_vec(),
+        });
     };
     if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
-        bail!("tensor `{name}`: {rows} rows do not split into {heads} heads of even width");
+        return Err(ModelError::HeadSplit {
+            tensor: name.to_owned(),
+            rows,
+            heads,
+        });
     }
     let hd = rows / heads;
     let half = hd / 2;
@@ -272,9 +292,7 @@ pub fn unpermute_rows(name: &str, shape: &[usize], data: &[f32], heads: usize) -
 /// Reads only the metadata of a GGUF file and returns its tokenizer, if it carries a
 /// byte-level BPE vocabulary.
 pub fn read_tokenizer(path: &Path) -> Result<Option<TokenizerSource>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let content = Content::read(&mut BufReader::new(file))
-        .with_context(|| format!("{}: malformed GGUF header", path.display()))?;
+    let (_, content) = open(path)?;
     gguf_tokenizer(&Meta {
         path,
         map: &content.metadata,
@@ -284,9 +302,7 @@ pub fn read_tokenizer(path: &Path) -> Result<Option<TokenizerSource>> {
 /// Bits per weight of a GGUF file as stored: `(linear layers, every tensor)`, where
 /// the linear layers are the `blk.*` attention and MLP projections.
 pub fn storage_bits(path: &Path) -> Result<(f64, f64)> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let content = Content::read(&mut BufReader::new(file))
-        .with_context(|| format!("{}: malformed GGUF header", path.display()))?;
+    let (_, content) = open(path)?;
     const LINEAR: [&str; 7] = [
         "attn_q.weight",
         "attn_k.weight",

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
 use super::{
-    Architecture, LlamaConfig, MAX_TENSORS, Model, NamedTensor, TokenizerSource, checked_elements,
+    Architecture, LlamaConfig, MAX_TENSORS, Model, ModelError, NamedTensor, Result,
+    TokenizerSource, checked_elements,
 };
 
 /// The largest `config.json` we parse (real ones are a few KiB).
@@ -18,11 +18,21 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Model types the llama forward pass runs as they are (no biases, SwiGLU, RMSNorm).
 const LLAMA_MODEL_TYPES: [&str; 2] = ["llama", "mistral"];
 
+/// An I/O error about `path`.
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ModelError {
+    let path = path.to_path_buf();
+    move |source| ModelError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Reads a folder (or one `.safetensors` file and the `config.json` beside it).
 pub fn read_hf(path: &Path) -> Result<Model> {
     let (dir, files) = if path.is_dir() {
         let mut files: Vec<PathBuf> = fs::read_dir(path)
-            .with_context(|| format!("listing {}", path.display()))?
+            .map_err(io("listing", path))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
             .collect();
@@ -33,7 +43,9 @@ pub fn read_hf(path: &Path) -> Result<Model> {
         (dir, vec![path.to_path_buf()])
     };
     if files.is_empty() {
-        bail!("{}: no *.safetensors file found", path.display());
+        return Err(ModelError::NoSafetensors {
+            path: path.to_path_buf(),
+        });
     }
     let arch = read_config(&dir.join("config.json"))?;
     let mut tensors = BTreeMap::new();
@@ -59,15 +71,22 @@ pub fn read_config(path: &Path) -> Result<Architecture> {
         });
     };
     if meta.len() > MAX_CONFIG_BYTES {
-        bail!(
-            "{}: {} bytes, more than the {MAX_CONFIG_BYTES} a config may have",
-            path.display(),
-            meta.len()
-        );
+        return Err(ModelError::TooLarge {
+            what: "config",
+            path: path.to_path_buf(),
+            len: meta.len(),
+            max: MAX_CONFIG_BYTES,
+        });
     }
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let text = fs::read_to_string(path).map_err(io("reading", path))?;
+    let json = |what| {
+        move |source| ModelError::Json {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(json("not valid JSON"))?;
     let model_type = value
         .get("model_type")
         .and_then(|v| v.as_str())
@@ -76,26 +95,33 @@ pub fn read_config(path: &Path) -> Result<Architecture> {
     if !LLAMA_MODEL_TYPES.contains(&model_type.as_str()) {
         return Ok(Architecture::Other { name: model_type });
     }
-    let cfg: LlamaConfig = serde_json::from_value(value)
-        .with_context(|| format!("{}: not a llama config", path.display()))?;
-    cfg.validate()
-        .with_context(|| format!("{}: invalid llama config", path.display()))?;
+    let cfg: LlamaConfig = serde_json::from_value(value).map_err(json("not a llama config"))?;
+    cfg.validate().map_err(|e| ModelError::InvalidLlama {
+        what: "config",
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })?;
     Ok(Architecture::Llama(cfg))
 }
 
 /// Decodes every tensor of one safetensors file into `out` as f32.
 fn read_safetensors_file(path: &Path, out: &mut BTreeMap<String, NamedTensor>) -> Result<()> {
-    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = fs::read(path).map_err(io("reading", path))?;
     // `deserialize` checks the header length against its own cap and that every
     // tensor's offsets lie inside the buffer and match its shape and dtype.
-    let st = SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{}: malformed safetensors header", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|source| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if st.len() + out.len() > MAX_TENSORS {
-        bail!("{}: more than {MAX_TENSORS} tensors", path.display());
+        return Err(ModelError::TooManyTensors {
+            path: path.to_path_buf(),
+            max: MAX_TENSORS,
+        });
     }
     for (name, view) in st.iter() {
         let shape = view.shape().to_vec();
-        checked_elements(name, &shape).with_context(|| path.display().to_string())?;
+        checked_elements(name, &shape).map_err(|e| e.in_file(path))?;
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => raw
@@ -110,16 +136,21 @@ fn read_safetensors_file(path: &Path, out: &mut BTreeMap<String, NamedTensor>) -
                 .chunks_exact(2)
                 .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-            other => bail!(
-                "{}: tensor `{name}` has dtype {other:?}; only F32, F16 and BF16 are read",
-                path.display()
-            ),
+            other => {
+                return Err(ModelError::Dtype {
+                    path: path.to_path_buf(),
+                    tensor: name.to_owned(),
+                    dtype: format!("{other:?}"),
+                });
+            }
         };
         if out.contains_key(name) {
-            bail!("{}: tensor `{name}` appears in two files", path.display());
+            return Err(ModelError::DuplicateTensor {
+                path: path.to_path_buf(),
+                tensor: name.to_owned(),
+            });
         }
-        let t = NamedTensor::new(name.to_owned(), shape, data)
-            .with_context(|| path.display().to_string())?;
+        let t = NamedTensor::new(name.to_owned(), shape, data).map_err(|e| e.in_file(path))?;
         out.insert(name.to_owned(), t);
     }
     Ok(())

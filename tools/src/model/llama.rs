@@ -10,10 +10,9 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor};
 
-use super::LlamaConfig;
+use super::{LlamaConfig, ModelError, Result};
 
 /// The weights of one decoder layer.
 #[derive(Debug, Clone)]
@@ -210,14 +209,15 @@ impl LlamaForward {
     pub fn new(cfg: &LlamaConfig, tensors: &HashMap<String, Tensor>) -> Result<Self> {
         cfg.validate()?;
         let get = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = tensors
-                .get(name)
-                .with_context(|| format!("llama weights: tensor `{name}` is missing"))?;
+            let t = tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
+                tensor: name.to_owned(),
+            })?;
             if t.dims() != shape {
-                bail!(
-                    "llama weights: tensor `{name}` has shape {:?}, expected {shape:?}",
-                    t.dims()
-                );
+                return Err(ModelError::Shape {
+                    tensor: name.to_owned(),
+                    expected: shape.to_vec(),
+                    actual: t.dims().to_vec(),
+                });
             }
             Ok(t.to_dtype(DType::F32)?)
         };
@@ -283,20 +283,12 @@ impl LlamaForward {
     pub fn hidden(&self, tokens: &[u32], mut record: Option<&mut InputNorms>) -> Result<Tensor> {
         let t = tokens.len();
         if t == 0 || t > self.cfg.max_position_embeddings {
-            bail!(
-                "sequence of {t} tokens: must be between 1 and max_position_embeddings = {}",
-                self.cfg.max_position_embeddings
-            );
+            return Err(ModelError::SequenceLength {
+                tokens: t,
+                max: self.cfg.max_position_embeddings,
+            });
         }
-        if let Some(bad) = tokens
-            .iter()
-            .find(|&&id| id as usize >= self.cfg.vocab_size)
-        {
-            bail!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.cfg.vocab_size
-            );
-        }
+        super::calib::check_vocab(tokens, self.cfg.vocab_size)?;
         let (heads, kvh, hd) = (
             self.cfg.num_attention_heads,
             self.cfg.kv_heads(),
@@ -370,7 +362,11 @@ impl LlamaForward {
     /// before it: entry `i` is `-log p(tokens[i + 1] | tokens[..=i])`.
     pub fn token_nlls(&self, tokens: &[u32]) -> Result<Vec<f64>> {
         if tokens.len() < 2 {
-            bail!("perplexity needs at least 2 tokens, got {}", tokens.len());
+            return Err(ModelError::TooFewTokens {
+                what: "a perplexity sequence".into(),
+                got: tokens.len(),
+                needed: 2,
+            });
         }
         let n = tokens.len() - 1;
         let logits = self.logits(&tokens[..n])?;
@@ -383,12 +379,14 @@ impl LlamaForward {
     /// Replaces the weight `name` (a Hugging Face linear name) with `w` of the same
     /// shape, for evaluating one compressed layer at a time.
     pub fn set_linear(&mut self, name: &str, w: Tensor) -> Result<()> {
-        let not_linear = || anyhow::anyhow!("`{name}` is not a llama linear weight");
+        let not_linear = || ModelError::NotLinear {
+            name: name.to_owned(),
+        };
         let (l, part) = split_layer(name).ok_or_else(not_linear)?;
-        let layer = self
-            .layers
-            .get_mut(l)
-            .with_context(|| format!("`{name}`: layer {l} does not exist"))?;
+        let layer = self.layers.get_mut(l).ok_or_else(|| ModelError::NoLayer {
+            name: name.to_owned(),
+            layer: l,
+        })?;
         let slot = match part {
             "self_attn.q_proj.weight" => &mut layer.q,
             "self_attn.k_proj.weight" => &mut layer.k,
@@ -400,11 +398,11 @@ impl LlamaForward {
             _ => return Err(not_linear()),
         };
         if slot.dims() != w.dims() {
-            bail!(
-                "`{name}`: new weight has shape {:?}, expected {:?}",
-                w.dims(),
-                slot.dims()
-            );
+            return Err(ModelError::Shape {
+                tensor: name.to_owned(),
+                expected: slot.dims().to_vec(),
+                actual: w.dims().to_vec(),
+            });
         }
         *slot = w.to_dtype(DType::F32)?;
         Ok(())

@@ -10,12 +10,15 @@
 //! GGUF files, dequantised through candle), calibration ([`calib`]: tokenizers and
 //! per-channel activation statistics), a llama forward pass over named tensors
 //! ([`llama`]), sliding-window perplexity ([`ppl`]) and the peer quantizers the sweep
-//! compares against ([`peers`]: round-to-nearest and candle's k-quants).
+//! compares against ([`peers`]: round-to-nearest and candle's k-quants), and where
+//! the real checkpoints the tests use are fetched to ([`locate`]).
 
 pub mod calib;
+pub mod error;
 pub mod gguf;
 pub mod hf;
 pub mod llama;
+pub mod locate;
 pub mod peers;
 pub mod ppl;
 
@@ -23,9 +26,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
+
+pub use error::{ModelError, Result};
 
 /// The largest element count a single tensor may claim (2^34, 64 GiB of f32): a
 /// header that says more is corrupt, and we refuse before allocating.
@@ -60,10 +64,12 @@ impl NamedTensor {
     pub fn new(name: String, shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
         let expected = checked_elements(&name, &shape)?;
         if expected != data.len() {
-            bail!(
-                "tensor `{name}`: shape {shape:?} needs {expected} values, got {}",
-                data.len()
-            );
+            return Err(ModelError::DataLen {
+                tensor: name,
+                shape,
+                expected,
+                actual: data.len(),
+            });
         }
         Ok(Self { name, shape, data })
     }
@@ -73,18 +79,21 @@ impl NamedTensor {
 /// [`MAX_TENSOR_ELEMENTS`] (checked multiplication, so no overflow either).
 pub fn checked_elements(name: &str, shape: &[usize]) -> Result<usize> {
     if shape.len() > MAX_TENSOR_DIMS {
-        bail!(
-            "tensor `{name}`: {} dimensions, at most {MAX_TENSOR_DIMS} are supported",
-            shape.len()
-        );
+        return Err(ModelError::TooManyDims {
+            tensor: name.to_owned(),
+            dims: shape.len(),
+            max: MAX_TENSOR_DIMS,
+        });
     }
     let mut n: u64 = 1;
     for &d in shape {
         n = n.saturating_mul(d as u64);
         if n > MAX_TENSOR_ELEMENTS {
-            bail!(
-                "tensor `{name}`: shape {shape:?} exceeds the cap of {MAX_TENSOR_ELEMENTS} elements"
-            );
+            return Err(ModelError::TooManyElements {
+                tensor: name.to_owned(),
+                shape: shape.to_vec(),
+                max: MAX_TENSOR_ELEMENTS,
+            });
         }
     }
     Ok(n as usize)
@@ -154,44 +163,54 @@ impl LlamaConfig {
             ("vocab_size", self.vocab_size),
             ("max_position_embeddings", self.max_position_embeddings),
         ];
+        let bad = |field, reason: String| Err(ModelError::Config { field, reason });
         for (field, v) in positive {
             if v == 0 {
-                bail!("config field `{field}` must be positive");
+                return bad(field, "must be positive".into());
             }
             if v > 1 << 24 {
-                bail!("config field `{field}` = {v} is beyond any real model (cap 2^24)");
+                return bad(field, format!("= {v} is beyond any real model (cap 2^24)"));
             }
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            bail!(
-                "config: hidden_size {} is not a multiple of num_attention_heads {}",
-                self.hidden_size,
-                self.num_attention_heads
+            return bad(
+                "hidden_size",
+                format!(
+                    "= {} is not a multiple of num_attention_heads {}",
+                    self.hidden_size, self.num_attention_heads
+                ),
             );
         }
         if !self.head_dim().is_multiple_of(2) {
-            bail!(
-                "config: head dimension {} must be even for RoPE",
-                self.head_dim()
+            return bad(
+                "num_attention_heads",
+                format!(
+                    "= {} gives a head dimension of {}, which must be even for RoPE",
+                    self.num_attention_heads,
+                    self.head_dim()
+                ),
             );
         }
         if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
-            bail!(
-                "config: num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                self.num_attention_heads,
-                self.kv_heads()
+            return bad(
+                "num_attention_heads",
+                format!(
+                    "= {} is not a multiple of num_key_value_heads {}",
+                    self.num_attention_heads,
+                    self.kv_heads()
+                ),
             );
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
-            bail!(
-                "config field `rope_theta` = {} must be finite and > 1",
-                self.rope_theta
+            return bad(
+                "rope_theta",
+                format!("= {} must be finite and > 1", self.rope_theta),
             );
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
-            bail!(
-                "config field `rms_norm_eps` = {} must be finite and > 0",
-                self.rms_norm_eps
+            return bad(
+                "rms_norm_eps",
+                format!("= {} must be finite and > 0", self.rms_norm_eps),
             );
         }
         Ok(())
@@ -291,9 +310,15 @@ const KEPT_BY_DEFAULT: [&str; 5] = ["embed", "lm_head", "wte", "wpe", "token_emb
 impl LinearSelection {
     /// Parses the two optional patterns, naming the flag in the error.
     pub fn from_patterns(include: Option<&str>, exclude: Option<&str>) -> Result<Self> {
-        let compile = |flag: &str, p: Option<&str>| -> Result<Option<Regex>> {
-            p.map(|p| Regex::new(p).map_err(|e| anyhow::anyhow!("{flag} `{p}`: {e}")))
-                .transpose()
+        let compile = |flag: &'static str, p: Option<&str>| -> Result<Option<Regex>> {
+            p.map(|p| {
+                Regex::new(p).map_err(|source| ModelError::Pattern {
+                    flag,
+                    pattern: p.to_owned(),
+                    source,
+                })
+            })
+            .transpose()
         };
         Ok(Self {
             include: compile("--include", include)?,

@@ -16,10 +16,11 @@
 //!   only the super-block's f16 scale-of-scales is shared across a row boundary.
 //!   Bits per weight are the format's: Q4_K 4.5, Q3_K 3.4375, Q2_K 2.625.
 
-use anyhow::{Context, Result, bail};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use half::f16;
+
+use super::{ModelError, Result};
 
 /// Round-to-nearest group-wise asymmetric quantisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,19 +41,28 @@ impl Rtn {
     /// Quantises and dequantises `w` (`rows x cols`). Groups run along each row; a
     /// row whose length is not a multiple of `group` ends with a shorter group.
     pub fn apply(&self, w: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-        if !(1..=8).contains(&self.bits) || self.group == 0 {
-            bail!(
-                "RTN: expected 1..=8 bits and a positive group, got {} bits, group {}",
-                self.bits,
-                self.group
-            );
+        if !(1..=8).contains(&self.bits) {
+            return Err(ModelError::Parameter {
+                name: "RTN bits",
+                value: self.bits.to_string(),
+                expected: "1..=8".into(),
+            });
+        }
+        if self.group == 0 {
+            return Err(ModelError::Parameter {
+                name: "RTN group",
+                value: "0".into(),
+                expected: "a positive group".into(),
+            });
         }
         if w.len() != rows * cols || cols == 0 {
-            bail!(
-                "RTN: a {rows}x{cols} matrix needs {} values, got {}",
-                rows * cols,
-                w.len()
-            );
+            return Err(ModelError::MatrixLen {
+                method: "RTN",
+                rows,
+                cols,
+                expected: rows * cols,
+                actual: w.len(),
+            });
         }
         let levels = ((1u32 << self.bits) - 1) as f32;
         let mut out = Vec::with_capacity(w.len());
@@ -64,7 +74,7 @@ impl Rtn {
                         (lo.min(x), hi.max(x))
                     });
                 if !(lo.is_finite() && hi.is_finite()) {
-                    bail!("RTN: the matrix holds a non-finite value");
+                    return Err(ModelError::NonFinite { method: "RTN" });
                 }
                 // What is stored: f16 minimum and f16 step.
                 let min = f16::from_f32(lo).to_f32();
@@ -142,32 +152,42 @@ impl KQuant {
         importance: Option<&[f32]>,
     ) -> Result<Vec<f32>> {
         let n = rows * cols;
+        let method = self.name();
         if w.len() != n || cols == 0 {
-            bail!(
-                "{}: a {rows}x{cols} matrix needs {n} values, got {}",
-                self.name(),
-                w.len()
-            );
+            return Err(ModelError::MatrixLen {
+                method,
+                rows,
+                cols,
+                expected: n,
+                actual: w.len(),
+            });
         }
         if !n.is_multiple_of(QK_K) {
-            bail!(
-                "{}: a {rows}x{cols} matrix is not a whole number of {QK_K}-weight super-blocks",
-                self.name()
-            );
+            return Err(ModelError::SuperBlocks {
+                method,
+                rows,
+                cols,
+                block: QK_K,
+            });
         }
+        let quantisation = |what: &'static str| {
+            move |source| ModelError::Tensor {
+                what: format!("{method} quantisation{what}"),
+                source: Box::new(source),
+            }
+        };
         let cpu = Device::Cpu;
         let Some(imp) = importance else {
             let t = Tensor::from_slice(w, (n / QK_K, QK_K), &cpu)?;
-            let q = QTensor::quantize(&t, self.dtype())
-                .with_context(|| format!("{} quantisation", self.name()))?;
+            let q = QTensor::quantize(&t, self.dtype()).map_err(quantisation(""))?;
             return Ok(q.dequantize(&cpu)?.flatten_all()?.to_vec1()?);
         };
         if imp.len() != cols {
-            bail!(
-                "{}: importance has {} values, the matrix {cols} columns",
-                self.name(),
-                imp.len()
-            );
+            return Err(ModelError::ImportanceLen {
+                method,
+                actual: imp.len(),
+                cols,
+            });
         }
         // One call per super-block: candle takes one importance vector per row of
         // what it quantises, and a flat super-block covers different columns each time.
@@ -179,7 +199,7 @@ impl KQuant {
             }
             let t = Tensor::from_slice(chunk, (1, QK_K), &cpu)?;
             let q = QTensor::quantize_imatrix(&t, &block_imp, self.dtype())
-                .with_context(|| format!("{} quantisation with importance", self.name()))?;
+                .map_err(quantisation(" with importance"))?;
             out.extend(q.dequantize(&cpu)?.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(out)

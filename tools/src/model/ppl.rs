@@ -19,11 +19,11 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokenizers::Tokenizer;
 
 use super::llama::LlamaForward;
+use super::{ModelError, Result};
 
 /// One window of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +40,18 @@ pub struct Window {
 /// The windows covering `n` tokens with context `ctx` and stride `stride`.
 pub fn windows(n: usize, ctx: usize, stride: usize) -> Result<Vec<Window>> {
     if ctx < 2 {
-        bail!("--ctx {ctx}: a window needs at least 2 tokens");
+        return Err(ModelError::Parameter {
+            name: "--ctx",
+            value: ctx.to_string(),
+            expected: "at least 2 (a window needs 2 tokens)".into(),
+        });
     }
     if stride == 0 || stride > ctx {
-        bail!("--stride {stride}: expected 1..={ctx} (the context length)");
+        return Err(ModelError::Parameter {
+            name: "--stride",
+            value: stride.to_string(),
+            expected: format!("1..={ctx} (the context length)"),
+        });
     }
     let mut out = Vec::new();
     let mut prev_end = 0;
@@ -88,14 +96,23 @@ pub fn perplexity(
 ) -> Result<Perplexity> {
     let plan = windows(ids.len(), ctx, stride)?;
     if plan.is_empty() {
-        bail!("the text gives {} tokens, too few to score any", ids.len());
+        return Err(ModelError::TooFewTokens {
+            what: "the text".into(),
+            got: ids.len(),
+            needed: 2,
+        });
     }
     let mut nll_sum = 0.0;
     let mut tokens = 0;
     for (i, w) in plan.iter().enumerate() {
         let nll = forward
             .token_nlls(&ids[w.begin..w.end])
-            .with_context(|| format!("window {i} (tokens {}..{})", w.begin, w.end))?;
+            .map_err(|e| ModelError::Window {
+                index: i,
+                begin: w.begin,
+                end: w.end,
+                source: Box::new(e),
+            })?;
         // nll[j] scores token begin + 1 + j.
         let skip = w.first_scored - w.begin - 1;
         for v in &nll[skip..] {
@@ -120,26 +137,24 @@ pub fn tokenize_text(
     max_tokens: Option<usize>,
     vocab: usize,
 ) -> Result<Vec<u32>> {
-    let text = super::calib::read_text(Some(path))
-        .with_context(|| format!("evaluation text {}", path.display()))?;
+    let text = super::calib::read_text(Some(path))?;
     let enc = tok
         .encode(text.as_str(), false)
-        .map_err(|e| anyhow::anyhow!("tokenising {}: {e}", path.display()))?;
+        .map_err(|source| ModelError::Tokenize {
+            what: path.display().to_string(),
+            source,
+        })?;
     let mut ids = enc.get_ids().to_vec();
-    if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-        bail!(
-            "the tokenizer produced id {bad}, outside the model's vocabulary of {vocab}: wrong tokenizer?"
-        );
-    }
+    super::calib::check_vocab(&ids, vocab)?;
     if let Some(m) = max_tokens {
         ids.truncate(m);
     }
     if ids.len() < 2 {
-        bail!(
-            "{}: {} tokens, perplexity needs at least 2",
-            path.display(),
-            ids.len()
-        );
+        return Err(ModelError::TooFewTokens {
+            what: path.display().to_string(),
+            got: ids.len(),
+            needed: 2,
+        });
     }
     Ok(ids)
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use half::{bf16, f16};
-use octet_quant::checkpoint::mapped::{MappedCheckpoint, plan};
+use octet_quant::checkpoint::{Budget, MappedCheckpoint};
 use rayon::prelude::*;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -89,7 +89,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
         .reader()
         .with_context(|| format!("reading {}", args.file.display()))?;
     let limit = args.budget.limit(args.reserve)?;
-    let budget = plan(&reader, limit).with_context(|| format!("planning {limit:?}"))?;
+    let budget =
+        Budget::fit(reader.manifest(), limit).with_context(|| format!("planning {limit:?}"))?;
     // Rebuild from the budget's prefix only, as the loader does.
     let reader = ckpt.prefix_reader(&budget)?;
     let m = reader.manifest();

@@ -16,8 +16,10 @@ use candle_transformers::models::llama;
 use clap::Args;
 use half::f16;
 use octet_quant::bitstack::{BitStackBlock, BitStackMatrix};
-use octet_quant::candle_load::{BudgetLimit, MappedCheckpoint, load_budget};
-use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, MetaEntry, Reader};
+use octet_quant::candle_load::load_budget;
+use octet_quant::checkpoint::{
+    BlockOrdering, Budget, BudgetLimit, CheckpointWriter, MappedCheckpoint, MetaEntry, Reader,
+};
 use octet_quant::gpu::load_budget_cuda;
 use octet_tools::model::LlamaConfig;
 use serde::Serialize;
@@ -145,7 +147,7 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
     let ckpt = MappedCheckpoint::open(&args.file)?;
     let mut budgets = Vec::new();
     for limit in &args.budgets {
-        let budget = ckpt.plan(BudgetLimit::Bytes(limit.0))?;
+        let budget = Budget::fit(ckpt.reader()?.manifest(), BudgetLimit::Bytes(limit.0))?;
         let prefix = ckpt.prefix(&budget)?;
         let t = Instant::now();
         let cpu = load_budget(prefix, &args.file, &budget, &Device::Cpu, DType::F32)?;
@@ -303,7 +305,7 @@ fn bench(cuda: &candle_core::CudaDevice) -> Result<BenchReport> {
     let mut bytes = Vec::new();
     w.finish(&BlockOrdering::default(), &mut bytes)?;
     let reader = Reader::new(&bytes)?;
-    let budget = reader.full();
+    let budget = Budget::fit(reader.manifest(), BudgetLimit::Full)?;
     let t = Instant::now();
     let cpu = reader.rebuild_tensor("w", &budget)?;
     let cpu_rebuild_s = t.elapsed().as_secs_f64();

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use octet_quant::bitstack::BlockId;
-use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
+use octet_quant::checkpoint::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Reader};
 use octet_quant::palette::{PaletteConfig, palettize};
 use regex::Regex;
 
@@ -41,7 +41,7 @@ pub fn run(args: RepackArgs) -> Result<()> {
     let bytes =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let reader = Reader::with_source(&bytes, &args.input)?;
-    let full = reader.full();
+    let full = Budget::fit(reader.manifest(), BudgetLimit::Full)?;
     reader.verify(&full)?;
     let m = reader.manifest();
     let re = Regex::new(&args.palette).context("--palette")?;

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use octet_quant::checkpoint::MappedCheckpoint;
-use octet_quant::checkpoint::budget::with_blocks;
-use octet_quant::checkpoint::{Budget, Manifest};
+use octet_quant::checkpoint::{Budget, BudgetLimit, Manifest};
 use serde::Serialize;
 
 use super::size::human_bytes;
@@ -87,7 +86,7 @@ pub fn budget_rows(m: &Manifest, rows: usize) -> Vec<BudgetRow> {
     counts.dedup();
     counts
         .into_iter()
-        .filter_map(|n| with_blocks(m, n).ok())
+        .filter_map(|n| Budget::fit(m, BudgetLimit::Blocks(n)).ok())
         .map(|b| budget_row(m, &b))
         .collect()
 }
@@ -142,7 +141,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         .reader()
         .with_context(|| format!("reading {}", args.file.display()))?;
     let m = reader.manifest();
-    let full = reader.full();
+    let full = Budget::fit(reader.manifest(), BudgetLimit::Full)?;
     let mut by_enc: BTreeMap<&'static str, EncodingCount> = BTreeMap::new();
     for (t, entry) in m.tensors.iter().enumerate() {
         let c = by_enc.entry(entry.encoding.name()).or_default();

@@ -15,8 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::Args;
-use octet_quant::candle_load::{BudgetLimit, MappedCheckpoint};
-use octet_quant::checkpoint::budget::with_blocks;
+use octet_quant::checkpoint::{Budget, BudgetLimit, MappedCheckpoint};
 use serde::Serialize;
 
 use super::inspect::{budget_row, is_compressed};
@@ -112,7 +111,7 @@ pub fn run(args: MeasureArgs) -> Result<()> {
     counts.dedup();
     let mut rows = Vec::new();
     for n in counts {
-        let budget = with_blocks(&m, n)?;
+        let budget = Budget::fit(&m, BudgetLimit::Blocks(n))?;
         let (mut read_s, mut load_s) = (f64::INFINITY, f64::INFINITY);
         let mut loaded = None;
         for _ in 0..args.repeat {

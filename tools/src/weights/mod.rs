@@ -101,7 +101,10 @@ pub struct InputArgs {
 impl InputArgs {
     /// The tensor selection the flags describe.
     pub fn selection(&self) -> Result<LinearSelection> {
-        LinearSelection::from_patterns(self.include.as_deref(), self.exclude.as_deref())
+        Ok(LinearSelection::from_patterns(
+            self.include.as_deref(),
+            self.exclude.as_deref(),
+        )?)
     }
 }
 
@@ -231,7 +234,7 @@ pub fn read_model(path: &Path) -> Result<Model> {
         bar.finish_and_clear();
         Ok(model)
     } else {
-        hf::read_hf(path)
+        Ok(hf::read_hf(path)?)
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use octet_quant::checkpoint::Manifest;
-use octet_quant::checkpoint::mapped::{MappedCheckpoint, plan};
+use octet_quant::checkpoint::{Budget, MappedCheckpoint};
 use serde::Serialize;
 
 use super::inspect::{BudgetRow, budget_row, tensor_bytes};
@@ -115,7 +115,8 @@ pub fn run(args: PlanArgs) -> Result<()> {
         .reader()
         .with_context(|| format!("reading {}", args.file.display()))?;
     let limit = args.budget.limit(args.reserve)?;
-    let budget = plan(&reader, limit).with_context(|| format!("planning {limit:?}"))?;
+    let budget =
+        Budget::fit(reader.manifest(), limit).with_context(|| format!("planning {limit:?}"))?;
     let m = reader.manifest();
     let report = PlanReport {
         file: args.file.clone(),

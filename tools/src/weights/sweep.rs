@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
 use octet_quant::checkpoint::MappedCheckpoint;
-use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Reader};
+use octet_quant::checkpoint::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Reader};
 use octet_quant::palette::PaletteConfig;
 use octet_tools::model::calib;
 use octet_tools::model::llama::LlamaForward;
@@ -319,7 +319,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         for &bits in &args.rtn_bits {
             let rtn = Rtn { bits, group };
             let t0 = Instant::now();
-            let lin = cx.map_linears(|_, w, r, c| rtn.apply(w, r, c))?;
+            let lin = cx.map_linears(|_, w, r, c| Ok(rtn.apply(w, r, c)?))?;
             let q = t0.elapsed().as_secs_f64();
             cx.record(
                 &format!("RTN g{group}"),
@@ -342,7 +342,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             let t0 = Instant::now();
             let lin = cx.map_linears(|name, w, r, c| {
                 let imp = if with_imp { cx.importance(name) } else { None };
-                k.apply(w, r, c, imp.as_deref())
+                Ok(k.apply(w, r, c, imp.as_deref())?)
             })?;
             let q = t0.elapsed().as_secs_f64();
             let method = if with_imp {
@@ -478,7 +478,7 @@ fn bitstack_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
     for &target in &args.stack_bits {
         // Bits over the linears grow with the block count: the most blocks within target.
         let bits_at = |n: usize| -> Result<f64> {
-            Ok(budget_row(m, &reader.with_blocks(n)?).compressed_bits_per_weight)
+            Ok(budget_row(m, &Budget::fit(m, BudgetLimit::Blocks(n))?).compressed_bits_per_weight)
         };
         if bits_at(lo)? > target {
             eprintln!(
@@ -496,7 +496,7 @@ fn bitstack_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
                 b = mid - 1;
             }
         }
-        let budget = reader.with_blocks(a)?;
+        let budget = Budget::fit(m, BudgetLimit::Blocks(a))?;
         let bits = budget_row(m, &budget).compressed_bits_per_weight;
         let t1 = Instant::now();
         let lin: Replaced = cx

@@ -26,7 +26,7 @@ mod scorer;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{CodecKind, CodecSpec, ScalarQuantizer, Scorer, VectorCodec};
+use super::{CodecSpec, ScalarQuantizer, Scorer, VectorCodec};
 use crate::error::{QuantError, Result};
 use crate::metric::Metric;
 use crate::pca::Pca;
@@ -230,10 +230,6 @@ impl TransformCodec {
 }
 
 impl VectorCodec for TransformCodec {
-    fn kind(&self) -> CodecKind {
-        CodecKind::Transform
-    }
-
     fn spec(&self) -> CodecSpec {
         CodecSpec::Transform {
             bytes: self.bytes,

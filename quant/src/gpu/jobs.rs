@@ -61,7 +61,7 @@ pub enum TensorJob {
 /// A tensor's name, shape and job (each encoding makes its own:
 /// [`crate::checkpoint::TensorEncoding::gpu_job`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedTensor {
+pub struct DeviceTensor {
     /// Manifest name.
     pub name: String,
     /// Dimensions.
@@ -70,20 +70,20 @@ pub struct PlannedTensor {
     pub job: TensorJob,
 }
 
-impl PlannedTensor {
+impl DeviceTensor {
     /// Number of elements.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
 }
 
-/// Plans the device rebuild of every tensor of `reader`'s manifest at `budget`.
+/// The device rebuild job of every tensor of `reader`'s manifest at `budget`.
 ///
 /// First checksums every section the budget needs ([`Reader::verify`]): the device
 /// reads raw bytes, so corruption must be caught on the host. Then checks that every
 /// section lies inside the budget's prefix and has its layout's length, so a kernel
 /// never reads past the copied bytes.
-pub fn plan_budget(reader: &Reader<'_>, budget: &Budget) -> Result<Vec<PlannedTensor>> {
+pub fn device_jobs(reader: &Reader<'_>, budget: &Budget) -> Result<Vec<DeviceTensor>> {
     reader.verify(budget)?;
     let m = reader.manifest();
     let prefix = budget.prefix_len.min(reader.available());
@@ -97,7 +97,7 @@ pub fn plan_budget(reader: &Reader<'_>, budget: &Budget) -> Result<Vec<PlannedTe
             n_blocks: budget.blocks_per_matrix.get(t).copied().unwrap_or(0) as usize,
             prefix,
         })?;
-        out.push(PlannedTensor {
+        out.push(DeviceTensor {
             name: entry.name.clone(),
             shape,
             job,
