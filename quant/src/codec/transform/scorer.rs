@@ -11,9 +11,13 @@
 //! `d_j = r_j - base_j`) into `const + sum (2 d_j s_j) c_j - s_j^2 c_j^2`. Zero-bit
 //! components only move the constant. K-means components get a table of their
 //! `2^b` possible contributions.
+//!
+//! The dot form is linear in the code's *bits* (bit `j` of component `j'`'s
+//! code weighs `u 2^j`), so it is scored with [`ByteTables`]: one lookup per code
+//! byte, whatever widths the bytes mix, instead of unpacking every component.
 
 use super::TransformCodec;
-use super::kernels::{linear_score, quadratic_score, table_offsets, table_score};
+use super::kernels::{ByteTables, bit_weights, quadratic_score, table_offsets, table_score};
 use super::layout::Layout;
 use super::quantizer::ComponentQuantizer;
 use crate::codec::Scorer;
@@ -23,8 +27,8 @@ use crate::metric::Metric;
 /// How the folded weights combine: which kernel a scorer runs.
 #[derive(Debug)]
 enum Terms {
-    /// `sum u_t c_t`.
-    Linear(Vec<f32>),
+    /// `sum u_t c_t`, as per-byte tables of the code's bits.
+    Bytes(ByteTables),
     /// `sum u_t c_t + v_t c_t^2`.
     Quadratic(Vec<f32>, Vec<f32>),
     /// `sum tables[offsets[t] + c_t]`.
@@ -98,7 +102,7 @@ impl<'a> FoldedScorer<'a> {
             if l2 {
                 Terms::Quadratic(u, v)
             } else {
-                Terms::Linear(u)
+                Terms::Bytes(ByteTables::new(&bit_weights(layout, &u)))
             }
         } else {
             let offsets = table_offsets(layout);
@@ -126,11 +130,15 @@ impl Scorer for FoldedScorer<'_> {
         self.layout.code_len()
     }
 
+    #[inline]
     fn score(&self, code: &[u8]) -> f32 {
         let l = self.layout;
+        if let Terms::Bytes(t) = &self.terms {
+            return self.constant + t.score(code);
+        }
         self.constant
             + match &self.terms {
-                Terms::Linear(u) => linear_score(l, code, u),
+                Terms::Bytes(t) => t.score(code),
                 Terms::Quadratic(u, v) => quadratic_score(l, code, u, v),
                 Terms::Table(t, o) => table_score(l, code, t, o),
             }
