@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::SERVER;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -139,7 +141,7 @@ async fn call_every_rpc(c: &mut Clients) -> Vec<(&'static str, Result<(), Status
 #[tokio::test]
 async fn api_key_is_required_on_every_rpc() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProc::start(dir.path(), &["--api-key", "s3cret"]);
+    let server = ServerProc::start(SERVER, dir.path(), &["--api-key", "s3cret"]);
     let mut good = clients(
         &server.url(),
         Key(Some(("authorization", "Bearer s3cret".into()))),
@@ -207,7 +209,7 @@ fn non_loopback_without_key_refuses_to_start() {
 #[tokio::test]
 async fn kill_9_keeps_every_acknowledged_point() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProc::start(dir.path(), &[]);
+    let server = ServerProc::start(SERVER, dir.path(), &[]);
     let mut c = clients(&server.url(), Key(None)).await;
     c.collections
         .create(pb::CreateCollectionRequest {
@@ -253,7 +255,7 @@ async fn kill_9_keeps_every_acknowledged_point() {
     let acked = acked.ids();
     assert!(acked.len() >= 400);
 
-    let server = ServerProc::start(dir.path(), &[]);
+    let server = ServerProc::start(SERVER, dir.path(), &[]);
     let mut c = clients(&server.url(), Key(None)).await;
     let mut missing = 0;
     for chunk in acked.chunks(500) {
@@ -277,7 +279,7 @@ async fn kill_9_keeps_every_acknowledged_point() {
 #[tokio::test]
 async fn sigterm_drains_and_syncs_unwaited_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProc::start(dir.path(), &[]);
+    let server = ServerProc::start(SERVER, dir.path(), &[]);
     let mut c = clients(&server.url(), Key(None)).await;
     c.collections
         .create(pb::CreateCollectionRequest {
@@ -301,7 +303,7 @@ async fn sigterm_drains_and_syncs_unwaited_writes() {
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 
-    let server = ServerProc::start(dir.path(), &[]);
+    let server = ServerProc::start(SERVER, dir.path(), &[]);
     let mut c = clients(&server.url(), Key(None)).await;
     let n = c
         .points

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::SERVER;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -113,7 +115,7 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_is_freed() {
     };
     let data: PathBuf = fs.path().join("data");
     let filler = fs.path().join("filler");
-    let mut server = ServerProc::start(&data, &[]);
+    let mut server = ServerProc::start(SERVER, &data, &[]);
     let mut c = clients(&server.url(), Key(None)).await;
     let mut config = common::config(DIM as u32);
     // Seals write files too; keep them out of the way of the WAL check.
@@ -182,7 +184,7 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_is_freed() {
 
     // And everything acknowledged survives a restart.
     assert!(server.terminate().success());
-    server = ServerProc::start(&data, &[]);
+    server = ServerProc::start(SERVER, &data, &[]);
     let mut c = clients(&server.url(), Key(None)).await;
     assert_eq!(common::count(&mut c, "docs").await, acked);
     all_readable(&mut c, acked).await;

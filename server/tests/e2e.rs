@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::SERVER;
+
 use common::{Key, ServerProc, clients, config, point, tenant_filter, vector};
 use octet_server::pb;
 use tonic::Code;
@@ -15,7 +17,7 @@ fn no_key() -> Key {
 #[tokio::test]
 async fn every_rpc_succeeds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProc::start(dir.path(), &[]);
+    let server = ServerProc::start(SERVER, dir.path(), &[]);
     let mut c = clients(&server.url(), no_key()).await;
 
     let info = c
@@ -284,7 +286,7 @@ fn assert_status(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, nee
 #[tokio::test]
 async fn bad_requests_get_precise_statuses_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProc::start(dir.path(), &[]);
+    let server = ServerProc::start(SERVER, dir.path(), &[]);
     let mut c = clients(&server.url(), no_key()).await;
     let create = |name: &str, cfg| pb::CreateCollectionRequest {
         name: name.into(),
@@ -528,7 +530,7 @@ async fn bad_requests_get_precise_statuses_and_change_nothing() {
 #[tokio::test]
 async fn overload_is_resource_exhausted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProc::start(dir.path(), &["--max-concurrent", "1"]);
+    let server = ServerProc::start(SERVER, dir.path(), &["--max-concurrent", "1"]);
     let mut c = clients(&server.url(), no_key()).await;
     c.collections
         .create(pb::CreateCollectionRequest {
@@ -584,7 +586,7 @@ async fn health_and_reflection_answer() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     // Health and reflection stay open even when an API key is set.
-    let server = ServerProc::start(dir.path(), &["--api-key", "k1"]);
+    let server = ServerProc::start(SERVER, dir.path(), &["--api-key", "k1"]);
     let ch = common::channel(&server.url()).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     for service in ["", "octet.v1.Search", "octet.v1.Points"] {

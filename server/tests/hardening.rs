@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::SERVER;
+
 use common::{Clients, Key, ServerProc, clients, config, point};
 use octet_server::pb;
 use tonic::Code;
@@ -189,7 +191,7 @@ async fn names_that_leave_the_data_directory_are_invalid_on_every_rpc() {
     let data = tempfile::tempdir().expect("tempdir");
     let outside = tempfile::tempdir().expect("tempdir");
     std::fs::write(outside.path().join("a.snapshot"), b"not yours").expect("write");
-    let server = ServerProc::start(data.path(), &[]);
+    let server = ServerProc::start(SERVER, data.path(), &[]);
     let mut c = clients(&server.url(), Key(None)).await;
     common::create(&mut c, "docs", config(DIM as u32)).await;
     let snap = c
@@ -384,7 +386,7 @@ async fn undecodable_requests_are_invalid_argument() {
     use prost::Message;
 
     let data = tempfile::tempdir().expect("tempdir");
-    let server = ServerProc::start(data.path(), &[]);
+    let server = ServerProc::start(SERVER, data.path(), &[]);
     let url = server.url();
     let mut c = clients(&url, Key(None)).await;
     common::create(&mut c, "docs", config(DIM as u32)).await;
@@ -461,7 +463,7 @@ async fn undecodable_requests_are_invalid_argument() {
 #[tokio::test]
 async fn a_repeated_id_is_stored_once_and_counted_once() {
     let data = tempfile::tempdir().expect("tempdir");
-    let server = ServerProc::start(data.path(), &[]);
+    let server = ServerProc::start(SERVER, data.path(), &[]);
     let mut c = clients(&server.url(), Key(None)).await;
     common::create(&mut c, "docs", config(DIM as u32)).await;
     let mut last = point(7, DIM, "last");

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::SERVER;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Key, ServerProc, clients, config, create, http_get, point};
@@ -126,6 +128,7 @@ fn check_histograms(types: &BTreeMap<String, String>, samples: &[Sample]) {
 async fn rest_probes_and_metrics_over_http() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, lines) = ServerProc::start_reading(
+        SERVER,
         dir.path(),
         &[
             "--api-key",
@@ -289,6 +292,7 @@ fn metrics_and_http_share_one_address_when_given_the_same() {
     let addr = probe.local_addr().expect("address").to_string();
     drop(probe);
     let (_server, lines) = ServerProc::start_reading(
+        SERVER,
         dir.path(),
         &["--http-addr", &addr, "--metrics-addr", &addr],
         2,

@@ -3,34 +3,19 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::ServerProc;
-
-fn python_has_grpc() -> bool {
-    Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use common::{SERVER, ServerProc};
+use octet_tests::{data, python};
 
 #[test]
 fn rag_example_runs_against_the_server() {
-    if !python_has_grpc() {
-        eprintln!(
-            "SKIPPED rag_example_runs_against_the_server: python3 cannot import grpc and \
-             grpc_tools (pip install grpcio grpcio-tools; .ci/run does)"
-        );
+    if !python::require("rag_example_runs_against_the_server", "grpc, grpc_tools") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProc::start(dir.path(), &["--api-key", "py-key"]);
-    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("clients")
-        .join("python")
-        .join("rag_example.py");
+    let server = ServerProc::start(SERVER, dir.path(), &["--api-key", "py-key"]);
+    let example = data::repo().join("clients/python/rag_example.py");
     let out = Command::new("python3")
         .arg(&example)
         .args(["--addr", &server.addr, "--api-key", "py-key"])

@@ -6,39 +6,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::ServerProc;
-
-fn python_can_import(modules: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().expect("run python3");
-    let text = format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use common::{SERVER, ServerProc};
+use octet_tests::data::{repo, shared_data};
+use octet_tests::python::{require, run};
 
 #[test]
 fn qdrant_descriptors_match_qdrant_client() {
-    if !python_can_import("qdrant_client") {
-        eprintln!(
-            "SKIPPED qdrant_descriptors_match_qdrant_client: python3 cannot import qdrant_client \
-             (.ci/run installs the pinned version)"
-        );
+    if !require("qdrant_descriptors_match_qdrant_client", "qdrant_client") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -54,23 +30,16 @@ fn qdrant_descriptors_match_qdrant_client() {
 
 #[test]
 fn qdrant_client_flow_against_the_server() {
-    if !python_can_import("qdrant_client, grpc_tools, numpy") {
-        eprintln!(
-            "SKIPPED qdrant_client_flow_against_the_server: python3 cannot import qdrant_client, \
-             grpc_tools and numpy (.ci/run installs them)"
-        );
+    let test = "qdrant_client_flow_against_the_server";
+    if !require(test, "qdrant_client, grpc_tools, numpy") {
         return;
     }
-    let data = repo().join("..").join("shared").join("data");
-    if !data.join("base.fvecs").exists() || !data.join("passages.jsonl").exists() {
-        eprintln!(
-            "SKIPPED qdrant_client_flow_against_the_server: no MiniLM data at {}",
-            data.display()
-        );
+    let Some(data) = shared_data(test, &["base.fvecs", "passages.jsonl"]) else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, lines) = ServerProc::start_reading(
+        SERVER,
         dir.path(),
         &["--api-key", "q-key", "--http-addr", "127.0.0.1:0"],
         1,
@@ -108,23 +77,16 @@ fn qdrant_client_flow_against_the_server() {
 
 #[test]
 fn langchain_vector_store_against_the_server() {
-    if !python_can_import("langchain_qdrant, langchain_core") {
-        eprintln!(
-            "SKIPPED langchain_vector_store_against_the_server: python3 cannot import \
-             langchain_qdrant (.ci/run installs the pinned version)"
-        );
+    let test = "langchain_vector_store_against_the_server";
+    if !require(test, "langchain_qdrant, langchain_core") {
         return;
     }
-    let data = repo().join("..").join("shared").join("data");
-    if !data.join("passages.jsonl").exists() {
-        eprintln!(
-            "SKIPPED langchain_vector_store_against_the_server: no passages at {}",
-            data.display()
-        );
+    let Some(data) = shared_data(test, &["passages.jsonl"]) else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, lines) = ServerProc::start_reading(
+        SERVER,
         dir.path(),
         &["--api-key", "lc-key", "--http-addr", "127.0.0.1:0"],
         1,

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::SERVER;
+
 use common::{Key, ServerProc, clients, config, point};
 use octet_server::pb;
 use tonic::Code;
@@ -27,6 +29,7 @@ async fn tls_from_pem_files_serves_and_plaintext_is_refused() {
     let (cert, key, cert_pem) = self_signed(dir.path());
     let data = dir.path().join("data");
     let server = ServerProc::start(
+        SERVER,
         &data,
         &[
             "--tls-cert",
@@ -125,6 +128,7 @@ async fn config_file_sets_limits_and_oversized_requests_are_resource_exhausted()
     let toml = dir.path().join("octet.toml");
     std::fs::write(&toml, "max_message_mib = 1\nmax_concurrent = 64\n").expect("write");
     let server = ServerProc::start(
+        SERVER,
         &dir.path().join("data"),
         &["--config", toml.to_str().expect("utf-8")],
     );

@@ -1,28 +1,13 @@
 //! `octet bench` driven as a user would: the real binary on the committed fixture of
 //! real MiniLM embeddings (1,000 base, 100 queries), and on broken input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data")
-        .join(name)
-}
+use octet_tests::data::fixture;
+use octet_tests::{Cli, path_str as path, text};
 
 fn octet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_octet"))
-        .args(args)
-        .output()
-        .expect("run octet")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+    Cli::new(env!("CARGO_BIN_EXE_octet")).run(args)
 }
 
 #[test]

@@ -2,86 +2,39 @@
 //! a free loopback port, the real `octet` binary as the client, the committed
 //! fixture of real MiniLM embeddings.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 
 use octet_quant::vecio::{read_fvecs, write_fvecs};
+use octet_tests::data::fixture;
+use octet_tests::{Cli, ServerProc, path_str, text};
 use serde_json::Value;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data")
-        .join(name)
-}
+const OCTET: &str = env!("CARGO_BIN_EXE_octet");
 
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// `octet serve` on 127.0.0.1:0; killed when dropped.
+/// `octet serve` on 127.0.0.1:0 and an `octet` client pointed at it (through
+/// OCTET_URL); the server is killed when dropped.
 struct Server {
-    child: Child,
-    url: String,
+    _proc: ServerProc,
+    cli: Cli,
 }
 
 impl Server {
     fn start(data: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_octet"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--data", path_str(data)])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .env_remove("OCTET_API_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn octet serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let proc = ServerProc::start(&[OCTET, "serve"], data, extra);
         Server {
-            child,
-            url: format!("http://{addr}"),
+            cli: Cli::new(OCTET).env("OCTET_URL", &proc.url()),
+            _proc: proc,
         }
-    }
-
-    /// Runs `octet ARGS` against this server (through OCTET_URL).
-    fn octet(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_octet"))
-            .args(args)
-            .env("OCTET_URL", &self.url)
-            .env_remove("OCTET_API_KEY")
-            .output()
-            .expect("run octet")
     }
 
     /// Runs `octet ARGS` and expects success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.octet(args);
-        assert!(
-            out.status.success(),
-            "octet {args:?} failed\nstdout:\n{}\nstderr:\n{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        self.cli.ok(args)
     }
 
     /// Runs `octet ARGS`, expects a failure, returns stderr.
     fn fails(&self, args: &[&str]) -> String {
-        let out = self.octet(args);
-        assert!(
-            !out.status.success(),
-            "octet {args:?} should fail\nstdout:\n{}",
-            text(&out.stdout)
-        );
-        text(&out.stderr)
+        self.cli.fails(args)
     }
 
     fn points(&self, collection: &str) -> u64 {
@@ -90,17 +43,6 @@ impl Server {
                 .expect("info json");
         info["stats"]["points"].as_u64().expect("points")
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Ids of the `k` best rows by dot product (the fixture's rows are unit vectors,
@@ -478,10 +420,7 @@ fn unreachable_server_is_an_error() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let out = Command::new(env!("CARGO_BIN_EXE_octet"))
-        .args(["collection", "list", "--addr", &format!("127.0.0.1:{port}")])
-        .output()
-        .expect("run octet");
+    let out = Cli::new(OCTET).run(&["collection", "list", "--addr", &format!("127.0.0.1:{port}")]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(

@@ -9,6 +9,7 @@ use std::process::Command;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::llama::{Cache, Config, Llama};
 use half::{bf16, f16};
+use octet_tests::{Cli, path_str};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::Dtype;
@@ -266,26 +267,20 @@ pub fn rel_max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
+const OCTET: &str = env!("CARGO_BIN_EXE_octet");
+
 pub fn octet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_octet"))
+    Cli::new(OCTET).command()
 }
 
 /// Runs `octet` with `args`, panicking with its stderr on failure; returns stdout.
 pub fn run_ok(args: &[&str]) -> String {
-    let out = octet().args(args).output().expect("octet runs");
-    assert!(
-        out.status.success(),
-        "octet {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
+    Cli::new(OCTET).ok(args)
 }
 
 /// Runs `octet` with `args` expecting failure; returns stderr.
 pub fn run_err(args: &[&str]) -> String {
-    let out = octet().args(args).output().expect("octet runs");
-    assert!(!out.status.success(), "octet {args:?} should have failed");
-    String::from_utf8(out.stderr).expect("utf-8 stderr")
+    Cli::new(OCTET).fails(args)
 }
 
 pub fn json(stdout: &str) -> serde_json::Value {
@@ -293,7 +288,7 @@ pub fn json(stdout: &str) -> serde_json::Value {
 }
 
 pub fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 temp path")
+    path_str(path)
 }
 
 pub fn tmp() -> tempfile::TempDir {
