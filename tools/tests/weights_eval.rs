@@ -191,6 +191,10 @@ fn sweep_tabulates_every_method_on_the_same_linears() {
         "3,6",
         "--n-iter",
         "4",
+        "--adaptive-bits",
+        "3.5,5,7",
+        "--adaptive-top",
+        "5",
         "--json",
         p(&js),
         "--csv",
@@ -211,7 +215,7 @@ fn sweep_tabulates_every_method_on_the_same_linears() {
             .unwrap_or_else(|| panic!("no row {m} {s}: {rows:?}"))
     };
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().expect("f64");
-    assert_eq!(rows.len(), 1 + 2 + 4 + 2 + 2 + 2);
+    assert_eq!(rows.len(), 1 + 2 + 4 + 2 + 2 + 2 + 3);
     let reference = find("reference", "dequantised");
     assert_eq!(f(reference, "delta_percent"), 0.0);
     assert_eq!(f(reference, "relative_error"), 0.0);
@@ -253,6 +257,16 @@ fn sweep_tabulates_every_method_on_the_same_linears() {
     assert_eq!(stack.len(), 2);
     assert!(f(stack[0], "bits_per_weight") <= 3.0 && f(stack[1], "bits_per_weight") <= 6.0);
     assert!(f(stack[0], "relative_error") > f(stack[1], "relative_error"));
+    // Adaptive: one nested-palette file, each budget at most its target, error
+    // falling as the budget grows.
+    let adaptive: Vec<&serde_json::Value> =
+        rows.iter().filter(|x| x["method"] == "adaptive").collect();
+    assert_eq!(adaptive.len(), 3);
+    for (a, target) in adaptive.iter().zip([3.5, 5.0, 7.0]) {
+        assert!(f(a, "bits_per_weight") <= target, "{a}");
+    }
+    assert!(f(adaptive[0], "relative_error") > f(adaptive[1], "relative_error"));
+    assert!(f(adaptive[1], "relative_error") > f(adaptive[2], "relative_error"));
     let csv_path = csv;
     let csv = std::fs::read_to_string(&csv_path).expect("csv");
     assert_eq!(csv.lines().count(), 1 + rows.len());
@@ -378,4 +392,71 @@ fn scaled_gptq_palettes_write_a_file_that_loads_and_evaluates() {
         "--no-calib",
     ]);
     assert!(err.contains("--gptq"), "{err}");
+}
+
+#[test]
+fn nested_palettes_write_one_file_whose_prefixes_evaluate() {
+    let dir = tmp();
+    let model = tiny_llama(25, None);
+    let input = path_in(&dir, "model");
+    write_hf_folder(&input, &model);
+    let text = path_in(&dir, "text.txt");
+    std::fs::write(&text, TEXT).expect("text");
+    let file = path_in(&dir, "n.octet");
+    let report = json(&run_ok(&[
+        "weights",
+        "palette",
+        "--input",
+        p(&input),
+        "--output",
+        p(&file),
+        "--bits",
+        "2",
+        "--group-cols",
+        "32",
+        "--nested-top",
+        "5",
+        "--calib-seq-len",
+        "32",
+        "--calib-samples",
+        "4",
+        "--json",
+    ]));
+    // The smallest budget is the bases alone (no step), the largest every step.
+    let budgets = report["budgets"].as_array().expect("budgets");
+    assert_eq!(budgets[0]["blocks"], 0);
+    assert_eq!(budgets.last().expect("last")["blocks"], 14 * 3);
+    let inspect = json(&run_ok(&["weights", "inspect", p(&file), "--json"]));
+    assert_eq!(
+        inspect["tensors_by_encoding"]["nested palette"]["tensors"],
+        14
+    );
+    let tokenizer = input.join("tokenizer.json");
+    let eval = |extra: &[&str]| {
+        let out = path_in(&dir, "e.json");
+        let mut a = vec![
+            "weights",
+            "eval",
+            "--model",
+            p(&file),
+            "--tokenizer",
+            p(&tokenizer),
+            "--text",
+            p(&text),
+            "--ctx",
+            "40",
+            "--json",
+            p(&out),
+        ];
+        a.extend_from_slice(extra);
+        run_ok(&a);
+        json(&std::fs::read_to_string(&out).expect("json"))
+    };
+    let (base, full) = (eval(&["--blocks", "0"]), eval(&[]));
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().expect("f64");
+    assert!(f(&base, "perplexity").is_finite() && f(&full, "perplexity").is_finite());
+    assert!(
+        f(&base, "linear_bits_per_weight") + 2.5 < f(&full, "linear_bits_per_weight"),
+        "{base} {full}"
+    );
 }

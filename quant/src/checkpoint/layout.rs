@@ -70,8 +70,13 @@ pub(super) fn layout(
         };
         *e = moved;
     }
-    let mut seen = vec![false; tensor_of.len()];
-    let mut missing = tensor_of.len();
+    // Only tensors that need a block (BitStack) bound the smallest budget.
+    let needs: Vec<bool> = tensor_of
+        .iter()
+        .map(|&t| pending[t].2.needs_a_block())
+        .collect();
+    let mut seen: Vec<bool> = needs.iter().map(|n| !n).collect();
+    let mut missing = needs.iter().filter(|&&n| n).count();
     let mut min_blocks = 0u32;
     for (j, b) in order.iter().enumerate() {
         if missing == 0 {

@@ -46,7 +46,7 @@ mod validate;
 pub mod writer;
 
 pub use budget::{Budget, BudgetLimit};
-pub use encoding::{BitStackBlockLayout, EncodeTensor, TensorEncoding};
+pub use encoding::{BitStackBlockLayout, EncodeTensor, NestedStepLayout, TensorEncoding};
 pub use manifest::{BlockEntry, BlockRef, Encoding, Manifest, MetaEntry, Section, TensorEntry};
 pub use mapped::MappedCheckpoint;
 pub use reader::Reader;
@@ -63,10 +63,11 @@ use crate::error::QuantError;
 pub const MAGIC: [u8; 8] = *b"OCTETWGT";
 /// The newest format version this code reads and writes. A file is written at the
 /// oldest version that can hold all its encodings
-/// ([`TensorEncoding::min_version`]): version 2 when it holds a scaled palette,
-/// version 1 otherwise, so files without one stay readable by version-1 readers.
+/// ([`TensorEncoding::min_version`]): version 3 when it holds a nested palette,
+/// version 2 when it holds a scaled palette, version 1 otherwise, so files stay
+/// readable by the oldest reader that knows all their encodings.
 /// The table of versions and encodings is `docs/checkpoint-format.md`.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The oldest format version this code reads.
 ///
 /// A version-1 file holding a scaled palette is accepted too: the release that

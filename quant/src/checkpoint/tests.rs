@@ -1,5 +1,6 @@
 use super::testutil::{
-    Encoded, Kind, SynthTensor, fixture_model, fixture_model_v2, llama_like, write,
+    Encoded, Kind, SynthTensor, fixture_model, fixture_model_v2, fixture_model_v3, llama_like,
+    write,
 };
 use super::*;
 use crate::bitstack::{BitStackMatrix, OrderPolicy};
@@ -50,6 +51,7 @@ fn full_budget_round_trip_matches_in_memory_encoding() {
             Encoded::BitStack(m) => m.rebuild(m.blocks.len()).expect("rebuild"),
             Encoded::Palette(p) => p.decode(),
             Encoded::ScaledPalette(p) => p.decode(),
+            Encoded::NestedPalette(p) => p.decode(p.steps.len()),
         };
         assert_eq!(got, want, "{}", t.name);
     }
@@ -187,6 +189,12 @@ fn sections(m: &Manifest) -> Vec<(String, Section)> {
             Encoding::Palette { data, .. } => out.push((format!("tensor `{n}` palette"), *data)),
             Encoding::ScaledPalette { data, .. } => {
                 out.push((format!("tensor `{n}` scaled palette"), *data))
+            }
+            Encoding::NestedPalette { base, steps, .. } => {
+                out.push((format!("tensor `{n}` nested palette base"), *base));
+                for (l, b) in steps.iter().enumerate() {
+                    out.push((format!("tensor `{n}` refinement step {l}"), b.section));
+                }
             }
             Encoding::BitStack { scales, blocks, .. } => {
                 if let Some(s) = scales {
@@ -436,6 +444,28 @@ const FIXTURE_V2: &str = concat!(
     "/src/checkpoint/fixtures/v2.octet"
 );
 
+const FIXTURE_V3: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/checkpoint/fixtures/v3.octet"
+);
+
+/// Writes the committed v3 fixture: `cargo test -p octet-quant -- --ignored regenerate_v3_fixture`.
+#[test]
+#[ignore]
+fn regenerate_v3_fixture() {
+    let (file, _, _) = write(&fixture_model_v3(), 3, &BlockOrdering::default());
+    std::fs::write(FIXTURE_V3, file).expect("write fixture");
+}
+
+#[test]
+fn v3_fixture_opens_and_decodes() {
+    // 3 BitStack levels and 2 + 2 refinement steps.
+    assert_eq!(
+        fixture_opens_and_decodes(FIXTURE_V3, &fixture_model_v3(), 7),
+        3
+    );
+}
+
 /// Writes the committed fixture: `cargo test -p octet-quant -- --ignored regenerate_v1_fixture`.
 /// Only for a deliberate format change, which must also bump [`VERSION`].
 #[test]
@@ -475,6 +505,9 @@ fn fixture_opens_and_decodes(path: &str, model: &[SynthTensor], n_blocks: usize)
             Encoded::Dense(v) => assert_eq!(&got, v, "{}", t.name),
             Encoded::Palette(p) => assert_eq!(got, p.decode(), "{}", t.name),
             Encoded::ScaledPalette(p) => assert_eq!(got, p.decode(), "{}", t.name),
+            Encoded::NestedPalette(p) => {
+                assert_eq!(got, p.decode(p.steps.len()), "{}", t.name)
+            }
             Encoded::BitStack(b) => {
                 let want = scaled_err(t, &b.rebuild(3).expect("rebuild"));
                 let err = scaled_err(t, &got);
@@ -542,7 +575,7 @@ fn a_scaled_palette_makes_the_file_version_2_and_v1_files_with_one_still_read() 
             .rebuild_tensor(name, &full)
             .expect("rebuilds")
     );
-    for v in [0, 3] {
+    for v in [0, 4] {
         let err = Reader::new(&with_version(&scaled, v)).expect_err("unknown version");
         assert!(
             reason(err).contains(&format!("unsupported format version {v}")),

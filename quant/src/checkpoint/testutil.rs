@@ -4,16 +4,32 @@ use rand::{Rng, SeedableRng};
 
 use super::{BlockOrdering, CheckpointWriter, Manifest};
 use crate::bitstack::{BitStackConfig, BitStackMatrix, decompose};
-use crate::palette::{PaletteConfig, PaletteTensor, ScaledPalette, palettize, palettize_scaled};
+use crate::palette::{
+    NestedPalette, PaletteConfig, PaletteTensor, ScaledPalette, nest_scaled, palettize,
+    palettize_scaled,
+};
 
 /// How a synthetic tensor is stored.
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
     F16,
     F32,
-    BitStack { scales: Option<Vec<f32>> },
-    Palette { bits: u8, group_rows: usize },
-    ScaledPalette { bits: u8, group_cols: usize },
+    BitStack {
+        scales: Option<Vec<f32>>,
+    },
+    Palette {
+        bits: u8,
+        group_rows: usize,
+    },
+    ScaledPalette {
+        bits: u8,
+        group_cols: usize,
+    },
+    NestedPalette {
+        base: u8,
+        top: u8,
+        group_cols: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +47,7 @@ pub(crate) enum Encoded {
     BitStack(BitStackMatrix),
     Palette(PaletteTensor),
     ScaledPalette(ScaledPalette),
+    NestedPalette(NestedPalette),
 }
 
 /// Gaussian-ish weights with per-input-channel scales (a few outlier channels) and a
@@ -194,6 +211,42 @@ pub(crate) fn fixture_model_v2() -> Vec<SynthTensor> {
     ]
 }
 
+/// The model the committed v3 fixture was written from: a BitStack tensor beside two
+/// nested palettes, the encoding version 3 introduced.
+pub(crate) fn fixture_model_v3() -> Vec<SynthTensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2027);
+    let r = &mut rng;
+    vec![
+        tensor("embed.weight", &[4, 16], Kind::F16, r),
+        tensor(
+            "layers.0.attn.q_proj.weight",
+            &[16, 16],
+            Kind::BitStack { scales: None },
+            r,
+        ),
+        tensor(
+            "layers.0.mlp.up_proj.weight",
+            &[12, 33],
+            Kind::NestedPalette {
+                base: 2,
+                top: 4,
+                group_cols: 16,
+            },
+            r,
+        ),
+        tensor(
+            "layers.0.mlp.down_proj.weight",
+            &[9, 40],
+            Kind::NestedPalette {
+                base: 3,
+                top: 5,
+                group_cols: 32,
+            },
+            r,
+        ),
+    ]
+}
+
 /// Encodes and writes `model`; returns the file, its manifest and what was encoded.
 pub(crate) fn write(
     model: &[SynthTensor],
@@ -247,6 +300,17 @@ pub(crate) fn write(
                 wr.add_scaled_palette(&t.name, &p)
                     .expect("add scaled palette");
                 enc.push(Encoded::ScaledPalette(p));
+            }
+            Kind::NestedPalette {
+                base,
+                top,
+                group_cols,
+            } => {
+                let p = nest_scaled(&t.w, t.shape[0], t.shape[1], None, *base, *top, *group_cols)
+                    .expect("nested palette");
+                wr.add_nested_palette(&t.name, &p)
+                    .expect("add nested palette");
+                enc.push(Encoded::NestedPalette(p));
             }
         }
     }

@@ -208,7 +208,11 @@ fn check_order(m: &Manifest, resident_end: u64, src: &Path) -> Result<()> {
     }
     let mut next = vec![0u32; m.tensors.len()];
     let mut has_block = vec![false; m.tensors.len()];
-    let mut missing = m.tensors.iter().filter(|t| t.encoding.has_blocks()).count();
+    let mut missing = m
+        .tensors
+        .iter()
+        .filter(|t| t.encoding.has_blocks() && t.encoding.needs_a_block())
+        .count();
     let mut min_blocks = 0usize;
     for (j, b) in m.block_order.iter().enumerate() {
         let t = b.tensor as usize;
@@ -217,9 +221,7 @@ fn check_order(m: &Manifest, resident_end: u64, src: &Path) -> Result<()> {
             _ => {
                 return Err(format_err(
                     src,
-                    format!(
-                        "block order entry {j} names tensor {t}, which is not a BitStack tensor"
-                    ),
+                    format!("block order entry {j} names tensor {t}, which has no blocks"),
                 ));
             }
         };
@@ -254,7 +256,8 @@ fn check_order(m: &Manifest, resident_end: u64, src: &Path) -> Result<()> {
             ));
         }
         if missing > 0 {
-            if !std::mem::replace(&mut has_block[t], true) {
+            if !std::mem::replace(&mut has_block[t], true) && m.tensors[t].encoding.needs_a_block()
+            {
                 missing -= 1;
             }
             min_blocks = j + 1;

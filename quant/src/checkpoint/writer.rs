@@ -16,7 +16,7 @@ use super::{
 };
 use crate::bitstack::{BitStackMatrix, BlockId, MatrixBlocks, OrderPolicy, global_order};
 use crate::error::{QuantError, Result};
-use crate::palette::{PaletteTensor, ScaledPalette};
+use crate::palette::{NestedPalette, PaletteTensor, ScaledPalette};
 
 /// How [`CheckpointWriter::finish`] orders BitStack blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,14 +46,14 @@ impl Default for BlockOrdering {
 /// copied. Disk use is twice the checkpoint (spill plus output); memory is one copy
 /// buffer.
 ///
-/// # File layout (format versions 1 and 2)
+/// # File layout (format versions 1 to 3)
 ///
 /// All integers little-endian.
 ///
 /// | offset | bytes | field |
 /// |---|---|---|
 /// | 0 | 8 | magic `"OCTETWGT"` |
-/// | 8 | 4 | format version (`u32`): 2 if a tensor is a scaled palette, else 1 |
+/// | 8 | 4 | format version (`u32`): 3 if a tensor is a nested palette, else 2 if one is a scaled palette, else 1 |
 /// | 12 | 4 | flags (`u32`, 0; a reader rejects unknown bits) |
 /// | 16 | 8 | manifest offset (`u64`, always 64) |
 /// | 24 | 8 | manifest length `L` (`u64`, at most 64 MiB) |
@@ -65,7 +65,7 @@ impl Default for BlockOrdering {
 /// | 60 | 4 | CRC-32C of bytes 0..60 (`u32`) |
 /// | 64 | `L` | rkyv-archived [`Manifest`], zero padding up to `D` |
 /// | `D` | | resident sections, in tensor order: f16/f32 data, BitStack scales, palettes |
-/// | | | BitStack blocks, in the manifest's `block_order` |
+/// | | | blocks (BitStack levels, nested palette steps), in the manifest's `block_order` |
 ///
 /// Every section starts on a 64-byte boundary, with zero padding between sections;
 /// its offset, length and CRC-32C are in the manifest. What a section holds is up to
@@ -222,6 +222,14 @@ impl<S: Read + Write + Seek> CheckpointWriter<S> {
 
     /// Adds a scaled palette (`shape = [rows, cols]`).
     pub fn add_scaled_palette(&mut self, name: &str, p: &ScaledPalette) -> Result<()> {
+        self.add(name, p)
+    }
+
+    /// Adds a nested scaled palette (`shape = [rows, cols]`): its base is resident,
+    /// its refinement steps are blocks with their gain as importance. Order them
+    /// with [`OrderPolicy::Greedy`] and `min_levels: 0` so a budget may load the
+    /// base alone.
+    pub fn add_nested_palette(&mut self, name: &str, p: &NestedPalette) -> Result<()> {
         self.add(name, p)
     }
 

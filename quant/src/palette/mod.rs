@@ -36,10 +36,12 @@
 //! ```
 
 pub mod gptq;
+pub mod nested;
 pub mod pack;
 pub mod scaled;
 
 pub use gptq::{GptqConfig, GptqReport, palettize_gptq, scaled_gptq};
+pub use nested::{NestedPalette, NestedStep, nest_scaled};
 pub use pack::{index_row_bytes, pack_row, unpack_indices, unpack_lookup, unpack_lookup_scalar};
 pub use scaled::{ScaledLayout, ScaledPalette, palettize_scaled};
 

@@ -131,11 +131,21 @@ impl ScaledLayout {
     }
 
     fn decode_parts(&self, table: &[f32], params: &[f32], codes: &[u8], idx: &[u8]) -> Vec<f32> {
-        let (rb, cb, nb) = (
-            index_row_bytes(self.cols, self.bits),
-            self.code_row_bytes(),
-            self.blocks(),
-        );
+        let rb = index_row_bytes(self.cols, self.bits);
+        self.decode_with(params, codes, |r, row| {
+            unpack_lookup(&idx[r * rb..(r + 1) * rb], self.bits, table, row);
+        })
+    }
+
+    /// Decodes with `lookup(r, row)` filling row `r` with table values, then applies
+    /// each block's scale and offset ([`super::nested`] widens the indices first).
+    pub(crate) fn decode_with(
+        &self,
+        params: &[f32],
+        codes: &[u8],
+        lookup: impl Fn(usize, &mut [f32]) + Sync,
+    ) -> Vec<f32> {
+        let (cb, nb) = (self.code_row_bytes(), self.blocks());
         let mut out = vec![0f32; self.rows * self.cols];
         if self.cols == 0 {
             return out;
@@ -143,7 +153,7 @@ impl ScaledLayout {
         out.par_chunks_mut(self.cols)
             .enumerate()
             .for_each(|(r, row)| {
-                unpack_lookup(&idx[r * rb..(r + 1) * rb], self.bits, table, row);
+                lookup(r, row);
                 let mut c = vec![0u8; 2 * nb];
                 unpack_indices(&codes[r * cb..(r + 1) * cb], CODE_BITS, &mut c);
                 let (d, m) = (params[2 * r], params[2 * r + 1]);

@@ -13,14 +13,15 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use octet_quant::bitstack::OrderPolicy;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
 use octet_quant::palette::{
-    GptqConfig, GptqReport, PaletteConfig, PaletteTensor, ScaledPalette, palettize, palettize_gptq,
-    palettize_scaled, scaled_gptq,
+    GptqConfig, GptqReport, NestedPalette, PaletteConfig, PaletteTensor, ScaledPalette,
+    nest_scaled, palettize, palettize_gptq, palettize_scaled, scaled_gptq,
 };
 use serde::Serialize;
 
-use super::inspect::{BudgetRow, budget_rows};
+use super::inspect::{BudgetRow, budget_rows, print_budget_table};
 use super::prepare::{Prepared, WriteSummary, finish_to, prepare, spill_for};
 use super::size::human_bytes;
 use super::{CalibArgs, GptqArgs, InputArgs, bar};
@@ -44,6 +45,18 @@ pub struct PaletteArgs {
     /// block size; 4 bits then cost about 4.4 bits per weight).
     #[arg(long, value_name = "N")]
     group_cols: Option<usize>,
+    /// Budget-adaptive (format version 3): a scaled palette of --bits bits as the
+    /// always-loaded base, plus refinement steps of one bit per weight up to this many
+    /// bits, stored after every base in one order by calibration-weighted error
+    /// removed per byte, so any budget between base and top is a prefix of the file
+    /// (`plan`, `eval --budget`). Needs --group-cols; not with --gptq.
+    #[arg(
+        long,
+        value_name = "BITS",
+        requires = "group_cols",
+        conflicts_with = "gptq"
+    )]
+    nested_top: Option<u8>,
     #[command(flatten)]
     calib: CalibArgs,
     #[command(flatten)]
@@ -88,6 +101,8 @@ pub enum Fitted {
     Plain(PaletteTensor),
     /// One table, scale and offset per block.
     Scaled(ScaledPalette),
+    /// A scaled palette base with refinement steps (measured here with all steps).
+    Nested(NestedPalette),
 }
 
 impl Fitted {
@@ -96,6 +111,15 @@ impl Fitted {
         match self {
             Fitted::Plain(p) => p.bits_per_weight(),
             Fitted::Scaled(p) => p.bits_per_weight(),
+            Fitted::Nested(p) => {
+                let numel = p.base.layout.rows * p.base.layout.cols;
+                let steps: usize = p
+                    .steps
+                    .iter()
+                    .map(|s| 2 * s.table.len() + s.plane.len())
+                    .sum();
+                p.base.bits_per_weight() + 8.0 * steps as f64 / numel.max(1) as f64
+            }
         }
     }
 
@@ -104,6 +128,7 @@ impl Fitted {
         match self {
             Fitted::Plain(p) => p.decode(),
             Fitted::Scaled(p) => p.decode(),
+            Fitted::Nested(p) => p.decode(p.steps.len()),
         }
     }
 
@@ -111,6 +136,7 @@ impl Fitted {
         match self {
             Fitted::Plain(p) => (p.layout.rows, p.layout.cols),
             Fitted::Scaled(p) => (p.layout.rows, p.layout.cols),
+            Fitted::Nested(p) => (p.base.layout.rows, p.base.layout.cols),
         }
     }
 
@@ -122,6 +148,7 @@ impl Fitted {
         match self {
             Fitted::Plain(p) => w.add_palette(name, p),
             Fitted::Scaled(p) => w.add_scaled_palette(name, p),
+            Fitted::Nested(p) => w.add_nested_palette(name, p),
         }
         .with_context(|| format!("storing `{name}`"))
     }
@@ -216,7 +243,24 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         .linears
         .iter()
         .map(|name| {
-            let (p, rep) = palettize_linear(&prep, name, &cfg, args.group_cols, gptq.as_ref())?;
+            let (p, rep) = match (args.nested_top, args.group_cols) {
+                (Some(top), Some(gc)) => {
+                    let t = &prep.model.tensors[name];
+                    let imp = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
+                    let p = nest_scaled(
+                        &t.data,
+                        t.shape[0],
+                        t.shape[1],
+                        imp.as_deref(),
+                        args.bits,
+                        top,
+                        gc,
+                    )
+                    .with_context(|| format!("nested palette of `{name}`"))?;
+                    (Fitted::Nested(p), None)
+                }
+                _ => palettize_linear(&prep, name, &cfg, args.group_cols, gptq.as_ref())?,
+            };
             let err = relative_error(&prep.model.tensors[name].data, &p);
             pb.inc(1);
             Ok((p, err, rep))
@@ -242,7 +286,15 @@ pub fn run(args: PaletteArgs) -> Result<()> {
             &format!("gptq: {} rounds, damping {}, act order", g.rounds, g.damp),
         )?;
     }
-    let manifest = finish_to(writer, &BlockOrdering::default(), &args.output)?;
+    if let Some(top) = args.nested_top {
+        writer.add_metadata("palette.nested_top", &top.to_string())?;
+    }
+    // Nested palettes need no step at the smallest budget: their bases stand alone.
+    let ordering = match args.nested_top {
+        Some(_) => BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 }),
+        None => BlockOrdering::default(),
+    };
+    let manifest = finish_to(writer, &ordering, &args.output)?;
     let write_s = t_write.elapsed().as_secs_f64();
 
     let matrices: Vec<MatrixReport> = prep
@@ -276,7 +328,7 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         group_rows: args.group,
         group_cols: args.group_cols,
         gptq: gptq.is_some(),
-        budgets: budget_rows(&manifest, 2),
+        budgets: budget_rows(&manifest, if args.nested_top.is_some() { 9 } else { 2 }),
         matrices,
     };
     if args.json {
@@ -312,6 +364,10 @@ pub fn run(args: PaletteArgs) -> Result<()> {
             "{:.3} bits/weight over all weights, {:.3} over the palettized tensors; weighted mean relative error {:.4}",
             b.bits_per_weight, b.compressed_bits_per_weight, mean_err
         );
+    }
+    if args.nested_top.is_some() {
+        println!("budgets (every one a prefix of the file):");
+        print_budget_table(&report.budgets);
     }
     if gptq.is_some() {
         let mean = |f: fn(&MatrixReport) -> Option<f64>| {

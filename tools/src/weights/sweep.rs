@@ -15,9 +15,9 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
-use octet_quant::checkpoint::MappedCheckpoint;
 use octet_quant::checkpoint::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Reader};
-use octet_quant::palette::PaletteConfig;
+use octet_quant::checkpoint::{Manifest, MappedCheckpoint};
+use octet_quant::palette::{PaletteConfig, nest_scaled};
 use octet_tools::model::calib;
 use octet_tools::model::llama::LlamaForward;
 use octet_tools::model::peers::{KQuant, Rtn};
@@ -101,6 +101,22 @@ pub struct SweepArgs {
     /// BitStack budgets, in bits per weight over the linears (the bare flag skips them).
     #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1.5,2,2.5,3,3.5,4,4.5,5")]
     stack_bits: Vec<f64>,
+    /// Adaptive budgets, in bits per weight over the linears, all read from one
+    /// nested-palette file (the bare flag skips them): every linear a scaled palette
+    /// of --adaptive-base bits plus one-bit refinement steps up to --adaptive-top,
+    /// the steps of all linears in one order by calibration-weighted error removed
+    /// per byte.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "2.5,2.75,3,3.25,3.5,3.75,4,4.5,5,6")]
+    adaptive_bits: Vec<f64>,
+    /// Bits of the adaptive file's base palette.
+    #[arg(long, default_value_t = 2)]
+    adaptive_base: u8,
+    /// Bits the adaptive file's last refinement step reaches.
+    #[arg(long, default_value_t = 6)]
+    adaptive_top: u8,
+    /// Weights per scale/offset block of the adaptive file's base palette.
+    #[arg(long, default_value_t = 32)]
+    adaptive_group_cols: usize,
     /// Blocks per matrix of the BitStack decomposition.
     #[arg(long, default_value_t = 16)]
     n_iter: usize,
@@ -399,6 +415,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
     if !args.stack_bits.is_empty() {
         bitstack_ladder(&mut cx, &args)?;
     }
+    if !args.adaptive_bits.is_empty() {
+        adaptive_ladder(&mut cx, &args)?;
+    }
 
     let report = SweepReport {
         model: args.input.input.clone(),
@@ -473,30 +492,9 @@ fn bitstack_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
             );
         }
     }
-    let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
     let method = format!("BitStack ({ordering})");
-    for &target in &args.stack_bits {
-        // Bits over the linears grow with the block count: the most blocks within target.
-        let bits_at = |n: usize| -> Result<f64> {
-            Ok(budget_row(m, &Budget::fit(m, BudgetLimit::Blocks(n))?).compressed_bits_per_weight)
-        };
-        if bits_at(lo)? > target {
-            eprintln!(
-                "BitStack: {target} bits/weight is below the smallest budget ({:.3}); skipped",
-                bits_at(lo)?
-            );
-            continue;
-        }
-        let (mut a, mut b) = (lo, hi);
-        while a < b {
-            let mid = (a + b).div_ceil(2);
-            if bits_at(mid)? <= target {
-                a = mid;
-            } else {
-                b = mid - 1;
-            }
-        }
-        let budget = Budget::fit(m, BudgetLimit::Blocks(a))?;
+    for budget in budgets_within(m, &args.stack_bits, "BitStack")? {
+        let a = budget.n_blocks;
         let bits = budget_row(m, &budget).compressed_bits_per_weight;
         let t1 = Instant::now();
         let lin: Replaced = cx
@@ -514,6 +512,121 @@ fn bitstack_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
         cx.record(&method, format!("{a} blocks"), bits, Some(lin), q)?;
     }
     Ok(())
+}
+
+/// The largest budget of `m` at or below each target in bits per weight over the
+/// compressed tensors; targets below the smallest budget are skipped with a note.
+fn budgets_within(m: &Manifest, targets: &[f64], label: &str) -> Result<Vec<Budget>> {
+    let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
+    // Bits over the linears grow with the block count: the most blocks within target.
+    let bits_at = |n: usize| -> Result<f64> {
+        Ok(budget_row(m, &Budget::fit(m, BudgetLimit::Blocks(n))?).compressed_bits_per_weight)
+    };
+    let mut out = Vec::new();
+    for &target in targets {
+        if bits_at(lo)? > target {
+            eprintln!(
+                "{label}: {target} bits/weight is below the smallest budget ({:.3}); skipped",
+                bits_at(lo)?
+            );
+            continue;
+        }
+        let (mut a, mut b) = (lo, hi);
+        while a < b {
+            let mid = (a + b).div_ceil(2);
+            if bits_at(mid)? <= target {
+                a = mid;
+            } else {
+                b = mid - 1;
+            }
+        }
+        out.push(Budget::fit(m, BudgetLimit::Blocks(a))?);
+    }
+    Ok(out)
+}
+
+/// The adaptive rows: one nested-palette file written in memory, every budget a
+/// prefix of it, rebuilt from the file.
+fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let bytes = nested_in_memory(
+        cx.prep,
+        args.adaptive_base,
+        args.adaptive_top,
+        args.adaptive_group_cols,
+    )?;
+    let build_s = t0.elapsed().as_secs_f64();
+    let reader = Reader::new(&bytes)?;
+    let m = reader.manifest();
+    eprintln!(
+        "adaptive: one file of {} bytes ({} refinement steps) built in {build_s:.0}s",
+        bytes.len(),
+        m.block_order.len()
+    );
+    for budget in budgets_within(m, &args.adaptive_bits, "adaptive")? {
+        let bits = budget_row(m, &budget).compressed_bits_per_weight;
+        let t1 = Instant::now();
+        let lin: Replaced = cx
+            .prep
+            .linears
+            .par_iter()
+            .map(|n| Ok(reader.rebuild_tensor(n, &budget)?))
+            .collect::<Result<_>>()?;
+        let q = t1.elapsed().as_secs_f64()
+            + if cx.rows.iter().any(|r| r.method == "adaptive") {
+                0.0
+            } else {
+                build_s
+            };
+        cx.record(
+            "adaptive",
+            format!("{} steps", budget.n_blocks),
+            bits,
+            Some(lin),
+            q,
+        )?;
+    }
+    Ok(())
+}
+
+/// Fits a nested scaled palette to every linear (importance-weighted when
+/// calibrated) and writes the file to memory, steps ordered by gain per byte.
+fn nested_in_memory(prep: &Prepared, base: u8, top: u8, group_cols: usize) -> Result<Vec<u8>> {
+    let pb = bar(prep.linears.len() as u64, "nesting palettes");
+    let nested = prep
+        .linears
+        .par_iter()
+        .map(|name| {
+            let t = &prep.model.tensors[name];
+            let imp = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
+            let p = nest_scaled(
+                &t.data,
+                t.shape[0],
+                t.shape[1],
+                imp.as_deref(),
+                base,
+                top,
+                group_cols,
+            )
+            .with_context(|| format!("nested palette of `{name}`"));
+            pb.inc(1);
+            p
+        })
+        .collect::<Result<Vec<_>>>()?;
+    pb.finish_and_clear();
+    let mut w = CheckpointWriter::in_memory();
+    prep.add_resident(&mut w)?;
+    for (name, p) in prep.linears.iter().zip(&nested) {
+        w.add_nested_palette(name, p)?;
+    }
+    drop(nested);
+    prep.add_metadata(&mut w, "nested palette")?;
+    let mut out = Vec::new();
+    w.finish(
+        &BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 }),
+        &mut out,
+    )?;
+    Ok(out)
 }
 
 /// Decomposes every linear (activation-aware scales when calibrated) and writes the

@@ -7,6 +7,7 @@
 //! | [`Encoding::BitStack`] | `bitstack.rs` | per-channel scales (optional) | one per level, in the global order | v1 |
 //! | [`Encoding::Palette`] | `palette.rs` | tables then packed indices | - | v1 |
 //! | [`Encoding::ScaledPalette`] | `scaled_palette.rs` | table, row parameters, block codes, indices | - | v2 |
+//! | [`Encoding::NestedPalette`] | `nested_palette.rs` | a scaled palette base | one per extra bit (table, bit plane), in the global order | v3 |
 //!
 //! Everything else in the checkpoint code (layout, validation, reading, budgets, the
 //! GPU plan) and in `octet weights` (inspect, plan, repack) goes through the trait: it
@@ -21,6 +22,7 @@
 
 mod bitstack;
 mod dense;
+mod nested_palette;
 mod palette;
 mod scaled_palette;
 
@@ -28,6 +30,7 @@ use std::path::Path;
 
 pub use bitstack::BitStackBlockLayout;
 pub use dense::{DenseTensor, DenseType};
+pub use nested_palette::NestedStepLayout;
 
 pub(crate) use super::align_usize;
 use super::manifest::{BlockEntry, Section};
@@ -88,6 +91,20 @@ mod variants {
             /// Table, row parameters, block codes, then packed indices.
             data: Section,
         },
+        /// A nested scaled palette (`shape = [rows, cols]`): a scaled palette base of
+        /// `bits` bits, always loaded, and refinement steps loaded in the global
+        /// order, step `l` raising the tensor to `bits + l + 1` bits. Format version 3.
+        NestedPalette {
+            /// Bits per index of the base (2..=8).
+            bits: u8,
+            /// Weights per block along a row.
+            group_cols: u32,
+            /// The base, laid out as [`crate::palette::ScaledLayout`] says.
+            base: Section,
+            /// Refinement steps in order, laid out as [`super::NestedStepLayout`]
+            /// says; where each lies in the file follows the global order.
+            steps: Vec<BlockEntry>,
+        },
     }
 }
 
@@ -130,6 +147,17 @@ impl Encoding {
                 group_cols: *group_cols,
                 data: *data,
             }),
+            Encoding::NestedPalette {
+                bits,
+                group_cols,
+                base,
+                steps,
+            } => Box::new(nested_palette::Nested {
+                bits: *bits,
+                group_cols: *group_cols,
+                base: *base,
+                steps,
+            }),
         }
     }
 
@@ -146,6 +174,12 @@ impl Encoding {
     /// Whether the tensor loads progressively, block by block in the global order.
     pub fn has_blocks(&self) -> bool {
         self.view().has_blocks()
+    }
+
+    /// Whether every budget must load at least one of its blocks (a BitStack tensor
+    /// with none rebuilds as zero; a nested palette's base stands alone).
+    pub fn needs_a_block(&self) -> bool {
+        self.view().needs_a_block()
     }
 
     /// The oldest format version that can hold this encoding.
@@ -198,6 +232,7 @@ impl Encoding {
 pub(crate) fn archived_block_count(e: &ArchivedEncoding) -> usize {
     match e {
         ArchivedEncoding::BitStack { blocks, .. } => blocks.len(),
+        ArchivedEncoding::NestedPalette { steps, .. } => steps.len(),
         _ => 0,
     }
 }
@@ -218,6 +253,12 @@ pub trait TensorEncoding<'a>: std::fmt::Debug {
     /// Whether the tensor has blocks that load progressively in the global order.
     fn has_blocks(&self) -> bool {
         false
+    }
+
+    /// Whether every budget loads at least the first block (the manifest's
+    /// `min_blocks` covers it); only meaningful with blocks.
+    fn needs_a_block(&self) -> bool {
+        self.has_blocks()
     }
 
     /// The oldest format version that can hold this encoding; the writer stamps the

@@ -1,0 +1,384 @@
+//! [`Encoding::NestedPalette`]: a scaled palette base (resident) and refinement steps
+//! (blocks in the global order), each adding one bit per weight, so a budget that
+//! loads `n` steps of a tensor reads a `bits + n`-bit palette (Any-Precision LLM's
+//! nesting; the fitting lives in [`crate::palette::nested`]).
+//!
+//! The base section is laid out exactly as [`ScaledLayout`] (its table is the one
+//! used with no step loaded); step `l` (0-based) is laid out as [`NestedStepLayout`]
+//! for `bits + l + 1` bits. Format version 3: older readers refuse the file by its
+//! header.
+
+use half::f16;
+
+use super::{Check, EncodeTensor, Encoding, Source, TensorEncoding, align_usize};
+use crate::checkpoint::manifest::{BlockEntry, Section};
+use crate::error::{QuantError, Result};
+use crate::palette::nested::{MAX_BITS, NestedPalette, decode_nested, plane_row_bytes};
+use crate::palette::{ScaledLayout, index_row_bytes};
+
+/// Where the parts of one refinement step lie in its section (offsets relative to
+/// the section start, each part 64-byte aligned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NestedStepLayout {
+    /// The refined table: `2^bits` f16 little-endian, ascending.
+    pub table: (usize, usize),
+    /// The bit plane: `rows * ceil(cols / 8)` bytes, bit `j % 8` (LSB first) of byte
+    /// `j / 8` of a row chooses child `2i + 1` of the weight's previous level `i`.
+    pub plane: (usize, usize),
+    /// Section length.
+    pub len: usize,
+}
+
+impl NestedStepLayout {
+    /// The layout of a step of a `rows x cols` tensor reaching `bits` bits (3..=8);
+    /// `None` if out of range or a size overflows.
+    pub fn new(rows: usize, cols: usize, bits: u8) -> Option<NestedStepLayout> {
+        if !(3..=MAX_BITS).contains(&bits) {
+            return None;
+        }
+        let table_len = 2usize << bits;
+        let plane_off = align_usize(table_len)?;
+        let plane_len = rows.checked_mul(plane_row_bytes(cols))?;
+        Some(NestedStepLayout {
+            table: (0, table_len),
+            plane: (plane_off, plane_len),
+            len: plane_off.checked_add(plane_len)?,
+        })
+    }
+}
+
+/// The view of a nested palette entry.
+#[derive(Debug)]
+pub(super) struct Nested<'a> {
+    pub bits: u8,
+    pub group_cols: u32,
+    pub base: Section,
+    pub steps: &'a [BlockEntry],
+}
+
+fn f16s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(2)
+        .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+        .collect()
+}
+
+impl<'a> TensorEncoding<'a> for Nested<'a> {
+    fn name(&self) -> &'static str {
+        "nested palette"
+    }
+
+    fn has_blocks(&self) -> bool {
+        true
+    }
+
+    fn needs_a_block(&self) -> bool {
+        // The base alone is a complete tensor.
+        false
+    }
+
+    fn min_version(&self) -> u32 {
+        3
+    }
+
+    fn resident(&self) -> Vec<(Section, &'static str)> {
+        vec![(self.base, "nested palette base")]
+    }
+
+    fn blocks(&self) -> &'a [BlockEntry] {
+        self.steps
+    }
+
+    fn with_sections(&self, resident: &[Section], blocks: Vec<BlockEntry>) -> Encoding {
+        Encoding::NestedPalette {
+            bits: self.bits,
+            group_cols: self.group_cols,
+            base: resident.first().copied().unwrap_or(self.base),
+            steps: blocks,
+        }
+    }
+
+    fn validate(&self, t: &Check<'_>) -> Result<()> {
+        let (rows, cols) = t.matrix()?;
+        let (bits, group_cols, n) = (self.bits, self.group_cols, self.steps.len());
+        let layout = ScaledLayout::new(rows, cols, bits, group_cols as usize)
+            .filter(|_| (group_cols as usize) <= cols.max(1));
+        if layout.is_none() || usize::from(bits) + n > usize::from(MAX_BITS) {
+            return Err(t.error(format!(
+                "tensor `{}`: nested palette of {bits} bits with {n} steps, blocks of {group_cols} weights; expected 2..=8 bits, at most 8 bits with the steps, and 1..={cols} weights",
+                t.name
+            )));
+        }
+        t.section(&self.base, layout.map(|x| x.len), "nested palette base")?;
+        for (l, s) in self.steps.iter().enumerate() {
+            let want = NestedStepLayout::new(rows, cols, bits + l as u8 + 1).map(|x| x.len);
+            t.section(&s.section, want, &format!("refinement step {l}"))?;
+        }
+        Ok(())
+    }
+
+    fn rebuild(&self, t: &Source<'_>) -> Result<Vec<f32>> {
+        let ((rows, cols), name, n) = (t.matrix(), t.name, t.n_blocks);
+        if n > self.steps.len() {
+            return Err(QuantError::InvalidConfig {
+                field: "budget.blocks_per_matrix",
+                reason: format!(
+                    "tensor `{name}` has {} refinement steps, the budget asks for {n}",
+                    self.steps.len()
+                ),
+            });
+        }
+        let layout = ScaledLayout::new(rows, cols, self.bits, self.group_cols as usize)
+            .ok_or_else(|| t.error(format!("tensor `{name}`: bad nested palette layout")))?;
+        let base = t.section(&self.base, "nested palette base")?;
+        if base.len() != layout.len {
+            return Err(t.error(format!(
+                "tensor `{name}` nested palette base: {} bytes, expected {}",
+                base.len(),
+                layout.len
+            )));
+        }
+        // Every section is present and checksummed before anything is allocated.
+        let mut planes = Vec::with_capacity(n);
+        let mut table = f16s(&base[layout.table.0..layout.table.0 + layout.table.1]);
+        for (l, s) in self.steps[..n].iter().enumerate() {
+            let what = format!("refinement step {l}");
+            let bytes = t.section(&s.section, &what)?;
+            let sl = NestedStepLayout::new(rows, cols, self.bits + l as u8 + 1)
+                .filter(|x| x.len == bytes.len())
+                .ok_or_else(|| t.error(format!("tensor `{name}` {what}: bad layout")))?;
+            if l + 1 == n {
+                table = f16s(&bytes[sl.table.0..sl.table.0 + sl.table.1]);
+            }
+            planes.push(&bytes[sl.plane.0..sl.plane.0 + sl.plane.1]);
+        }
+        let params = f16s(&base[layout.params.0..layout.params.0 + layout.params.1]);
+        Ok(decode_nested(
+            &layout,
+            &table,
+            &params,
+            &base[layout.codes.0..layout.codes.0 + layout.codes.1],
+            &base[layout.indices.0..layout.indices.0 + layout.indices.1],
+            &planes,
+        ))
+    }
+
+    // No device kernel yet: the default `gpu_job` refuses it and names the CPU loader.
+}
+
+impl EncodeTensor for NestedPalette {
+    fn dims(&self) -> (Vec<usize>, usize) {
+        let l = &self.base.layout;
+        (vec![l.rows, l.cols], l.rows * l.cols)
+    }
+
+    fn encode(
+        &self,
+        name: &str,
+        spill: &mut dyn FnMut(&[u8]) -> Result<Section>,
+    ) -> Result<Encoding> {
+        let l = &self.base.layout;
+        let invalid = |reason: String| QuantError::InvalidConfig {
+            field: "nested palette",
+            reason: format!("`{name}`: {reason}"),
+        };
+        if self.base.table.len() * 2 != l.table.1
+            || self.base.params.len() * 2 != l.params.1
+            || self.base.codes.len() != l.codes.1
+            || self.base.indices.len() != l.indices.1
+            || self.base.indices.len() != l.rows * index_row_bytes(l.cols, l.bits)
+        {
+            return Err(invalid(
+                "base table, parameter, code or index length does not match its layout".into(),
+            ));
+        }
+        if usize::from(l.bits) + self.steps.len() > usize::from(MAX_BITS) {
+            return Err(invalid(format!(
+                "{} bits with {} steps exceeds {MAX_BITS} bits",
+                l.bits,
+                self.steps.len()
+            )));
+        }
+        let group_cols = u32::try_from(l.group_cols)
+            .map_err(|_| invalid(format!("block of {} weights exceeds u32", l.group_cols)))?;
+        let base = spill(&self.base.section_bytes())?;
+        let mut steps = Vec::with_capacity(self.steps.len());
+        for (i, s) in self.steps.iter().enumerate() {
+            let bits = l.bits + i as u8 + 1;
+            let sl = NestedStepLayout::new(l.rows, l.cols, bits)
+                .ok_or_else(|| invalid(format!("step {i}: layout overflows")))?;
+            if s.table.len() * 2 != sl.table.1 || s.plane.len() != sl.plane.1 {
+                return Err(invalid(format!(
+                    "step {i}: table of {} or plane of {} bytes does not match {bits} bits",
+                    s.table.len(),
+                    s.plane.len()
+                )));
+            }
+            if s.gain.is_nan() {
+                return Err(invalid(format!("step {i}: gain is NaN")));
+            }
+            let mut buf = vec![0u8; sl.len];
+            for (c, v) in buf[..sl.table.1].chunks_exact_mut(2).zip(&s.table) {
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+            buf[sl.plane.0..].copy_from_slice(&s.plane);
+            steps.push(BlockEntry {
+                section: spill(&buf)?,
+                importance: s.gain,
+            });
+        }
+        Ok(Encoding::NestedPalette {
+            bits: l.bits,
+            group_cols,
+            base,
+            steps,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use crate::bitstack::OrderPolicy;
+    use crate::checkpoint::testutil::structured;
+    use crate::checkpoint::{
+        BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Encoding, Manifest, Reader,
+    };
+    use crate::palette::nested::{NestedPalette, nest_scaled};
+
+    const ORDER: BlockOrdering = BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 });
+
+    /// Three nested palettes of odd shapes (2..5 bits, 2..4 bits, 3..6 bits) and an
+    /// f16 tensor, written in gain-per-byte order.
+    fn model(seed: u64) -> (Vec<u8>, Manifest, Vec<(String, NestedPalette)>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut wr = CheckpointWriter::in_memory();
+        wr.add_f16("embed", &[3, 5], &[0.25; 15]).expect("f16");
+        let mut nested = Vec::new();
+        for (name, rows, cols, base, top, g) in [
+            ("a", 9, 65, 2, 5, 32),
+            ("b", 5, 129, 2, 4, 16),
+            ("c", 7, 47, 3, 6, 32),
+        ] {
+            let w = structured(rows, cols, &mut rng);
+            let p = nest_scaled(&w, rows, cols, None, base, top, g).expect("fits");
+            wr.add_nested_palette(name, &p).expect("add");
+            nested.push((name.to_string(), p));
+        }
+        let mut file = Vec::new();
+        let m = wr.finish(&ORDER, &mut file).expect("finish");
+        (file, m, nested)
+    }
+
+    fn reason(e: crate::QuantError) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn every_prefix_rebuilds_what_the_writer_encoded() {
+        let (file, m, nested) = model(1);
+        assert_eq!(
+            u32::from_le_bytes([file[8], file[9], file[10], file[11]]),
+            3
+        );
+        assert_eq!(m.min_blocks, 0, "the bases alone are a model");
+        assert_eq!(m.block_order.len(), 3 + 2 + 3);
+        for n in 0..=m.block_order.len() {
+            let budget = Budget::fit(&m, BudgetLimit::Blocks(n)).expect("budget");
+            // Only the prefix is given: nothing beyond it can be read.
+            let prefix = &file[..budget.prefix_len as usize];
+            let reader = Reader::new(prefix).expect("prefix opens");
+            reader.verify(&budget).expect("prefix verifies");
+            for (name, p) in &nested {
+                let t = m.tensor_index(name).expect("tensor");
+                let got = reader.rebuild_tensor(name, &budget).expect("rebuilds");
+                assert_eq!(
+                    got,
+                    p.decode(budget.blocks_per_matrix[t] as usize),
+                    "{name} at {n}"
+                );
+            }
+            // A byte budget equal to the prefix picks the same budget.
+            let by_bytes = Budget::fit(&m, BudgetLimit::Bytes(budget.prefix_len)).expect("fits");
+            assert_eq!(by_bytes.prefix_len, budget.prefix_len);
+        }
+    }
+
+    #[test]
+    fn steps_are_loaded_by_gain_per_byte() {
+        let (_, m, _) = model(2);
+        let per_byte: Vec<f64> = m
+            .block_order
+            .iter()
+            .map(|b| {
+                let e = &m.tensors[b.tensor as usize].encoding;
+                let first = e.blocks()[0].section.len;
+                e.blocks()[b.level as usize].importance / first as f64
+            })
+            .collect();
+        // Gains shrink step by step here, so greedy is sorted by gain per byte.
+        assert!(
+            per_byte.windows(2).all(|w| w[0] >= w[1]),
+            "not sorted: {per_byte:?}"
+        );
+    }
+
+    #[test]
+    fn a_flipped_or_missing_byte_names_the_section() {
+        let (file, m, _) = model(3);
+        let full = Budget::fit(&m, BudgetLimit::Full).expect("full");
+        let Some(Encoding::NestedPalette { base, steps, .. }) =
+            m.tensor_index("b").map(|t| &m.tensors[t].encoding)
+        else {
+            panic!("tensor b is a nested palette");
+        };
+        let mut targets = vec![(*base, "tensor `b` nested palette base".to_string())];
+        for (l, s) in steps.iter().enumerate() {
+            targets.push((s.section, format!("tensor `b` refinement step {l}")));
+        }
+        for (s, what) in targets {
+            let mut bad = file.clone();
+            bad[(s.offset + s.len / 2) as usize] ^= 0x04;
+            let reader = Reader::new(&bad).expect("manifest intact");
+            let r = reason(reader.rebuild_tensor("b", &full).expect_err("corrupt"));
+            assert!(r.contains(&what) && r.contains("checksum"), "{what}: {r}");
+        }
+        let cut = Reader::new(&file[..file.len() - 1]).expect("manifest intact");
+        let r = reason(cut.verify(&full).expect_err("truncated"));
+        assert!(r.contains("truncated"), "{r}");
+    }
+
+    /// `file` with its manifest replaced by `m` (same archived length), resealed.
+    fn with_manifest(file: &[u8], m: &Manifest) -> Vec<u8> {
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(m).expect("archive");
+        let mut f = file.to_vec();
+        let len = u64::from_le_bytes(f[24..32].try_into().expect("8 bytes")) as usize;
+        assert_eq!(bytes.len(), len, "same manifest length");
+        f[64..64 + len].copy_from_slice(&bytes);
+        f[32..36].copy_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+        assert!(crate::checkpoint::reseal(&mut f));
+        f
+    }
+
+    #[test]
+    fn bad_parameters_are_rejected_naming_the_tensor() {
+        let (file, m, _) = model(4);
+        let t = m.tensor_index("c").expect("c");
+        for (bits, group_cols) in [(1u8, 32u32), (9, 32), (6, 32), (3, 0), (3, 48)] {
+            let mut bad = m.clone();
+            if let Encoding::NestedPalette {
+                bits: b,
+                group_cols: g,
+                ..
+            } = &mut bad.tensors[t].encoding
+            {
+                *b = bits;
+                *g = group_cols;
+            }
+            let f = with_manifest(&file, &bad);
+            let r = reason(Reader::new(&f).expect_err("bad parameters"));
+            assert!(r.contains("tensor `c`"), "{bits} {group_cols}: {r}");
+        }
+    }
+}
