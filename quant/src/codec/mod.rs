@@ -47,6 +47,13 @@ pub trait Scorer: Send + Sync {
     /// Score of the query against one code of exactly [`Scorer::code_len`] bytes.
     fn score(&self, code: &[u8]) -> f32;
 
+    /// How far [`Scorer::score`] may stray from the exact score of the decoded
+    /// vector beyond float rounding: zero unless the scorer rounds by design
+    /// (the transform codec's `u16` byte tables).
+    fn max_error(&self) -> f32 {
+        0.0
+    }
+
     /// Scores of the query against consecutive codes; `out.len()` codes are read.
     fn score_batch(&self, codes: &[u8], out: &mut [f32]) {
         let len = self.code_len();

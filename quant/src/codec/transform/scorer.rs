@@ -130,6 +130,13 @@ impl Scorer for FoldedScorer<'_> {
         self.layout.code_len()
     }
 
+    fn max_error(&self) -> f32 {
+        match &self.terms {
+            Terms::Bytes(t) => t.max_error(),
+            _ => 0.0,
+        }
+    }
+
     #[inline]
     fn score(&self, code: &[u8]) -> f32 {
         let l = self.layout;

@@ -195,7 +195,12 @@ proptest! {
             fast.score_batch(&codes, &mut batch);
             for (code, b) in codes.chunks_exact(bytes).zip(&batch) {
                 let (f, s) = (fast.score(code), slow.score(code));
-                prop_assert!(close(f, s, s.abs() + 1.0), "{metric}: {f} vs {s}");
+                // The byte tables round each entry to half a u16 step by design.
+                let rounding = fast.max_error();
+                prop_assert!(
+                    (f - s).abs() <= rounding + 2e-4 * (s.abs() + 1.0),
+                    "{metric}: {f} vs {s} (rounding bound {rounding})"
+                );
                 prop_assert_eq!(f, *b);
             }
         }
