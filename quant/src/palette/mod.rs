@@ -41,7 +41,7 @@ pub mod pack;
 pub mod scaled;
 
 pub use gptq::{GptqConfig, GptqReport, palettize_gptq, scaled_gptq};
-pub use nested::{NestedPalette, NestedStep, nest_scaled};
+pub use nested::{NestedPalette, NestedStep, nest_scaled, nest_scaled_at};
 pub use pack::{index_row_bytes, pack_row, unpack_indices, unpack_lookup, unpack_lookup_scalar};
 pub use scaled::{ScaledLayout, ScaledPalette, palettize_scaled};
 

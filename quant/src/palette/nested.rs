@@ -138,14 +138,38 @@ pub fn nest_scaled(
     top_bits: u8,
     group_cols: usize,
 ) -> Result<NestedPalette> {
-    if top_bits < base_bits || top_bits > MAX_BITS {
+    nest_scaled_at(
+        w, rows, cols, importance, base_bits, base_bits, top_bits, group_cols,
+    )
+}
+
+/// As [`nest_scaled`], but the scaled palette (its block scales and offsets, which
+/// every prefix shares) is fitted at `fit_bits` (`base_bits..=top_bits`): the widths
+/// from `base_bits` up to `fit_bits` are that palette's levels merged in adjacent
+/// pairs (each merged level the weighted mean of what it holds), so the
+/// `fit_bits` prefix *is* the fixed palette; widths above it are split as in
+/// [`nest_scaled`].
+#[allow(clippy::too_many_arguments)]
+pub fn nest_scaled_at(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    importance: Option<&[f32]>,
+    base_bits: u8,
+    fit_bits: u8,
+    top_bits: u8,
+    group_cols: usize,
+) -> Result<NestedPalette> {
+    if top_bits < base_bits || top_bits > MAX_BITS || !(base_bits..=top_bits).contains(&fit_bits) {
         return Err(QuantError::InvalidConfig {
             field: "top_bits",
-            reason: format!("{top_bits}: expected {base_bits}..={MAX_BITS}"),
+            reason: format!(
+                "base {base_bits}, fit {fit_bits}, top {top_bits}: expected base <= fit <= top <= {MAX_BITS}"
+            ),
         });
     }
     // Validates shape, bits, group and importance.
-    let base = palettize_scaled(w, rows, cols, importance, base_bits, group_cols)?;
+    let base = palettize_scaled(w, rows, cols, importance, fit_bits, group_cols)?;
     let imp: Vec<f64> = match importance {
         Some(imp) => {
             let mean = imp.iter().map(|&x| f64::from(x)).sum::<f64>() / cols as f64;
@@ -180,12 +204,100 @@ pub fn nest_scaled(
     }
     let mut table: Vec<f32> = base.table.iter().map(|v| v.to_f32()).collect();
     let mut steps = Vec::with_capacity(usize::from(top_bits - base_bits));
-    for _ in base_bits..top_bits {
+    let mut base = base;
+    if fit_bits > base_bits {
+        let merged: Vec<Vec<f32>> = (base_bits..fit_bits)
+            .map(|b| merged_table(&u, &c, &idx, &table, fit_bits - b))
+            .collect();
+        let err_at = |t: &[f32], shift: u8| -> f64 {
+            u.iter()
+                .zip(&c)
+                .zip(&idx)
+                .map(|((&x, &m), &i)| m * f64::from(x - t[usize::from(i >> shift)]).powi(2))
+                .sum()
+        };
+        let pb = plane_row_bytes(cols);
+        let mut prev = err_at(&merged[0], fit_bits - base_bits);
+        for b in base_bits + 1..=fit_bits {
+            let shift = fit_bits - b;
+            let t: &[f32] = if b == fit_bits {
+                &table
+            } else {
+                &merged[usize::from(b - base_bits)]
+            };
+            let mut plane = vec![0u8; rows * pb];
+            for r in 0..rows {
+                for j in 0..cols {
+                    let bit = (idx[r * cols + j] >> shift) & 1;
+                    plane[r * pb + j / 8] |= bit << (j % 8);
+                }
+            }
+            let e = err_at(t, shift);
+            steps.push(NestedStep {
+                table: t.iter().map(|&v| f16::from_f32(v)).collect(),
+                plane,
+                gain: prev - e,
+            });
+            prev = e;
+        }
+        let layout =
+            super::ScaledLayout::new(rows, cols, base_bits, group_cols).ok_or_else(|| {
+                QuantError::InvalidConfig {
+                    field: "base_bits",
+                    reason: format!("{base_bits}: no scaled palette layout"),
+                }
+            })?;
+        let shift = fit_bits - base_bits;
+        let mut indices = vec![0u8; layout.indices.1];
+        let rbb = index_row_bytes(cols, base_bits);
+        let mut row = vec![0u8; cols];
+        for r in 0..rows {
+            for (o, &i) in row.iter_mut().zip(&idx[r * cols..(r + 1) * cols]) {
+                *o = i >> shift;
+            }
+            super::pack_row(&row, base_bits, &mut indices[r * rbb..(r + 1) * rbb]);
+        }
+        base = ScaledPalette {
+            layout,
+            table: merged[0].iter().map(|&v| f16::from_f32(v)).collect(),
+            params: base.params,
+            codes: base.codes,
+            indices,
+        };
+    }
+    for _ in fit_bits..top_bits {
         let (step, next) = split_step(&u, &c, &mut idx, &table, rows, cols);
         steps.push(step);
         table = next;
     }
     Ok(NestedPalette { base, steps })
+}
+
+/// The table of `idx >> shift`: each merged level the weighted mean of the values it
+/// holds (the mean of its fine levels when it holds no weight), as stored f16,
+/// ascending.
+fn merged_table(u: &[f32], c: &[f64], idx: &[u8], fine: &[f32], shift: u8) -> Vec<f32> {
+    let k = fine.len() >> shift;
+    let (mut num, mut den) = (vec![0f64; k], vec![0f64; k]);
+    for ((&x, &m), &i) in u.iter().zip(c).zip(idx) {
+        let g = usize::from(i >> shift);
+        num[g] += m * f64::from(x);
+        den[g] += m;
+    }
+    let span = 1usize << shift;
+    let mut prev = f32::NEG_INFINITY;
+    (0..k)
+        .map(|g| {
+            let v = if den[g] > 0.0 {
+                (num[g] / den[g]) as f32
+            } else {
+                fine[g * span..(g + 1) * span].iter().sum::<f32>() / span as f32
+            };
+            let v = f16::from_f32(v).to_f32().max(prev);
+            prev = v;
+            v
+        })
+        .collect()
 }
 
 /// Splits every level of `table` in two, updates `idx` to the children and returns
@@ -339,6 +451,25 @@ mod tests {
         let fixed = palettize_scaled(&w, rows, cols, None, 4, 32).expect("fits");
         let (en, ef) = (err(&w, &p.decode(2)), err(&w, &fixed.decode()));
         assert!(en < 2.0 * ef, "nested {en} vs fixed {ef}");
+    }
+
+    #[test]
+    fn fitted_at_a_middle_width_its_prefix_is_the_fixed_palette() {
+        let (rows, cols) = (7, 129);
+        let w = blocky(rows, cols, 11);
+        let p = nest_scaled_at(&w, rows, cols, None, 2, 4, 5, 32).expect("fits");
+        let fixed = palettize_scaled(&w, rows, cols, None, 4, 32).expect("fits");
+        assert_eq!(p.base.layout.bits, 2);
+        assert_eq!(p.steps.len(), 3);
+        assert_eq!(p.decode(2), fixed.decode());
+        let mut prev = err(&w, &p.decode(0));
+        for n in 1..=3 {
+            let e = err(&w, &p.decode(n));
+            assert!(e < prev, "step {n}: {e} >= {prev}");
+            let rel = (prev - e - p.steps[n - 1].gain).abs() / prev;
+            assert!(rel < 1e-3, "step {n}: gain {}", p.steps[n - 1].gain);
+            prev = e;
+        }
     }
 
     #[test]

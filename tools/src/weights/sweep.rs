@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
 use octet_quant::checkpoint::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Reader};
 use octet_quant::checkpoint::{Manifest, MappedCheckpoint};
-use octet_quant::palette::{PaletteConfig, nest_scaled};
+use octet_quant::palette::{PaletteConfig, nest_scaled_at};
 use octet_tools::model::calib;
 use octet_tools::model::llama::LlamaForward;
 use octet_tools::model::peers::{KQuant, Rtn};
@@ -111,6 +111,11 @@ pub struct SweepArgs {
     /// Bits of the adaptive file's base palette.
     #[arg(long, default_value_t = 2)]
     adaptive_base: u8,
+    /// Bits at which the adaptive file's block scales and offsets are fitted (the
+    /// palette at this width is a prefix of the file exactly; narrower prefixes merge
+    /// its levels, wider ones split them).
+    #[arg(long, default_value_t = 4)]
+    adaptive_fit: u8,
     /// Bits the adaptive file's last refinement step reaches.
     #[arg(long, default_value_t = 6)]
     adaptive_top: u8,
@@ -551,8 +556,7 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
     let t0 = Instant::now();
     let bytes = nested_in_memory(
         cx.prep,
-        args.adaptive_base,
-        args.adaptive_top,
+        [args.adaptive_base, args.adaptive_fit, args.adaptive_top],
         args.adaptive_group_cols,
     )?;
     let build_s = t0.elapsed().as_secs_f64();
@@ -591,7 +595,8 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
 
 /// Fits a nested scaled palette to every linear (importance-weighted when
 /// calibrated) and writes the file to memory, steps ordered by gain per byte.
-fn nested_in_memory(prep: &Prepared, base: u8, top: u8, group_cols: usize) -> Result<Vec<u8>> {
+fn nested_in_memory(prep: &Prepared, bits: [u8; 3], group_cols: usize) -> Result<Vec<u8>> {
+    let [base, fit, top] = bits;
     let pb = bar(prep.linears.len() as u64, "nesting palettes");
     let nested = prep
         .linears
@@ -599,12 +604,13 @@ fn nested_in_memory(prep: &Prepared, base: u8, top: u8, group_cols: usize) -> Re
         .map(|name| {
             let t = &prep.model.tensors[name];
             let imp = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
-            let p = nest_scaled(
+            let p = nest_scaled_at(
                 &t.data,
                 t.shape[0],
                 t.shape[1],
                 imp.as_deref(),
                 base,
+                fit,
                 top,
                 group_cols,
             )
