@@ -12,6 +12,35 @@ use common::{SERVER, ServerProc};
 use octet_tests::data::{repo, shared_data};
 use octet_tests::python::{require, run};
 
+/// Starts a server with `key` and the REST probes, runs
+/// `clients/python/SCRIPT --addr --http --api-key --data DATA ARGS` against it and
+/// asserts it passed; returns the server, still running, and the output.
+fn run_client(
+    dir: &std::path::Path,
+    script: &str,
+    key: &str,
+    data: &std::path::Path,
+    args: &[&str],
+) -> (ServerProc, String) {
+    let (server, lines) = ServerProc::start_reading(
+        SERVER,
+        dir,
+        &["--api-key", key, "--http-addr", "127.0.0.1:0"],
+        1,
+    );
+    let http = lines[0].strip_prefix("http on ").expect("http line");
+    let (ok, text) = run(Command::new("python3")
+        .arg(repo().join("clients/python").join(script))
+        .args(["--addr", &server.addr, "--http", http, "--api-key", key])
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env("TMPDIR", dir));
+    println!("{text}");
+    assert!(ok, "{text}");
+    (server, text)
+}
+
 #[test]
 fn qdrant_descriptors_match_qdrant_client() {
     if !require("qdrant_descriptors_match_qdrant_client", "qdrant_client") {
@@ -38,30 +67,13 @@ fn qdrant_client_flow_against_the_server() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let (server, lines) = ServerProc::start_reading(
-        SERVER,
+    let (server, _) = run_client(
         dir.path(),
-        &["--api-key", "q-key", "--http-addr", "127.0.0.1:0"],
-        1,
+        "qdrant_flow.py",
+        "q-key",
+        &data,
+        &["--queries", "100"],
     );
-    let http = lines[0].strip_prefix("http on ").expect("http line");
-    let (ok, text) = run(Command::new("python3")
-        .arg(repo().join("clients/python/qdrant_flow.py"))
-        .args([
-            "--addr",
-            &server.addr,
-            "--http",
-            http,
-            "--api-key",
-            "q-key",
-            "--queries",
-            "100",
-        ])
-        .arg("--data")
-        .arg(&data)
-        .env("TMPDIR", dir.path()));
-    println!("{text}");
-    assert!(ok, "{text}");
 
     // qdrant-client sends the key as `api-key` metadata; a wrong one is refused.
     let (host, port) = server.addr.rsplit_once(':').expect("host:port");
@@ -85,26 +97,6 @@ fn langchain_vector_store_against_the_server() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let (server, lines) = ServerProc::start_reading(
-        SERVER,
-        dir.path(),
-        &["--api-key", "lc-key", "--http-addr", "127.0.0.1:0"],
-        1,
-    );
-    let http = lines[0].strip_prefix("http on ").expect("http line");
-    let (ok, text) = run(Command::new("python3")
-        .arg(repo().join("clients/python/langchain_flow.py"))
-        .args([
-            "--addr",
-            &server.addr,
-            "--http",
-            http,
-            "--api-key",
-            "lc-key",
-        ])
-        .arg("--data")
-        .arg(&data));
-    println!("{text}");
-    assert!(ok, "{text}");
+    let (_server, text) = run_client(dir.path(), "langchain_flow.py", "lc-key", &data, &[]);
     assert!(text.contains("langchain flow passed"), "{text}");
 }
