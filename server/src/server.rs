@@ -47,6 +47,8 @@ pub struct Bound {
 #[derive(Debug)]
 struct HttpListener {
     listener: TcpListener,
+    /// The address the flag asked for (port 0 included).
+    requested: SocketAddr,
     local_addr: SocketAddr,
     rest: bool,
     metrics: bool,
@@ -79,10 +81,12 @@ impl Bound {
             (args.metrics_addr, false, true, "--metrics-addr"),
         ] {
             let Some(addr) = addr else { continue };
+            // Two flags naming the same address share one listener.
             if let Some(same) = http
                 .iter_mut()
-                .find(|h: &&mut HttpListener| args.http_addr == Some(addr) && h.rest)
+                .find(|h: &&mut HttpListener| h.requested == addr)
             {
+                same.rest |= rest;
                 same.metrics |= metrics;
                 continue;
             }
@@ -94,6 +98,7 @@ impl Bound {
                 .with_context(|| format!("reading the address bound for {flag}"))?;
             http.push(HttpListener {
                 listener,
+                requested: addr,
                 local_addr,
                 rest,
                 metrics,
