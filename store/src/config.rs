@@ -15,7 +15,7 @@ use crate::error::{Result, StoreError};
 /// The most dimensions a collection may have; caps allocations driven by files.
 pub const MAX_DIM: usize = 65_536;
 
-/// hnsw_rs calls `process::exit` when asked for more connections than this.
+/// The most HNSW links per node a collection may ask for (layer 0 keeps `2m`).
 pub const MAX_HNSW_M: usize = 256;
 
 /// The second tier: the full vector kept on disk for rescoring the candidates.
@@ -139,7 +139,7 @@ impl CollectionConfig {
         if !(2..=MAX_HNSW_M).contains(&h.m) {
             return invalid(
                 "hnsw m",
-                format!("must be in 2..={MAX_HNSW_M} (hnsw_rs limit), got {}", h.m),
+                format!("must be in 2..={MAX_HNSW_M}, got {}", h.m),
             );
         }
         if !(1..=10_000).contains(&h.ef_construction) {

@@ -79,6 +79,45 @@ pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// Exact integer inner product of two i8 slices: sixteen bytes at a time widened
+/// to i16 and multiplied pairwise into i32 lanes (`vpmaddwd`).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_si256(); 2];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, lane) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 16 k + 16 <= n, so both 16-byte loads are in bounds.
+            let (x, y) = unsafe {
+                (
+                    _mm_loadu_si128(pa.add(i + 16 * k).cast()),
+                    _mm_loadu_si128(pb.add(i + 16 * k).cast()),
+                )
+            };
+            let prod = _mm256_madd_epi16(_mm256_cvtepi8_epi16(x), _mm256_cvtepi8_epi16(y));
+            *lane = _mm256_add_epi32(*lane, prod);
+        }
+        i += 32;
+    }
+    let total = _mm256_add_epi32(acc[0], acc[1]);
+    let half = _mm_add_epi32(
+        _mm256_castsi256_si128(total),
+        _mm256_extracti128_si256::<1>(total),
+    );
+    let quad = _mm_add_epi32(half, _mm_shuffle_epi32::<0b01_00_11_10>(half));
+    let one = _mm_add_epi32(quad, _mm_shuffle_epi32::<0b10_11_00_01>(quad));
+    let mut sum = _mm_cvtsi128_si32(one);
+    for j in i..n {
+        sum += i32::from(a[j]) * i32::from(b[j]);
+    }
+    sum
+}
+
 /// Squared Euclidean distance of two f32 slices.
 ///
 /// # Safety

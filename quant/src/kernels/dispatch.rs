@@ -15,6 +15,9 @@ pub struct CpuLevel {
     pub avx2_fma_f16c: bool,
     /// The `POPCNT` instruction is present (x86-64 only).
     pub popcnt: bool,
+    /// AVX-512 F, BW and VNNI are present (x86-64 only): byte masks and
+    /// `vpdpbusd` multiply-adds.
+    pub avx512_vnni: bool,
 }
 
 static LEVEL: OnceLock<CpuLevel> = OnceLock::new();
@@ -31,6 +34,9 @@ fn detect() -> CpuLevel {
             && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("f16c"),
         popcnt: std::arch::is_x86_feature_detected!("popcnt"),
+        avx512_vnni: std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni"),
     }
 }
 
@@ -41,5 +47,6 @@ fn detect() -> CpuLevel {
     CpuLevel {
         avx2_fma_f16c: false,
         popcnt: false,
+        avx512_vnni: false,
     }
 }

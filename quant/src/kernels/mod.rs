@@ -41,9 +41,9 @@ pub use float8::{
 };
 pub use prefetch::prefetch;
 pub use scalar::{
-    dot_b1_scalar, dot_bf16_scalar, dot_f16_scalar, dot_f32_scalar, dot_lut8_scalar, dot_u8_scalar,
-    hamming_scalar, l2sq_bf16_scalar, l2sq_f16_scalar, l2sq_f32_scalar, l2sq_lut8_scalar,
-    l2sq_u8_scalar,
+    dot_b1_scalar, dot_bf16_scalar, dot_f16_scalar, dot_f32_scalar, dot_i8_scalar, dot_lut8_scalar,
+    dot_u8_scalar, hamming_scalar, l2sq_bf16_scalar, l2sq_f16_scalar, l2sq_f32_scalar,
+    l2sq_lut8_scalar, l2sq_u8_scalar,
 };
 
 /// Calls the AVX2 kernel when the CPU has it, else the portable one.
@@ -98,6 +98,22 @@ pub fn dot_bf16(q: &[f32], x: &[bf16]) -> f32 {
 pub fn l2sq_bf16(q: &[f32], x: &[bf16]) -> f32 {
     check_len("l2sq_bf16", q.len(), x.len());
     dispatch!(l2sq_bf16(q, x))
+}
+
+/// Longest vectors [`dot_i8`] takes: every partial sum of `127^2` products per lane
+/// then fits an `i32`.
+pub const DOT_I8_MAX_LEN: usize = 1 << 16;
+
+/// Exact integer inner product of two signed byte vectors (at most
+/// [`DOT_I8_MAX_LEN`] long). Twin: [`dot_i8_scalar`].
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    check_len("dot_i8", a.len(), b.len());
+    assert!(
+        a.len() <= DOT_I8_MAX_LEN,
+        "dot_i8: {} values, at most {DOT_I8_MAX_LEN}",
+        a.len()
+    );
+    dispatch!(dot_i8(a, b))
 }
 
 /// Weighted sum of byte codes read as integers: `sum w_i * c_i`.

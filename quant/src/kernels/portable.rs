@@ -86,6 +86,23 @@ pub(super) fn l2sq_bf16(q: &[f32], x: &[bf16]) -> f32 {
     })
 }
 
+pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    // Sixteen i32 lanes: LLVM widens and multiplies them as vectors.
+    let ac = a.chunks_exact(16);
+    let bc = b.chunks_exact(16);
+    let mut tail = 0i32;
+    for (&x, &y) in ac.remainder().iter().zip(bc.remainder()) {
+        tail += i32::from(x) * i32::from(y);
+    }
+    let mut acc = [0i32; 16];
+    for (x, y) in ac.zip(bc) {
+        for l in 0..16 {
+            acc[l] += i32::from(x[l]) * i32::from(y[l]);
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
 pub(super) fn dot_u8(w: &[f32], codes: &[u8]) -> f32 {
     sum2(w, codes, |a, c| a * f32::from(c))
 }

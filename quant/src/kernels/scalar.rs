@@ -63,6 +63,14 @@ pub fn l2sq_bf16_scalar(q: &[f32], x: &[bf16]) -> f32 {
     sum
 }
 
+/// Integer inner product of two signed byte vectors, left to right in `i64`.
+pub fn dot_i8_scalar(a: &[i8], b: &[i8]) -> i64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| i64::from(x) * i64::from(y))
+        .sum()
+}
+
 /// Weighted sum of byte codes read as integers 0..=255: `sum w_i * c_i`.
 pub fn dot_u8_scalar(w: &[f32], codes: &[u8]) -> f32 {
     let mut sum = 0.0f32;

@@ -111,6 +111,15 @@ proptest! {
     }
 
     #[test]
+    fn i8_dot_matches_twin(
+        (a, b) in (0usize..300).prop_flat_map(|n| (vec(any::<i8>(), n), vec(any::<i8>(), n)))
+    ) {
+        let reference = dot_i8_scalar(&a, &b);
+        prop_assert_eq!(i64::from(dot_i8(&a, &b)), reference);
+        prop_assert_eq!(i64::from(portable::dot_i8(&a, &b)), reference);
+    }
+
+    #[test]
     fn u8_kernels_match_twins(
         (w, a, c) in len().prop_flat_map(|n| (floats(n), vec(-50.0f32..300.0, n), vec(any::<u8>(), n)))
     ) {
@@ -246,4 +255,13 @@ fn b1_table_ignores_padding_bits() {
     let expected = dot_b1_scalar(&w, &clean);
     assert_eq!(dot_b1_table(&table, &clean), expected);
     assert_eq!(dot_b1_table(&table, &padded), expected);
+}
+
+#[test]
+fn i8_dot_extremes_at_the_longest_length_fit() {
+    let a = vec![i8::MIN; DOT_I8_MAX_LEN];
+    let b = vec![i8::MIN; DOT_I8_MAX_LEN];
+    assert_eq!(i64::from(dot_i8(&a, &b)), dot_i8_scalar(&a, &b));
+    let c = vec![i8::MAX; DOT_I8_MAX_LEN];
+    assert_eq!(i64::from(dot_i8(&a, &c)), dot_i8_scalar(&a, &c));
 }

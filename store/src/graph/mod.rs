@@ -1,4 +1,4 @@
-//! A segment's search graph: layered adjacency lists built by hnsw_rs
+//! A segment's search graph: layered adjacency lists built by our HNSW builder
 //! ([`build`]), stored flat and searched by our own HNSW search (Malkov & Yashunin,
 //! "Efficient and robust approximate nearest neighbor search using Hierarchical
 //! Navigable Small World graphs", 2016, algorithms 2 and 5) with any scoring

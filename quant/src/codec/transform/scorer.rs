@@ -13,11 +13,15 @@
 //! `2^b` possible contributions.
 //!
 //! The dot form is linear in the code's *bits* (bit `j` of component `j'`'s
-//! code weighs `u 2^j`), so it is scored with [`ByteTables`]: one lookup per code
-//! byte, whatever widths the bytes mix, instead of unpacking every component.
+//! code weighs `u 2^j`), so it is scored whatever widths the bytes mix, without
+//! unpacking any component: with AVX-512 by [`MaskedWeights`] (one masked add per
+//! sixteen bits), otherwise by [`ByteTables`] (one lookup per code byte).
 
 use super::TransformCodec;
-use super::kernels::{ByteTables, bit_weights, quadratic_score, table_offsets, table_score};
+use super::kernels::{
+    ByteTables, MaskedWeights, bit_weights, masked_weights_fast, quadratic_score, table_offsets,
+    table_score,
+};
 use super::layout::Layout;
 use super::quantizer::ComponentQuantizer;
 use crate::codec::Scorer;
@@ -29,6 +33,8 @@ use crate::metric::Metric;
 enum Terms {
     /// `sum u_t c_t`, as per-byte tables of the code's bits.
     Bytes(ByteTables),
+    /// `sum u_t c_t`, as integer weights of the code's bits.
+    Masked(MaskedWeights),
     /// `sum u_t c_t + v_t c_t^2`.
     Quadratic(Vec<f32>, Vec<f32>),
     /// `sum tables[offsets[t] + c_t]`.
@@ -101,6 +107,8 @@ impl<'a> FoldedScorer<'a> {
             }
             if l2 {
                 Terms::Quadratic(u, v)
+            } else if masked_weights_fast() {
+                Terms::Masked(MaskedWeights::new(&bit_weights(layout, &u)))
             } else {
                 Terms::Bytes(ByteTables::new(&bit_weights(layout, &u)))
             }
@@ -133,6 +141,7 @@ impl Scorer for FoldedScorer<'_> {
     fn max_error(&self) -> f32 {
         match &self.terms {
             Terms::Bytes(t) => t.max_error(),
+            Terms::Masked(m) => m.max_error(),
             _ => 0.0,
         }
     }
@@ -140,11 +149,9 @@ impl Scorer for FoldedScorer<'_> {
     #[inline]
     fn score(&self, code: &[u8]) -> f32 {
         let l = self.layout;
-        if let Terms::Bytes(t) = &self.terms {
-            return self.constant + t.score(code);
-        }
         self.constant
             + match &self.terms {
+                Terms::Masked(m) => m.score(code),
                 Terms::Bytes(t) => t.score(code),
                 Terms::Quadratic(u, v) => quadratic_score(l, code, u, v),
                 Terms::Table(t, o) => table_score(l, code, t, o),
