@@ -11,8 +11,9 @@
 //! The builder is ours (it replaced hnsw_rs, which took 4x faiss's build time on
 //! the same data): every point's layer is drawn up front from a hash of its
 //! offset; points are inserted by all of rayon's threads, each with its own
-//! visited stamps and heaps; every neighbour list sits behind its own lock, copied
-//! out before it is walked. Layer 0 keeps up to `2m` neighbours and the layers
+//! visited stamps and heaps. Neighbour lists are flat rows of atomics (layer 0 all
+//! in one array, a count then the slots), guarded by one lock per point, so
+//! reaching a list costs one cache miss, not a chain of pointers. Layer 0 keeps up to `2m` neighbours and the layers
 //! above `m`, chosen by the diversity heuristic (algorithm 4: a candidate is kept
 //! only when it is closer to the new point than to every neighbour kept before it),
 //! both when a point is inserted and when a full list takes a new back-link.
@@ -22,7 +23,9 @@ use std::collections::BinaryHeap;
 
 use octet_quant::Metric;
 use octet_quant::kernels::{DOT_I8_MAX_LEN, dot_f32, dot_i8};
-use parking_lot::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use rayon::prelude::*;
 
 use super::Scored;
@@ -88,9 +91,76 @@ fn level_of(p: u32, m: usize) -> usize {
     (level as usize).min(MAX_LEVEL)
 }
 
-/// One point's neighbours on every layer it is on (index 0 = layer 0).
-struct Node {
-    links: Vec<Mutex<Vec<u32>>>,
+/// Every point's neighbour lists: per list a row of `1 + cap` words, the count and
+/// then the slots. Rows are only read or written under their point's lock (the
+/// atomics make that safe Rust; the lock makes each list change whole).
+struct Links {
+    m: usize,
+    locks: Vec<Mutex<()>>,
+    /// Layer 0, `1 + 2m` words per point.
+    layer0: Vec<AtomicU32>,
+    /// Layers `1..=level` of each point, `1 + m` words per layer.
+    upper: Vec<Box<[AtomicU32]>>,
+}
+
+impl Links {
+    fn new(n: usize, m: usize) -> Links {
+        Links {
+            m,
+            locks: (0..n).map(|_| Mutex::new(())).collect(),
+            layer0: (0..n * (1 + 2 * m)).map(|_| AtomicU32::new(0)).collect(),
+            upper: (0..n as u32)
+                .map(|p| {
+                    (0..level_of(p, m) * (1 + m))
+                        .map(|_| AtomicU32::new(0))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    /// The level of point `p` (its highest layer).
+    fn level(&self, p: u32) -> usize {
+        self.upper[p as usize].len() / (1 + self.m)
+    }
+
+    fn lock(&self, p: u32) -> MutexGuard<'_, ()> {
+        self.locks[p as usize].lock()
+    }
+
+    /// Point `p`'s row on `layer`; empty when `p` is not on it. Read it under `p`'s
+    /// lock.
+    fn row(&self, p: u32, layer: usize) -> &[AtomicU32] {
+        if layer == 0 {
+            let w = 1 + 2 * self.m;
+            &self.layer0[p as usize * w..][..w]
+        } else {
+            let w = 1 + self.m;
+            self.upper[p as usize]
+                .get((layer - 1) * w..layer * w)
+                .unwrap_or(&[])
+        }
+    }
+
+    /// Appends the list in `row` to `out` (the caller holds the lock).
+    fn read(row: &[AtomicU32], out: &mut Vec<u32>) {
+        let Some((count, slots)) = row.split_first() else {
+            return;
+        };
+        let n = (count.load(Relaxed) as usize).min(slots.len());
+        out.extend(slots[..n].iter().map(|a| a.load(Relaxed)));
+    }
+
+    /// Replaces the list in `row` (the caller holds the lock; `list` fits).
+    fn write(row: &[AtomicU32], list: &[u32]) {
+        let Some((count, slots)) = row.split_first() else {
+            return;
+        };
+        for (slot, &x) in slots.iter().zip(list) {
+            slot.store(x, Relaxed);
+        }
+        count.store(list.len().min(slots.len()) as u32, Relaxed);
+    }
 }
 
 /// The vectors as the builder scores them: each row `x` as `scale * c` with `c` in
@@ -145,7 +215,7 @@ struct Builder {
     metric: Metric,
     m: usize,
     ef: usize,
-    nodes: Vec<Node>,
+    links: Links,
     /// The entry point and its level (the top layer).
     entry: RwLock<(u32, usize)>,
 }
@@ -184,22 +254,12 @@ impl Scratch {
 impl Builder {
     fn new(vectors: &[f32], dim: usize, metric: Metric, m: usize, ef: usize) -> Builder {
         let n = vectors.len() / dim;
-        let nodes = (0..n as u32)
-            .map(|p| {
-                let level = level_of(p, m);
-                Node {
-                    links: (0..=level)
-                        .map(|l| Mutex::new(Vec::with_capacity(if l == 0 { 2 * m } else { m })))
-                        .collect(),
-                }
-            })
-            .collect();
         Builder {
             rows: Rows::new(vectors, dim),
             metric,
             m,
             ef,
-            nodes,
+            links: Links::new(n, m),
             entry: RwLock::new((0, level_of(0, m))),
         }
     }
@@ -223,6 +283,19 @@ impl Builder {
         octet_quant::kernels::prefetch(bytemuck::cast_slice(self.rows.code(p)));
     }
 
+    /// Starts loading point `p`'s list on `layer` into the cache.
+    #[inline]
+    fn prefetch_row(&self, p: u32, layer: usize) {
+        if layer == 0 {
+            let row = self.links.row(p, 0);
+            // SAFETY: AtomicU32 has the size, alignment and bit validity of u32,
+            // and a prefetch reads nothing into the program.
+            let words: &[u32] =
+                unsafe { std::slice::from_raw_parts(row.as_ptr().cast(), row.len()) };
+            octet_quant::kernels::prefetch(bytemuck::cast_slice(words));
+        }
+    }
+
     fn cap(&self, layer: usize) -> usize {
         if layer == 0 { 2 * self.m } else { self.m }
     }
@@ -230,13 +303,12 @@ impl Builder {
     /// Copies `p`'s neighbours on `layer` into `out`.
     fn links_into(&self, p: u32, layer: usize, out: &mut Vec<u32>) {
         out.clear();
-        if let Some(l) = self.nodes[p as usize].links.get(layer) {
-            out.extend_from_slice(&l.lock());
-        }
+        let _guard = self.links.lock(p);
+        Links::read(self.links.row(p, layer), out);
     }
 
     fn insert(&self, p: u32, scratch: &mut Scratch) {
-        let level = self.nodes[p as usize].links.len() - 1;
+        let level = self.links.level(p);
         let (entry, top) = *self.entry.read();
         let mut best = Scored {
             score: self.sim(p, entry),
@@ -271,10 +343,13 @@ impl Builder {
             }
             let chosen = self.select(&found, self.cap(layer));
             {
-                let mut own = self.nodes[p as usize].links[layer].lock();
+                let _guard = self.links.lock(p);
+                let row = self.links.row(p, layer);
                 // Another insertion can have linked to `p` already (it reached `p`
                 // through a layer above); keep those links too.
-                let earlier = std::mem::replace(&mut *own, chosen.clone());
+                let mut own = chosen.clone();
+                let mut earlier = Vec::new();
+                Links::read(row, &mut earlier);
                 for nb in earlier {
                     if !own.contains(&nb) {
                         own.push(nb);
@@ -289,8 +364,9 @@ impl Builder {
                         })
                         .collect();
                     all.sort_unstable_by(|a, b| b.cmp(a));
-                    *own = self.select(&all, self.cap(layer));
+                    own = self.select(&all, self.cap(layer));
                 }
+                Links::write(row, &own);
             }
             for &nb in &chosen {
                 self.link(nb, p, layer);
@@ -318,16 +394,19 @@ impl Builder {
                 break;
             }
             // The unvisited neighbours, marked and prefetched under the list's lock.
-            links.clear();
-            if let Some(list) = self.nodes[c.point as usize].links.get(layer) {
-                for &nb in list.lock().iter() {
-                    let seen = &mut s.visited[nb as usize];
-                    if *seen != s.stamp {
-                        *seen = s.stamp;
-                        links.push(nb);
-                        self.prefetch(nb);
-                    }
-                }
+            self.links_into(c.point, layer, &mut links);
+            links.retain(|&nb| {
+                let seen = &mut s.visited[nb as usize];
+                let fresh = *seen != s.stamp;
+                *seen = s.stamp;
+                fresh
+            });
+            for &nb in &links {
+                self.prefetch(nb);
+            }
+            // The next candidate's list, likely read next.
+            if let Some(next) = s.candidates.peek() {
+                self.prefetch_row(next.point, layer);
             }
             for &nb in &links {
                 let score = self.sim(q, nb);
@@ -367,42 +446,41 @@ impl Builder {
     /// Adds the back-link `from -> to` on `layer`, re-choosing `from`'s list by the
     /// heuristic when it is full.
     fn link(&self, from: u32, to: u32, layer: usize) {
-        let Some(list) = self.nodes[from as usize].links.get(layer) else {
-            return;
-        };
-        let mut list = list.lock();
-        if list.contains(&to) {
-            return;
-        }
-        let cap = self.cap(layer);
-        if list.len() < cap {
-            list.push(to);
+        let _guard = self.links.lock(from);
+        let row = self.links.row(from, layer);
+        let mut list = Vec::with_capacity(row.len());
+        Links::read(row, &mut list);
+        if row.is_empty() || list.contains(&to) {
             return;
         }
-        let mut candidates: Vec<Scored> = list
-            .iter()
-            .chain(std::iter::once(&to))
-            .map(|&p| Scored {
-                score: self.sim(from, p),
-                point: p,
-            })
-            .collect();
-        candidates.sort_unstable_by(|a, b| b.cmp(a));
-        *list = self.select(&candidates, cap);
+        list.push(to);
+        if list.len() > self.cap(layer) {
+            let mut candidates: Vec<Scored> = list
+                .iter()
+                .map(|&p| Scored {
+                    score: self.sim(from, p),
+                    point: p,
+                })
+                .collect();
+            candidates.sort_unstable_by(|a, b| b.cmp(a));
+            list = self.select(&candidates, self.cap(layer));
+        }
+        Links::write(row, &list);
     }
 
     fn flatten(self) -> FlatGraph {
-        let n = self.nodes.len();
+        let n = self.links.locks.len();
         let (entry, top) = self.entry.into_inner();
         let mut layer0 = Vec::with_capacity(n);
         let mut upper: Vec<Vec<(u32, Vec<u32>)>> = vec![Vec::new(); top];
-        for (p, node) in self.nodes.into_iter().enumerate() {
-            let mut links = node.links.into_iter().map(Mutex::into_inner);
-            layer0.push(links.next().unwrap_or_default());
-            for (layer, l) in links.enumerate() {
-                if let Some(u) = upper.get_mut(layer) {
-                    u.push((p as u32, l));
-                }
+        for p in 0..n as u32 {
+            let mut list = Vec::new();
+            Links::read(self.links.row(p, 0), &mut list);
+            layer0.push(list);
+            for (layer, u) in upper.iter_mut().enumerate().take(self.links.level(p)) {
+                let mut list = Vec::new();
+                Links::read(self.links.row(p, layer + 1), &mut list);
+                u.push((p, list));
             }
         }
         FlatGraph {

@@ -149,7 +149,16 @@ pub struct SortedColumn {
     /// `cs[i] = sum x[..i]`, `cq[i] = sum x[..i]^2`.
     cs: Vec<f64>,
     cq: Vec<f64>,
+    /// `grid[c]` = how many values lie below `x[0] + c * cell`: where a search for
+    /// any position in cell `c` starts, so finding a cell edge's position reads a
+    /// handful of values instead of a binary search over all of them.
+    grid: Vec<u32>,
+    cell: f64,
 }
+
+/// Cells of [`SortedColumn`]'s search grid (a few values per cell for the samples
+/// codecs are fitted on).
+const SEARCH_GRID: usize = 4096;
 
 impl SortedColumn {
     /// Sorts `values` (finite, at least one) and builds the prefix sums.
@@ -167,7 +176,49 @@ impl SortedColumn {
             cs.push(s);
             cq.push(q);
         }
-        SortedColumn { x, cs, cq }
+        let (first, last) = (x.first().copied(), x.last().copied());
+        let (grid, cell) = match (first, last) {
+            (Some(first), Some(last)) if last > first => {
+                let cell = (last - first) / SEARCH_GRID as f64;
+                let grid = (0..=SEARCH_GRID)
+                    .map(|c| x.partition_point(|&v| v < first + cell * c as f64) as u32)
+                    .collect();
+                (grid, cell)
+            }
+            _ => (Vec::new(), 0.0),
+        };
+        SortedColumn {
+            x,
+            cs,
+            cq,
+            grid,
+            cell,
+        }
+    }
+
+    /// How many values lie below `edge`: `x.partition_point(|v| v < edge)`, found
+    /// from the grid.
+    fn count_below(&self, edge: f64) -> usize {
+        let Some(&first) = self.x.first() else {
+            return 0;
+        };
+        if self.grid.is_empty() || edge.partial_cmp(&first) != Some(std::cmp::Ordering::Greater) {
+            return self.x.partition_point(|&v| v < edge);
+        }
+        let c = ((edge - first) / self.cell) as usize;
+        if c >= SEARCH_GRID {
+            return self.x.partition_point(|&v| v < edge);
+        }
+        // Values below cell c's start are below the edge; values from cell c + 2's
+        // start are not (rounding can put the edge in a neighbouring cell).
+        let lo = self.grid[c.saturating_sub(1)] as usize;
+        let hi = self.grid[(c + 2).min(SEARCH_GRID)] as usize;
+        let hi = if c + 2 > SEARCH_GRID {
+            self.x.len()
+        } else {
+            hi
+        };
+        lo + self.x[lo..hi].partition_point(|&v| v < edge)
     }
 
     fn n(&self) -> f64 {
@@ -201,7 +252,7 @@ impl SortedColumn {
                 self.x.len()
             } else {
                 let edge = lo + step * (k + 1) as f64;
-                a + self.x[a..].partition_point(|&v| v < edge)
+                self.count_below(edge).max(a)
             };
             if b > a {
                 total += self.run_error(a, b, lo + step * (k as f64 + 0.5));
@@ -356,6 +407,35 @@ mod tests {
     use crate::pca::testdata::normal;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn the_search_grid_counts_exactly_what_a_binary_search_counts() {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for n in [1usize, 2, 5, 100, 5000, 30_000] {
+            // Skewed values with repeats, so that cells are uneven and some empty.
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
+                    let v: f32 = normal(&mut rng);
+                    (v * v * v * 8.0).round() / 8.0
+                })
+                .collect();
+            let col = SortedColumn::new(values.iter().copied());
+            let (lo, hi) = (col.x[0], col.x[n - 1]);
+            let mut edges: Vec<f64> = (0..2000)
+                .map(|_| rng.random_range(lo - 1.0..hi + 1.0))
+                .collect();
+            edges.extend(col.x.iter().step_by(7).copied());
+            edges.extend([lo, hi, f64::NEG_INFINITY, f64::INFINITY]);
+            for e in edges {
+                assert_eq!(
+                    col.count_below(e),
+                    col.x.partition_point(|&v| v < e),
+                    "n {n}, edge {e}"
+                );
+            }
+        }
+    }
 
     fn gaussian(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
