@@ -380,7 +380,12 @@ impl MaskedWeights {
         let inv = if step > 0.0 { 1.0 / step } else { 0.0 };
         let weights: Vec<i32> = bit_weights
             .iter()
-            .map(|&w| (w * inv).round().clamp(-MASKED_MAX, MASKED_MAX) as i32)
+            .map(|&w| {
+                // Rounds half away from zero, as `round` does, without its libm
+                // call (the baseline x86-64 target has no rounding instruction).
+                let x = (w * inv).clamp(-MASKED_MAX, MASKED_MAX);
+                (x + 0.5f32.copysign(x)) as i32
+            })
             .collect();
         // w = 2^16 hi + 2^8 mid + lo with mid, lo in -128..=127 (rounded digits);
         // |w| <= 127 (2^16 + 2^8 + 1) keeps hi in i8 too.

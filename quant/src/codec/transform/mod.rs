@@ -57,6 +57,10 @@ pub struct TransformCodec {
     /// One per component, in PCA order.
     quantizers: Vec<ComponentQuantizer>,
     layout: Layout,
+    /// `mu + sum_j value_j P_j` over the zero-bit components: a dot or cosine
+    /// score's constant is the query's inner product with it, so a scorer rotates
+    /// the query only onto the components that have bits (derived, not stored).
+    fixed_direction: Vec<f32>,
 }
 
 /// The serialized form of [`TransformCodec`].
@@ -124,12 +128,25 @@ impl TryFrom<TransformParams> for TransformCodec {
                 p.bytes
             )));
         }
+        let mut fixed_direction = p.pca.mean().to_vec();
+        for (q, row) in p
+            .quantizers
+            .iter()
+            .zip(p.pca.components().chunks_exact(dim))
+        {
+            if let ComponentQuantizer::Constant { value } = q {
+                for (f, &x) in fixed_direction.iter_mut().zip(row) {
+                    *f += value * x;
+                }
+            }
+        }
         Ok(TransformCodec {
             bytes: p.bytes,
             quantizer: p.quantizer,
             pca: p.pca,
             quantizers: p.quantizers,
             layout,
+            fixed_direction,
         })
     }
 }

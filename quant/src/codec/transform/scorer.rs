@@ -69,23 +69,38 @@ fn rotated_query(codec: &TransformCodec, query: &[f32], metric: Metric) -> (Vec<
 
 impl<'a> FoldedScorer<'a> {
     pub(super) fn new(codec: &'a TransformCodec, query: &[f32], metric: Metric) -> Self {
-        let (rot, mut constant) = rotated_query(codec, query, metric);
         let l2 = metric == Metric::L2;
-        // Zero-bit components: constants of the score.
-        for (j, q) in codec.quantizers.iter().enumerate() {
-            if let ComponentQuantizer::Constant { value } = q {
-                constant += if l2 {
-                    -(rot[j] - value).powi(2)
-                } else {
-                    rot[j] * value
-                };
-            }
-        }
         let layout = &codec.layout;
-        let slots = layout
-            .order()
+        // The query's coordinate on every slot's component, and the score's constant.
+        let (coords, mut constant): (Vec<f32>, f32) = if l2 {
+            let (rot, mut constant) = rotated_query(codec, query, metric);
+            // Zero-bit components: constants of the score.
+            for (j, q) in codec.quantizers.iter().enumerate() {
+                if let ComponentQuantizer::Constant { value } = q {
+                    constant -= (rot[j] - value).powi(2);
+                }
+            }
+            (
+                layout.order().iter().map(|&j| rot[j as usize]).collect(),
+                constant,
+            )
+        } else {
+            // Dot and cosine: only the components with bits need the rotation; the
+            // mean and the zero-bit components fold into one direction.
+            let q = metric.prepare_query(query);
+            let dim = codec.pca.dim();
+            let rows = codec.pca.components();
+            let coords = layout
+                .order()
+                .iter()
+                .map(|&j| dot_f32(&rows[j as usize * dim..][..dim], &q))
+                .collect();
+            (coords, dot_f32(&q, &codec.fixed_direction))
+        };
+        let slots = coords
             .iter()
-            .map(|&j| (rot[j as usize], &codec.quantizers[j as usize]));
+            .zip(layout.order())
+            .map(|(&x, &j)| (x, &codec.quantizers[j as usize]));
         let affine: Option<Vec<(f32, f32)>> = codec
             .layout
             .order()
