@@ -190,7 +190,8 @@ fn sections(m: &Manifest) -> Vec<(String, Section)> {
             Encoding::ScaledPalette { data, .. } => {
                 out.push((format!("tensor `{n}` scaled palette"), *data))
             }
-            Encoding::NestedPalette { base, steps, .. } => {
+            Encoding::NestedPalette { base, steps, .. }
+            | Encoding::RescaledNestedPalette { base, steps, .. } => {
                 out.push((format!("tensor `{n}` nested palette base"), *base));
                 for (l, b) in steps.iter().enumerate() {
                     out.push((format!("tensor `{n}` refinement step {l}"), b.section));

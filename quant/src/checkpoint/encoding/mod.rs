@@ -8,6 +8,7 @@
 //! | [`Encoding::Palette`] | `palette.rs` | tables then packed indices | - | v1 |
 //! | [`Encoding::ScaledPalette`] | `scaled_palette.rs` | table, row parameters, block codes, indices | - | v2 |
 //! | [`Encoding::NestedPalette`] | `nested_palette.rs` | a scaled palette base | one per extra bit (table, bit plane), in the global order | v3 |
+//! | [`Encoding::RescaledNestedPalette`] | `nested_palette.rs` | a scaled palette base | one per extra bit (table, bit plane, block corrections), in the global order | v4 |
 //!
 //! Everything else in the checkpoint code (layout, validation, reading, budgets, the
 //! GPU plan) and in `octet weights` (inspect, plan, repack) goes through the trait: it
@@ -105,6 +106,23 @@ mod variants {
             /// says; where each lies in the file follows the global order.
             steps: Vec<BlockEntry>,
         },
+        /// A rescaled nested palette (`shape = [rows, cols]`): a nested palette whose
+        /// every step also corrects the base's block scales and offsets for its
+        /// width ([`crate::palette::rescaled`]). Format version 4.
+        RescaledNestedPalette {
+            /// Bits per index of the base (2..=8).
+            bits: u8,
+            /// Weights per block along a row.
+            group_cols: u32,
+            /// Bits of each block's correction code in every step (1..=4).
+            rescale_bits: u8,
+            /// The base, laid out as [`crate::palette::ScaledLayout`] says.
+            base: Section,
+            /// Refinement steps in order, laid out as
+            /// [`super::NestedStepLayout::rescaled`] says; where each lies in the
+            /// file follows the global order.
+            steps: Vec<BlockEntry>,
+        },
     }
 }
 
@@ -155,6 +173,20 @@ impl Encoding {
             } => Box::new(nested_palette::Nested {
                 bits: *bits,
                 group_cols: *group_cols,
+                rescale_bits: None,
+                base: *base,
+                steps,
+            }),
+            Encoding::RescaledNestedPalette {
+                bits,
+                group_cols,
+                rescale_bits,
+                base,
+                steps,
+            } => Box::new(nested_palette::Nested {
+                bits: *bits,
+                group_cols: *group_cols,
+                rescale_bits: Some(*rescale_bits),
                 base: *base,
                 steps,
             }),
@@ -233,6 +265,7 @@ pub(crate) fn archived_block_count(e: &ArchivedEncoding) -> usize {
     match e {
         ArchivedEncoding::BitStack { blocks, .. } => blocks.len(),
         ArchivedEncoding::NestedPalette { steps, .. } => steps.len(),
+        ArchivedEncoding::RescaledNestedPalette { steps, .. } => steps.len(),
         _ => 0,
     }
 }
