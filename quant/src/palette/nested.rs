@@ -70,6 +70,9 @@ pub struct NestedPalette {
     pub base: ScaledPalette,
     /// Refinement steps in order.
     pub steps: Vec<NestedStep>,
+    /// Correction of the base's block parameters used when no step is loaded
+    /// (a rescaled palette fitted above its base width, [`super::rescaled`]).
+    pub base_rescale: Option<super::rescaled::Rescale>,
 }
 
 /// Bytes of one bit-plane row of `cols` weights.
@@ -88,10 +91,11 @@ impl NestedPalette {
         };
         let planes: Vec<&[u8]> = self.steps[..n].iter().map(|s| s.plane.as_slice()).collect();
         let params: Vec<f32> = self.base.params.iter().map(|v| v.to_f32()).collect();
-        let rescale = n
-            .checked_sub(1)
-            .and_then(|l| self.steps[l].rescale.as_ref())
-            .map(|r| r.view());
+        let rescale = match n {
+            0 => self.base_rescale.as_ref(),
+            _ => self.steps[n - 1].rescale.as_ref(),
+        }
+        .map(|r| r.view());
         decode_nested(
             &self.base.layout,
             &table,
@@ -285,13 +289,17 @@ pub fn nest_scaled_at(
         steps.push(step);
         table = next;
     }
-    Ok(NestedPalette { base, steps })
+    Ok(NestedPalette {
+        base,
+        steps,
+        base_rescale: None,
+    })
 }
 
 /// The table of `idx >> shift`: each merged level the weighted mean of the values it
 /// holds (the mean of its fine levels when it holds no weight), as stored f16,
 /// ascending.
-fn merged_table(u: &[f32], c: &[f64], idx: &[u8], fine: &[f32], shift: u8) -> Vec<f32> {
+pub(super) fn merged_table(u: &[f32], c: &[f64], idx: &[u8], fine: &[f32], shift: u8) -> Vec<f32> {
     let k = fine.len() >> shift;
     let (mut num, mut den) = (vec![0f64; k], vec![0f64; k]);
     for ((&x, &m), &i) in u.iter().zip(c).zip(idx) {

@@ -45,7 +45,7 @@ use super::{index_row_bytes, pack_row, palettize_scaled, unpack_indices};
 use crate::error::{QuantError, Result};
 
 /// The widest correction code.
-pub const MAX_RESCALE_BITS: u8 = 4;
+pub const MAX_RESCALE_BITS: u8 = 8;
 /// Alternation rounds per step.
 const ROUNDS: usize = 4;
 /// Weighted k-means iterations per round.
@@ -130,12 +130,43 @@ pub fn nest_rescaled(
     group_cols: usize,
     rescale_bits: u8,
 ) -> Result<NestedPalette> {
-    if top_bits < base_bits || top_bits > super::nested::MAX_BITS {
+    nest_rescaled_at(
+        w,
+        rows,
+        cols,
+        importance,
+        base_bits,
+        base_bits,
+        top_bits,
+        group_cols,
+        rescale_bits,
+    )
+}
+
+/// As [`nest_rescaled`], with the block scales and offsets and the index tree
+/// fitted at `fit_bits` (`base_bits..=top_bits`): the scaled palette at that width
+/// is fitted as [`palettize_scaled`] does (and kept as is unless a correction
+/// lowers its error), narrower widths merge its levels in adjacent pairs (each
+/// with its own table and corrections, the base's stored as
+/// [`NestedPalette::base_rescale`]), wider ones split them.
+#[allow(clippy::too_many_arguments)]
+pub fn nest_rescaled_at(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    importance: Option<&[f32]>,
+    base_bits: u8,
+    fit_bits: u8,
+    top_bits: u8,
+    group_cols: usize,
+    rescale_bits: u8,
+) -> Result<NestedPalette> {
+    let max = super::nested::MAX_BITS;
+    if top_bits < base_bits || top_bits > max || !(base_bits..=top_bits).contains(&fit_bits) {
         return Err(QuantError::InvalidConfig {
             field: "top_bits",
             reason: format!(
-                "base {base_bits}, top {top_bits}: expected base <= top <= {}",
-                super::nested::MAX_BITS
+                "base {base_bits}, fit {fit_bits}, top {top_bits}: expected base <= fit <= top <= {max}"
             ),
         });
     }
@@ -146,7 +177,7 @@ pub fn nest_rescaled(
         });
     }
     // Validates shape, bits, group and importance.
-    let base = palettize_scaled(w, rows, cols, importance, base_bits, group_cols)?;
+    let fixed = palettize_scaled(w, rows, cols, importance, fit_bits, group_cols)?;
     let m: Vec<f64> = match importance {
         Some(imp) => {
             let mean = imp.iter().map(|&x| f64::from(x)).sum::<f64>() / cols as f64;
@@ -155,14 +186,14 @@ pub fn nest_rescaled(
         }
         None => vec![1.0; cols],
     };
-    let l = base.layout;
+    let l = fixed.layout;
     let nb = l.blocks();
-    let grids = base.block_grids();
+    let grids = fixed.block_grids();
     let mut idx = vec![0u8; rows * cols];
     let rb = index_row_bytes(cols, l.bits);
     for r in 0..rows {
         unpack_indices(
-            &base.indices[r * rb..(r + 1) * rb],
+            &fixed.indices[r * rb..(r + 1) * rb],
             l.bits,
             &mut idx[r * cols..(r + 1) * cols],
         );
@@ -176,49 +207,99 @@ pub fn nest_rescaled(
         group_cols,
         nb,
     };
-    let mut table: Vec<f32> = base.table.iter().map(|v| v.to_f32()).collect();
-    let mut fg = vec![[1f32, 0f32]; rows * nb];
-    let mut prev = fit.error(&table, &idx, &fg);
+    let identity = vec![[1f32, 0f32]; rows * nb];
+    let mut table: Vec<f32> = fixed.table.iter().map(|v| v.to_f32()).collect();
+    let mut fg = identity.clone();
     let mut steps = Vec::with_capacity(usize::from(top_bits - base_bits));
-    for _ in base_bits..top_bits {
+    let mut base = fixed;
+    let mut base_rescale = None;
+    let mut prev = fit.error(&table, &idx, &fg);
+    if fit_bits > base_bits {
+        // Widths below the fit: its levels merged, each width corrected.
+        let (mut u, mut c) = (vec![0f32; rows * cols], vec![0f64; rows * cols]);
+        for (b, range) in fit.blocks() {
+            let (s, o) = (grids[2 * b], grids[2 * b + 1]);
+            for i in range {
+                if s != 0.0 {
+                    u[i] = (w[i] - o) / s;
+                    c[i] = m[i % cols] * f64::from(s) * f64::from(s);
+                }
+            }
+        }
+        for b in base_bits..fit_bits {
+            let shift = fit_bits - b;
+            let coarse: Vec<u8> = idx.iter().map(|&i| i >> shift).collect();
+            let merged = super::nested::merged_table(&u, &c, &idx, &table, shift);
+            let st = fit.step(merged, coarse, &identity, rescale_bits, false);
+            if b == base_bits {
+                let layout = super::ScaledLayout::new(rows, cols, base_bits, group_cols)
+                    .ok_or_else(|| QuantError::InvalidConfig {
+                        field: "base_bits",
+                        reason: format!("{base_bits}: no scaled palette layout"),
+                    })?;
+                let rbb = index_row_bytes(cols, base_bits);
+                let mut indices = vec![0u8; layout.indices.1];
+                for (row, out) in st.idx.chunks_exact(cols).zip(indices.chunks_exact_mut(rbb)) {
+                    pack_row(row, base_bits, out);
+                }
+                base = super::ScaledPalette {
+                    layout,
+                    table: st.table.iter().map(|&v| f16::from_f32(v)).collect(),
+                    params: base.params,
+                    codes: base.codes,
+                    indices,
+                };
+                base_rescale = Some(fit.rescale(&st, rescale_bits));
+            } else {
+                steps.push(fit.nested_step(&st, prev, rescale_bits));
+            }
+            prev = st.err;
+        }
+        // The fit width: the fixed palette, corrected only where that helps.
+        let plain = fit.error(&table, &idx, &identity);
+        let mut st = fit.step(table.clone(), idx.clone(), &identity, rescale_bits, false);
+        if plain <= st.err {
+            st = StepFit {
+                table: table.clone(),
+                idx: idx.clone(),
+                entries: vec![[1.0, 0.0]; 1 << rescale_bits],
+                codes: vec![0; rows * nb],
+                err: plain,
+            };
+        }
+        steps.push(fit.nested_step(&st, prev, rescale_bits));
+        prev = st.err;
+        table = st.table;
+        idx = st.idx;
+        fg = st.codes.iter().map(|&k| st.entries[k]).collect();
+    }
+    for _ in fit_bits..top_bits {
         // Split in the previous width's corrected coordinates.
         let (mut u, mut c) = (vec![0f32; rows * cols], vec![0f64; rows * cols]);
-        for r in 0..rows {
-            for (j, &mj) in m.iter().enumerate() {
-                let b = r * nb + j / group_cols;
-                let (s, o) = (grids[2 * b], grids[2 * b + 1]);
-                let (sf, of) = (s * fg[b][0], o + s * fg[b][1]);
-                let i = r * cols + j;
+        for (b, range) in fit.blocks() {
+            let (s, o) = (grids[2 * b], grids[2 * b + 1]);
+            let (sf, of) = (s * fg[b][0], o + s * fg[b][1]);
+            for i in range {
                 if sf != 0.0 {
                     u[i] = (w[i] - of) / sf;
-                    c[i] = mj * f64::from(sf) * f64::from(sf);
+                    c[i] = m[i % cols] * f64::from(sf) * f64::from(sf);
                 }
             }
         }
         let (_, split) = split_step(&u, &c, &mut idx, &table, rows, cols);
         drop((u, c));
-        let step = fit.step(split, idx, &fg, rescale_bits);
-        let err = step.err;
-        steps.push(NestedStep {
-            table: step.table.iter().map(|&v| f16::from_f32(v)).collect(),
-            plane: fit.plane(&step.idx),
-            gain: prev - err,
-            rescale: Some(Rescale {
-                bits: rescale_bits,
-                entries: step
-                    .entries
-                    .iter()
-                    .map(|e| [f16::from_f32(e[0]), f16::from_f32(e[1])])
-                    .collect(),
-                codes: fit.pack_codes(&step.codes, rescale_bits),
-            }),
-        });
-        prev = err;
-        table = step.table;
-        idx = step.idx;
-        fg = step.codes.iter().map(|&k| step.entries[k]).collect();
+        let st = fit.step(split, idx, &fg, rescale_bits, true);
+        steps.push(fit.nested_step(&st, prev, rescale_bits));
+        prev = st.err;
+        table = st.table;
+        idx = st.idx;
+        fg = st.codes.iter().map(|&k| st.entries[k]).collect();
     }
-    Ok(NestedPalette { base, steps })
+    Ok(NestedPalette {
+        base,
+        steps,
+        base_rescale,
+    })
 }
 
 /// The tensor being fitted and its base's block parameters.
@@ -280,9 +361,40 @@ impl Fit<'_> {
         e
     }
 
-    /// Fits a step from the split's table and indices, starting from corrections
-    /// `fg` (the previous width's, under which the split is exact).
-    fn step(&self, split: Vec<f32>, idx: Vec<u8>, fg: &[[f32; 2]], bits: u8) -> StepFit {
+    /// The correction of a fitted width.
+    fn rescale(&self, st: &StepFit, bits: u8) -> Rescale {
+        Rescale {
+            bits,
+            entries: st
+                .entries
+                .iter()
+                .map(|e| [f16::from_f32(e[0]), f16::from_f32(e[1])])
+                .collect(),
+            codes: self.pack_codes(&st.codes, bits),
+        }
+    }
+
+    /// A fitted width as a refinement step from a width of error `prev`.
+    fn nested_step(&self, st: &StepFit, prev: f64, bits: u8) -> NestedStep {
+        NestedStep {
+            table: st.table.iter().map(|&v| f16::from_f32(v)).collect(),
+            plane: self.plane(&st.idx),
+            gain: prev - st.err,
+            rescale: Some(self.rescale(st, bits)),
+        }
+    }
+
+    /// Fits a width from an initial table and indices, starting from corrections
+    /// `fg` (after a split, the previous width's, under which the split is exact);
+    /// with `rechoose`, each weight's last bit may change.
+    fn step(
+        &self,
+        split: Vec<f32>,
+        idx: Vec<u8>,
+        fg: &[[f32; 2]],
+        bits: u8,
+        rechoose: bool,
+    ) -> StepFit {
         let k = 1usize << bits;
         let nblocks = self.rows * self.nb;
         let mut table: Vec<f32> = split.iter().map(|&v| f16r(v)).collect();
@@ -355,7 +467,11 @@ impl Fit<'_> {
                         (x - (s * table[p] + o)).abs(),
                         (x - (s * table[p + 1] + o)).abs(),
                     );
-                    let q = if eb < ea { p + 1 } else { p };
+                    let q = match rechoose {
+                        true if eb < ea => p + 1,
+                        true => p,
+                        false => usize::from(idx[i]),
+                    };
                     idx[i] = q as u8;
                     let mi = self.m[i % self.cols];
                     num[q] += mi * f64::from(s) * f64::from(x - o);
@@ -485,7 +601,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
-    use crate::palette::nest_scaled;
+    use crate::palette::{nest_scaled, palettize_scaled};
 
     /// Blocks of varied range and shape (some heavy-tailed), as in real layers.
     fn blocky(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
@@ -538,10 +654,33 @@ mod tests {
     }
 
     #[test]
+    fn fitted_above_the_base_its_fit_width_is_no_worse_than_the_fixed_palette() {
+        for (rows, cols, g) in [(7, 129, 32), (5, 200, 16)] {
+            let w = blocky(rows, cols, 8);
+            let p = nest_rescaled_at(&w, rows, cols, None, 2, 4, 5, g, 3).expect("fits");
+            let fixed = palettize_scaled(&w, rows, cols, None, 4, g).expect("fits");
+            assert_eq!(p.base.layout.bits, 2);
+            assert_eq!(p.steps.len(), 3);
+            let br = p.base_rescale.as_ref().expect("base correction");
+            assert_eq!(br.entries.len(), 8);
+            let (e4, ef) = (err(&w, &p.decode(2)), err(&w, &fixed.decode()));
+            assert!(e4 <= ef * 1.0001, "fit width {e4} vs fixed {ef}");
+            let mut prev = err(&w, &p.decode(0));
+            for n in 1..=3 {
+                let e = err(&w, &p.decode(n));
+                assert!(e < prev, "step {n}: {e} >= {prev}");
+                let rel = (prev - e - p.steps[n - 1].gain).abs() / prev;
+                assert!(rel < 1e-3, "step {n}: gain {}", p.steps[n - 1].gain);
+                prev = e;
+            }
+        }
+    }
+
+    #[test]
     fn rejects_bad_parameters() {
         let w = vec![0.5f32; 16];
         assert!(nest_rescaled(&w, 2, 8, None, 3, 2, 4, 2).is_err());
         assert!(nest_rescaled(&w, 2, 8, None, 2, 4, 4, 0).is_err());
-        assert!(nest_rescaled(&w, 2, 8, None, 2, 4, 4, 5).is_err());
+        assert!(nest_rescaled(&w, 2, 8, None, 2, 4, 4, 9).is_err());
     }
 }

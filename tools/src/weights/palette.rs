@@ -17,7 +17,7 @@ use octet_quant::bitstack::OrderPolicy;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
 use octet_quant::palette::{
     GptqConfig, GptqReport, NestedPalette, PaletteConfig, PaletteTensor, ScaledPalette,
-    nest_rescaled, nest_scaled, palettize, palettize_gptq, palettize_scaled, scaled_gptq,
+    nest_rescaled_at, nest_scaled, palettize, palettize_gptq, palettize_scaled, scaled_gptq,
 };
 use serde::Serialize;
 
@@ -59,9 +59,15 @@ pub struct PaletteArgs {
     nested_top: Option<u8>,
     /// With --nested-top: every refinement step also re-fits the block scales and
     /// offsets for its width, as an N-bit code per block into a per-step table of
-    /// corrections (1..=4; format version 4). Without it the steps keep the base's.
+    /// corrections (1..=8; format version 4). Without it the steps keep the base's.
     #[arg(long, value_name = "N", requires = "nested_top")]
     nested_rescale_bits: Option<u8>,
+    /// With --nested-rescale-bits: fit the block scales, offsets and index tree at
+    /// this width (--bits..=--nested-top; default --bits): the palette at this width
+    /// is the fixed scaled palette, narrower widths merge its levels (each with its
+    /// own corrections, the base's resident), wider ones split them.
+    #[arg(long, value_name = "BITS", requires = "nested_rescale_bits")]
+    nested_fit: Option<u8>,
     /// With --nested-top: load the refinement steps level by level (every linear
     /// gets its n-th step before any gets its n+1-th; within a level, by error
     /// removed per byte) instead of purely by error removed per byte.
@@ -268,12 +274,13 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                         None => {
                             nest_scaled(&t.data, rows, cols, imp.as_deref(), args.bits, top, gc)
                         }
-                        Some(rb) => nest_rescaled(
+                        Some(rb) => nest_rescaled_at(
                             &t.data,
                             rows,
                             cols,
                             imp.as_deref(),
                             args.bits,
+                            args.nested_fit.unwrap_or(args.bits),
                             top,
                             gc,
                             rb,
@@ -314,6 +321,8 @@ pub fn run(args: PaletteArgs) -> Result<()> {
     }
     if let Some(rb) = args.nested_rescale_bits {
         writer.add_metadata("palette.nested_rescale_bits", &rb.to_string())?;
+        let fit = args.nested_fit.unwrap_or(args.bits);
+        writer.add_metadata("palette.nested_fit", &fit.to_string())?;
     }
     // Nested palettes need no step at the smallest budget: their bases stand alone.
     let ordering = match (args.nested_top, args.nested_balanced) {

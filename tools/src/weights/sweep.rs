@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
 use octet_quant::checkpoint::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Reader};
 use octet_quant::checkpoint::{Manifest, MappedCheckpoint};
-use octet_quant::palette::{NestedPalette, PaletteConfig, nest_rescaled, nest_scaled_at};
+use octet_quant::palette::{NestedPalette, PaletteConfig, nest_rescaled_at, nest_scaled_at};
 use octet_tools::model::calib;
 use octet_tools::model::llama::LlamaForward;
 use octet_tools::model::peers::{KQuant, Rtn};
@@ -138,12 +138,12 @@ pub struct SweepArgs {
     adaptive_base: u8,
     /// Bits at which the adaptive file's block scales and offsets are fitted (the
     /// palette at this width is a prefix of the file exactly; narrower prefixes merge
-    /// its levels, wider ones split them); default: --adaptive-base. Only without
-    /// block corrections (--adaptive-rescale-bits 0).
+    /// its levels, wider ones split them); default: --adaptive-base. With block
+    /// corrections every narrower width, the base included, gets its own.
     #[arg(long)]
     adaptive_fit: Option<u8>,
     /// Bits of each block's scale/offset correction in every refinement step (0:
-    /// none, the steps keep the base's block parameters; 1..=4: format version 4),
+    /// none, the steps keep the base's block parameters; 1..=8: format version 4),
     /// one adaptive curve per value.
     #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "0")]
     adaptive_rescale_bits: Vec<u8>,
@@ -646,11 +646,6 @@ fn fit_nested(prep: &Prepared, args: &SweepArgs, rescale_bits: u8) -> Result<Vec
         args.adaptive_group_cols,
     );
     let fit = args.adaptive_fit.unwrap_or(base);
-    if rescale_bits > 0 && fit != base {
-        bail!(
-            "--adaptive-fit {fit} differs from --adaptive-base {base}: block corrections (--adaptive-rescale-bits {rescale_bits}) are fitted from the base width"
-        );
-    }
     let pb = bar(prep.linears.len() as u64, "nesting palettes");
     let nested = prep
         .linears
@@ -661,7 +656,7 @@ fn fit_nested(prep: &Prepared, args: &SweepArgs, rescale_bits: u8) -> Result<Vec
             let imp = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
             let p = match rescale_bits {
                 0 => nest_scaled_at(&t.data, rows, cols, imp.as_deref(), base, fit, top, gc),
-                rb => nest_rescaled(&t.data, rows, cols, imp.as_deref(), base, top, gc, rb),
+                rb => nest_rescaled_at(&t.data, rows, cols, imp.as_deref(), base, fit, top, gc, rb),
             }
             .with_context(|| format!("nested palette of `{name}`"));
             pb.inc(1);

@@ -114,10 +114,14 @@ mod variants {
             bits: u8,
             /// Weights per block along a row.
             group_cols: u32,
-            /// Bits of each block's correction code in every step (1..=4).
+            /// Bits of each block's correction code in every step (1..=8).
             rescale_bits: u8,
             /// The base, laid out as [`crate::palette::ScaledLayout`] says.
             base: Section,
+            /// The base's own correction, used when no step is loaded (a palette
+            /// fitted above its base width): the correction table then the codes,
+            /// as in a step ([`super::NestedStepLayout::base_rescale`]).
+            base_rescale: Option<Section>,
             /// Refinement steps in order, laid out as
             /// [`super::NestedStepLayout::rescaled`] says; where each lies in the
             /// file follows the global order.
@@ -175,6 +179,7 @@ impl Encoding {
                 group_cols: *group_cols,
                 rescale_bits: None,
                 base: *base,
+                base_rescale: None,
                 steps,
             }),
             Encoding::RescaledNestedPalette {
@@ -182,12 +187,14 @@ impl Encoding {
                 group_cols,
                 rescale_bits,
                 base,
+                base_rescale,
                 steps,
             } => Box::new(nested_palette::Nested {
                 bits: *bits,
                 group_cols: *group_cols,
                 rescale_bits: Some(*rescale_bits),
                 base: *base,
+                base_rescale: *base_rescale,
                 steps,
             }),
         }

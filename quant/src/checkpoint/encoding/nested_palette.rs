@@ -65,7 +65,7 @@ impl NestedStepLayout {
 
     /// The layout of a rescaled step (version 4): [`NestedStepLayout::new`], then
     /// the correction table and the codes, each 64-byte aligned; `None` if a
-    /// parameter is out of range (`rescale_bits` outside 1..=4, `group_cols` 0) or a
+    /// parameter is out of range (`rescale_bits` outside 1..=8, `group_cols` 0) or a
     /// size overflows.
     pub fn rescaled(
         rows: usize,
@@ -74,10 +74,38 @@ impl NestedStepLayout {
         group_cols: usize,
         rescale_bits: u8,
     ) -> Option<NestedStepLayout> {
+        let plain = Self::new(rows, cols, bits)?;
+        Self::with_rescale(plain, rows, cols, group_cols, rescale_bits)
+    }
+
+    /// The layout of a base correction section: the correction table and codes of
+    /// [`NestedStepLayout::rescaled`] alone (`table` and `plane` empty).
+    pub fn base_rescale(
+        rows: usize,
+        cols: usize,
+        group_cols: usize,
+        rescale_bits: u8,
+    ) -> Option<NestedStepLayout> {
+        let empty = NestedStepLayout {
+            table: (0, 0),
+            plane: (0, 0),
+            entries: (0, 0),
+            codes: (0, 0),
+            len: 0,
+        };
+        Self::with_rescale(empty, rows, cols, group_cols, rescale_bits)
+    }
+
+    fn with_rescale(
+        plain: NestedStepLayout,
+        rows: usize,
+        cols: usize,
+        group_cols: usize,
+        rescale_bits: u8,
+    ) -> Option<NestedStepLayout> {
         if !(1..=MAX_RESCALE_BITS).contains(&rescale_bits) || group_cols == 0 {
             return None;
         }
-        let plain = Self::new(rows, cols, bits)?;
         let entries_off = align_usize(plain.len)?;
         let entries_len = 4usize << rescale_bits;
         let codes_off = align_usize(entries_off.checked_add(entries_len)?)?;
@@ -117,7 +145,19 @@ pub(super) struct Nested<'a> {
     /// `Some` for [`Encoding::RescaledNestedPalette`].
     pub rescale_bits: Option<u8>,
     pub base: Section,
+    /// The base's own correction (rescaled palettes fitted above the base width).
+    pub base_rescale: Option<Section>,
     pub steps: &'a [BlockEntry],
+}
+
+/// A correction's parts in `bytes` laid out by `sl`, as decoding applies them.
+fn rescale_view<'b>(bytes: &'b [u8], sl: &NestedStepLayout, bits: u8) -> RescaleView<'b> {
+    let e = f16s(&bytes[sl.entries.0..sl.entries.0 + sl.entries.1]);
+    RescaleView {
+        bits,
+        entries: e.chunks_exact(2).map(|p| [p[0], p[1]]).collect(),
+        codes: &bytes[sl.codes.0..sl.codes.0 + sl.codes.1],
+    }
 }
 
 fn f16s(b: &[u8]) -> Vec<f32> {
@@ -151,7 +191,11 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
     }
 
     fn resident(&self) -> Vec<(Section, &'static str)> {
-        vec![(self.base, "nested palette base")]
+        let mut out = vec![(self.base, "nested palette base")];
+        if let Some(s) = self.base_rescale {
+            out.push((s, "nested palette base correction"));
+        }
+        out
     }
 
     fn blocks(&self) -> &'a [BlockEntry] {
@@ -172,6 +216,9 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
                 group_cols: self.group_cols,
                 rescale_bits,
                 base,
+                base_rescale: self
+                    .base_rescale
+                    .map(|s| resident.get(1).copied().unwrap_or(s)),
                 steps: blocks,
             },
         }
@@ -198,6 +245,11 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
             )));
         }
         t.section(&self.base, layout.map(|x| x.len), "nested palette base")?;
+        if let (Some(s), Some(rb)) = (&self.base_rescale, self.rescale_bits) {
+            let want =
+                NestedStepLayout::base_rescale(rows, cols, group_cols as usize, rb).map(|x| x.len);
+            t.section(s, want, "nested palette base correction")?;
+        }
         for (l, s) in self.steps.iter().enumerate() {
             let want = NestedStepLayout::of(
                 rows,
@@ -237,6 +289,17 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
         let mut planes = Vec::with_capacity(n);
         let mut table = f16s(&base[layout.table.0..layout.table.0 + layout.table.1]);
         let mut rescale = None;
+        // The base correction is resident: checked at every budget, used with no step.
+        if let (Some(s), Some(rb)) = (&self.base_rescale, self.rescale_bits) {
+            let what = "nested palette base correction";
+            let bytes = t.section(s, what)?;
+            let sl = NestedStepLayout::base_rescale(rows, cols, self.group_cols as usize, rb)
+                .filter(|x| x.len == bytes.len())
+                .ok_or_else(|| t.error(format!("tensor `{name}` {what}: bad layout")))?;
+            if n == 0 {
+                rescale = Some(rescale_view(bytes, &sl, rb));
+            }
+        }
         for (l, s) in self.steps[..n].iter().enumerate() {
             let what = format!("refinement step {l}");
             let bytes = t.section(&s.section, &what)?;
@@ -251,14 +314,7 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
             .ok_or_else(|| t.error(format!("tensor `{name}` {what}: bad layout")))?;
             if l + 1 == n {
                 table = f16s(&bytes[sl.table.0..sl.table.0 + sl.table.1]);
-                rescale = self.rescale_bits.map(|bits| {
-                    let e = f16s(&bytes[sl.entries.0..sl.entries.0 + sl.entries.1]);
-                    RescaleView {
-                        bits,
-                        entries: e.chunks_exact(2).map(|p| [p[0], p[1]]).collect(),
-                        codes: &bytes[sl.codes.0..sl.codes.0 + sl.codes.1],
-                    }
-                });
+                rescale = self.rescale_bits.map(|bits| rescale_view(bytes, &sl, bits));
             }
             planes.push(&bytes[sl.plane.0..sl.plane.0 + sl.plane.1]);
         }
@@ -275,6 +331,24 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
     }
 
     // No device kernel yet: the default `gpu_job` refuses it and names the CPU loader.
+}
+
+/// A `sl.len`-byte buffer with `r`'s correction table and codes where `sl` puts
+/// them (the rest zero); `None` if their lengths do not match `sl`.
+fn rescale_bytes(r: &crate::palette::Rescale, sl: &NestedStepLayout) -> Option<Vec<u8>> {
+    if r.entries.len() * 4 != sl.entries.1 || r.codes.len() != sl.codes.1 {
+        return None;
+    }
+    let mut buf = vec![0u8; sl.len];
+    for (c, e) in buf[sl.entries.0..sl.entries.0 + sl.entries.1]
+        .chunks_exact_mut(4)
+        .zip(&r.entries)
+    {
+        c[..2].copy_from_slice(&e[0].to_le_bytes());
+        c[2..].copy_from_slice(&e[1].to_le_bytes());
+    }
+    buf[sl.codes.0..sl.codes.0 + sl.codes.1].copy_from_slice(&r.codes);
+    Some(buf)
 }
 
 impl EncodeTensor for NestedPalette {
@@ -312,11 +386,13 @@ impl EncodeTensor for NestedPalette {
         }
         let group_cols = u32::try_from(l.group_cols)
             .map_err(|_| invalid(format!("block of {} weights exceeds u32", l.group_cols)))?;
-        // Every step rescaled with the same code width, or none.
+        // Every step rescaled with the same code width, or none; a base correction
+        // only in a rescaled palette, with that width.
         let rescale_bits = self
             .steps
             .first()
             .and_then(|s| s.rescale.as_ref())
+            .or(self.base_rescale.as_ref())
             .map(|r| r.bits);
         if let Some(i) = self
             .steps
@@ -327,7 +403,30 @@ impl EncodeTensor for NestedPalette {
                 "step {i}: block corrections differ from step 0's (every step has them with the same width, or none does)"
             )));
         }
+        if let Some(r) = &self.base_rescale
+            && Some(r.bits) != rescale_bits
+        {
+            return Err(invalid(format!(
+                "the base correction's {}-bit codes differ from the steps'",
+                r.bits
+            )));
+        }
         let base = spill(&self.base.section_bytes())?;
+        let base_rescale = match &self.base_rescale {
+            None => None,
+            Some(r) => {
+                let sl = NestedStepLayout::base_rescale(l.rows, l.cols, l.group_cols, r.bits)
+                    .ok_or_else(|| invalid("base correction: bad or overflowing layout".into()))?;
+                Some(spill(&rescale_bytes(r, &sl).ok_or_else(|| {
+                    invalid(format!(
+                        "base correction: {} entries or {} code bytes do not match {}-bit codes",
+                        r.entries.len(),
+                        r.codes.len(),
+                        r.bits
+                    ))
+                })?)?)
+            }
+        };
         let mut steps = Vec::with_capacity(self.steps.len());
         for (i, s) in self.steps.iter().enumerate() {
             let bits = l.bits + i as u8 + 1;
@@ -349,22 +448,15 @@ impl EncodeTensor for NestedPalette {
             }
             buf[sl.plane.0..sl.plane.0 + sl.plane.1].copy_from_slice(&s.plane);
             if let Some(r) = &s.rescale {
-                if r.entries.len() * 4 != sl.entries.1 || r.codes.len() != sl.codes.1 {
-                    return Err(invalid(format!(
+                let parts = rescale_bytes(r, &sl).ok_or_else(|| {
+                    invalid(format!(
                         "step {i}: {} corrections or {} code bytes do not match {}-bit codes",
                         r.entries.len(),
                         r.codes.len(),
                         r.bits
-                    )));
-                }
-                for (c, e) in buf[sl.entries.0..sl.entries.0 + sl.entries.1]
-                    .chunks_exact_mut(4)
-                    .zip(&r.entries)
-                {
-                    c[..2].copy_from_slice(&e[0].to_le_bytes());
-                    c[2..].copy_from_slice(&e[1].to_le_bytes());
-                }
-                buf[sl.codes.0..sl.codes.0 + sl.codes.1].copy_from_slice(&r.codes);
+                    ))
+                })?;
+                buf[sl.entries.0..].copy_from_slice(&parts[sl.entries.0..]);
             }
             steps.push(BlockEntry {
                 section: spill(&buf)?,
@@ -383,6 +475,7 @@ impl EncodeTensor for NestedPalette {
                 group_cols,
                 rescale_bits,
                 base,
+                base_rescale,
                 steps,
             },
         })
@@ -399,8 +492,8 @@ mod tests {
     use crate::checkpoint::{
         BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Encoding, Manifest, Reader,
     };
-    use crate::palette::nest_rescaled;
     use crate::palette::nested::{NestedPalette, nest_scaled};
+    use crate::palette::{nest_rescaled, nest_rescaled_at};
 
     const ORDER: BlockOrdering = BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 });
 
@@ -426,8 +519,12 @@ mod tests {
             ("c", 7, 47, 3, 6, 32),
         ] {
             let w = structured(rows, cols, &mut rng);
+            // `b` rescaled is fitted at 3 bits: its base has its own correction.
             let p = match rescale {
                 None => nest_scaled(&w, rows, cols, None, base, top, g),
+                Some(rb) if name == "b" => {
+                    nest_rescaled_at(&w, rows, cols, None, base, 3, top, g, rb)
+                }
                 Some(rb) => nest_rescaled(&w, rows, cols, None, base, top, g, rb),
             }
             .expect("fits");
@@ -514,12 +611,22 @@ mod tests {
     fn flipped_or_missing(rescale: Option<u8>) {
         let (file, m, _) = model_with(3, rescale);
         let full = Budget::fit(&m, BudgetLimit::Full).expect("full");
-        let (base, steps) = match m.tensor_index("b").map(|t| &m.tensors[t].encoding) {
-            Some(Encoding::NestedPalette { base, steps, .. })
-            | Some(Encoding::RescaledNestedPalette { base, steps, .. }) => (base, steps),
+        let (base, base_rescale, steps) = match m.tensor_index("b").map(|t| &m.tensors[t].encoding)
+        {
+            Some(Encoding::NestedPalette { base, steps, .. }) => (base, None, steps),
+            Some(Encoding::RescaledNestedPalette {
+                base,
+                base_rescale,
+                steps,
+                ..
+            }) => (base, *base_rescale, steps),
             _ => panic!("tensor b is a nested palette"),
         };
+        assert_eq!(base_rescale.is_some(), rescale.is_some());
         let mut targets = vec![(*base, "tensor `b` nested palette base".to_string())];
+        if let Some(s) = base_rescale {
+            targets.push((s, "tensor `b` nested palette base correction".to_string()));
+        }
         for (l, s) in steps.iter().enumerate() {
             targets.push((s.section, format!("tensor `b` refinement step {l}")));
         }
@@ -562,7 +669,7 @@ mod tests {
     fn rescaled_parameters_and_version_are_checked() {
         let (file, m, _) = model_with(4, Some(2));
         let t = m.tensor_index("c").expect("c");
-        for rb in [0u8, 5] {
+        for rb in [0u8, 9] {
             let mut bad = m.clone();
             if let Encoding::RescaledNestedPalette { rescale_bits, .. } =
                 &mut bad.tensors[t].encoding
