@@ -190,8 +190,18 @@ fn sections(m: &Manifest) -> Vec<(String, Section)> {
             Encoding::ScaledPalette { data, .. } => {
                 out.push((format!("tensor `{n}` scaled palette"), *data))
             }
-            Encoding::NestedPalette { base, steps, .. }
-            | Encoding::RescaledNestedPalette { base, steps, .. } => {
+            Encoding::RescaledNestedPalette {
+                resident, steps, ..
+            } => {
+                out.push((format!("tensor `{n}` nested palette base"), resident[0]));
+                if let Some(s) = resident.get(1) {
+                    out.push((format!("tensor `{n}` nested palette base correction"), *s));
+                }
+                for (l, b) in steps.iter().enumerate() {
+                    out.push((format!("tensor `{n}` refinement step {l}"), b.section));
+                }
+            }
+            Encoding::NestedPalette { base, steps, .. } => {
                 out.push((format!("tensor `{n}` nested palette base"), *base));
                 for (l, b) in steps.iter().enumerate() {
                     out.push((format!("tensor `{n}` refinement step {l}"), b.section));
@@ -576,7 +586,7 @@ fn a_scaled_palette_makes_the_file_version_2_and_v1_files_with_one_still_read() 
             .rebuild_tensor(name, &full)
             .expect("rebuilds")
     );
-    for v in [0, 4] {
+    for v in [0, VERSION + 1] {
         let err = Reader::new(&with_version(&scaled, v)).expect_err("unknown version");
         assert!(
             reason(err).contains(&format!("unsupported format version {v}")),

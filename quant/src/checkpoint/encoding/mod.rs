@@ -116,12 +116,13 @@ mod variants {
             group_cols: u32,
             /// Bits of each block's correction code in every step (1..=8).
             rescale_bits: u8,
-            /// The base, laid out as [`crate::palette::ScaledLayout`] says.
-            base: Section,
-            /// The base's own correction, used when no step is loaded (a palette
-            /// fitted above its base width): the correction table then the codes,
-            /// as in a step ([`super::NestedStepLayout::base_rescale`]).
-            base_rescale: Option<Section>,
+            /// The resident sections: the base, laid out as
+            /// [`crate::palette::ScaledLayout`] says, then (a palette fitted above its
+            /// base width) the base's own correction, used when no step is loaded,
+            /// laid out as [`super::NestedStepLayout::base_rescale`] says. One
+            /// vector rather than two fields keeps the archived enum no larger than
+            /// before this variant (its size is part of every older file's layout).
+            resident: Vec<Section>,
             /// Refinement steps in order, laid out as
             /// [`super::NestedStepLayout::rescaled`] says; where each lies in the
             /// file follows the global order.
@@ -180,21 +181,27 @@ impl Encoding {
                 rescale_bits: None,
                 base: *base,
                 base_rescale: None,
+                resident_count: 1,
                 steps,
             }),
             Encoding::RescaledNestedPalette {
                 bits,
                 group_cols,
                 rescale_bits,
-                base,
-                base_rescale,
+                resident,
                 steps,
             } => Box::new(nested_palette::Nested {
                 bits: *bits,
                 group_cols: *group_cols,
                 rescale_bits: Some(*rescale_bits),
-                base: *base,
-                base_rescale: *base_rescale,
+                // Validation refuses any count but 1 or 2 before a section is used.
+                base: resident.first().copied().unwrap_or(Section {
+                    offset: 0,
+                    len: 0,
+                    crc32c: 0,
+                }),
+                base_rescale: resident.get(1).copied(),
+                resident_count: resident.len(),
                 steps,
             }),
         }

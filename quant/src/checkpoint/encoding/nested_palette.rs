@@ -147,6 +147,8 @@ pub(super) struct Nested<'a> {
     pub base: Section,
     /// The base's own correction (rescaled palettes fitted above the base width).
     pub base_rescale: Option<Section>,
+    /// Resident sections the manifest lists (1, or 2 with a base correction).
+    pub resident_count: usize,
     pub steps: &'a [BlockEntry],
 }
 
@@ -215,10 +217,12 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
                 bits: self.bits,
                 group_cols: self.group_cols,
                 rescale_bits,
-                base,
-                base_rescale: self
-                    .base_rescale
-                    .map(|s| resident.get(1).copied().unwrap_or(s)),
+                resident: std::iter::once(base)
+                    .chain(
+                        self.base_rescale
+                            .map(|s| resident.get(1).copied().unwrap_or(s)),
+                    )
+                    .collect(),
                 steps: blocks,
             },
         }
@@ -242,6 +246,12 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
             return Err(t.error(format!(
                 "tensor `{}`: rescaled nested palette with {rb}-bit block corrections; expected 1..={MAX_RESCALE_BITS}",
                 t.name
+            )));
+        }
+        if !(1..=2).contains(&self.resident_count) {
+            return Err(t.error(format!(
+                "tensor `{}`: rescaled nested palette with {} resident sections; expected the base and at most a base correction",
+                t.name, self.resident_count
             )));
         }
         t.section(&self.base, layout.map(|x| x.len), "nested palette base")?;
@@ -474,8 +484,7 @@ impl EncodeTensor for NestedPalette {
                 bits: l.bits,
                 group_cols,
                 rescale_bits,
-                base,
-                base_rescale,
+                resident: std::iter::once(base).chain(base_rescale).collect(),
                 steps,
             },
         })
@@ -615,11 +624,8 @@ mod tests {
         {
             Some(Encoding::NestedPalette { base, steps, .. }) => (base, None, steps),
             Some(Encoding::RescaledNestedPalette {
-                base,
-                base_rescale,
-                steps,
-                ..
-            }) => (base, *base_rescale, steps),
+                resident, steps, ..
+            }) => (&resident[0], resident.get(1).copied(), steps),
             _ => panic!("tensor b is a nested palette"),
         };
         assert_eq!(base_rescale.is_some(), rescale.is_some());
