@@ -1,6 +1,6 @@
 use super::testutil::{
-    Encoded, Kind, SynthTensor, fixture_model, fixture_model_v2, fixture_model_v3, llama_like,
-    write,
+    Encoded, Kind, SynthTensor, fixture_model, fixture_model_v2, fixture_model_v3,
+    fixture_model_v4, llama_like, write,
 };
 use super::*;
 use crate::bitstack::{BitStackMatrix, OrderPolicy};
@@ -459,6 +459,28 @@ const FIXTURE_V3: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/src/checkpoint/fixtures/v3.octet"
 );
+
+const FIXTURE_V4: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/checkpoint/fixtures/v4.octet"
+);
+
+/// Writes the committed v4 fixture: `cargo test -p octet-quant -- --ignored regenerate_v4_fixture`.
+#[test]
+#[ignore]
+fn regenerate_v4_fixture() {
+    let (file, _, _) = write(&fixture_model_v4(), 3, &BlockOrdering::default());
+    std::fs::write(FIXTURE_V4, file).expect("write fixture");
+}
+
+#[test]
+fn v4_fixture_opens_and_decodes() {
+    // 2 + 2 refinement steps, one palette with a base correction.
+    assert_eq!(
+        fixture_opens_and_decodes(FIXTURE_V4, &fixture_model_v4(), 4),
+        4
+    );
+}
 
 /// Writes the committed v3 fixture: `cargo test -p octet-quant -- --ignored regenerate_v3_fixture`.
 #[test]
