@@ -396,6 +396,21 @@ fn scaled_gptq_palettes_write_a_file_that_loads_and_evaluates() {
 
 #[test]
 fn nested_palettes_write_one_file_whose_prefixes_evaluate() {
+    nested_file_prefixes_evaluate(&[], "nested palette");
+    // Format version 4: per-width block corrections, fitted at 3 bits, balanced order.
+    nested_file_prefixes_evaluate(
+        &[
+            "--nested-rescale-bits",
+            "2",
+            "--nested-fit",
+            "3",
+            "--nested-balanced",
+        ],
+        "rescaled nested palette",
+    );
+}
+
+fn nested_file_prefixes_evaluate(extra_args: &[&str], encoding: &str) {
     let dir = tmp();
     let model = tiny_llama(25, None);
     let input = path_in(&dir, "model");
@@ -403,34 +418,36 @@ fn nested_palettes_write_one_file_whose_prefixes_evaluate() {
     let text = path_in(&dir, "text.txt");
     std::fs::write(&text, TEXT).expect("text");
     let file = path_in(&dir, "n.octet");
-    let report = json(&run_ok(&[
-        "weights",
-        "palette",
-        "--input",
-        p(&input),
-        "--output",
-        p(&file),
-        "--bits",
-        "2",
-        "--group-cols",
-        "32",
-        "--nested-top",
-        "5",
-        "--calib-seq-len",
-        "32",
-        "--calib-samples",
-        "4",
-        "--json",
-    ]));
+    let report = json(&run_ok(
+        &[
+            "weights",
+            "palette",
+            "--input",
+            p(&input),
+            "--output",
+            p(&file),
+            "--bits",
+            "2",
+            "--group-cols",
+            "32",
+            "--nested-top",
+            "5",
+            "--calib-seq-len",
+            "32",
+            "--calib-samples",
+            "4",
+            "--json",
+        ]
+        .into_iter()
+        .chain(extra_args.iter().copied())
+        .collect::<Vec<_>>(),
+    ));
     // The smallest budget is the bases alone (no step), the largest every step.
     let budgets = report["budgets"].as_array().expect("budgets");
     assert_eq!(budgets[0]["blocks"], 0);
     assert_eq!(budgets.last().expect("last")["blocks"], 14 * 3);
     let inspect = json(&run_ok(&["weights", "inspect", p(&file), "--json"]));
-    assert_eq!(
-        inspect["tensors_by_encoding"]["nested palette"]["tensors"],
-        14
-    );
+    assert_eq!(inspect["tensors_by_encoding"][encoding]["tensors"], 14);
     let tokenizer = input.join("tokenizer.json");
     let eval = |extra: &[&str]| {
         let out = path_in(&dir, "e.json");

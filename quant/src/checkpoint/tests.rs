@@ -1,6 +1,6 @@
 use super::testutil::{
-    Encoded, Kind, SynthTensor, fixture_model, fixture_model_v2, fixture_model_v3, llama_like,
-    write,
+    Encoded, Kind, SynthTensor, fixture_model, fixture_model_v2, fixture_model_v3,
+    fixture_model_v4, llama_like, write,
 };
 use super::*;
 use crate::bitstack::{BitStackMatrix, OrderPolicy};
@@ -189,6 +189,17 @@ fn sections(m: &Manifest) -> Vec<(String, Section)> {
             Encoding::Palette { data, .. } => out.push((format!("tensor `{n}` palette"), *data)),
             Encoding::ScaledPalette { data, .. } => {
                 out.push((format!("tensor `{n}` scaled palette"), *data))
+            }
+            Encoding::RescaledNestedPalette {
+                resident, steps, ..
+            } => {
+                out.push((format!("tensor `{n}` nested palette base"), resident[0]));
+                if let Some(s) = resident.get(1) {
+                    out.push((format!("tensor `{n}` nested palette base correction"), *s));
+                }
+                for (l, b) in steps.iter().enumerate() {
+                    out.push((format!("tensor `{n}` refinement step {l}"), b.section));
+                }
             }
             Encoding::NestedPalette { base, steps, .. } => {
                 out.push((format!("tensor `{n}` nested palette base"), *base));
@@ -449,6 +460,28 @@ const FIXTURE_V3: &str = concat!(
     "/src/checkpoint/fixtures/v3.octet"
 );
 
+const FIXTURE_V4: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/checkpoint/fixtures/v4.octet"
+);
+
+/// Writes the committed v4 fixture: `cargo test -p octet-quant -- --ignored regenerate_v4_fixture`.
+#[test]
+#[ignore]
+fn regenerate_v4_fixture() {
+    let (file, _, _) = write(&fixture_model_v4(), 3, &BlockOrdering::default());
+    std::fs::write(FIXTURE_V4, file).expect("write fixture");
+}
+
+#[test]
+fn v4_fixture_opens_and_decodes() {
+    // 2 + 2 refinement steps, one palette with a base correction.
+    assert_eq!(
+        fixture_opens_and_decodes(FIXTURE_V4, &fixture_model_v4(), 4),
+        4
+    );
+}
+
 /// Writes the committed v3 fixture: `cargo test -p octet-quant -- --ignored regenerate_v3_fixture`.
 #[test]
 #[ignore]
@@ -575,7 +608,7 @@ fn a_scaled_palette_makes_the_file_version_2_and_v1_files_with_one_still_read() 
             .rebuild_tensor(name, &full)
             .expect("rebuilds")
     );
-    for v in [0, 4] {
+    for v in [0, VERSION + 1] {
         let err = Reader::new(&with_version(&scaled, v)).expect_err("unknown version");
         assert!(
             reason(err).contains(&format!("unsupported format version {v}")),

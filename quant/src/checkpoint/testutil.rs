@@ -30,6 +30,13 @@ pub(crate) enum Kind {
         top: u8,
         group_cols: usize,
     },
+    RescaledNestedPalette {
+        base: u8,
+        fit: u8,
+        top: u8,
+        group_cols: usize,
+        rescale: u8,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +254,40 @@ pub(crate) fn fixture_model_v3() -> Vec<SynthTensor> {
     ]
 }
 
+/// The model of the committed v4 fixture: an f16 tensor and two rescaled nested
+/// palettes, one fitted at its base width, one above it (with a base correction).
+pub(crate) fn fixture_model_v4() -> Vec<SynthTensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2028);
+    let r = &mut rng;
+    vec![
+        tensor("embed.weight", &[4, 16], Kind::F16, r),
+        tensor(
+            "layers.0.mlp.up_proj.weight",
+            &[12, 33],
+            Kind::RescaledNestedPalette {
+                base: 2,
+                fit: 2,
+                top: 4,
+                group_cols: 16,
+                rescale: 2,
+            },
+            r,
+        ),
+        tensor(
+            "layers.0.mlp.down_proj.weight",
+            &[9, 40],
+            Kind::RescaledNestedPalette {
+                base: 2,
+                fit: 3,
+                top: 4,
+                group_cols: 16,
+                rescale: 1,
+            },
+            r,
+        ),
+    ]
+}
+
 /// Encodes and writes `model`; returns the file, its manifest and what was encoded.
 pub(crate) fn write(
     model: &[SynthTensor],
@@ -310,6 +351,29 @@ pub(crate) fn write(
                     .expect("nested palette");
                 wr.add_nested_palette(&t.name, &p)
                     .expect("add nested palette");
+                enc.push(Encoded::NestedPalette(p));
+            }
+            Kind::RescaledNestedPalette {
+                base,
+                fit,
+                top,
+                group_cols,
+                rescale,
+            } => {
+                let p = crate::palette::nest_rescaled_at(
+                    &t.w,
+                    t.shape[0],
+                    t.shape[1],
+                    None,
+                    *base,
+                    *fit,
+                    *top,
+                    *group_cols,
+                    *rescale,
+                )
+                .expect("rescaled nested palette");
+                wr.add_nested_palette(&t.name, &p)
+                    .expect("add rescaled nested palette");
                 enc.push(Encoded::NestedPalette(p));
             }
         }

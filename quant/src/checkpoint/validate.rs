@@ -156,6 +156,19 @@ fn check_manifest(m: &Manifest, h: &Header, src: &Path) -> Result<()> {
             }
         };
         let view = t.encoding.view();
+        // Version 4 is the first whose writers always stamp what their encodings
+        // need; older files are read as their releases wrote them.
+        if view.min_version() >= 4 && h.version < view.min_version() {
+            return Err(format_err(
+                src,
+                format!(
+                    "tensor `{name}` is a {} (format version {}), but the header says version {}",
+                    view.name(),
+                    view.min_version(),
+                    h.version
+                ),
+            ));
+        }
         view.validate(&Check {
             name,
             shape: &t.shape,

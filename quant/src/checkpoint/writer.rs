@@ -46,14 +46,14 @@ impl Default for BlockOrdering {
 /// copied. Disk use is twice the checkpoint (spill plus output); memory is one copy
 /// buffer.
 ///
-/// # File layout (format versions 1 to 3)
+/// # File layout (format versions 1 to 4)
 ///
 /// All integers little-endian.
 ///
 /// | offset | bytes | field |
 /// |---|---|---|
 /// | 0 | 8 | magic `"OCTETWGT"` |
-/// | 8 | 4 | format version (`u32`): 3 if a tensor is a nested palette, else 2 if one is a scaled palette, else 1 |
+/// | 8 | 4 | format version (`u32`): 4 if a tensor is a rescaled nested palette, else 3 if one is a nested palette, else 2 if one is a scaled palette, else 1 |
 /// | 12 | 4 | flags (`u32`, 0; a reader rejects unknown bits) |
 /// | 16 | 8 | manifest offset (`u64`, always 64) |
 /// | 24 | 8 | manifest length `L` (`u64`, at most 64 MiB) |

@@ -56,6 +56,10 @@ pub struct NestedStep {
     pub plane: Vec<u8>,
     /// Importance-weighted squared error this step removes (>= 0 up to rounding).
     pub gain: f64,
+    /// Per-block correction of the base's block scales and offsets at this step's
+    /// width (format version 4, [`super::rescaled`]); `None` in a plain nested
+    /// palette, whose every width uses the base's block parameters.
+    pub rescale: Option<super::rescaled::Rescale>,
 }
 
 /// A scaled palette at `base.layout.bits` bits and refinement steps up to
@@ -66,6 +70,9 @@ pub struct NestedPalette {
     pub base: ScaledPalette,
     /// Refinement steps in order.
     pub steps: Vec<NestedStep>,
+    /// Correction of the base's block parameters used when no step is loaded
+    /// (a rescaled palette fitted above its base width, [`super::rescaled`]).
+    pub base_rescale: Option<super::rescaled::Rescale>,
 }
 
 /// Bytes of one bit-plane row of `cols` weights.
@@ -84,6 +91,11 @@ impl NestedPalette {
         };
         let planes: Vec<&[u8]> = self.steps[..n].iter().map(|s| s.plane.as_slice()).collect();
         let params: Vec<f32> = self.base.params.iter().map(|v| v.to_f32()).collect();
+        let rescale = match n {
+            0 => self.base_rescale.as_ref(),
+            _ => self.steps[n - 1].rescale.as_ref(),
+        }
+        .map(|r| r.view());
         decode_nested(
             &self.base.layout,
             &table,
@@ -91,12 +103,14 @@ impl NestedPalette {
             &self.base.codes,
             &self.base.indices,
             &planes,
+            rescale.as_ref(),
         )
     }
 }
 
 /// Rebuilds a nested palette: base indices widened by one bit per plane, looked up
-/// in `table` (the last plane's table, or the base table with no plane), then each
+/// in `table` (the last plane's table, or the base table with no plane), corrected
+/// per block by `rescale` (the last step's, when it has one: `t f + g`), then each
 /// block's scale and offset. Slices must match `layout` (checked by the caller).
 pub(crate) fn decode_nested(
     layout: &super::ScaledLayout,
@@ -105,6 +119,7 @@ pub(crate) fn decode_nested(
     codes: &[u8],
     indices: &[u8],
     planes: &[&[u8]],
+    rescale: Option<&super::rescaled::RescaleView<'_>>,
 ) -> Vec<f32> {
     let (rb, pb, cols) = (
         index_row_bytes(layout.cols, layout.bits),
@@ -122,6 +137,9 @@ pub(crate) fn decode_nested(
         }
         for (v, &i) in row.iter_mut().zip(&idx) {
             *v = table.get(usize::from(i)).copied().unwrap_or(0.0);
+        }
+        if let Some(rs) = rescale {
+            rs.apply_row(r, layout.group_cols, row);
         }
     })
 }
@@ -237,6 +255,7 @@ pub fn nest_scaled_at(
                 table: t.iter().map(|&v| f16::from_f32(v)).collect(),
                 plane,
                 gain: prev - e,
+                rescale: None,
             });
             prev = e;
         }
@@ -270,13 +289,17 @@ pub fn nest_scaled_at(
         steps.push(step);
         table = next;
     }
-    Ok(NestedPalette { base, steps })
+    Ok(NestedPalette {
+        base,
+        steps,
+        base_rescale: None,
+    })
 }
 
 /// The table of `idx >> shift`: each merged level the weighted mean of the values it
 /// holds (the mean of its fine levels when it holds no weight), as stored f16,
 /// ascending.
-fn merged_table(u: &[f32], c: &[f64], idx: &[u8], fine: &[f32], shift: u8) -> Vec<f32> {
+pub(super) fn merged_table(u: &[f32], c: &[f64], idx: &[u8], fine: &[f32], shift: u8) -> Vec<f32> {
     let k = fine.len() >> shift;
     let (mut num, mut den) = (vec![0f64; k], vec![0f64; k]);
     for ((&x, &m), &i) in u.iter().zip(c).zip(idx) {
@@ -302,7 +325,7 @@ fn merged_table(u: &[f32], c: &[f64], idx: &[u8], fine: &[f32], shift: u8) -> Ve
 
 /// Splits every level of `table` in two, updates `idx` to the children and returns
 /// the step and the new table (as f32 of the stored f16 values).
-fn split_step(
+pub(super) fn split_step(
     u: &[f32],
     c: &[f64],
     idx: &mut [u8],
@@ -356,6 +379,7 @@ fn split_step(
         table: children.iter().map(|&v| f16::from_f32(v)).collect(),
         plane,
         gain,
+        rescale: None,
     };
     (step, children)
 }

@@ -17,7 +17,7 @@ use octet_quant::bitstack::OrderPolicy;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
 use octet_quant::palette::{
     GptqConfig, GptqReport, NestedPalette, PaletteConfig, PaletteTensor, ScaledPalette,
-    nest_scaled, palettize, palettize_gptq, palettize_scaled, scaled_gptq,
+    nest_rescaled_at, nest_scaled, palettize, palettize_gptq, palettize_scaled, scaled_gptq,
 };
 use serde::Serialize;
 
@@ -57,6 +57,22 @@ pub struct PaletteArgs {
         conflicts_with = "gptq"
     )]
     nested_top: Option<u8>,
+    /// With --nested-top: every refinement step also re-fits the block scales and
+    /// offsets for its width, as an N-bit code per block into a per-step table of
+    /// corrections (1..=8; format version 4). Without it the steps keep the base's.
+    #[arg(long, value_name = "N", requires = "nested_top")]
+    nested_rescale_bits: Option<u8>,
+    /// With --nested-rescale-bits: fit the block scales, offsets and index tree at
+    /// this width (--bits..=--nested-top; default --bits): the palette at this width
+    /// is the fixed scaled palette, narrower widths merge its levels (each with its
+    /// own corrections, the base's resident), wider ones split them.
+    #[arg(long, value_name = "BITS", requires = "nested_rescale_bits")]
+    nested_fit: Option<u8>,
+    /// With --nested-top: load the refinement steps level by level (every linear
+    /// gets its n-th step before any gets its n+1-th; within a level, by error
+    /// removed per byte) instead of purely by error removed per byte.
+    #[arg(long, requires = "nested_top")]
+    nested_balanced: bool,
     #[command(flatten)]
     calib: CalibArgs,
     #[command(flatten)]
@@ -116,7 +132,13 @@ impl Fitted {
                 let steps: usize = p
                     .steps
                     .iter()
-                    .map(|s| 2 * s.table.len() + s.plane.len())
+                    .map(|s| {
+                        2 * s.table.len()
+                            + s.plane.len()
+                            + s.rescale
+                                .as_ref()
+                                .map_or(0, |r| 4 * r.entries.len() + r.codes.len())
+                    })
                     .sum();
                 p.base.bits_per_weight() + 8.0 * steps as f64 / numel.max(1) as f64
             }
@@ -247,15 +269,23 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                 (Some(top), Some(gc)) => {
                     let t = &prep.model.tensors[name];
                     let imp = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
-                    let p = nest_scaled(
-                        &t.data,
-                        t.shape[0],
-                        t.shape[1],
-                        imp.as_deref(),
-                        args.bits,
-                        top,
-                        gc,
-                    )
+                    let (rows, cols) = (t.shape[0], t.shape[1]);
+                    let p = match args.nested_rescale_bits {
+                        None => {
+                            nest_scaled(&t.data, rows, cols, imp.as_deref(), args.bits, top, gc)
+                        }
+                        Some(rb) => nest_rescaled_at(
+                            &t.data,
+                            rows,
+                            cols,
+                            imp.as_deref(),
+                            args.bits,
+                            args.nested_fit.unwrap_or(args.bits),
+                            top,
+                            gc,
+                            rb,
+                        ),
+                    }
                     .with_context(|| format!("nested palette of `{name}`"))?;
                     (Fitted::Nested(p), None)
                 }
@@ -289,11 +319,25 @@ pub fn run(args: PaletteArgs) -> Result<()> {
     if let Some(top) = args.nested_top {
         writer.add_metadata("palette.nested_top", &top.to_string())?;
     }
+    if let Some(rb) = args.nested_rescale_bits {
+        writer.add_metadata("palette.nested_rescale_bits", &rb.to_string())?;
+        let fit = args.nested_fit.unwrap_or(args.bits);
+        writer.add_metadata("palette.nested_fit", &fit.to_string())?;
+    }
     // Nested palettes need no step at the smallest budget: their bases stand alone.
-    let ordering = match args.nested_top {
-        Some(_) => BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 }),
-        None => BlockOrdering::default(),
+    let ordering = match (args.nested_top, args.nested_balanced) {
+        (Some(_), true) => BlockOrdering::Policy(OrderPolicy::Balanced),
+        (Some(_), false) => BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 }),
+        (None, _) => BlockOrdering::default(),
     };
+    if args.nested_top.is_some() {
+        let name = if args.nested_balanced {
+            "balanced"
+        } else {
+            "greedy"
+        };
+        writer.add_metadata("palette.nested_order", name)?;
+    }
     let manifest = finish_to(writer, &ordering, &args.output)?;
     let write_s = t_write.elapsed().as_secs_f64();
 

@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
 use octet_quant::checkpoint::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Reader};
 use octet_quant::checkpoint::{Manifest, MappedCheckpoint};
-use octet_quant::palette::{PaletteConfig, nest_scaled_at};
+use octet_quant::palette::{NestedPalette, PaletteConfig, nest_rescaled_at, nest_scaled_at};
 use octet_tools::model::calib;
 use octet_tools::model::llama::LlamaForward;
 use octet_tools::model::peers::{KQuant, Rtn};
@@ -54,6 +54,31 @@ impl From<KQuantArg> for KQuant {
             KQuantArg::Q4k => KQuant::Q4K,
             KQuantArg::Q5k => KQuant::Q5K,
             KQuantArg::Q6k => KQuant::Q6K,
+        }
+    }
+}
+
+/// `--adaptive-order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AdaptiveOrder {
+    /// By calibration-weighted error removed per byte.
+    Greedy,
+    /// Level by level, by error removed per byte within a level.
+    Balanced,
+}
+
+impl AdaptiveOrder {
+    fn policy(self) -> OrderPolicy {
+        match self {
+            AdaptiveOrder::Greedy => OrderPolicy::Greedy { min_levels: 0 },
+            AdaptiveOrder::Balanced => OrderPolicy::Balanced,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            AdaptiveOrder::Greedy => "greedy",
+            AdaptiveOrder::Balanced => "balanced",
         }
     }
 }
@@ -113,9 +138,20 @@ pub struct SweepArgs {
     adaptive_base: u8,
     /// Bits at which the adaptive file's block scales and offsets are fitted (the
     /// palette at this width is a prefix of the file exactly; narrower prefixes merge
-    /// its levels, wider ones split them).
-    #[arg(long, default_value_t = 4)]
-    adaptive_fit: u8,
+    /// its levels, wider ones split them); default: --adaptive-base. With block
+    /// corrections every narrower width, the base included, gets its own.
+    #[arg(long)]
+    adaptive_fit: Option<u8>,
+    /// Bits of each block's scale/offset correction in every refinement step (0:
+    /// none, the steps keep the base's block parameters; 1..=8: format version 4),
+    /// one adaptive curve per value.
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "0")]
+    adaptive_rescale_bits: Vec<u8>,
+    /// How the adaptive file orders its steps across linears, one curve per value:
+    /// `greedy` (error removed per byte) or `balanced` (every linear gets its n-th
+    /// step before any gets its n+1-th; within a level, error removed per byte).
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 1.., default_value = "greedy")]
+    adaptive_order: Vec<AdaptiveOrder>,
     /// Bits the adaptive file's last refinement step reaches.
     #[arg(long, default_value_t = 6)]
     adaptive_top: u8,
@@ -550,88 +586,97 @@ fn budgets_within(m: &Manifest, targets: &[f64], label: &str) -> Result<Vec<Budg
     Ok(out)
 }
 
-/// The adaptive rows: one nested-palette file written in memory, every budget a
-/// prefix of it, rebuilt from the file.
+/// The adaptive rows: one nested-palette file per (correction width, order) written
+/// in memory, every budget a prefix of it, rebuilt from the file. The steps are
+/// fitted once per correction width; each order re-lays the same steps out.
 fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
-    let t0 = Instant::now();
-    let bytes = nested_in_memory(
-        cx.prep,
-        [args.adaptive_base, args.adaptive_fit, args.adaptive_top],
-        args.adaptive_group_cols,
-    )?;
-    let build_s = t0.elapsed().as_secs_f64();
-    let reader = Reader::new(&bytes)?;
-    let m = reader.manifest();
-    eprintln!(
-        "adaptive: one file of {} bytes ({} refinement steps) built in {build_s:.0}s",
-        bytes.len(),
-        m.block_order.len()
-    );
-    for budget in budgets_within(m, &args.adaptive_bits, "adaptive")? {
-        let bits = budget_row(m, &budget).compressed_bits_per_weight;
-        let t1 = Instant::now();
-        let lin: Replaced = cx
-            .prep
-            .linears
-            .par_iter()
-            .map(|n| Ok(reader.rebuild_tensor(n, &budget)?))
-            .collect::<Result<_>>()?;
-        let q = t1.elapsed().as_secs_f64()
-            + if cx.rows.iter().any(|r| r.method == "adaptive") {
-                0.0
+    let several = args.adaptive_rescale_bits.len() * args.adaptive_order.len() > 1;
+    for &rb in &args.adaptive_rescale_bits {
+        let t0 = Instant::now();
+        let nested = fit_nested(cx.prep, args, rb)?;
+        let fit_s = t0.elapsed().as_secs_f64();
+        for &order in &args.adaptive_order {
+            let method = if several {
+                format!("adaptive r{rb} {}", order.name())
             } else {
-                build_s
+                "adaptive".to_owned()
             };
-        cx.record(
-            "adaptive",
-            format!("{} steps", budget.n_blocks),
-            bits,
-            Some(lin),
-            q,
-        )?;
+            let t1 = Instant::now();
+            let bytes = nested_file(cx.prep, &nested, order.policy())?;
+            let build_s = fit_s + t1.elapsed().as_secs_f64();
+            let reader = Reader::new(&bytes)?;
+            let m = reader.manifest();
+            eprintln!(
+                "{method}: one file of {} bytes ({} refinement steps, {rb}-bit block corrections, {} order) built in {build_s:.0}s",
+                bytes.len(),
+                m.block_order.len(),
+                order.name()
+            );
+            let mut first = true;
+            for budget in budgets_within(m, &args.adaptive_bits, &method)? {
+                let bits = budget_row(m, &budget).compressed_bits_per_weight;
+                let t2 = Instant::now();
+                let lin: Replaced = cx
+                    .prep
+                    .linears
+                    .par_iter()
+                    .map(|n| Ok(reader.rebuild_tensor(n, &budget)?))
+                    .collect::<Result<_>>()?;
+                let q = t2.elapsed().as_secs_f64() + if first { build_s } else { 0.0 };
+                first = false;
+                cx.record(
+                    &method,
+                    format!("{} steps", budget.n_blocks),
+                    bits,
+                    Some(lin),
+                    q,
+                )?;
+            }
+        }
     }
     Ok(())
 }
 
 /// Fits a nested scaled palette to every linear (importance-weighted when
-/// calibrated) and writes the file to memory, steps ordered by gain per byte.
-fn nested_in_memory(prep: &Prepared, bits: [u8; 3], group_cols: usize) -> Result<Vec<u8>> {
-    let [base, fit, top] = bits;
+/// calibrated), with `rescale_bits`-bit block corrections in every step (0: none).
+fn fit_nested(prep: &Prepared, args: &SweepArgs, rescale_bits: u8) -> Result<Vec<NestedPalette>> {
+    let (base, top, gc) = (
+        args.adaptive_base,
+        args.adaptive_top,
+        args.adaptive_group_cols,
+    );
+    let fit = args.adaptive_fit.unwrap_or(base);
     let pb = bar(prep.linears.len() as u64, "nesting palettes");
     let nested = prep
         .linears
         .par_iter()
         .map(|name| {
             let t = &prep.model.tensors[name];
+            let (rows, cols) = (t.shape[0], t.shape[1]);
             let imp = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
-            let p = nest_scaled_at(
-                &t.data,
-                t.shape[0],
-                t.shape[1],
-                imp.as_deref(),
-                base,
-                fit,
-                top,
-                group_cols,
-            )
+            let p = match rescale_bits {
+                0 => nest_scaled_at(&t.data, rows, cols, imp.as_deref(), base, fit, top, gc),
+                rb => nest_rescaled_at(&t.data, rows, cols, imp.as_deref(), base, fit, top, gc, rb),
+            }
             .with_context(|| format!("nested palette of `{name}`"));
             pb.inc(1);
             p
         })
         .collect::<Result<Vec<_>>>()?;
     pb.finish_and_clear();
+    Ok(nested)
+}
+
+/// Writes the nested palettes to a file in memory, steps in `policy`'s order.
+fn nested_file(prep: &Prepared, nested: &[NestedPalette], policy: OrderPolicy) -> Result<Vec<u8>> {
     let mut w = CheckpointWriter::in_memory();
     prep.add_resident(&mut w)?;
-    for (name, p) in prep.linears.iter().zip(&nested) {
+    for (name, p) in prep.linears.iter().zip(nested) {
         w.add_nested_palette(name, p)?;
     }
-    drop(nested);
     prep.add_metadata(&mut w, "nested palette")?;
     let mut out = Vec::new();
-    w.finish(
-        &BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 }),
-        &mut out,
-    )?;
+    w.finish(&BlockOrdering::Policy(policy), &mut out)?;
     Ok(out)
 }
 

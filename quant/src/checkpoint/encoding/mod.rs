@@ -8,6 +8,7 @@
 //! | [`Encoding::Palette`] | `palette.rs` | tables then packed indices | - | v1 |
 //! | [`Encoding::ScaledPalette`] | `scaled_palette.rs` | table, row parameters, block codes, indices | - | v2 |
 //! | [`Encoding::NestedPalette`] | `nested_palette.rs` | a scaled palette base | one per extra bit (table, bit plane), in the global order | v3 |
+//! | [`Encoding::RescaledNestedPalette`] | `nested_palette.rs` | a scaled palette base | one per extra bit (table, bit plane, block corrections), in the global order | v4 |
 //!
 //! Everything else in the checkpoint code (layout, validation, reading, budgets, the
 //! GPU plan) and in `octet weights` (inspect, plan, repack) goes through the trait: it
@@ -105,6 +106,28 @@ mod variants {
             /// says; where each lies in the file follows the global order.
             steps: Vec<BlockEntry>,
         },
+        /// A rescaled nested palette (`shape = [rows, cols]`): a nested palette whose
+        /// every step also corrects the base's block scales and offsets for its
+        /// width ([`crate::palette::rescaled`]). Format version 4.
+        RescaledNestedPalette {
+            /// Bits per index of the base (2..=8).
+            bits: u8,
+            /// Weights per block along a row.
+            group_cols: u32,
+            /// Bits of each block's correction code in every step (1..=8).
+            rescale_bits: u8,
+            /// The resident sections: the base, laid out as
+            /// [`crate::palette::ScaledLayout`] says, then (a palette fitted above its
+            /// base width) the base's own correction, used when no step is loaded,
+            /// laid out as [`super::NestedStepLayout::base_rescale`] says. One
+            /// vector rather than two fields keeps the archived enum no larger than
+            /// before this variant (its size is part of every older file's layout).
+            resident: Vec<Section>,
+            /// Refinement steps in order, laid out as
+            /// [`super::NestedStepLayout::rescaled`] says; where each lies in the
+            /// file follows the global order.
+            steps: Vec<BlockEntry>,
+        },
     }
 }
 
@@ -155,7 +178,30 @@ impl Encoding {
             } => Box::new(nested_palette::Nested {
                 bits: *bits,
                 group_cols: *group_cols,
+                rescale_bits: None,
                 base: *base,
+                base_rescale: None,
+                resident_count: 1,
+                steps,
+            }),
+            Encoding::RescaledNestedPalette {
+                bits,
+                group_cols,
+                rescale_bits,
+                resident,
+                steps,
+            } => Box::new(nested_palette::Nested {
+                bits: *bits,
+                group_cols: *group_cols,
+                rescale_bits: Some(*rescale_bits),
+                // Validation refuses any count but 1 or 2 before a section is used.
+                base: resident.first().copied().unwrap_or(Section {
+                    offset: 0,
+                    len: 0,
+                    crc32c: 0,
+                }),
+                base_rescale: resident.get(1).copied(),
+                resident_count: resident.len(),
                 steps,
             }),
         }
@@ -233,6 +279,7 @@ pub(crate) fn archived_block_count(e: &ArchivedEncoding) -> usize {
     match e {
         ArchivedEncoding::BitStack { blocks, .. } => blocks.len(),
         ArchivedEncoding::NestedPalette { steps, .. } => steps.len(),
+        ArchivedEncoding::RescaledNestedPalette { steps, .. } => steps.len(),
         _ => 0,
     }
 }

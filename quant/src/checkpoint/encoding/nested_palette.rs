@@ -7,6 +7,12 @@
 //! used with no step loaded); step `l` (0-based) is laid out as [`NestedStepLayout`]
 //! for `bits + l + 1` bits. Format version 3: older readers refuse the file by its
 //! header.
+//!
+//! [`Encoding::RescaledNestedPalette`] (format version 4) is the same with every
+//! step also carrying a per-block correction of the base's block scales and offsets
+//! ([`crate::palette::rescaled`]): the step section gains the correction table
+//! (`2^rescale_bits` pairs of f16) and the packed codes, laid out by
+//! [`NestedStepLayout::rescaled`]; only the last loaded step's correction applies.
 
 use half::f16;
 
@@ -14,6 +20,7 @@ use super::{Check, EncodeTensor, Encoding, Source, TensorEncoding, align_usize};
 use crate::checkpoint::manifest::{BlockEntry, Section};
 use crate::error::{QuantError, Result};
 use crate::palette::nested::{MAX_BITS, NestedPalette, decode_nested, plane_row_bytes};
+use crate::palette::rescaled::{MAX_RESCALE_BITS, RescaleView};
 use crate::palette::{ScaledLayout, index_row_bytes};
 
 /// Where the parts of one refinement step lie in its section (offsets relative to
@@ -25,6 +32,13 @@ pub struct NestedStepLayout {
     /// The bit plane: `rows * ceil(cols / 8)` bytes, bit `j % 8` (LSB first) of byte
     /// `j / 8` of a row chooses child `2i + 1` of the weight's previous level `i`.
     pub plane: (usize, usize),
+    /// Version 4 only (empty otherwise): the correction table, `2^rescale_bits`
+    /// pairs `[f, g]` of f16 little-endian.
+    pub entries: (usize, usize),
+    /// Version 4 only (empty otherwise): per row `ceil(cols / group_cols)` codes of
+    /// `rescale_bits` bits, packed LSB-first, `rows * ceil(blocks * rescale_bits / 8)`
+    /// bytes.
+    pub codes: (usize, usize),
     /// Section length.
     pub len: usize,
 }
@@ -39,11 +53,87 @@ impl NestedStepLayout {
         let table_len = 2usize << bits;
         let plane_off = align_usize(table_len)?;
         let plane_len = rows.checked_mul(plane_row_bytes(cols))?;
+        let len = plane_off.checked_add(plane_len)?;
         Some(NestedStepLayout {
             table: (0, table_len),
             plane: (plane_off, plane_len),
-            len: plane_off.checked_add(plane_len)?,
+            entries: (len, 0),
+            codes: (len, 0),
+            len,
         })
+    }
+
+    /// The layout of a rescaled step (version 4): [`NestedStepLayout::new`], then
+    /// the correction table and the codes, each 64-byte aligned; `None` if a
+    /// parameter is out of range (`rescale_bits` outside 1..=8, `group_cols` 0) or a
+    /// size overflows.
+    pub fn rescaled(
+        rows: usize,
+        cols: usize,
+        bits: u8,
+        group_cols: usize,
+        rescale_bits: u8,
+    ) -> Option<NestedStepLayout> {
+        let plain = Self::new(rows, cols, bits)?;
+        Self::with_rescale(plain, rows, cols, group_cols, rescale_bits)
+    }
+
+    /// The layout of a base correction section: the correction table and codes of
+    /// [`NestedStepLayout::rescaled`] alone (`table` and `plane` empty).
+    pub fn base_rescale(
+        rows: usize,
+        cols: usize,
+        group_cols: usize,
+        rescale_bits: u8,
+    ) -> Option<NestedStepLayout> {
+        let empty = NestedStepLayout {
+            table: (0, 0),
+            plane: (0, 0),
+            entries: (0, 0),
+            codes: (0, 0),
+            len: 0,
+        };
+        Self::with_rescale(empty, rows, cols, group_cols, rescale_bits)
+    }
+
+    fn with_rescale(
+        plain: NestedStepLayout,
+        rows: usize,
+        cols: usize,
+        group_cols: usize,
+        rescale_bits: u8,
+    ) -> Option<NestedStepLayout> {
+        if !(1..=MAX_RESCALE_BITS).contains(&rescale_bits) || group_cols == 0 {
+            return None;
+        }
+        let entries_off = align_usize(plain.len)?;
+        let entries_len = 4usize << rescale_bits;
+        let codes_off = align_usize(entries_off.checked_add(entries_len)?)?;
+        let codes_len = rows.checked_mul(
+            cols.div_ceil(group_cols)
+                .checked_mul(usize::from(rescale_bits))?
+                .div_ceil(8),
+        )?;
+        Some(NestedStepLayout {
+            entries: (entries_off, entries_len),
+            codes: (codes_off, codes_len),
+            len: codes_off.checked_add(codes_len)?,
+            ..plain
+        })
+    }
+
+    /// The layout of step reaching `bits` bits, rescaled when `rescale_bits` is set.
+    fn of(
+        rows: usize,
+        cols: usize,
+        bits: u8,
+        group_cols: usize,
+        rescale_bits: Option<u8>,
+    ) -> Option<NestedStepLayout> {
+        match rescale_bits {
+            None => Self::new(rows, cols, bits),
+            Some(rb) => Self::rescaled(rows, cols, bits, group_cols, rb),
+        }
     }
 }
 
@@ -52,8 +142,24 @@ impl NestedStepLayout {
 pub(super) struct Nested<'a> {
     pub bits: u8,
     pub group_cols: u32,
+    /// `Some` for [`Encoding::RescaledNestedPalette`].
+    pub rescale_bits: Option<u8>,
     pub base: Section,
+    /// The base's own correction (rescaled palettes fitted above the base width).
+    pub base_rescale: Option<Section>,
+    /// Resident sections the manifest lists (1, or 2 with a base correction).
+    pub resident_count: usize,
     pub steps: &'a [BlockEntry],
+}
+
+/// A correction's parts in `bytes` laid out by `sl`, as decoding applies them.
+fn rescale_view<'b>(bytes: &'b [u8], sl: &NestedStepLayout, bits: u8) -> RescaleView<'b> {
+    let e = f16s(&bytes[sl.entries.0..sl.entries.0 + sl.entries.1]);
+    RescaleView {
+        bits,
+        entries: e.chunks_exact(2).map(|p| [p[0], p[1]]).collect(),
+        codes: &bytes[sl.codes.0..sl.codes.0 + sl.codes.1],
+    }
 }
 
 fn f16s(b: &[u8]) -> Vec<f32> {
@@ -64,7 +170,10 @@ fn f16s(b: &[u8]) -> Vec<f32> {
 
 impl<'a> TensorEncoding<'a> for Nested<'a> {
     fn name(&self) -> &'static str {
-        "nested palette"
+        match self.rescale_bits {
+            None => "nested palette",
+            Some(_) => "rescaled nested palette",
+        }
     }
 
     fn has_blocks(&self) -> bool {
@@ -77,11 +186,18 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
     }
 
     fn min_version(&self) -> u32 {
-        3
+        match self.rescale_bits {
+            None => 3,
+            Some(_) => 4,
+        }
     }
 
     fn resident(&self) -> Vec<(Section, &'static str)> {
-        vec![(self.base, "nested palette base")]
+        let mut out = vec![(self.base, "nested palette base")];
+        if let Some(s) = self.base_rescale {
+            out.push((s, "nested palette base correction"));
+        }
+        out
     }
 
     fn blocks(&self) -> &'a [BlockEntry] {
@@ -89,11 +205,26 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
     }
 
     fn with_sections(&self, resident: &[Section], blocks: Vec<BlockEntry>) -> Encoding {
-        Encoding::NestedPalette {
-            bits: self.bits,
-            group_cols: self.group_cols,
-            base: resident.first().copied().unwrap_or(self.base),
-            steps: blocks,
+        let base = resident.first().copied().unwrap_or(self.base);
+        match self.rescale_bits {
+            None => Encoding::NestedPalette {
+                bits: self.bits,
+                group_cols: self.group_cols,
+                base,
+                steps: blocks,
+            },
+            Some(rescale_bits) => Encoding::RescaledNestedPalette {
+                bits: self.bits,
+                group_cols: self.group_cols,
+                rescale_bits,
+                resident: std::iter::once(base)
+                    .chain(
+                        self.base_rescale
+                            .map(|s| resident.get(1).copied().unwrap_or(s)),
+                    )
+                    .collect(),
+                steps: blocks,
+            },
         }
     }
 
@@ -108,9 +239,36 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
                 t.name
             )));
         }
+        if let Some(rb) = self
+            .rescale_bits
+            .filter(|b| !(1..=MAX_RESCALE_BITS).contains(b))
+        {
+            return Err(t.error(format!(
+                "tensor `{}`: rescaled nested palette with {rb}-bit block corrections; expected 1..={MAX_RESCALE_BITS}",
+                t.name
+            )));
+        }
+        if !(1..=2).contains(&self.resident_count) {
+            return Err(t.error(format!(
+                "tensor `{}`: rescaled nested palette with {} resident sections; expected the base and at most a base correction",
+                t.name, self.resident_count
+            )));
+        }
         t.section(&self.base, layout.map(|x| x.len), "nested palette base")?;
+        if let (Some(s), Some(rb)) = (&self.base_rescale, self.rescale_bits) {
+            let want =
+                NestedStepLayout::base_rescale(rows, cols, group_cols as usize, rb).map(|x| x.len);
+            t.section(s, want, "nested palette base correction")?;
+        }
         for (l, s) in self.steps.iter().enumerate() {
-            let want = NestedStepLayout::new(rows, cols, bits + l as u8 + 1).map(|x| x.len);
+            let want = NestedStepLayout::of(
+                rows,
+                cols,
+                bits + l as u8 + 1,
+                group_cols as usize,
+                self.rescale_bits,
+            )
+            .map(|x| x.len);
             t.section(&s.section, want, &format!("refinement step {l}"))?;
         }
         Ok(())
@@ -140,14 +298,33 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
         // Every section is present and checksummed before anything is allocated.
         let mut planes = Vec::with_capacity(n);
         let mut table = f16s(&base[layout.table.0..layout.table.0 + layout.table.1]);
+        let mut rescale = None;
+        // The base correction is resident: checked at every budget, used with no step.
+        if let (Some(s), Some(rb)) = (&self.base_rescale, self.rescale_bits) {
+            let what = "nested palette base correction";
+            let bytes = t.section(s, what)?;
+            let sl = NestedStepLayout::base_rescale(rows, cols, self.group_cols as usize, rb)
+                .filter(|x| x.len == bytes.len())
+                .ok_or_else(|| t.error(format!("tensor `{name}` {what}: bad layout")))?;
+            if n == 0 {
+                rescale = Some(rescale_view(bytes, &sl, rb));
+            }
+        }
         for (l, s) in self.steps[..n].iter().enumerate() {
             let what = format!("refinement step {l}");
             let bytes = t.section(&s.section, &what)?;
-            let sl = NestedStepLayout::new(rows, cols, self.bits + l as u8 + 1)
-                .filter(|x| x.len == bytes.len())
-                .ok_or_else(|| t.error(format!("tensor `{name}` {what}: bad layout")))?;
+            let sl = NestedStepLayout::of(
+                rows,
+                cols,
+                self.bits + l as u8 + 1,
+                self.group_cols as usize,
+                self.rescale_bits,
+            )
+            .filter(|x| x.len == bytes.len())
+            .ok_or_else(|| t.error(format!("tensor `{name}` {what}: bad layout")))?;
             if l + 1 == n {
                 table = f16s(&bytes[sl.table.0..sl.table.0 + sl.table.1]);
+                rescale = self.rescale_bits.map(|bits| rescale_view(bytes, &sl, bits));
             }
             planes.push(&bytes[sl.plane.0..sl.plane.0 + sl.plane.1]);
         }
@@ -159,10 +336,29 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
             &base[layout.codes.0..layout.codes.0 + layout.codes.1],
             &base[layout.indices.0..layout.indices.0 + layout.indices.1],
             &planes,
+            rescale.as_ref(),
         ))
     }
 
     // No device kernel yet: the default `gpu_job` refuses it and names the CPU loader.
+}
+
+/// A `sl.len`-byte buffer with `r`'s correction table and codes where `sl` puts
+/// them (the rest zero); `None` if their lengths do not match `sl`.
+fn rescale_bytes(r: &crate::palette::Rescale, sl: &NestedStepLayout) -> Option<Vec<u8>> {
+    if r.entries.len() * 4 != sl.entries.1 || r.codes.len() != sl.codes.1 {
+        return None;
+    }
+    let mut buf = vec![0u8; sl.len];
+    for (c, e) in buf[sl.entries.0..sl.entries.0 + sl.entries.1]
+        .chunks_exact_mut(4)
+        .zip(&r.entries)
+    {
+        c[..2].copy_from_slice(&e[0].to_le_bytes());
+        c[2..].copy_from_slice(&e[1].to_le_bytes());
+    }
+    buf[sl.codes.0..sl.codes.0 + sl.codes.1].copy_from_slice(&r.codes);
+    Some(buf)
 }
 
 impl EncodeTensor for NestedPalette {
@@ -200,12 +396,52 @@ impl EncodeTensor for NestedPalette {
         }
         let group_cols = u32::try_from(l.group_cols)
             .map_err(|_| invalid(format!("block of {} weights exceeds u32", l.group_cols)))?;
+        // Every step rescaled with the same code width, or none; a base correction
+        // only in a rescaled palette, with that width.
+        let rescale_bits = self
+            .steps
+            .first()
+            .and_then(|s| s.rescale.as_ref())
+            .or(self.base_rescale.as_ref())
+            .map(|r| r.bits);
+        if let Some(i) = self
+            .steps
+            .iter()
+            .position(|s| s.rescale.as_ref().map(|r| r.bits) != rescale_bits)
+        {
+            return Err(invalid(format!(
+                "step {i}: block corrections differ from step 0's (every step has them with the same width, or none does)"
+            )));
+        }
+        if let Some(r) = &self.base_rescale
+            && Some(r.bits) != rescale_bits
+        {
+            return Err(invalid(format!(
+                "the base correction's {}-bit codes differ from the steps'",
+                r.bits
+            )));
+        }
         let base = spill(&self.base.section_bytes())?;
+        let base_rescale = match &self.base_rescale {
+            None => None,
+            Some(r) => {
+                let sl = NestedStepLayout::base_rescale(l.rows, l.cols, l.group_cols, r.bits)
+                    .ok_or_else(|| invalid("base correction: bad or overflowing layout".into()))?;
+                Some(spill(&rescale_bytes(r, &sl).ok_or_else(|| {
+                    invalid(format!(
+                        "base correction: {} entries or {} code bytes do not match {}-bit codes",
+                        r.entries.len(),
+                        r.codes.len(),
+                        r.bits
+                    ))
+                })?)?)
+            }
+        };
         let mut steps = Vec::with_capacity(self.steps.len());
         for (i, s) in self.steps.iter().enumerate() {
             let bits = l.bits + i as u8 + 1;
-            let sl = NestedStepLayout::new(l.rows, l.cols, bits)
-                .ok_or_else(|| invalid(format!("step {i}: layout overflows")))?;
+            let sl = NestedStepLayout::of(l.rows, l.cols, bits, l.group_cols, rescale_bits)
+                .ok_or_else(|| invalid(format!("step {i}: bad or overflowing layout")))?;
             if s.table.len() * 2 != sl.table.1 || s.plane.len() != sl.plane.1 {
                 return Err(invalid(format!(
                     "step {i}: table of {} or plane of {} bytes does not match {bits} bits",
@@ -220,17 +456,37 @@ impl EncodeTensor for NestedPalette {
             for (c, v) in buf[..sl.table.1].chunks_exact_mut(2).zip(&s.table) {
                 c.copy_from_slice(&v.to_le_bytes());
             }
-            buf[sl.plane.0..].copy_from_slice(&s.plane);
+            buf[sl.plane.0..sl.plane.0 + sl.plane.1].copy_from_slice(&s.plane);
+            if let Some(r) = &s.rescale {
+                let parts = rescale_bytes(r, &sl).ok_or_else(|| {
+                    invalid(format!(
+                        "step {i}: {} corrections or {} code bytes do not match {}-bit codes",
+                        r.entries.len(),
+                        r.codes.len(),
+                        r.bits
+                    ))
+                })?;
+                buf[sl.entries.0..].copy_from_slice(&parts[sl.entries.0..]);
+            }
             steps.push(BlockEntry {
                 section: spill(&buf)?,
                 importance: s.gain,
             });
         }
-        Ok(Encoding::NestedPalette {
-            bits: l.bits,
-            group_cols,
-            base,
-            steps,
+        Ok(match rescale_bits {
+            None => Encoding::NestedPalette {
+                bits: l.bits,
+                group_cols,
+                base,
+                steps,
+            },
+            Some(rescale_bits) => Encoding::RescaledNestedPalette {
+                bits: l.bits,
+                group_cols,
+                rescale_bits,
+                resident: std::iter::once(base).chain(base_rescale).collect(),
+                steps,
+            },
         })
     }
 }
@@ -246,12 +502,22 @@ mod tests {
         BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Encoding, Manifest, Reader,
     };
     use crate::palette::nested::{NestedPalette, nest_scaled};
+    use crate::palette::{nest_rescaled, nest_rescaled_at};
 
     const ORDER: BlockOrdering = BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 });
 
     /// Three nested palettes of odd shapes (2..5 bits, 2..4 bits, 3..6 bits) and an
     /// f16 tensor, written in gain-per-byte order.
     fn model(seed: u64) -> (Vec<u8>, Manifest, Vec<(String, NestedPalette)>) {
+        model_with(seed, None)
+    }
+
+    /// As [`model`], the palettes rescaled with `rescale`-bit block corrections
+    /// when given (format version 4).
+    fn model_with(
+        seed: u64,
+        rescale: Option<u8>,
+    ) -> (Vec<u8>, Manifest, Vec<(String, NestedPalette)>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut wr = CheckpointWriter::in_memory();
         wr.add_f16("embed", &[3, 5], &[0.25; 15]).expect("f16");
@@ -262,7 +528,15 @@ mod tests {
             ("c", 7, 47, 3, 6, 32),
         ] {
             let w = structured(rows, cols, &mut rng);
-            let p = nest_scaled(&w, rows, cols, None, base, top, g).expect("fits");
+            // `b` rescaled is fitted at 3 bits: its base has its own correction.
+            let p = match rescale {
+                None => nest_scaled(&w, rows, cols, None, base, top, g),
+                Some(rb) if name == "b" => {
+                    nest_rescaled_at(&w, rows, cols, None, base, 3, top, g, rb)
+                }
+                Some(rb) => nest_rescaled(&w, rows, cols, None, base, top, g, rb),
+            }
+            .expect("fits");
             wr.add_nested_palette(name, &p).expect("add");
             nested.push((name.to_string(), p));
         }
@@ -277,11 +551,24 @@ mod tests {
 
     #[test]
     fn every_prefix_rebuilds_what_the_writer_encoded() {
-        let (file, m, nested) = model(1);
+        every_prefix_rebuilds(None, 3);
+        every_prefix_rebuilds(Some(1), 4);
+        every_prefix_rebuilds(Some(3), 4);
+    }
+
+    fn every_prefix_rebuilds(rescale: Option<u8>, version: u32) {
+        let (file, m, nested) = model_with(1, rescale);
         assert_eq!(
             u32::from_le_bytes([file[8], file[9], file[10], file[11]]),
-            3
+            version
         );
+        let want = if rescale.is_some() {
+            "rescaled nested palette"
+        } else {
+            "nested palette"
+        };
+        let t = m.tensor_index("a").expect("a");
+        assert_eq!(m.tensors[t].encoding.name(), want);
         assert_eq!(m.min_blocks, 0, "the bases alone are a model");
         assert_eq!(m.block_order.len(), 3 + 2 + 3);
         for n in 0..=m.block_order.len() {
@@ -326,14 +613,26 @@ mod tests {
 
     #[test]
     fn a_flipped_or_missing_byte_names_the_section() {
-        let (file, m, _) = model(3);
+        flipped_or_missing(None);
+        flipped_or_missing(Some(2));
+    }
+
+    fn flipped_or_missing(rescale: Option<u8>) {
+        let (file, m, _) = model_with(3, rescale);
         let full = Budget::fit(&m, BudgetLimit::Full).expect("full");
-        let Some(Encoding::NestedPalette { base, steps, .. }) =
-            m.tensor_index("b").map(|t| &m.tensors[t].encoding)
-        else {
-            panic!("tensor b is a nested palette");
+        let (base, base_rescale, steps) = match m.tensor_index("b").map(|t| &m.tensors[t].encoding)
+        {
+            Some(Encoding::NestedPalette { base, steps, .. }) => (base, None, steps),
+            Some(Encoding::RescaledNestedPalette {
+                resident, steps, ..
+            }) => (&resident[0], resident.get(1).copied(), steps),
+            _ => panic!("tensor b is a nested palette"),
         };
+        assert_eq!(base_rescale.is_some(), rescale.is_some());
         let mut targets = vec![(*base, "tensor `b` nested palette base".to_string())];
+        if let Some(s) = base_rescale {
+            targets.push((s, "tensor `b` nested palette base correction".to_string()));
+        }
         for (l, s) in steps.iter().enumerate() {
             targets.push((s.section, format!("tensor `b` refinement step {l}")));
         }
@@ -347,6 +646,17 @@ mod tests {
         let cut = Reader::new(&file[..file.len() - 1]).expect("manifest intact");
         let r = reason(cut.verify(&full).expect_err("truncated"));
         assert!(r.contains("truncated"), "{r}");
+        // A file cut inside its last step: the full budget is refused, and one
+        // that stops before that step still rebuilds from what is there.
+        let last = steps.last().expect("steps");
+        let short = &file[..(last.section.offset + last.section.len / 2) as usize];
+        let reader = Reader::new(short).expect("manifest intact");
+        let r = reason(reader.rebuild_tensor("b", &full).expect_err("cut"));
+        assert!(r.contains("truncated"), "{r}");
+        let fits = Budget::fit(&m, BudgetLimit::Bytes(short.len() as u64)).expect("fits");
+        reader
+            .verify(&fits)
+            .expect("the prefix before the cut verifies");
     }
 
     /// `file` with its manifest replaced by `m` (same archived length), resealed.
@@ -359,6 +669,44 @@ mod tests {
         f[32..36].copy_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
         assert!(crate::checkpoint::reseal(&mut f));
         f
+    }
+
+    #[test]
+    fn rescaled_parameters_and_version_are_checked() {
+        let (file, m, _) = model_with(4, Some(2));
+        let t = m.tensor_index("c").expect("c");
+        for rb in [0u8, 9] {
+            let mut bad = m.clone();
+            if let Encoding::RescaledNestedPalette { rescale_bits, .. } =
+                &mut bad.tensors[t].encoding
+            {
+                *rescale_bits = rb;
+            }
+            let f = with_manifest(&file, &bad);
+            let r = reason(Reader::new(&f).expect_err("bad correction width"));
+            assert!(
+                r.contains("tensor `c`") && r.contains("corrections"),
+                "{rb}: {r}"
+            );
+        }
+        // A different (valid) width disagrees with the step sections' lengths.
+        let a = m.tensor_index("a").expect("a");
+        let mut bad = m.clone();
+        if let Encoding::RescaledNestedPalette { rescale_bits, .. } = &mut bad.tensors[a].encoding {
+            *rescale_bits = 4;
+        }
+        let f = with_manifest(&file, &bad);
+        let r = reason(Reader::new(&f).expect_err("lengths"));
+        assert!(r.contains("tensor `a` refinement step 0"), "{r}");
+        // A version-4 encoding under a version-3 header.
+        let mut old = file.clone();
+        old[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert!(crate::checkpoint::reseal(&mut old));
+        let r = reason(Reader::new(&old).expect_err("old header"));
+        assert!(
+            r.contains("version 3") && r.contains("rescaled nested palette"),
+            "{r}"
+        );
     }
 
     #[test]

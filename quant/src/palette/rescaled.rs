@@ -1,0 +1,686 @@
+//! Rescaled nested palettes: a nested scaled palette ([`super::nested`]) whose every
+//! refinement step also re-fits the block scales and offsets for its own width.
+//!
+//! A plain nested palette keeps the base's block parameters at every width, and
+//! parameters fitted for 4 levels serve 16 poorly. Here step `l` carries, besides
+//! its table and bit plane, a small correction per block: a `bits`-bit code into a
+//! per-step table of `2^bits` pairs `[f, g]`, and a block with code `c` decodes as
+//!
+//! ```text
+//! w = s (f_c t[index] + g_c) + o      (scale s f_c, offset o + s g_c)
+//! ```
+//!
+//! with `s, o` the base's block scale and offset. Only the last loaded step's
+//! correction applies (each is relative to the base, not to the step before), so a
+//! budget's prefix holds every step it uses and nothing after.
+//!
+//! Fitting a step: split every level in two as [`super::nested`] does, in the
+//! coordinates of the previous width's corrected blocks, then alternate a few rounds
+//! of (1) each block's least-squares `[f, g]` for the current table and indices, (2)
+//! a weighted k-means of those pairs into the step's table of corrections, under
+//! each block's exact quadratic error (`s^2 [[sum m t^2, sum m t], [sum m t, sum m]]`,
+//! `m` the calibration importance of the column), (3) each weight's last bit
+//! re-chosen under its block's corrected parameters, (4) each level moved to the
+//! weighted mean of what it holds, keeping the round of least error. Costs
+//! `bits * ceil(cols / group_cols) / 8` bytes per row and `4 * 2^bits` bytes per
+//! step: 0.125 bits per weight at 4 bits and blocks of 32.
+//!
+//! ```
+//! use octet_quant::palette::{nest_rescaled, nest_scaled};
+//! let (rows, cols) = (8, 128);
+//! let w: Vec<f32> = (0..rows * cols)
+//!     .map(|i| ((i * 37 % 101) as f32 - 50.0) / (10.0 + (i / 32 % 5) as f32 * 20.0))
+//!     .collect();
+//! let plain = nest_scaled(&w, rows, cols, None, 2, 4, 32)?;
+//! let fitted = nest_rescaled(&w, rows, cols, None, 2, 4, 32, 4)?;
+//! let err = |d: Vec<f32>| -> f32 { d.iter().zip(&w).map(|(a, b)| (a - b) * (a - b)).sum() };
+//! assert!(err(fitted.decode(2)) <= err(plain.decode(2)));
+//! # Ok::<(), octet_quant::QuantError>(())
+//! ```
+
+use half::f16;
+
+use super::nested::{NestedPalette, NestedStep, plane_row_bytes, split_step};
+use super::{index_row_bytes, pack_row, palettize_scaled, unpack_indices};
+use crate::error::{QuantError, Result};
+
+/// The widest correction code.
+pub const MAX_RESCALE_BITS: u8 = 8;
+/// Alternation rounds per step.
+const ROUNDS: usize = 4;
+/// Weighted k-means iterations per round.
+const KMEANS_ITERS: usize = 8;
+
+/// One step's per-block correction of the base's block scales and offsets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rescale {
+    /// Bits of each block's code (1..=[`MAX_RESCALE_BITS`]).
+    pub bits: u8,
+    /// `2^bits` pairs `[f, g]`: a block with code `c` takes table values `t` to
+    /// `f t + g` before its scale and offset apply.
+    pub entries: Vec<[f16; 2]>,
+    /// Codes, per row `ceil(cols / group_cols)` of `bits` bits packed LSB-first like
+    /// palette indices, `rows x index_row_bytes(blocks, bits)` bytes.
+    pub codes: Vec<u8>,
+}
+
+impl Rescale {
+    /// The decoding view (entries as f32).
+    pub(crate) fn view(&self) -> RescaleView<'_> {
+        RescaleView {
+            bits: self.bits,
+            entries: self
+                .entries
+                .iter()
+                .map(|e| [e[0].to_f32(), e[1].to_f32()])
+                .collect(),
+            codes: &self.codes,
+        }
+    }
+}
+
+/// A correction as decoding applies it: entries as f32, codes borrowed (from the
+/// fitted step or from a checkpoint section).
+#[derive(Debug)]
+pub(crate) struct RescaleView<'a> {
+    pub bits: u8,
+    pub entries: Vec<[f32; 2]>,
+    pub codes: &'a [u8],
+}
+
+impl RescaleView<'_> {
+    /// Applies row `r`'s corrections to `row` (table values, blocks of `group_cols`).
+    /// Lengths are checked by the caller; a short code slice leaves the row as it is.
+    pub(crate) fn apply_row(&self, r: usize, group_cols: usize, row: &mut [f32]) {
+        if group_cols == 0 || !(1..=MAX_RESCALE_BITS).contains(&self.bits) {
+            return;
+        }
+        let nb = row.len().div_ceil(group_cols);
+        let rb = index_row_bytes(nb, self.bits);
+        let Some(packed) = self.codes.get(r * rb..(r + 1) * rb) else {
+            return;
+        };
+        let mut c = vec![0u8; nb];
+        unpack_indices(packed, self.bits, &mut c);
+        for (block, &code) in row.chunks_mut(group_cols).zip(&c) {
+            let [f, g] = self
+                .entries
+                .get(usize::from(code))
+                .copied()
+                .unwrap_or([1.0, 0.0]);
+            for v in block {
+                *v = f * *v + g;
+            }
+        }
+    }
+}
+
+/// Fits a rescaled nested palette of `w` (`rows x cols`): a scaled palette at
+/// `base_bits` with blocks of `group_cols`, then one step per bit up to `top_bits`,
+/// each with `rescale_bits`-bit block corrections (1..=[`MAX_RESCALE_BITS`]).
+/// `importance` as in [`palettize_scaled`].
+#[allow(clippy::too_many_arguments)]
+pub fn nest_rescaled(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    importance: Option<&[f32]>,
+    base_bits: u8,
+    top_bits: u8,
+    group_cols: usize,
+    rescale_bits: u8,
+) -> Result<NestedPalette> {
+    nest_rescaled_at(
+        w,
+        rows,
+        cols,
+        importance,
+        base_bits,
+        base_bits,
+        top_bits,
+        group_cols,
+        rescale_bits,
+    )
+}
+
+/// As [`nest_rescaled`], with the block scales and offsets and the index tree
+/// fitted at `fit_bits` (`base_bits..=top_bits`): the scaled palette at that width
+/// is fitted as [`palettize_scaled`] does (and kept as is unless a correction
+/// lowers its error), narrower widths merge its levels in adjacent pairs (each
+/// with its own table and corrections, the base's stored as
+/// [`NestedPalette::base_rescale`]), wider ones split them.
+#[allow(clippy::too_many_arguments)]
+pub fn nest_rescaled_at(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    importance: Option<&[f32]>,
+    base_bits: u8,
+    fit_bits: u8,
+    top_bits: u8,
+    group_cols: usize,
+    rescale_bits: u8,
+) -> Result<NestedPalette> {
+    let max = super::nested::MAX_BITS;
+    if top_bits < base_bits || top_bits > max || !(base_bits..=top_bits).contains(&fit_bits) {
+        return Err(QuantError::InvalidConfig {
+            field: "top_bits",
+            reason: format!(
+                "base {base_bits}, fit {fit_bits}, top {top_bits}: expected base <= fit <= top <= {max}"
+            ),
+        });
+    }
+    if !(1..=MAX_RESCALE_BITS).contains(&rescale_bits) {
+        return Err(QuantError::InvalidConfig {
+            field: "rescale_bits",
+            reason: format!("{rescale_bits}: expected 1..={MAX_RESCALE_BITS}"),
+        });
+    }
+    // Validates shape, bits, group and importance.
+    let fixed = palettize_scaled(w, rows, cols, importance, fit_bits, group_cols)?;
+    let m: Vec<f64> = match importance {
+        Some(imp) => {
+            let mean = imp.iter().map(|&x| f64::from(x)).sum::<f64>() / cols as f64;
+            let floor = (1e-3 * mean).max(f64::MIN_POSITIVE);
+            imp.iter().map(|&x| f64::from(x).max(floor)).collect()
+        }
+        None => vec![1.0; cols],
+    };
+    let l = fixed.layout;
+    let nb = l.blocks();
+    let grids = fixed.block_grids();
+    let mut idx = vec![0u8; rows * cols];
+    let rb = index_row_bytes(cols, l.bits);
+    for r in 0..rows {
+        unpack_indices(
+            &fixed.indices[r * rb..(r + 1) * rb],
+            l.bits,
+            &mut idx[r * cols..(r + 1) * cols],
+        );
+    }
+    let fit = Fit {
+        w,
+        m: &m,
+        grids: &grids,
+        rows,
+        cols,
+        group_cols,
+        nb,
+    };
+    let identity = vec![[1f32, 0f32]; rows * nb];
+    let mut table: Vec<f32> = fixed.table.iter().map(|v| v.to_f32()).collect();
+    let mut fg = identity.clone();
+    let mut steps = Vec::with_capacity(usize::from(top_bits - base_bits));
+    let mut base = fixed;
+    let mut base_rescale = None;
+    let mut prev = fit.error(&table, &idx, &fg);
+    if fit_bits > base_bits {
+        // Widths below the fit: its levels merged, each width corrected.
+        let (mut u, mut c) = (vec![0f32; rows * cols], vec![0f64; rows * cols]);
+        for (b, range) in fit.blocks() {
+            let (s, o) = (grids[2 * b], grids[2 * b + 1]);
+            for i in range {
+                if s != 0.0 {
+                    u[i] = (w[i] - o) / s;
+                    c[i] = m[i % cols] * f64::from(s) * f64::from(s);
+                }
+            }
+        }
+        for b in base_bits..fit_bits {
+            let shift = fit_bits - b;
+            let coarse: Vec<u8> = idx.iter().map(|&i| i >> shift).collect();
+            let merged = super::nested::merged_table(&u, &c, &idx, &table, shift);
+            let st = fit.step(merged, coarse, &identity, rescale_bits, false);
+            if b == base_bits {
+                let layout = super::ScaledLayout::new(rows, cols, base_bits, group_cols)
+                    .ok_or_else(|| QuantError::InvalidConfig {
+                        field: "base_bits",
+                        reason: format!("{base_bits}: no scaled palette layout"),
+                    })?;
+                let rbb = index_row_bytes(cols, base_bits);
+                let mut indices = vec![0u8; layout.indices.1];
+                for (row, out) in st.idx.chunks_exact(cols).zip(indices.chunks_exact_mut(rbb)) {
+                    pack_row(row, base_bits, out);
+                }
+                base = super::ScaledPalette {
+                    layout,
+                    table: st.table.iter().map(|&v| f16::from_f32(v)).collect(),
+                    params: base.params,
+                    codes: base.codes,
+                    indices,
+                };
+                base_rescale = Some(fit.rescale(&st, rescale_bits));
+            } else {
+                steps.push(fit.nested_step(&st, prev, rescale_bits));
+            }
+            prev = st.err;
+        }
+        // The fit width: the fixed palette, corrected only where that helps.
+        let plain = fit.error(&table, &idx, &identity);
+        let mut st = fit.step(table.clone(), idx.clone(), &identity, rescale_bits, false);
+        if plain <= st.err {
+            st = StepFit {
+                table: table.clone(),
+                idx: idx.clone(),
+                entries: vec![[1.0, 0.0]; 1 << rescale_bits],
+                codes: vec![0; rows * nb],
+                err: plain,
+            };
+        }
+        steps.push(fit.nested_step(&st, prev, rescale_bits));
+        prev = st.err;
+        table = st.table;
+        idx = st.idx;
+        fg = st.codes.iter().map(|&k| st.entries[k]).collect();
+    }
+    for _ in fit_bits..top_bits {
+        // Split in the previous width's corrected coordinates.
+        let (mut u, mut c) = (vec![0f32; rows * cols], vec![0f64; rows * cols]);
+        for (b, range) in fit.blocks() {
+            let (s, o) = (grids[2 * b], grids[2 * b + 1]);
+            let (sf, of) = (s * fg[b][0], o + s * fg[b][1]);
+            for i in range {
+                if sf != 0.0 {
+                    u[i] = (w[i] - of) / sf;
+                    c[i] = m[i % cols] * f64::from(sf) * f64::from(sf);
+                }
+            }
+        }
+        let (_, split) = split_step(&u, &c, &mut idx, &table, rows, cols);
+        drop((u, c));
+        let st = fit.step(split, idx, &fg, rescale_bits, true);
+        steps.push(fit.nested_step(&st, prev, rescale_bits));
+        prev = st.err;
+        table = st.table;
+        idx = st.idx;
+        fg = st.codes.iter().map(|&k| st.entries[k]).collect();
+    }
+    Ok(NestedPalette {
+        base,
+        steps,
+        base_rescale,
+    })
+}
+
+/// The tensor being fitted and its base's block parameters.
+struct Fit<'a> {
+    w: &'a [f32],
+    m: &'a [f64],
+    grids: &'a [f32],
+    rows: usize,
+    cols: usize,
+    group_cols: usize,
+    nb: usize,
+}
+
+/// One fitted step: table, indices, correction entries and each block's code (all
+/// values as stored, f16-exact), and its weighted squared error.
+struct StepFit {
+    table: Vec<f32>,
+    idx: Vec<u8>,
+    entries: Vec<[f32; 2]>,
+    codes: Vec<usize>,
+    err: f64,
+}
+
+fn f16r(v: f32) -> f32 {
+    f16::from_f32(v).to_f32()
+}
+
+impl Fit<'_> {
+    /// Visits every weight as `(block, weight index, column)`.
+    fn blocks(&self) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
+        (0..self.rows).flat_map(move |r| {
+            (0..self.nb).map(move |b| {
+                let start = r * self.cols + b * self.group_cols;
+                let end = r * self.cols + ((b + 1) * self.group_cols).min(self.cols);
+                (r * self.nb + b, start..end)
+            })
+        })
+    }
+
+    /// Block `b`'s corrected `(scale, offset)` under `[f, g]`.
+    fn grid(&self, b: usize, fg: [f32; 2]) -> (f32, f32) {
+        let (s, o) = (self.grids[2 * b], self.grids[2 * b + 1]);
+        (s * fg[0], o + s * fg[1])
+    }
+
+    /// Weighted squared error of `table[idx]` under per-block corrections `fg`, as
+    /// decoding computes it.
+    fn error(&self, table: &[f32], idx: &[u8], fg: &[[f32; 2]]) -> f64 {
+        let mut e = 0f64;
+        for (b, range) in self.blocks() {
+            let (s, o) = (self.grids[2 * b], self.grids[2 * b + 1]);
+            let [f, g] = fg[b];
+            for i in range {
+                let t = table[usize::from(idx[i])];
+                let v = s * (f * t + g) + o;
+                e += self.m[i % self.cols] * f64::from(self.w[i] - v).powi(2);
+            }
+        }
+        e
+    }
+
+    /// The correction of a fitted width.
+    fn rescale(&self, st: &StepFit, bits: u8) -> Rescale {
+        Rescale {
+            bits,
+            entries: st
+                .entries
+                .iter()
+                .map(|e| [f16::from_f32(e[0]), f16::from_f32(e[1])])
+                .collect(),
+            codes: self.pack_codes(&st.codes, bits),
+        }
+    }
+
+    /// A fitted width as a refinement step from a width of error `prev`.
+    fn nested_step(&self, st: &StepFit, prev: f64, bits: u8) -> NestedStep {
+        NestedStep {
+            table: st.table.iter().map(|&v| f16::from_f32(v)).collect(),
+            plane: self.plane(&st.idx),
+            gain: prev - st.err,
+            rescale: Some(self.rescale(st, bits)),
+        }
+    }
+
+    /// Fits a width from an initial table and indices, starting from corrections
+    /// `fg` (after a split, the previous width's, under which the split is exact);
+    /// with `rechoose`, each weight's last bit may change.
+    fn step(
+        &self,
+        split: Vec<f32>,
+        idx: Vec<u8>,
+        fg: &[[f32; 2]],
+        bits: u8,
+        rechoose: bool,
+    ) -> StepFit {
+        let k = 1usize << bits;
+        let nblocks = self.rows * self.nb;
+        let mut table: Vec<f32> = split.iter().map(|&v| f16r(v)).collect();
+        let mut idx = idx;
+        let mut entries: Vec<[f32; 2]> = Vec::new();
+        let mut best: Option<StepFit> = None;
+        let mut ideal = fg.to_vec();
+        for round in 0..ROUNDS {
+            // (1) Each block's least-squares [f, g] and its error metric.
+            let mut metric = vec![[0f64; 3]; nblocks];
+            for (b, range) in self.blocks() {
+                let (s, o) = (
+                    f64::from(self.grids[2 * b]),
+                    f64::from(self.grids[2 * b + 1]),
+                );
+                let (mut sw, mut st, mut stt, mut sy, mut sty) = (0f64, 0f64, 0f64, 0f64, 0f64);
+                for i in range {
+                    let (mi, t) = (self.m[i % self.cols], f64::from(table[usize::from(idx[i])]));
+                    let y = f64::from(self.w[i]) - o;
+                    sw += mi;
+                    st += mi * t;
+                    stt += mi * t * t;
+                    sy += mi * y;
+                    sty += mi * t * y;
+                }
+                let s2 = s * s;
+                metric[b] = [s2 * stt, s2 * st, s2 * sw];
+                let det = sw * stt - st * st;
+                if s != 0.0 && det > 1e-12 * sw * stt.max(f64::MIN_POSITIVE) {
+                    // y = s f t + s g: regress on (s t, s).
+                    let f = (sw * sty - st * sy) / (det * s);
+                    let g = (sy - s * f * st) / (s * sw);
+                    if f.is_finite() && g.is_finite() && f.abs() < 1e3 && g.abs() < 1e3 {
+                        ideal[b] = [f as f32, g as f32];
+                    }
+                }
+            }
+            // (2) Weighted k-means of the ideal pairs under each block's metric.
+            entries = kmeans(
+                &ideal,
+                &metric,
+                k,
+                (round > 0).then_some(entries.as_slice()),
+            );
+            let codes: Vec<usize> = (0..nblocks)
+                .map(|b| nearest_entry(&entries, ideal[b], metric[b]))
+                .collect();
+            let cfg: Vec<[f32; 2]> = codes.iter().map(|&c| entries[c]).collect();
+            let err = self.error(&table, &idx, &cfg);
+            if best.as_ref().is_none_or(|x| err < x.err) {
+                best = Some(StepFit {
+                    table: table.clone(),
+                    idx: idx.clone(),
+                    entries: entries.clone(),
+                    codes: codes.clone(),
+                    err,
+                });
+            }
+            if round + 1 == ROUNDS {
+                break;
+            }
+            // (3) Re-choose each weight's last bit, (4) move the levels.
+            let (mut num, mut den) = (vec![0f64; table.len()], vec![0f64; table.len()]);
+            for (b, range) in self.blocks() {
+                let (s, o) = self.grid(b, cfg[b]);
+                for i in range {
+                    let p = usize::from(idx[i] >> 1) << 1;
+                    let x = self.w[i];
+                    let (ea, eb) = (
+                        (x - (s * table[p] + o)).abs(),
+                        (x - (s * table[p + 1] + o)).abs(),
+                    );
+                    let q = match rechoose {
+                        true if eb < ea => p + 1,
+                        true => p,
+                        false => usize::from(idx[i]),
+                    };
+                    idx[i] = q as u8;
+                    let mi = self.m[i % self.cols];
+                    num[q] += mi * f64::from(s) * f64::from(x - o);
+                    den[q] += mi * f64::from(s) * f64::from(s);
+                }
+            }
+            for (t, (n, d)) in table.iter_mut().zip(num.iter().zip(&den)) {
+                if *d > 0.0 {
+                    let v = (n / d) as f32;
+                    if v.is_finite() {
+                        *t = f16r(v);
+                    }
+                }
+            }
+        }
+        // ROUNDS >= 1, so a round was kept.
+        best.unwrap_or(StepFit {
+            table,
+            idx,
+            entries,
+            codes: vec![0; nblocks],
+            err: f64::INFINITY,
+        })
+    }
+
+    /// The last bit of every index, as a step's plane.
+    fn plane(&self, idx: &[u8]) -> Vec<u8> {
+        let pb = plane_row_bytes(self.cols);
+        let mut plane = vec![0u8; self.rows * pb];
+        for r in 0..self.rows {
+            for j in 0..self.cols {
+                plane[r * pb + j / 8] |= (idx[r * self.cols + j] & 1) << (j % 8);
+            }
+        }
+        plane
+    }
+
+    fn pack_codes(&self, codes: &[usize], bits: u8) -> Vec<u8> {
+        let rb = index_row_bytes(self.nb, bits);
+        let mut out = vec![0u8; self.rows * rb];
+        for (row, o) in codes.chunks_exact(self.nb).zip(out.chunks_exact_mut(rb)) {
+            let c: Vec<u8> = row.iter().map(|&x| x as u8).collect();
+            pack_row(&c, bits, o);
+        }
+        out
+    }
+}
+
+/// `(e - x)^T A (e - x)` with `A = [[a0, a1], [a1, a2]]`.
+fn quad(e: [f32; 2], x: [f32; 2], a: [f64; 3]) -> f64 {
+    let (df, dg) = (f64::from(e[0] - x[0]), f64::from(e[1] - x[1]));
+    a[0] * df * df + 2.0 * a[1] * df * dg + a[2] * dg * dg
+}
+
+fn nearest_entry(entries: &[[f32; 2]], x: [f32; 2], a: [f64; 3]) -> usize {
+    let mut best = (f64::INFINITY, 0);
+    for (c, &e) in entries.iter().enumerate() {
+        let q = quad(e, x, a);
+        if q < best.0 {
+            best = (q, c);
+        }
+    }
+    best.1
+}
+
+/// `k` f16-exact entries minimising `sum_b quad(entry(b), x_b, a_b)`: Lloyd
+/// iterations from `init`, or from weighted quantiles of `f` (entry 0 the identity).
+fn kmeans(x: &[[f32; 2]], a: &[[f64; 3]], k: usize, init: Option<&[[f32; 2]]>) -> Vec<[f32; 2]> {
+    let mut entries: Vec<[f32; 2]> = match init {
+        Some(e) if e.len() == k => e.to_vec(),
+        _ => {
+            let mut order: Vec<usize> = (0..x.len()).collect();
+            order.sort_by(|&p, &q| x[p][0].total_cmp(&x[q][0]));
+            let total: f64 = a.iter().map(|m| m[0] + m[2]).sum();
+            let mut out = vec![[1f32, 0f32]; k];
+            let mut acc = 0f64;
+            let mut next = 1;
+            for &b in &order {
+                acc += a[b][0] + a[b][2];
+                while next < k && acc >= total * (next as f64 - 0.5) / (k - 1).max(1) as f64 {
+                    out[next] = x[b];
+                    next += 1;
+                }
+            }
+            out
+        }
+    };
+    for e in &mut entries {
+        *e = [f16r(e[0]), f16r(e[1])];
+    }
+    for _ in 0..KMEANS_ITERS {
+        let mut acc = vec![[0f64; 5]; k];
+        for (b, (&xb, &ab)) in x.iter().zip(a).enumerate() {
+            let _ = b;
+            let c = nearest_entry(&entries, xb, ab);
+            let (f, g) = (f64::from(xb[0]), f64::from(xb[1]));
+            let s = &mut acc[c];
+            s[0] += ab[0];
+            s[1] += ab[1];
+            s[2] += ab[2];
+            s[3] += ab[0] * f + ab[1] * g;
+            s[4] += ab[1] * f + ab[2] * g;
+        }
+        let mut moved = false;
+        for (e, s) in entries.iter_mut().zip(&acc) {
+            let det = s[0] * s[2] - s[1] * s[1];
+            if det > 1e-12 * (s[0] * s[2]).max(f64::MIN_POSITIVE) {
+                let f = (s[2] * s[3] - s[1] * s[4]) / det;
+                let g = (s[0] * s[4] - s[1] * s[3]) / det;
+                let new = [f16r(f as f32), f16r(g as f32)];
+                if new[0].is_finite() && new[1].is_finite() && new != *e {
+                    *e = new;
+                    moved = true;
+                }
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::palette::{nest_scaled, palettize_scaled};
+
+    /// Blocks of varied range and shape (some heavy-tailed), as in real layers.
+    fn blocky(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..rows * cols)
+            .map(|i| {
+                let s = 0.1 + (i / 32 % 7) as f32 * 0.3;
+                let x: f32 = rng.random_range(-1.0f32..1.0) + rng.random_range(-1.0f32..1.0);
+                if i / 32 % 3 == 0 {
+                    s * x * x * x
+                } else {
+                    s * x
+                }
+            })
+            .collect()
+    }
+
+    fn err(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum()
+    }
+
+    #[test]
+    fn every_step_lowers_the_error_by_its_gain_and_beats_the_plain_split() {
+        let mut ratios = Vec::new();
+        for (rows, cols, g, rb) in [(6, 65, 32, 4), (4, 129, 16, 2), (9, 383, 32, 1)] {
+            let w = blocky(rows, cols, 5);
+            let p = nest_rescaled(&w, rows, cols, None, 2, 5, g, rb).expect("fits");
+            let plain = nest_scaled(&w, rows, cols, None, 2, 5, g).expect("fits");
+            assert_eq!(p.decode(0), p.base.decode());
+            let mut prev = err(&w, &p.decode(0));
+            for n in 1..=3 {
+                let s = &p.steps[n - 1];
+                let rs = s.rescale.as_ref().expect("rescaled");
+                assert_eq!(rs.entries.len(), 1 << rb);
+                assert_eq!(rs.codes.len(), rows * index_row_bytes(cols.div_ceil(g), rb));
+                let e = err(&w, &p.decode(n));
+                assert!(e < prev, "step {n}: {e} >= {prev}");
+                let rel = (prev - e - s.gain).abs() / prev;
+                assert!(rel < 1e-3, "step {n}: gain {} vs {}", s.gain, prev - e);
+                let ep = err(&w, &plain.decode(n));
+                eprintln!("{rows}x{cols} g{g} r{rb} step {n}: rescaled {e:.4} plain {ep:.4}");
+                ratios.push(e / ep);
+                prev = e;
+            }
+        }
+        // Per step the trees differ, so either may win a step; on the whole the
+        // corrections must pay.
+        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        assert!(mean < 0.95, "rescaled / plain error: {ratios:?}");
+    }
+
+    #[test]
+    fn fitted_above_the_base_its_fit_width_is_no_worse_than_the_fixed_palette() {
+        for (rows, cols, g) in [(7, 129, 32), (5, 200, 16)] {
+            let w = blocky(rows, cols, 8);
+            let p = nest_rescaled_at(&w, rows, cols, None, 2, 4, 5, g, 3).expect("fits");
+            let fixed = palettize_scaled(&w, rows, cols, None, 4, g).expect("fits");
+            assert_eq!(p.base.layout.bits, 2);
+            assert_eq!(p.steps.len(), 3);
+            let br = p.base_rescale.as_ref().expect("base correction");
+            assert_eq!(br.entries.len(), 8);
+            let (e4, ef) = (err(&w, &p.decode(2)), err(&w, &fixed.decode()));
+            assert!(e4 <= ef * 1.0001, "fit width {e4} vs fixed {ef}");
+            let mut prev = err(&w, &p.decode(0));
+            for n in 1..=3 {
+                let e = err(&w, &p.decode(n));
+                assert!(e < prev, "step {n}: {e} >= {prev}");
+                let rel = (prev - e - p.steps[n - 1].gain).abs() / prev;
+                assert!(rel < 1e-3, "step {n}: gain {}", p.steps[n - 1].gain);
+                prev = e;
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_parameters() {
+        let w = vec![0.5f32; 16];
+        assert!(nest_rescaled(&w, 2, 8, None, 3, 2, 4, 2).is_err());
+        assert!(nest_rescaled(&w, 2, 8, None, 2, 4, 4, 0).is_err());
+        assert!(nest_rescaled(&w, 2, 8, None, 2, 4, 4, 9).is_err());
+    }
+}
