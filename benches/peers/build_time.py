@@ -24,20 +24,8 @@ import sys
 import tempfile
 import time
 
-
-
-def ensure_venv(venv):
-    """Creates `venv` with numpy and faiss-cpu (once) and re-executes this script in it."""
-    py = os.path.join(venv, "bin", "python")
-    if os.path.realpath(sys.prefix) == os.path.realpath(venv):
-        return
-    if not os.path.exists(py):
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-    for pkg in ("numpy", "faiss-cpu"):
-        probe = pkg.replace("-cpu", "")
-        if subprocess.run([py, "-c", f"import {probe}"], capture_output=True).returncode != 0:
-            subprocess.run([py, "-m", "pip", "install", "-q", pkg], check=True)
-    os.execv(py, [py, os.path.abspath(__file__)] + sys.argv[1:])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from interleave import ensure_venv  # noqa: E402
 
 
 def octet_seal(octet, base, config, threads):
@@ -73,7 +61,7 @@ def main():
     ap.add_argument("--faiss-efc", type=int, default=128)
     args = ap.parse_args()
     if args.venv:
-        ensure_venv(args.venv)
+        ensure_venv(args.venv, __file__)
     import faiss
     import numpy as np
 

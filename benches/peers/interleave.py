@@ -35,8 +35,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def ensure_venv(venv):
-    """Creates `venv` with numpy and faiss-cpu (once) and re-executes this script in it."""
+def ensure_venv(venv, script=None):
+    """Creates `venv` with numpy and faiss-cpu (once) and re-executes `script` (this
+    one by default) in it with the same arguments."""
     py = os.path.join(venv, "bin", "python")
     if os.path.realpath(sys.prefix) == os.path.realpath(venv):
         return
@@ -46,7 +47,7 @@ def ensure_venv(venv):
         probe = pkg.replace("-cpu", "")
         if subprocess.run([py, "-c", f"import {probe}"], capture_output=True).returncode != 0:
             subprocess.run([py, "-m", "pip", "install", "-q", pkg], check=True)
-    os.execv(py, [py, os.path.abspath(__file__)] + sys.argv[1:])
+    os.execv(py, [py, os.path.abspath(script or __file__)] + sys.argv[1:])
 
 
 def at_recall(points, target):

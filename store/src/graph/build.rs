@@ -356,15 +356,7 @@ impl Builder {
                     }
                 }
                 if own.len() > self.cap(layer) {
-                    let mut all: Vec<Scored> = own
-                        .iter()
-                        .map(|&o| Scored {
-                            score: self.sim(p, o),
-                            point: o,
-                        })
-                        .collect();
-                    all.sort_unstable_by(|a, b| b.cmp(a));
-                    own = self.select(&all, self.cap(layer));
+                    own = self.reselect(p, &own, self.cap(layer));
                 }
                 Links::write(row, &own);
             }
@@ -443,6 +435,20 @@ impl Builder {
         chosen
     }
 
+    /// `list` (an overfull neighbour list of `base`) cut back to `cap` by the
+    /// heuristic.
+    fn reselect(&self, base: u32, list: &[u32], cap: usize) -> Vec<u32> {
+        let mut candidates: Vec<Scored> = list
+            .iter()
+            .map(|&p| Scored {
+                score: self.sim(base, p),
+                point: p,
+            })
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        self.select(&candidates, cap)
+    }
+
     /// Adds the back-link `from -> to` on `layer`, re-choosing `from`'s list by the
     /// heuristic when it is full.
     fn link(&self, from: u32, to: u32, layer: usize) {
@@ -455,15 +461,7 @@ impl Builder {
         }
         list.push(to);
         if list.len() > self.cap(layer) {
-            let mut candidates: Vec<Scored> = list
-                .iter()
-                .map(|&p| Scored {
-                    score: self.sim(from, p),
-                    point: p,
-                })
-                .collect();
-            candidates.sort_unstable_by(|a, b| b.cmp(a));
-            list = self.select(&candidates, self.cap(layer));
+            list = self.reselect(from, &list, self.cap(layer));
         }
         Links::write(row, &list);
     }
@@ -521,14 +519,7 @@ impl FlatGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
-
-    fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..n * dim)
-            .map(|_| rng.random_range(-1.0f32..1.0))
-            .collect()
-    }
+    use crate::graph::tests::random_vectors;
 
     /// Every list within its cap, without self-links or repeats, ids in range; the
     /// upper layers nested (a point on layer l is on every layer below) and the

@@ -347,7 +347,7 @@ mod tests {
     use octet_quant::Metric;
     use rand::{Rng, SeedableRng};
 
-    fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    pub(super) fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         (0..n * dim)
             .map(|_| rng.random_range(-1.0f32..1.0))
