@@ -19,7 +19,12 @@
 //!
 //! The enum's shape is part of the file format: rkyv archives a variant's fields
 //! inline after its tag, so a variant's fields (names aside) and the variants' order
-//! never change; new encodings are appended.
+//! never change; new encodings are appended. An appended variant must also be no
+//! larger than the largest existing one: the archived enum is as large as its
+//! largest variant, and a larger one moves every older manifest's layout, so v1-v3
+//! files stop reading (the committed fixtures' tests catch it). Put what does not
+//! fit in a `Vec`, as [`Encoding::RescaledNestedPalette`] does with its resident
+//! sections.
 
 mod bitstack;
 mod dense;

@@ -534,7 +534,7 @@ unsafe fn masked_sum_vnni(code: &[u8], planes: &[i8]) -> i32 {
     sum
 }
 
-/// Scalar twin of [`masked_sum`]: every bit in order, in `i64`.
+/// Scalar twin of [`MaskedWeights::sum`]: every bit in order, in `i64`.
 pub fn masked_sum_scalar(code: &[u8], weights: &[i32]) -> i64 {
     (0..code.len() * 8)
         .filter(|&i| (code[i / 8] >> (i % 8)) & 1 == 1)
