@@ -426,39 +426,23 @@ fn best_split(members: &[u32], u: &[f32], c: &[f64]) -> Option<(f32, f32)> {
 
 #[cfg(test)]
 mod tests {
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-
     use super::*;
-
-    fn blocky(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..rows * cols)
-            .map(|i| {
-                let s = 0.1 + (i / 32 % 7) as f32 * 0.3;
-                s * (rng.random_range(-1.0f32..1.0) + rng.random_range(-1.0f32..1.0))
-            })
-            .collect()
-    }
-
-    fn err(a: &[f32], b: &[f32]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum()
-    }
+    use crate::palette::tests::{blocky, sq_err};
 
     #[test]
     fn every_step_lowers_the_error_by_its_gain() {
         for (rows, cols, g) in [(5, 65, 32), (3, 129, 16), (7, 383, 32)] {
-            let w = blocky(rows, cols, 3);
+            let w = blocky(rows, cols, 3, false);
             let p = nest_scaled(&w, rows, cols, None, 2, 6, g).expect("fits");
             assert_eq!(p.steps.len(), 4);
             assert_eq!(p.decode(0), p.base.decode());
-            let mut prev = err(&w, &p.decode(0));
+            let mut prev = sq_err(&w, &p.decode(0));
             for n in 1..=4 {
                 let s = &p.steps[n - 1];
                 assert_eq!(s.table.len(), 1 << (2 + n));
                 assert!(s.table.windows(2).all(|t| t[0] <= t[1]));
                 assert_eq!(s.plane.len(), rows * plane_row_bytes(cols));
-                let e = err(&w, &p.decode(n));
+                let e = sq_err(&w, &p.decode(n));
                 assert!(e < prev, "step {n}: {e} >= {prev}");
                 let rel = (prev - e - s.gain).abs() / prev;
                 assert!(rel < 1e-3, "step {n}: gain {} vs {}", s.gain, prev - e);
@@ -470,25 +454,25 @@ mod tests {
     #[test]
     fn upscaled_is_close_to_a_palette_fitted_at_that_width() {
         let (rows, cols) = (16, 256);
-        let w = blocky(rows, cols, 7);
+        let w = blocky(rows, cols, 7, false);
         let p = nest_scaled(&w, rows, cols, None, 2, 4, 32).expect("fits");
         let fixed = palettize_scaled(&w, rows, cols, None, 4, 32).expect("fits");
-        let (en, ef) = (err(&w, &p.decode(2)), err(&w, &fixed.decode()));
+        let (en, ef) = (sq_err(&w, &p.decode(2)), sq_err(&w, &fixed.decode()));
         assert!(en < 2.0 * ef, "nested {en} vs fixed {ef}");
     }
 
     #[test]
     fn fitted_at_a_middle_width_its_prefix_is_the_fixed_palette() {
         let (rows, cols) = (7, 129);
-        let w = blocky(rows, cols, 11);
+        let w = blocky(rows, cols, 11, false);
         let p = nest_scaled_at(&w, rows, cols, None, 2, 4, 5, 32).expect("fits");
         let fixed = palettize_scaled(&w, rows, cols, None, 4, 32).expect("fits");
         assert_eq!(p.base.layout.bits, 2);
         assert_eq!(p.steps.len(), 3);
         assert_eq!(p.decode(2), fixed.decode());
-        let mut prev = err(&w, &p.decode(0));
+        let mut prev = sq_err(&w, &p.decode(0));
         for n in 1..=3 {
-            let e = err(&w, &p.decode(n));
+            let e = sq_err(&w, &p.decode(n));
             assert!(e < prev, "step {n}: {e} >= {prev}");
             let rel = (prev - e - p.steps[n - 1].gain).abs() / prev;
             assert!(rel < 1e-3, "step {n}: gain {}", p.steps[n - 1].gain);

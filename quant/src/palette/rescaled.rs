@@ -597,51 +597,29 @@ fn kmeans(x: &[[f32; 2]], a: &[[f64; 3]], k: usize, init: Option<&[[f32; 2]]>) -
 
 #[cfg(test)]
 mod tests {
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-
     use super::*;
+    use crate::palette::tests::{blocky, sq_err};
     use crate::palette::{nest_scaled, palettize_scaled};
-
-    /// Blocks of varied range and shape (some heavy-tailed), as in real layers.
-    fn blocky(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..rows * cols)
-            .map(|i| {
-                let s = 0.1 + (i / 32 % 7) as f32 * 0.3;
-                let x: f32 = rng.random_range(-1.0f32..1.0) + rng.random_range(-1.0f32..1.0);
-                if i / 32 % 3 == 0 {
-                    s * x * x * x
-                } else {
-                    s * x
-                }
-            })
-            .collect()
-    }
-
-    fn err(a: &[f32], b: &[f32]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum()
-    }
 
     #[test]
     fn every_step_lowers_the_error_by_its_gain_and_beats_the_plain_split() {
         let mut ratios = Vec::new();
         for (rows, cols, g, rb) in [(6, 65, 32, 4), (4, 129, 16, 2), (9, 383, 32, 1)] {
-            let w = blocky(rows, cols, 5);
+            let w = blocky(rows, cols, 5, true);
             let p = nest_rescaled(&w, rows, cols, None, 2, 5, g, rb).expect("fits");
             let plain = nest_scaled(&w, rows, cols, None, 2, 5, g).expect("fits");
             assert_eq!(p.decode(0), p.base.decode());
-            let mut prev = err(&w, &p.decode(0));
+            let mut prev = sq_err(&w, &p.decode(0));
             for n in 1..=3 {
                 let s = &p.steps[n - 1];
                 let rs = s.rescale.as_ref().expect("rescaled");
                 assert_eq!(rs.entries.len(), 1 << rb);
                 assert_eq!(rs.codes.len(), rows * index_row_bytes(cols.div_ceil(g), rb));
-                let e = err(&w, &p.decode(n));
+                let e = sq_err(&w, &p.decode(n));
                 assert!(e < prev, "step {n}: {e} >= {prev}");
                 let rel = (prev - e - s.gain).abs() / prev;
                 assert!(rel < 1e-3, "step {n}: gain {} vs {}", s.gain, prev - e);
-                let ep = err(&w, &plain.decode(n));
+                let ep = sq_err(&w, &plain.decode(n));
                 eprintln!("{rows}x{cols} g{g} r{rb} step {n}: rescaled {e:.4} plain {ep:.4}");
                 ratios.push(e / ep);
                 prev = e;
@@ -656,18 +634,18 @@ mod tests {
     #[test]
     fn fitted_above_the_base_its_fit_width_is_no_worse_than_the_fixed_palette() {
         for (rows, cols, g) in [(7, 129, 32), (5, 200, 16)] {
-            let w = blocky(rows, cols, 8);
+            let w = blocky(rows, cols, 8, true);
             let p = nest_rescaled_at(&w, rows, cols, None, 2, 4, 5, g, 3).expect("fits");
             let fixed = palettize_scaled(&w, rows, cols, None, 4, g).expect("fits");
             assert_eq!(p.base.layout.bits, 2);
             assert_eq!(p.steps.len(), 3);
             let br = p.base_rescale.as_ref().expect("base correction");
             assert_eq!(br.entries.len(), 8);
-            let (e4, ef) = (err(&w, &p.decode(2)), err(&w, &fixed.decode()));
+            let (e4, ef) = (sq_err(&w, &p.decode(2)), sq_err(&w, &fixed.decode()));
             assert!(e4 <= ef * 1.0001, "fit width {e4} vs fixed {ef}");
-            let mut prev = err(&w, &p.decode(0));
+            let mut prev = sq_err(&w, &p.decode(0));
             for n in 1..=3 {
-                let e = err(&w, &p.decode(n));
+                let e = sq_err(&w, &p.decode(n));
                 assert!(e < prev, "step {n}: {e} >= {prev}");
                 let rel = (prev - e - p.steps[n - 1].gain).abs() / prev;
                 assert!(rel < 1e-3, "step {n}: gain {}", p.steps[n - 1].gain);

@@ -11,6 +11,29 @@ fn weights(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Blocks of 32 weights of varied range, as in real layers; with `heavy_tails`
+/// every third block is cubed (heavy-tailed). Shared by the nested and rescaled
+/// palettes' tests.
+pub(super) fn blocky(rows: usize, cols: usize, seed: u64, heavy_tails: bool) -> Vec<f32> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..rows * cols)
+        .map(|i| {
+            let s = 0.1 + (i / 32 % 7) as f32 * 0.3;
+            let x: f32 = rng.random_range(-1.0f32..1.0) + rng.random_range(-1.0f32..1.0);
+            if heavy_tails && i / 32 % 3 == 0 {
+                s * x * x * x
+            } else {
+                s * x
+            }
+        })
+        .collect()
+}
+
+/// Sum of squared differences.
+pub(super) fn sq_err(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum()
+}
+
 fn f16_round(w: &[f32]) -> Vec<f32> {
     w.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
 }

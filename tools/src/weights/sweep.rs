@@ -538,12 +538,7 @@ fn bitstack_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
         let a = budget.n_blocks;
         let bits = budget_row(m, &budget).compressed_bits_per_weight;
         let t1 = Instant::now();
-        let lin: Replaced = cx
-            .prep
-            .linears
-            .par_iter()
-            .map(|n| Ok(reader.rebuild_tensor(n, &budget)?))
-            .collect::<Result<_>>()?;
+        let lin = rebuild_linears(&reader, &cx.prep.linears, &budget)?;
         let q = t1.elapsed().as_secs_f64()
             + if cx.rows.iter().any(|r| r.method == method) {
                 0.0
@@ -553,6 +548,14 @@ fn bitstack_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
         cx.record(&method, format!("{a} blocks"), bits, Some(lin), q)?;
     }
     Ok(())
+}
+
+/// Every linear of a ladder's file rebuilt at `budget`, in parallel.
+fn rebuild_linears(reader: &Reader<'_>, linears: &[String], budget: &Budget) -> Result<Replaced> {
+    linears
+        .par_iter()
+        .map(|n| Ok(reader.rebuild_tensor(n, budget)?))
+        .collect()
 }
 
 /// The largest budget of `m` at or below each target in bits per weight over the
@@ -616,12 +619,7 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
             for budget in budgets_within(m, &args.adaptive_bits, &method)? {
                 let bits = budget_row(m, &budget).compressed_bits_per_weight;
                 let t2 = Instant::now();
-                let lin: Replaced = cx
-                    .prep
-                    .linears
-                    .par_iter()
-                    .map(|n| Ok(reader.rebuild_tensor(n, &budget)?))
-                    .collect::<Result<_>>()?;
+                let lin = rebuild_linears(&reader, &cx.prep.linears, &budget)?;
                 let q = t2.elapsed().as_secs_f64() + if first { build_s } else { 0.0 };
                 first = false;
                 cx.record(

@@ -212,12 +212,7 @@ impl SortedColumn {
         // Values below cell c's start are below the edge; values from cell c + 2's
         // start are not (rounding can put the edge in a neighbouring cell).
         let lo = self.grid[c.saturating_sub(1)] as usize;
-        let hi = self.grid[(c + 2).min(SEARCH_GRID)] as usize;
-        let hi = if c + 2 > SEARCH_GRID {
-            self.x.len()
-        } else {
-            hi
-        };
+        let hi = self.grid.get(c + 2).map_or(self.x.len(), |&h| h as usize);
         lo + self.x[lo..hi].partition_point(|&v| v < edge)
     }
 
