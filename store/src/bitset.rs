@@ -77,6 +77,18 @@ impl Bitset {
             .is_some_and(|w| (w >> (i % 64)) & 1 == 1)
     }
 
+    /// The bitset whose bit `i` is bit `order[i]` of this one (bits past the end
+    /// read as clear), `order.len()` long.
+    pub fn permuted(&self, order: &[u32]) -> Bitset {
+        let mut out = Bitset::new(order.len());
+        for (i, &o) in order.iter().enumerate() {
+            if self.get(o as usize) {
+                out.set(i);
+            }
+        }
+        out
+    }
+
     /// Sets bit `i`; returns whether it was clear. Ignores `i` past the end.
     #[inline]
     pub fn set(&mut self, i: usize) -> bool {
@@ -143,6 +155,8 @@ mod tests {
         assert!(a.set(0) && a.set(129) && a.set(64));
         assert!(!a.set(64));
         assert!(!a.set(130), "past the end is ignored");
+        let p = a.permuted(&[129, 1, 0, 64, 5]);
+        assert_eq!(p.iter_ones().collect::<Vec<_>>(), vec![0, 2, 3]);
         assert_eq!(a.count_ones(), 3);
         assert_eq!(a.iter_ones().collect::<Vec<_>>(), vec![0, 64, 129]);
         let full = Bitset::full(130);

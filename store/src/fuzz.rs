@@ -207,7 +207,7 @@ mod tests {
             m: 4,
             ef_construction: 16,
         };
-        let meta = write_segment(dir.path(), 1, &input, params).expect("segment");
+        let (meta, _) = write_segment(dir.path(), 1, &input, params).expect("segment");
         let body = |f: &FileRef| {
             let bytes = std::fs::read(dir.path().join(&f.name)).expect("read");
             bytes[..bytes.len() - crate::segment::file::FOOTER_LEN].to_vec()

@@ -54,6 +54,30 @@ pub trait Scorer: Send + Sync {
         0.0
     }
 
+    /// A cheaper estimate of [`Scorer::score`] for steering a graph walk, whose
+    /// candidates are scored again (by `score` or a rescore tier) before anyone
+    /// sees them; within [`Scorer::coarse_error`] of `score`. By default `score`
+    /// itself.
+    fn coarse(&self, code: &[u8]) -> f32 {
+        self.score(code)
+    }
+
+    /// How far [`Scorer::coarse`] may stray from [`Scorer::score`] beyond float
+    /// rounding.
+    fn coarse_error(&self) -> f32 {
+        0.0
+    }
+
+    /// [`Scorer::coarse`] of the codes `codes[id * code_len..][..code_len]` for each
+    /// `id` of `ids`, into `out` (as long as `ids`): a graph walk scores a node's
+    /// unvisited neighbours in one call. Panics if a code lies outside `codes`.
+    fn coarse_gather(&self, codes: &[u8], ids: &[u32], out: &mut [f32]) {
+        let len = self.code_len();
+        for (&id, o) in ids.iter().zip(out.iter_mut()) {
+            *o = self.coarse(&codes[id as usize * len..][..len]);
+        }
+    }
+
     /// Scores of the query against consecutive codes; `out.len()` codes are read.
     fn score_batch(&self, codes: &[u8], out: &mut [f32]) {
         let len = self.code_len();

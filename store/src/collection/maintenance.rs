@@ -212,7 +212,9 @@ impl Collection {
         let id = inner.state.read().manifest.next_segment;
         let encode_secs = t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
-        let sref = write_segment(&inner.dir, id, &input, self.graph_params(dim))?;
+        // The segment stores its points in graph order: the frozen chunk's
+        // deletions (by slot) are permuted with it below.
+        let (sref, order) = write_segment(&inner.dir, id, &input, self.graph_params(dim))?;
         sync_dir(&inner.dir)?;
         let write_secs = t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
@@ -229,7 +231,7 @@ impl Collection {
             let deleted = st
                 .frozen
                 .front()
-                .map_or_else(|| Bitset::new(n), |f| f.deleted.clone());
+                .map_or_else(|| Bitset::new(n), |f| f.deleted.permuted(&order));
             let mut entries: Vec<(SegmentRef, &Bitset, bool)> = st
                 .sealed
                 .iter()
@@ -242,7 +244,10 @@ impl Collection {
         let old = {
             let mut st = inner.state.write();
             // Writers are held, so this is the bitset the manifest just persisted.
-            let frozen_deleted = st.frozen.pop_front().map_or(cleaned, |f| f.deleted);
+            let frozen_deleted = st
+                .frozen
+                .pop_front()
+                .map_or(cleaned, |f| f.deleted.permuted(&order));
             let meta = sealed.meta.clone();
             st.sealed.push(SealedEntry {
                 seg: Arc::new(sealed),
@@ -519,7 +524,9 @@ impl Collection {
         let n = input.ids.len();
         let id = inner.state.read().manifest.next_segment;
         let new_seg = if n > 0 {
-            let sref = write_segment(&inner.dir, id, &input, self.graph_params(dim))?;
+            // Deletions during the rewrite are carried over by id below, so the
+            // storage order is not needed here.
+            let (sref, _) = write_segment(&inner.dir, id, &input, self.graph_params(dim))?;
             sync_dir(&inner.dir)?;
             Some(self.open_segment(&sref, &codecs)?)
         } else {

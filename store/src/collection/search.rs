@@ -225,8 +225,12 @@ impl Collection {
             for (si, e) in st.sealed.iter().enumerate() {
                 let seg = &e.seg;
                 let score = |p: u32| scorer.score(seg.code(p));
+                // The walk steers by the cheaper estimate; what it returns is scored
+                // again below (or by the rescore tier).
+                let codes = seg.codes();
+                let walk = |ids: &[u32], out: &mut [f32]| scorer.coarse_gather(codes, ids, out);
                 let prefetch = |p: u32| octet_quant::kernels::prefetch(seg.code(p));
-                let hits: Vec<Scored> = if let Some(f) = filter {
+                let mut hits: Vec<Scored> = if let Some(f) = filter {
                     let allowed = seg.allowed(Some(f), &e.deleted);
                     let matching = allowed.count_ones();
                     if (matching as f32) < config.hnsw.exact_filter_fraction * seg.len() as f32
@@ -235,14 +239,19 @@ impl Collection {
                         exact_over(allowed.iter_ones().map(|p| p as u32), fetch, &score)
                     } else {
                         seg.graph
-                            .search(fetch, ef, score, prefetch, |p| allowed.get(p as usize))
+                            .search_gather(fetch, ef, walk, prefetch, |p| allowed.get(p as usize))
                     }
                 } else if e.deleted.count_ones() == 0 {
-                    seg.graph.search(fetch, ef, score, prefetch, |_| true)
+                    seg.graph.search_gather(fetch, ef, walk, prefetch, |_| true)
                 } else {
                     seg.graph
-                        .search(fetch, ef, score, prefetch, |p| !e.deleted.get(p as usize))
+                        .search_gather(fetch, ef, walk, prefetch, |p| !e.deleted.get(p as usize))
                 };
+                if rescorer.is_none() {
+                    for h in &mut hits {
+                        h.score = score(h.point);
+                    }
+                }
                 cands.extend(hits.into_iter().map(|s| Candidate {
                     score: s.score,
                     loc: Loc::Sealed(si, s.point),
@@ -253,6 +262,15 @@ impl Collection {
         cands.sort_by(|a, b| b.score.total_cmp(&a.score));
         cands.truncate(fetch);
         if let Some(r) = &rescorer {
+            // Start loading every candidate's rescore code before scoring the first
+            // (they are scattered over the memory map).
+            for c in &cands {
+                if let (false, Loc::Sealed(si, off)) = (c.exact, c.loc)
+                    && let Some(code) = st.sealed[si].seg.rescore_code(off)
+                {
+                    octet_quant::kernels::prefetch(code);
+                }
+            }
             for c in &mut cands {
                 if let (false, Loc::Sealed(si, off)) = (c.exact, c.loc)
                     && let Some(code) = st.sealed[si].seg.rescore_code(off)

@@ -172,6 +172,11 @@ impl SealedSegment {
         &self.by_id
     }
 
+    /// Every point's compact code, `code_len` bytes each, in offset order.
+    pub(crate) fn codes(&self) -> &[u8] {
+        self.codes.body()
+    }
+
     pub(crate) fn code(&self, offset: u32) -> &[u8] {
         &self.codes.body()[offset as usize * self.code_len..][..self.code_len]
     }

@@ -40,9 +40,10 @@ pub(crate) fn component_name(id: u64, kind: Component) -> String {
 }
 
 /// Payload file body: `n + 1` u64 LE offsets into the JSON bytes that follow.
-fn payload_body(payloads: &[Vec<u8>]) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(8 * (payloads.len() + 1) + payloads.iter().map(Vec::len).sum::<usize>());
+fn payload_body(payloads: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        8 * (payloads.len() + 1) + payloads.iter().map(|p| p.len()).sum::<usize>(),
+    );
     let mut off = 0u64;
     out.extend_from_slice(&off.to_le_bytes());
     for p in payloads {
@@ -55,34 +56,60 @@ fn payload_body(payloads: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
-/// Writes segment `id` into `dir` and returns its manifest entry (without tombstones).
+/// `rows` (`order.len()` rows of equal length) with row `order[i]` at `i`.
+fn permute_rows(rows: &[u8], order: &[u32]) -> Vec<u8> {
+    let len = rows.len().checked_div(order.len()).unwrap_or(0);
+    let mut out = Vec::with_capacity(rows.len());
+    for &old in order {
+        out.extend_from_slice(&rows[old as usize * len..][..len]);
+    }
+    out
+}
+
+/// Writes segment `id` into `dir` and returns its manifest entry (without
+/// tombstones) and the storage order: point `i` of the segment is point
+/// `order[i]` of `input`.
+///
+/// Points are stored in the graph's breadth-first order
+/// ([`build::FlatGraph::renumbered`]), so the codes and lists a search walks
+/// through lie close together. Every reader maps offsets to ids through the ids
+/// file, so no reader depends on the order; a caller that keeps per-point state
+/// by input position (the frozen chunk's deletions) permutes it with `order`.
 pub(crate) fn write_segment(
     dir: &Path,
     id: u64,
     input: &SegmentInput,
     graph: GraphParams,
-) -> Result<SegmentRef> {
+) -> Result<(SegmentRef, Vec<u32>)> {
     let n = input.ids.len();
-    let flat = build::build(
+    let (flat, order) = build::build(
         &input.graph_vectors,
         graph.dim,
         graph.metric,
         graph.m,
         graph.ef_construction,
-    );
+    )
+    .renumbered();
     let write = |kind: Component, body: &[u8]| -> Result<FileRef> {
         write_component(dir, component_name(id, kind), kind, body)
     };
-    let codes = write(Component::Codes, &input.codes)?;
+    let codes = write(Component::Codes, &permute_rows(&input.codes, &order))?;
     let rescore = match &input.rescore {
-        Some(r) => Some(write(Component::Rescore, r)?),
+        Some(r) => Some(write(Component::Rescore, &permute_rows(r, &order))?),
         None => None,
     };
     let graph = write(Component::Graph, &flat.to_bytes())?;
-    let ids_body: Vec<u8> = input.ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+    let ids_body: Vec<u8> = order
+        .iter()
+        .flat_map(|&o| input.ids[o as usize].to_le_bytes())
+        .collect();
     let ids = write(Component::Ids, &ids_body)?;
-    let payloads = write(Component::Payloads, &payload_body(&input.payloads))?;
-    Ok(SegmentRef {
+    let payloads: Vec<&[u8]> = order
+        .iter()
+        .map(|&o| input.payloads[o as usize].as_slice())
+        .collect();
+    let payloads = write(Component::Payloads, &payload_body(&payloads))?;
+    let sref = SegmentRef {
         id,
         points: n as u64,
         codes,
@@ -91,5 +118,6 @@ pub(crate) fn write_segment(
         ids,
         payloads,
         tombstones: None,
-    })
+    };
+    Ok((sref, order))
 }

@@ -345,74 +345,97 @@ impl ByteTables {
 }
 
 /// Per-query integer weights of a score linear in the code's bits, for CPUs with
-/// AVX-512 VNNI: bit `i` of the code weighs
-/// `weights[i] = 2^16 hi[i] + 2^8 mid[i] + lo[i]` (all three `i8`). Sixty-four bits of code become 64 bytes of 0/1 in one
-/// masked move, and `vpdpbusd` multiplies them with 64 weights of each plane into
-/// 16 `i32` lanes: a 96-byte code is 12 masks and 36 multiply-adds over 2.3 KiB of
+/// AVX-512 VNNI: bit `i` of the code weighs `weights[i]`, written in `planes`
+/// base-256 digits, each an `i8` (three planes: `2^16 hi + 2^8 mid + lo`).
+/// Sixty-four bits of code become 64 bytes of 0/1 in one masked move, and
+/// `vpdpbusd` multiplies them with 64 weights of each plane into 16 `i32` lanes: a
+/// 96-byte code with three planes is 12 masks and 36 multiply-adds over 2.3 KiB of
 /// weights that stay in L1, and preparing a query is one pass over its bit weights
 /// (the byte tables take 256 entries per code byte).
 ///
-/// Weights are steps of `max |w_i| / 8,355,711` (the largest three-plane value), or
-/// of `sum |w_i| / 2^30` if larger, so that no sum overflows: the rounding, half a
-/// step per bit, is about 2^-24 of the largest weight for codes of a few hundred
-/// bytes, below the `u16` byte tables' by two orders of magnitude.
+/// Weights are steps of `max |w_i|` over the largest value the planes hold
+/// (8,355,711 for three, 32,639 for two, 127 for one), or of `sum |w_i| / 2^30` if
+/// larger, so that no sum overflows. With three planes the rounding, half a step per
+/// bit, is about 2^-24 of the largest weight for codes of a few hundred bytes, below
+/// the `u16` byte tables' by two orders of magnitude; one plane (a third of the
+/// multiply-adds) rounds each weight to 1/254 of the largest, which is what a
+/// graph walk steers by ([`crate::codec::Scorer::coarse`]) before its candidates
+/// are scored again.
 #[derive(Debug, Clone)]
 pub struct MaskedWeights {
-    /// The weights, `2^16 hi + 2^8 mid + lo`.
+    /// The weights in steps, bit by bit.
     weights: Vec<i32>,
-    /// The three planes, 64 bytes of each per 64 bits of code in turn.
-    planes: Vec<i8>,
+    /// The digit planes, `planes` x 64 bytes per 64 bits of code in turn (most
+    /// significant first), then `planes` values per bit of the tail.
+    digits: Vec<i8>,
+    /// Number of digit planes, 1..=3.
+    planes: usize,
     /// Value of one step.
     step: f32,
 }
 
-/// Largest weight in steps: `127 (2^16 + 2^8 + 1)`.
-const MASKED_MAX: f32 = 8_355_711.0;
+/// Largest weight in steps that `planes` digit planes hold: `127 (256^p - 1) / 255`.
+fn masked_max(planes: usize) -> f32 {
+    match planes {
+        1 => 127.0,
+        2 => 32_639.0,
+        _ => 8_355_711.0,
+    }
+}
 
 impl MaskedWeights {
     /// The integer weights of `bit_weights` (weight of bit `i` of the code; the
-    /// length a multiple of 8).
+    /// length a multiple of 8) in three planes: the precise scorer.
     pub fn new(bit_weights: &[f32]) -> MaskedWeights {
+        MaskedWeights::with_planes(bit_weights, 3)
+    }
+
+    /// The integer weights of `bit_weights` in `planes` digit planes (clamped to
+    /// 1..=3): fewer planes, fewer multiply-adds, coarser steps.
+    pub fn with_planes(bit_weights: &[f32], planes: usize) -> MaskedWeights {
+        let planes = planes.clamp(1, 3);
+        let top = masked_max(planes);
         let max = bit_weights.iter().fold(0f32, |m, w| m.max(w.abs()));
         let total: f64 = bit_weights.iter().map(|w| f64::from(w.abs())).sum();
         // No weight above the planes' range, and no sum of them beyond 2^30.
-        let step = (max / MASKED_MAX).max((total / f64::from(1u32 << 30)) as f32);
+        let step = (max / top).max((total / f64::from(1u32 << 30)) as f32);
         let inv = if step > 0.0 { 1.0 / step } else { 0.0 };
         let weights: Vec<i32> = bit_weights
             .iter()
             .map(|&w| {
                 // Rounds half away from zero, as `round` does, without its libm
                 // call (the baseline x86-64 target has no rounding instruction).
-                let x = (w * inv).clamp(-MASKED_MAX, MASKED_MAX);
+                let x = (w * inv).clamp(-top, top);
                 (x + 0.5f32.copysign(x)) as i32
             })
             .collect();
-        // w = 2^16 hi + 2^8 mid + lo with mid, lo in -128..=127 (rounded digits);
-        // |w| <= 127 (2^16 + 2^8 + 1) keeps hi in i8 too.
-        let digits = |w: i32| -> [i8; 3] {
-            let lo = ((w + 128) & 0xFF) - 128;
-            let rest = (w - lo) >> 8;
-            let mid = ((rest + 128) & 0xFF) - 128;
-            let hi = (rest - mid) >> 8;
-            [hi as i8, mid as i8, lo as i8]
-        };
-        let mut planes = vec![0i8; weights.len() * 3];
-        // Whole 64-bit words: the planes of each word side by side.
-        let words = weights.len() / 64;
-        for (i, &w) in weights.iter().enumerate() {
-            let d = digits(w);
-            for (p, &v) in d.iter().enumerate() {
-                let at = if i < 64 * words {
-                    (i / 64) * 192 + p * 64 + i % 64
-                } else {
-                    // Tail bits: three values per bit.
-                    192 * words + 3 * (i - 64 * words) + p
-                };
-                planes[at] = v;
+        // w = sum 256^k d_k with every digit in -128..=127 (rounded digits); the
+        // bound on |w| keeps the most significant digit in i8 too. One pass per
+        // plane, least significant first, over the whole vector.
+        let mut rest = weights.clone();
+        let mut by_plane = vec![vec![0i8; weights.len()]; planes];
+        for plane in by_plane.iter_mut().rev() {
+            for (d, r) in plane.iter_mut().zip(rest.iter_mut()) {
+                let low = ((*r + 128) & 0xFF) - 128;
+                *d = low as i8;
+                *r = (*r - low) >> 8;
             }
+        }
+        // Whole 64-bit words: the planes of each word side by side; then the tail,
+        // `planes` values per bit.
+        let words = weights.len() / 64;
+        let mut digits = Vec::with_capacity(weights.len() * planes);
+        for w in 0..words {
+            for plane in &by_plane {
+                digits.extend_from_slice(&plane[64 * w..64 * w + 64]);
+            }
+        }
+        for i in 64 * words..weights.len() {
+            digits.extend(by_plane.iter().map(|plane| plane[i]));
         }
         MaskedWeights {
             weights,
+            digits,
             planes,
             step,
         }
@@ -446,10 +469,49 @@ impl MaskedWeights {
         #[cfg(target_arch = "x86_64")]
         if masked_weights_fast() {
             // SAFETY: AVX-512 F, BW and VNNI were detected on this CPU at run time;
-            // the lengths were checked above.
-            return unsafe { masked_sum_vnni(code, &self.planes) };
+            // the lengths were checked above and the digits laid out for `planes`.
+            return unsafe {
+                match self.planes {
+                    1 => masked_sum_vnni::<1>(code, &self.digits),
+                    2 => masked_sum_vnni::<2>(code, &self.digits),
+                    _ => masked_sum_vnni::<3>(code, &self.digits),
+                }
+            };
         }
         masked_sum_portable(code, &self.weights)
+    }
+
+    /// [`MaskedWeights::score`] of `codes[id * code_len..][..code_len]` for each
+    /// `id` of `ids`, into `out` (as long as `ids`). One plane on AVX-512 VNNI
+    /// scores four codes at a time, sharing each weight load and keeping eight
+    /// independent chains of multiply-adds. Panics if a code lies outside `codes`.
+    pub fn score_gather(&self, codes: &[u8], ids: &[u32], out: &mut [f32]) {
+        assert_eq!(ids.len(), out.len(), "masked weights: one output per id");
+        let len = self.code_len();
+        let code = |id: u32| &codes[id as usize * len..][..len];
+        let mut i = 0;
+        #[cfg(target_arch = "x86_64")]
+        if self.planes == 1 && masked_weights_fast() && len >= 8 {
+            while i + 4 <= ids.len() {
+                let four = [
+                    code(ids[i]),
+                    code(ids[i + 1]),
+                    code(ids[i + 2]),
+                    code(ids[i + 3]),
+                ];
+                // SAFETY: AVX-512 F, BW and VNNI were detected at run time; each
+                // code is `len` bytes (sliced above) and the digits are one plane
+                // of 8 len bytes.
+                let sums = unsafe { masked_sum4_vnni(four, &self.digits) };
+                for (o, s) in out[i..i + 4].iter_mut().zip(sums) {
+                    *o = self.step * s as f32;
+                }
+                i += 4;
+            }
+        }
+        for (&id, o) in ids[i..].iter().zip(out[i..].iter_mut()) {
+            *o = self.score(code(id));
+        }
     }
 
     /// The weights in steps, bit by bit.
@@ -479,28 +541,28 @@ pub fn masked_sum_portable(code: &[u8], weights: &[i32]) -> i32 {
 }
 
 /// # Safety
-/// The CPU must support AVX-512 F, BW and VNNI, and `planes.len() == 24 code.len()`
-/// laid out as [`MaskedWeights::new`] writes them.
+/// The CPU must support AVX-512 F, BW and VNNI, `1 <= P <= 3`, and
+/// `digits.len() == 8 P code.len()` laid out as [`MaskedWeights::with_planes`]
+/// writes them for `P` planes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn masked_sum_vnni(code: &[u8], planes: &[i8]) -> i32 {
+unsafe fn masked_sum_vnni<const P: usize>(code: &[u8], digits: &[i8]) -> i32 {
     use std::arch::x86_64::*;
-    let (cp, pp) = (code.as_ptr(), planes.as_ptr());
+    let (cp, pp) = (code.as_ptr(), digits.as_ptr());
     let ones = _mm512_set1_epi8(1);
     type Acc = [__m512i; 3];
-    // 64 bits of code: their 0/1 bytes times the word's three planes.
-    let step = |i: usize, acc: Acc| -> Acc {
-        // SAFETY: the callers keep 8 i + 8 <= code.len(), so 192 i + 192 <=
-        // planes.len().
+    // 64 bits of code: their 0/1 bytes times the word's planes.
+    let step = |i: usize, mut acc: Acc| -> Acc {
+        // SAFETY: the callers keep 8 i + 8 <= code.len(), so 64 P (i + 1) <=
+        // digits.len().
         unsafe {
             let mask = cp.add(8 * i).cast::<u64>().read_unaligned();
             let bits = _mm512_maskz_mov_epi8(mask, ones);
-            let at = pp.add(192 * i);
-            [
-                _mm512_dpbusd_epi32(acc[0], bits, _mm512_loadu_si512(at.cast())),
-                _mm512_dpbusd_epi32(acc[1], bits, _mm512_loadu_si512(at.add(64).cast())),
-                _mm512_dpbusd_epi32(acc[2], bits, _mm512_loadu_si512(at.add(128).cast())),
-            ]
+            let at = pp.add(64 * P * i);
+            for (p, a) in acc.iter_mut().enumerate().take(P) {
+                *a = _mm512_dpbusd_epi32(*a, bits, _mm512_loadu_si512(at.add(64 * p).cast()));
+            }
+            acc
         }
     };
     let words = code.len() / 8;
@@ -516,22 +578,84 @@ unsafe fn masked_sum_vnni(code: &[u8], planes: &[i8]) -> i32 {
     if i < words {
         a = step(i, a);
     }
-    let plane = |p: usize| _mm512_reduce_add_epi32(_mm512_add_epi32(a[p], b[p]));
     // Each plane's sum is at most 127 x 8 code.len() in size, far inside i32.
-    let mut sum = (plane(0).wrapping_shl(16))
-        .wrapping_add(plane(1).wrapping_shl(8))
-        .wrapping_add(plane(2));
+    let mut sum = 0i32;
+    for p in 0..P {
+        let plane = _mm512_reduce_add_epi32(_mm512_add_epi32(a[p], b[p]));
+        sum = sum.wrapping_shl(8).wrapping_add(plane);
+    }
     for (j, &byte) in code.iter().enumerate().skip(8 * words) {
         let mut bits = byte;
         while bits != 0 {
-            let b = 8 * j + bits.trailing_zeros() as usize - 64 * words;
-            let d = &planes[192 * words + 3 * b..][..3];
-            sum = sum
-                .wrapping_add((i32::from(d[0]) << 16) + (i32::from(d[1]) << 8) + i32::from(d[2]));
+            let bit = 8 * j + bits.trailing_zeros() as usize - 64 * words;
+            let d = &digits[64 * P * words + P * bit..][..P];
+            let w = d.iter().fold(0i32, |w, &x| (w << 8) + i32::from(x));
+            sum = sum.wrapping_add(w);
             bits &= bits - 1;
         }
     }
     sum
+}
+
+/// One-plane sums of four codes at once: each word's weights are loaded once for
+/// all four, and every code keeps two chains of multiply-adds.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VNNI; every code is `n` bytes long,
+/// `8 <= n`, and `digits.len() == 8 n` laid out as [`MaskedWeights::with_planes`]
+/// writes one plane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn masked_sum4_vnni(codes: [&[u8]; 4], digits: &[i8]) -> [i32; 4] {
+    use std::arch::x86_64::*;
+    let n = codes[0].len();
+    let words = n / 8;
+    let pp = digits.as_ptr();
+    let ones = _mm512_set1_epi8(1);
+    let zero = _mm512_setzero_si512();
+    let ptrs = codes.map(<[u8]>::as_ptr);
+    // One word into one chain per code (indexed with constants only, so the
+    // chains stay in registers).
+    let step = |i: usize, acc: [__m512i; 4]| -> [__m512i; 4] {
+        // SAFETY: the callers keep 8 i + 8 <= n for every code, so 64 i + 64 <=
+        // digits.len().
+        unsafe {
+            let w = _mm512_loadu_si512(pp.add(64 * i).cast());
+            let bits = |c: usize| {
+                let mask = ptrs[c].add(8 * i).cast::<u64>().read_unaligned();
+                _mm512_maskz_mov_epi8(mask, ones)
+            };
+            [
+                _mm512_dpbusd_epi32(acc[0], bits(0), w),
+                _mm512_dpbusd_epi32(acc[1], bits(1), w),
+                _mm512_dpbusd_epi32(acc[2], bits(2), w),
+                _mm512_dpbusd_epi32(acc[3], bits(3), w),
+            ]
+        }
+    };
+    let (mut a, mut b) = ([zero; 4], [zero; 4]);
+    let mut i = 0;
+    while i + 2 <= words {
+        a = step(i, a);
+        b = step(i + 1, b);
+        i += 2;
+    }
+    if i < words {
+        a = step(i, a);
+    }
+    let mut out = [0i32; 4];
+    for (k, (o, c)) in out.iter_mut().zip(codes).enumerate() {
+        *o = _mm512_reduce_add_epi32(_mm512_add_epi32(a[k], b[k]));
+        for (j, &byte) in c.iter().enumerate().skip(8 * words) {
+            let mut bits = byte;
+            while bits != 0 {
+                let bit = 8 * j + bits.trailing_zeros() as usize - 64 * words;
+                *o = o.wrapping_add(i32::from(digits[64 * words + bit]));
+                bits &= bits - 1;
+            }
+        }
+    }
+    out
 }
 
 /// Scalar twin of [`MaskedWeights::sum`]: every bit in order, in `i64`.
@@ -569,14 +693,16 @@ mod tests {
         // The largest sums: every bit set, weights all of one sign.
         for sign in [1.0f32, -1.0] {
             let weights: Vec<f32> = (0..8 * 97).map(|i| sign * (1 + i % 7) as f32).collect();
-            let m = MaskedWeights::new(&weights);
             let code = vec![0xFFu8; 97];
             let exact: f32 = weights.iter().sum();
-            assert_eq!(
-                i64::from(m.sum(&code)),
-                masked_sum_scalar(&code, m.weights())
-            );
-            assert!((m.score(&code) - exact).abs() <= m.max_error() + 1e-5 * exact.abs());
+            for planes in 1..=3 {
+                let m = MaskedWeights::with_planes(&weights, planes);
+                assert_eq!(
+                    i64::from(m.sum(&code)),
+                    masked_sum_scalar(&code, m.weights())
+                );
+                assert!((m.score(&code) - exact).abs() <= m.max_error() + 1e-5 * exact.abs());
+            }
         }
     }
 
@@ -643,15 +769,25 @@ mod tests {
             prop_assert!(close(exact, linear_score_scalar(&layout, &code, &u), lin));
             // The masked integer weights: exact against their twin, within their
             // bound of the float sum.
-            let masked = MaskedWeights::new(&weights);
-            prop_assert_eq!(i64::from(masked.sum(&code)), masked_sum_scalar(&code, masked.weights()));
-            prop_assert_eq!(
-                i64::from(masked_sum_portable(&code, masked.weights())),
-                masked_sum_scalar(&code, masked.weights())
-            );
-            let fast = masked.score(&code);
-            let tol = masked.max_error() + 1e-4 * lin.max(1.0);
-            prop_assert!((fast - exact).abs() <= tol, "{} vs {} (tolerance {})", fast, exact, tol);
+            // Every plane count (one plane is the graph walk's coarse scorer).
+            for planes in 1..=3 {
+                let masked = MaskedWeights::with_planes(&weights, planes);
+                // Gathered scores (four at a time with one plane) equal one by one,
+                // in any order and with repeats.
+                let copies: Vec<u8> = (0..5).flat_map(|_| code.iter().copied()).collect();
+                let ids = [3u32, 0, 4, 4, 1, 2, 0];
+                let mut gathered = [0f32; 7];
+                masked.score_gather(&copies, &ids, &mut gathered);
+                prop_assert!(gathered.iter().all(|&g| g == masked.score(&code)));
+                prop_assert_eq!(i64::from(masked.sum(&code)), masked_sum_scalar(&code, masked.weights()));
+                prop_assert_eq!(
+                    i64::from(masked_sum_portable(&code, masked.weights())),
+                    masked_sum_scalar(&code, masked.weights())
+                );
+                let fast = masked.score(&code);
+                let tol = masked.max_error() + 1e-4 * lin.max(1.0);
+                prop_assert!((fast - exact).abs() <= tol, "{} planes: {} vs {} (tolerance {})", planes, fast, exact, tol);
+            }
         }
     }
 }

@@ -27,14 +27,27 @@ use super::quantizer::ComponentQuantizer;
 use crate::codec::Scorer;
 use crate::kernels::dot_f32;
 use crate::metric::Metric;
+use std::sync::OnceLock;
+
+/// Digit planes of the coarse weights a graph walk steers by: one plane is a third
+/// of the precise scorer's multiply-adds (see `octet bench` for what it costs in
+/// recall after the rescore).
+const COARSE_PLANES: usize = 1;
 
 /// How the folded weights combine: which kernel a scorer runs.
 #[derive(Debug)]
 enum Terms {
     /// `sum u_t c_t`, as per-byte tables of the code's bits.
     Bytes(ByteTables),
-    /// `sum u_t c_t`, as integer weights of the code's bits.
-    Masked(MaskedWeights),
+    /// `sum u_t c_t`, as integer weights of the code's bits: three planes for
+    /// [`Scorer::score`], one for [`Scorer::coarse`].
+    Masked {
+        /// The bit weights, kept to build `fine` on its first use: a walk
+        /// followed by a rescore tier never needs it.
+        bit_weights: Vec<f32>,
+        fine: OnceLock<MaskedWeights>,
+        coarse: MaskedWeights,
+    },
     /// `sum u_t c_t + v_t c_t^2`.
     Quadratic(Vec<f32>, Vec<f32>),
     /// `sum tables[offsets[t] + c_t]`.
@@ -123,7 +136,12 @@ impl<'a> FoldedScorer<'a> {
             if l2 {
                 Terms::Quadratic(u, v)
             } else if masked_weights_fast() {
-                Terms::Masked(MaskedWeights::new(&bit_weights(layout, &u)))
+                let weights = bit_weights(layout, &u);
+                Terms::Masked {
+                    coarse: MaskedWeights::with_planes(&weights, COARSE_PLANES),
+                    fine: OnceLock::new(),
+                    bit_weights: weights,
+                }
             } else {
                 Terms::Bytes(ByteTables::new(&bit_weights(layout, &u)))
             }
@@ -148,6 +166,19 @@ impl<'a> FoldedScorer<'a> {
     }
 }
 
+impl FoldedScorer<'_> {
+    /// The precise integer weights, built on first use (`None` unless the terms
+    /// are masked).
+    fn fine(&self) -> Option<&MaskedWeights> {
+        match &self.terms {
+            Terms::Masked {
+                bit_weights, fine, ..
+            } => Some(fine.get_or_init(|| MaskedWeights::new(bit_weights))),
+            _ => None,
+        }
+    }
+}
+
 impl Scorer for FoldedScorer<'_> {
     fn code_len(&self) -> usize {
         self.layout.code_len()
@@ -156,7 +187,39 @@ impl Scorer for FoldedScorer<'_> {
     fn max_error(&self) -> f32 {
         match &self.terms {
             Terms::Bytes(t) => t.max_error(),
-            Terms::Masked(m) => m.max_error(),
+            Terms::Masked { .. } => self.fine().map_or(0.0, MaskedWeights::max_error),
+            _ => 0.0,
+        }
+    }
+
+    #[inline]
+    fn coarse(&self, code: &[u8]) -> f32 {
+        match &self.terms {
+            Terms::Masked { coarse, .. } => self.constant + coarse.score(code),
+            _ => self.score(code),
+        }
+    }
+
+    fn coarse_gather(&self, codes: &[u8], ids: &[u32], out: &mut [f32]) {
+        match &self.terms {
+            Terms::Masked { coarse, .. } => {
+                coarse.score_gather(codes, ids, out);
+                for o in out.iter_mut() {
+                    *o += self.constant;
+                }
+            }
+            _ => {
+                let len = self.code_len();
+                for (&id, o) in ids.iter().zip(out.iter_mut()) {
+                    *o = self.coarse(&codes[id as usize * len..][..len]);
+                }
+            }
+        }
+    }
+
+    fn coarse_error(&self) -> f32 {
+        match &self.terms {
+            Terms::Masked { coarse, .. } => self.max_error() + coarse.max_error(),
             _ => 0.0,
         }
     }
@@ -166,7 +229,7 @@ impl Scorer for FoldedScorer<'_> {
         let l = self.layout;
         self.constant
             + match &self.terms {
-                Terms::Masked(m) => m.score(code),
+                Terms::Masked { .. } => self.fine().map_or(0.0, |m| m.score(code)),
                 Terms::Bytes(t) => t.score(code),
                 Terms::Quadratic(u, v) => quadratic_score(l, code, u, v),
                 Terms::Table(t, o) => table_score(l, code, t, o),

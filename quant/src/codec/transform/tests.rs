@@ -202,6 +202,12 @@ proptest! {
                     "{metric}: {f} vs {s} (rounding bound {rounding})"
                 );
                 prop_assert_eq!(f, *b);
+                // The walk's coarse estimate stays within its own bound.
+                let (c, bound) = (fast.coarse(code), fast.coarse_error());
+                prop_assert!(
+                    (c - f).abs() <= bound + 2e-4 * (f.abs() + 1.0),
+                    "{metric}: coarse {c} vs {f} (bound {bound})"
+                );
             }
         }
     }
