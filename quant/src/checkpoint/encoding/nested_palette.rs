@@ -20,7 +20,8 @@ use super::{Check, DeviceSource, EncodeTensor, Encoding, Source, TensorEncoding,
 use crate::checkpoint::manifest::{BlockEntry, Section};
 use crate::error::{QuantError, Result};
 use crate::gpu::{RescaleJob, TensorJob};
-use crate::palette::nested::{MAX_BITS, NestedPalette, decode_nested, plane_row_bytes};
+use crate::palette::nested::{MAX_BITS, NestedPalette, plane_row_bytes};
+use crate::palette::nested_decode::{NestedParts, decode_nested_into};
 use crate::palette::rescaled::{MAX_RESCALE_BITS, RescaleView};
 use crate::palette::{ScaledLayout, index_row_bytes};
 
@@ -276,7 +277,21 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
     }
 
     fn rebuild(&self, t: &Source<'_>) -> Result<Vec<f32>> {
+        let (rows, cols) = t.matrix();
+        let mut out = crate::buffer::zeroed_f32(rows * cols);
+        self.rebuild_into(t, &mut out)?;
+        Ok(out)
+    }
+
+    fn rebuild_into(&self, t: &Source<'_>, out: &mut [f32]) -> Result<()> {
         let ((rows, cols), name, n) = (t.matrix(), t.name, t.n_blocks);
+        if out.len() != rows * cols {
+            return Err(QuantError::DimMismatch {
+                what: "nested palette output (elements)",
+                expected: rows * cols,
+                actual: out.len(),
+            });
+        }
         if n > self.steps.len() {
             return Err(QuantError::InvalidConfig {
                 field: "budget.blocks_per_matrix",
@@ -330,15 +345,16 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
             planes.push(&bytes[sl.plane.0..sl.plane.0 + sl.plane.1]);
         }
         let params = f16s(&base[layout.params.0..layout.params.0 + layout.params.1]);
-        Ok(decode_nested(
-            &layout,
-            &table,
-            &params,
-            &base[layout.codes.0..layout.codes.0 + layout.codes.1],
-            &base[layout.indices.0..layout.indices.0 + layout.indices.1],
-            &planes,
-            rescale.as_ref(),
-        ))
+        let parts = NestedParts {
+            table: &table,
+            params: &params,
+            codes: &base[layout.codes.0..layout.codes.0 + layout.codes.1],
+            indices: &base[layout.indices.0..layout.indices.0 + layout.indices.1],
+            planes: &planes,
+            rescale: rescale.as_ref(),
+        };
+        decode_nested_into(&layout, &parts, out);
+        Ok(())
     }
 
     /// Kernel `nested_palette_decode`: the base's indices widened by every loaded
