@@ -79,7 +79,7 @@ pub fn load_budget(
     let m = reader.manifest();
     if device.is_cpu() && dtype == DType::F32 {
         return Ok(LoadedWeights {
-            tensors: rebuild_in_one_buffer(&reader, budget)?,
+            tensors: rebuild_in_one_buffer(&reader, budget, prefix.len())?,
             budget: budget.clone(),
             metadata: m.metadata.clone(),
         });
@@ -110,13 +110,21 @@ pub fn load_budget(
 /// Every tensor rebuilt in place into one f32 buffer on the CPU, handed out as views
 /// of it: one allocation advised to use huge pages ([`crate::buffer`]) instead of one
 /// per tensor, whose 4 KiB page faults cost as much as the decoding.
-fn rebuild_in_one_buffer(reader: &Reader<'_>, budget: &Budget) -> Result<HashMap<String, Tensor>> {
+/// `available` is the bytes the reader holds: no encoding stores under one bit per
+/// weight, so a file whose budget claims more than 8 weights per byte is refused
+/// before the buffer is allocated (the sections are checksummed only as each tensor
+/// is rebuilt).
+fn rebuild_in_one_buffer(
+    reader: &Reader<'_>,
+    budget: &Budget,
+    available: usize,
+) -> Result<HashMap<String, Tensor>> {
     let m = reader.manifest();
-    // Validation tied every element count to section bytes inside the file; the sum
-    // is still checked before it is allocated.
     let too_big = || QuantError::InvalidConfig {
         field: "tensor shapes",
-        reason: "the tensors' element counts exceed this machine's address space".into(),
+        reason: format!(
+            "the tensors' element counts exceed 8 per byte of the {available}-byte prefix"
+        ),
     };
     let sizes: Vec<usize> = m
         .tensors
@@ -126,6 +134,7 @@ fn rebuild_in_one_buffer(reader: &Reader<'_>, budget: &Budget) -> Result<HashMap
     let total = sizes
         .iter()
         .try_fold(0usize, |a, &n| a.checked_add(n))
+        .filter(|&n| n <= available.saturating_mul(8))
         .ok_or_else(too_big)?;
     let mut all = crate::buffer::zeroed_f32(total);
     let mut parts = Vec::with_capacity(sizes.len());
