@@ -11,6 +11,7 @@
 //   (rank x cols f16). W = (sum_b sign_b * (u_b vt_b)) / s, s per input channel.
 // - Palette section: f16 LUTs (2^bits per group of group_rows rows) at luts_off,
 //   packed index rows at idx_off (ceil(cols*bits/8) bytes per row, LSB-first stream).
+// - Scaled / nested palette: see nested_palette_decode.
 #include <cuda_fp16.h>
 
 #define TR 64   // output rows per thread block
@@ -133,6 +134,64 @@ extern "C" __global__ void palette_decode(
     const unsigned int ix = (v >> (bit % 8)) & (k - 1);
     const __half* lut = (const __half*)(base + luts_off);
     out[(size_t)i * cols + j] = __half2float(lut[(size_t)(i / group_rows) * k + ix]);
+}
+
+// The w-bit field k (w <= 8) of a packed LSB-first stream: at most two bytes.
+__device__ __forceinline__ unsigned int field(const unsigned char* row, size_t k, int w)
+{
+    const size_t bit = k * (size_t)w;
+    unsigned int v = row[bit / 8];
+    if ((bit % 8) + w > 8) v |= (unsigned int)row[bit / 8 + 1] << 8;
+    return (v >> (bit % 8)) & ((1u << w) - 1u);
+}
+
+// Scaled and (rescaled) nested palettes (quant/src/palette/scaled.rs, nested.rs,
+// rescaled.rs): one thread per weight. The base index (bits wide) gains one bit per
+// loaded refinement plane (plane_offs, in step order; bit j%8 of byte j/8 of a row of
+// ceil(cols/8) bytes), then looks up the last loaded table (f16). With a correction
+// (rescale_bits > 0: the last loaded step's, or the base's own with none loaded) the
+// block's code picks [f, g] (f16 pairs) and the level becomes f*t + g. Last, the
+// block's 6-bit scale and offset codes (2 per block, packed per row) and the row's
+// f16 [d, m] give s = d*cs, o = m*co and the weight s*t + o. Every multiply and add is
+// rounded on its own (__fmul_rn/__fadd_rn keep nvcc from fusing them), as on the CPU,
+// so the result is bit-identical to the CPU rebuild.
+#define SCALE_CODE_BITS 6
+extern "C" __global__ void nested_palette_decode(
+    const unsigned char* __restrict__ base,
+    const unsigned long long* __restrict__ plane_offs, int n_planes,
+    unsigned long long table_off, unsigned long long params_off,
+    unsigned long long codes_off, unsigned long long idx_off,
+    int rows, int cols, int bits, int group_cols,
+    int rescale_bits, unsigned long long entries_off, unsigned long long rcodes_off,
+    float* __restrict__ out)
+{
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    const int i = blockIdx.y;
+    if (j >= cols || i >= rows) return;
+    const size_t rb = ((size_t)cols * bits + 7) / 8;
+    const size_t pb = ((size_t)cols + 7) / 8;
+    const size_t nb = ((size_t)cols + group_cols - 1) / group_cols;
+    unsigned int ix = field(base + idx_off + (size_t)i * rb, j, bits);
+    for (int p = 0; p < n_planes; p++) {
+        const unsigned char byte = base[plane_offs[p] + (size_t)i * pb + j / 8];
+        ix = (ix << 1) | ((byte >> (j % 8)) & 1u);
+    }
+    float v = __half2float(((const __half*)(base + table_off))[ix]);
+    const size_t b = (size_t)(j / group_cols);
+    if (rescale_bits > 0) {
+        const size_t rrb = (nb * rescale_bits + 7) / 8;
+        const unsigned int code = field(base + rcodes_off + (size_t)i * rrb, b, rescale_bits);
+        const __half* e = (const __half*)(base + entries_off);
+        v = __fadd_rn(__fmul_rn(__half2float(e[2 * code]), v), __half2float(e[2 * code + 1]));
+    }
+    const size_t crb = (2 * nb * SCALE_CODE_BITS + 7) / 8;
+    const unsigned char* crow = base + codes_off + (size_t)i * crb;
+    const unsigned int cs = field(crow, 2 * b, SCALE_CODE_BITS);
+    const unsigned int co = field(crow, 2 * b + 1, SCALE_CODE_BITS);
+    const __half* dm = (const __half*)(base + params_off);
+    const float s = __fmul_rn(__half2float(dm[2 * i]), (float)cs);
+    const float o = __fmul_rn(__half2float(dm[2 * i + 1]), (float)co);
+    out[(size_t)i * cols + j] = __fadd_rn(__fmul_rn(s, v), o);
 }
 
 // Resident f16 tensors widened to f32.

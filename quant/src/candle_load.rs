@@ -26,7 +26,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::checkpoint::{Budget, MetaEntry, Reader};
-use crate::error::Result;
+use crate::error::{QuantError, Result};
 
 // Where they lived before the split; kept so `candle_load::{BudgetLimit, ...}` still works.
 pub use crate::checkpoint::{BudgetLimit, MappedCheckpoint};
@@ -34,7 +34,10 @@ pub use crate::checkpoint::{BudgetLimit, MappedCheckpoint};
 /// What [`MappedCheckpoint::load`] returns.
 #[derive(Debug)]
 pub struct LoadedWeights {
-    /// Every tensor of the checkpoint, rebuilt at the budget, by name.
+    /// Every tensor of the checkpoint, rebuilt at the budget, by name. Loaded as f32
+    /// on the CPU they are views of one buffer (freed with the last of them), so
+    /// `to_device` on one would copy the whole buffer: load on the target device
+    /// instead, or `copy()` the tensor first.
     pub tensors: HashMap<String, Tensor>,
     /// The budget that was loaded.
     pub budget: Budget,
@@ -74,6 +77,13 @@ pub fn load_budget(
 ) -> Result<LoadedWeights> {
     let reader = Reader::with_source(prefix, source)?;
     let m = reader.manifest();
+    if device.is_cpu() && dtype == DType::F32 {
+        return Ok(LoadedWeights {
+            tensors: rebuild_in_one_buffer(&reader, budget, prefix.len())?,
+            budget: budget.clone(),
+            metadata: m.metadata.clone(),
+        });
+    }
     let rebuilt: Vec<Vec<f32>> = (0..m.tensors.len())
         .into_par_iter()
         .map(|t| reader.rebuild_index(t, budget))
@@ -95,6 +105,61 @@ pub fn load_budget(
         budget: budget.clone(),
         metadata: m.metadata.clone(),
     })
+}
+
+/// Every tensor rebuilt in place into one f32 buffer on the CPU, handed out as views
+/// of it: one allocation advised to use huge pages ([`crate::buffer`]) instead of one
+/// per tensor, whose 4 KiB page faults cost as much as the decoding.
+/// `available` is the bytes the reader holds: no encoding stores under one bit per
+/// weight, so a file whose budget claims more than 8 weights per byte is refused
+/// before the buffer is allocated (the sections are checksummed only as each tensor
+/// is rebuilt).
+fn rebuild_in_one_buffer(
+    reader: &Reader<'_>,
+    budget: &Budget,
+    available: usize,
+) -> Result<HashMap<String, Tensor>> {
+    let m = reader.manifest();
+    let too_big = || QuantError::InvalidConfig {
+        field: "tensor shapes",
+        reason: format!(
+            "the tensors' element counts exceed 8 per byte of the {available}-byte prefix"
+        ),
+    };
+    let sizes: Vec<usize> = m
+        .tensors
+        .iter()
+        .map(|e| usize::try_from(e.numel()).map_err(|_| too_big()))
+        .collect::<Result<_>>()?;
+    let total = sizes
+        .iter()
+        .try_fold(0usize, |a, &n| a.checked_add(n))
+        .filter(|&n| n <= available.saturating_mul(8))
+        .ok_or_else(too_big)?;
+    let mut all = crate::buffer::zeroed_f32(total);
+    let mut parts = Vec::with_capacity(sizes.len());
+    let mut rest = all.as_mut_slice();
+    for &n in &sizes {
+        let (part, tail) = rest.split_at_mut(n);
+        parts.push(part);
+        rest = tail;
+    }
+    parts
+        .into_par_iter()
+        .enumerate()
+        .try_for_each(|(t, out)| reader.rebuild_index_into(t, budget, out))?;
+    let all = Tensor::from_vec(all, total, &Device::Cpu)?;
+    let mut tensors = HashMap::with_capacity(sizes.len());
+    let mut offset = 0;
+    for (entry, n) in m.tensors.iter().zip(sizes) {
+        let shape: Vec<usize> = entry.shape.iter().map(|&d| d as usize).collect();
+        tensors.insert(
+            entry.name.clone(),
+            all.narrow(0, offset, n)?.reshape(shape)?,
+        );
+        offset += n;
+    }
+    Ok(tensors)
 }
 
 #[cfg(test)]
@@ -144,6 +209,48 @@ mod tests {
         t.flatten_all()
             .and_then(|t| t.to_vec1())
             .expect("f32 tensor")
+    }
+
+    /// The CPU load (views of one buffer, encodings rebuilt in place) gives the
+    /// reader's own rebuild, to the bit, for every encoding at every budget; so does
+    /// the per-tensor path other dtypes take.
+    #[test]
+    fn one_buffer_views_equal_the_reader_at_every_budget() {
+        use crate::checkpoint::testutil::{
+            fixture_model, fixture_model_v2, fixture_model_v3, fixture_model_v4, write,
+        };
+        let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for model in [
+            fixture_model(),
+            fixture_model_v2(),
+            fixture_model_v3(),
+            fixture_model_v4(),
+        ] {
+            let (bytes, m, _) = write(&model, 4, &BlockOrdering::default());
+            let reader = Reader::new(&bytes).expect("valid");
+            for n in m.min_blocks as usize..=m.block_order.len() {
+                let budget = Budget::fit(&m, BudgetLimit::Blocks(n)).expect("budget");
+                let src = Path::new("in memory");
+                let one =
+                    load_budget(&bytes, src, &budget, &Device::Cpu, DType::F32).expect("loads");
+                let each =
+                    load_budget(&bytes, src, &budget, &Device::Cpu, DType::F64).expect("loads");
+                assert_eq!(one.tensors.len(), m.tensors.len());
+                for (t, e) in m.tensors.iter().enumerate() {
+                    let want = reader.rebuild_index(t, &budget).expect("rebuilds");
+                    let got = &one.tensors[&e.name];
+                    let dims: Vec<usize> = e.shape.iter().map(|&d| d as usize).collect();
+                    assert_eq!(got.dims(), dims.as_slice(), "{}", e.name);
+                    assert_eq!(bits(values(got)), bits(want.clone()), "{} at {n}", e.name);
+                    let wide: Vec<f64> = each.tensors[&e.name]
+                        .flatten_all()
+                        .and_then(|t| t.to_vec1())
+                        .expect("f64 tensor");
+                    let want: Vec<f64> = want.iter().map(|&x| f64::from(x)).collect();
+                    assert_eq!(wide, want, "{} at {n}", e.name);
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod bitstack;
+mod buffer;
 #[cfg(feature = "candle")]
 pub mod candle_load;
 pub mod checkpoint;

@@ -448,6 +448,42 @@ fn nested_file_prefixes_evaluate(extra_args: &[&str], encoding: &str) {
     assert_eq!(budgets.last().expect("last")["blocks"], 14 * 3);
     let inspect = json(&run_ok(&["weights", "inspect", p(&file), "--json"]));
     assert_eq!(inspect["tensors_by_encoding"][encoding]["tensors"], 14);
+    // Load timing at bit budgets: the smallest, each target, the full file. Targets
+    // at two budgets of the table select exactly those budgets.
+    let pick = [&budgets[2], &budgets[budgets.len() - 2]];
+    let targets = pick
+        .iter()
+        .map(|b| {
+            b["compressed_bits_per_weight"]
+                .as_f64()
+                .expect("bits")
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let rows = json(&run_ok(&[
+        "weights",
+        "measure",
+        p(&file),
+        "--bits",
+        &targets,
+        "--repeat",
+        "3",
+        "--json",
+    ]));
+    let rows = rows.as_array().expect("rows");
+    let blocks: Vec<&serde_json::Value> = rows.iter().map(|r| &r["blocks"]).collect();
+    let want = [
+        &budgets[0]["blocks"],
+        &pick[0]["blocks"],
+        &pick[1]["blocks"],
+        &serde_json::json!(14 * 3),
+    ];
+    assert_eq!(blocks, want, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["load_s"].as_f64().expect("load") > 0.0)
+    );
     let tokenizer = input.join("tokenizer.json");
     let eval = |extra: &[&str]| {
         let out = path_in(&dir, "e.json");

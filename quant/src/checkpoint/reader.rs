@@ -74,6 +74,16 @@ impl<'a> Reader<'a> {
         self.manifest.tensors[t].encoding.view().rebuild(&src)
     }
 
+    /// [`Reader::rebuild_index`] into `out`, which must hold exactly the tensor's
+    /// elements (the loader's one buffer per budget).
+    pub fn rebuild_index_into(&self, t: usize, budget: &Budget, out: &mut [f32]) -> Result<()> {
+        let src = self.source(t, budget)?;
+        self.manifest.tensors[t]
+            .encoding
+            .view()
+            .rebuild_into(&src, out)
+    }
+
     /// Reads and checksums every section a budget needs, decoding nothing.
     pub fn verify(&self, budget: &Budget) -> Result<()> {
         for (t, entry) in self.manifest.tensors.iter().enumerate() {

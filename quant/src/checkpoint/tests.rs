@@ -693,3 +693,34 @@ mod fuzz {
         }
     }
 }
+
+/// Rebuilding in place (the CPU loader's one buffer) gives the same bits as
+/// rebuilding into a new vector, for every encoding at every budget.
+#[test]
+fn rebuild_into_equals_rebuild_for_every_encoding_and_budget() {
+    for model in [
+        fixture_model(),
+        fixture_model_v2(),
+        fixture_model_v3(),
+        fixture_model_v4(),
+    ] {
+        let (bytes, m, _) = write(&model, 4, &BlockOrdering::default());
+        let reader = Reader::new(&bytes).expect("valid");
+        for n in m.min_blocks as usize..=m.block_order.len() {
+            let budget = Budget::fit(&m, BudgetLimit::Blocks(n)).expect("budget");
+            for (t, e) in m.tensors.iter().enumerate() {
+                let want = reader.rebuild_index(t, &budget).expect("rebuilds");
+                let mut got = vec![f32::NAN; want.len()];
+                reader
+                    .rebuild_index_into(t, &budget, &mut got)
+                    .expect("rebuilds in place");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{} at {n}", e.name);
+                let mut short = vec![0f32; want.len().saturating_sub(1)];
+                if !want.is_empty() {
+                    assert!(reader.rebuild_index_into(t, &budget, &mut short).is_err());
+                }
+            }
+        }
+    }
+}

@@ -62,7 +62,8 @@ fn dim(x: usize, what: &'static str) -> Result<i32> {
 /// Rebuilds every tensor of the checkpoint whose first bytes are `prefix` at `budget`
 /// on the GPU `dev`. Only `prefix[..budget.prefix_len]` crosses to the device (the
 /// compressed bytes: packed signs, f16 factors, scales, palette indices and tables,
-/// resident tensors), plus 8 bytes per loaded block for the offset table.
+/// refinement planes and corrections, resident tensors), plus 8 bytes per loaded
+/// block or refinement step for the offset table.
 pub fn load_budget_cuda(
     prefix: &[u8],
     source: &Path,
@@ -77,8 +78,12 @@ pub fn load_budget_cuda(
     let mut ranges = Vec::with_capacity(jobs.len());
     for t in &jobs {
         let start = offsets.len();
-        if let TensorJob::BitStack { block_offsets, .. } = &t.job {
-            offsets.extend_from_slice(block_offsets);
+        match &t.job {
+            TensorJob::BitStack { block_offsets, .. } => offsets.extend_from_slice(block_offsets),
+            TensorJob::NestedPalette { plane_offsets, .. } => {
+                offsets.extend_from_slice(plane_offsets)
+            }
+            _ => {}
         }
         ranges.push(start..offsets.len());
     }
@@ -90,12 +95,13 @@ pub fn load_budget_cuda(
             .get_or_load_custom_func(name, MODULE, PTX)?
             .into_cuda_function())
     };
-    let (f_bitstack, f_palette, f_f16, f_f32) = (
+    let fns = [
         func("bitstack_rebuild")?,
         func("palette_decode")?,
+        func("nested_palette_decode")?,
         func("widen_f16")?,
         func("copy_f32")?,
-    );
+    ];
     let stream = dev.cuda_stream();
     let plan_s = t0.elapsed().as_secs_f64();
 
@@ -110,15 +116,7 @@ pub fn load_budget_cuda(
     for (t, range) in jobs.iter().zip(ranges) {
         // SAFETY (for `alloc`): every kernel below writes each of the `numel` outputs.
         let mut out = unsafe { dev.alloc::<f32>(t.numel()) }?;
-        launch(
-            &stream,
-            t,
-            &d_base,
-            &d_offs,
-            range,
-            &mut out,
-            [&f_bitstack, &f_palette, &f_f16, &f_f32],
-        )?;
+        launch(&stream, t, &d_base, &d_offs, range, &mut out, &fns)?;
         outputs.push(out);
     }
     stream.synchronize().map_err(drv)?;
@@ -149,7 +147,7 @@ fn launch(
     d_offs: &CudaSlice<u64>,
     range: std::ops::Range<usize>,
     out: &mut CudaSlice<f32>,
-    [f_bitstack, f_palette, f_f16, f_f32]: [&CudaFunction; 4],
+    [f_bitstack, f_palette, f_nested, f_f16, f_f32]: &[CudaFunction; 5],
 ) -> Result<()> {
     let grid_1d = |n: u64| -> LaunchConfig {
         LaunchConfig {
@@ -194,6 +192,45 @@ fn launch(
             let mut b = stream.launch_builder(f_palette);
             b.arg(d_base).arg(luts_offset).arg(indices_offset);
             b.arg(&r).arg(&c).arg(&bits).arg(&g).arg(out);
+            unsafe { b.launch(cfg) }.map_err(drv)?;
+        }
+        TensorJob::NestedPalette {
+            rows,
+            cols,
+            bits,
+            group_cols,
+            table_offset,
+            params_offset,
+            codes_offset,
+            indices_offset,
+            plane_offsets,
+            rescale,
+        } => {
+            let (r, c) = (dim(*rows, "rows")?, dim(*cols, "cols")?);
+            let (bits, gc) = (i32::from(*bits), dim(*group_cols, "group_cols")?);
+            let n = dim(plane_offsets.len(), "refinement steps")?;
+            let (rb, entries, rcodes) = match rescale {
+                Some(x) => (i32::from(x.bits), x.entries_offset, x.codes_offset),
+                None => (0, 0, 0),
+            };
+            let offs = d_offs.slice(range);
+            let cfg = LaunchConfig {
+                grid_dim: (
+                    (*cols).div_ceil(256).max(1) as u32,
+                    (*rows).max(1) as u32,
+                    1,
+                ),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut b = stream.launch_builder(f_nested);
+            b.arg(d_base).arg(&offs).arg(&n);
+            b.arg(table_offset)
+                .arg(params_offset)
+                .arg(codes_offset)
+                .arg(indices_offset);
+            b.arg(&r).arg(&c).arg(&bits).arg(&gc);
+            b.arg(&rb).arg(&entries).arg(&rcodes).arg(out);
             unsafe { b.launch(cfg) }.map_err(drv)?;
         }
         TensorJob::BitStack {

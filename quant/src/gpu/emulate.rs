@@ -7,7 +7,8 @@
 
 use half::f16;
 
-use super::jobs::{DeviceTensor, TensorJob};
+use super::jobs::{DeviceTensor, RescaleJob, TensorJob};
+use crate::palette::scaled::CODE_BITS;
 
 /// Output rows per thread block (`TR` in the kernel).
 pub const TILE_ROWS: usize = 64;
@@ -58,6 +59,32 @@ pub fn rebuild(base: &[u8], t: &DeviceTensor) -> Vec<f32> {
             *bits,
             *group_rows,
         ),
+        TensorJob::NestedPalette {
+            rows,
+            cols,
+            bits,
+            group_cols,
+            table_offset,
+            params_offset,
+            codes_offset,
+            indices_offset,
+            plane_offsets,
+            rescale,
+        } => nested_palette_decode(
+            base,
+            &NestedPaletteArgs {
+                rows: *rows,
+                cols: *cols,
+                bits: *bits,
+                group_cols: *group_cols,
+                table_offset: *table_offset as usize,
+                params_offset: *params_offset as usize,
+                codes_offset: *codes_offset as usize,
+                indices_offset: *indices_offset as usize,
+                rescale: *rescale,
+            },
+            plane_offsets,
+        ),
         TensorJob::BitStack {
             rows,
             cols,
@@ -103,6 +130,85 @@ pub fn palette_decode(
             }
             let ix = (v >> (bit % 8)) as usize & (k - 1);
             out[i * cols + j] = f16_at(base, luts_off + 2 * ((i / group_rows) * k + ix));
+        }
+    }
+    out
+}
+
+/// The scalar arguments of kernel `nested_palette_decode` (offsets absolute).
+#[derive(Debug, Clone, Copy)]
+pub struct NestedPaletteArgs {
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Bits per base index.
+    pub bits: u8,
+    /// Weights per block along a row.
+    pub group_cols: usize,
+    /// The f16 table looked up.
+    pub table_offset: usize,
+    /// The f16 pairs `[d, m]` per row.
+    pub params_offset: usize,
+    /// The packed 6-bit block codes.
+    pub codes_offset: usize,
+    /// The packed base indices.
+    pub indices_offset: usize,
+    /// The block correction, if any.
+    pub rescale: Option<RescaleJob>,
+}
+
+/// The `w`-bit field `k` of a packed LSB-first stream starting at `row` (`w <= 8`):
+/// the kernel's `field` (at most two bytes).
+fn field(base: &[u8], row: usize, k: usize, w: usize) -> u32 {
+    let bit = k * w;
+    let mut v = u32::from(base[row + bit / 8]);
+    if bit % 8 + w > 8 {
+        v |= u32::from(base[row + bit / 8 + 1]) << 8;
+    }
+    (v >> (bit % 8)) & ((1u32 << w) - 1)
+}
+
+/// Twin of kernel `nested_palette_decode`: one "thread" per weight. Multiplies and
+/// adds are separate roundings (`__fmul_rn`, `__fadd_rn` in the kernel), as in the
+/// CPU rebuild, so both give the same bits.
+pub fn nested_palette_decode(base: &[u8], a: &NestedPaletteArgs, planes: &[u64]) -> Vec<f32> {
+    let (rows, cols, gc) = (a.rows, a.cols, a.group_cols.max(1));
+    let bits = usize::from(a.bits);
+    let (rb, pb, nb) = (
+        (cols * bits).div_ceil(8),
+        cols.div_ceil(8),
+        cols.div_ceil(gc),
+    );
+    let code_bits = usize::from(CODE_BITS);
+    let crb = (2 * nb * code_bits).div_ceil(8);
+    let mut out = vec![0f32; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            let mut ix = field(base, a.indices_offset + i * rb, j, bits) as usize;
+            for &p in planes {
+                let byte = base[p as usize + i * pb + j / 8];
+                ix = (ix << 1) | usize::from((byte >> (j % 8)) & 1);
+            }
+            let mut v = f16_at(base, a.table_offset + 2 * ix);
+            let b = j / gc;
+            if let Some(r) = a.rescale {
+                let w = usize::from(r.bits);
+                let rrb = (nb * w).div_ceil(8);
+                let code = field(base, r.codes_offset as usize + i * rrb, b, w) as usize;
+                let f = f16_at(base, r.entries_offset as usize + 4 * code);
+                let g = f16_at(base, r.entries_offset as usize + 4 * code + 2);
+                v = f * v + g;
+            }
+            let row = a.codes_offset + i * crb;
+            let (cs, co) = (
+                field(base, row, 2 * b, code_bits),
+                field(base, row, 2 * b + 1, code_bits),
+            );
+            let d = f16_at(base, a.params_offset + 4 * i);
+            let m = f16_at(base, a.params_offset + 4 * i + 2);
+            let (s, o) = (d * cs as f32, m * co as f32);
+            out[i * cols + j] = s * v + o;
         }
     }
     out

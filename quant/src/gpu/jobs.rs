@@ -56,6 +56,43 @@ pub enum TensorJob {
         /// Byte offset of the packed index rows.
         indices_offset: u64,
     },
+    /// A scaled palette, or a nested one with its loaded refinement steps (a scaled
+    /// palette is a nested one with none): kernel `nested_palette_decode`.
+    NestedPalette {
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// Bits per base index.
+        bits: u8,
+        /// Weights per block along a row.
+        group_cols: usize,
+        /// Byte offset of the f16 table looked up: the last loaded step's
+        /// (`2^(bits + steps)` entries), or the base's with no step.
+        table_offset: u64,
+        /// Byte offset of the `rows` f16 pairs `[d, m]`.
+        params_offset: u64,
+        /// Byte offset of the packed 6-bit block scale and offset codes.
+        codes_offset: u64,
+        /// Byte offset of the packed base index rows.
+        indices_offset: u64,
+        /// Byte offset of each loaded step's bit plane, in step order.
+        plane_offsets: Vec<u64>,
+        /// The block correction applied: the last loaded step's, or the base's own
+        /// with no step loaded; `None` for palettes without corrections.
+        rescale: Option<RescaleJob>,
+    },
+}
+
+/// Where one per-block correction of a rescaled nested palette lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RescaleJob {
+    /// Bits per block code.
+    pub bits: u8,
+    /// Byte offset of the `2^bits` f16 pairs `[f, g]`.
+    pub entries_offset: u64,
+    /// Byte offset of the packed code rows.
+    pub codes_offset: u64,
 }
 
 /// A tensor's name, shape and job (each encoding makes its own:

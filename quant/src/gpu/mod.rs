@@ -13,6 +13,11 @@
 //!   per-input-channel scales and written once.
 //! - Palette: one thread per weight unpacks its index and gathers its group's f16
 //!   centroid.
+//! - Scaled and (rescaled) nested palettes: one thread per weight unpacks its base
+//!   index, appends one bit per loaded refinement plane, gathers the last loaded
+//!   table's f16 level, applies its block's correction (the last loaded step's) and
+//!   then its block's scale and offset, with unfused multiplies and adds so the result
+//!   is bit-identical to the CPU rebuild.
 //! - Resident f16/f32 tensors are widened/copied on the device.
 //!
 //! [`jobs`] turns a manifest and budget into per-tensor jobs (absolute offsets);
@@ -28,7 +33,7 @@ mod cuda;
 #[cfg(feature = "cuda")]
 pub use cuda::{GpuLoadTimings, GpuLoadedWeights, load_budget_cuda};
 
-pub use jobs::{DeviceTensor, TensorJob, device_jobs};
+pub use jobs::{DeviceTensor, RescaleJob, TensorJob, device_jobs};
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@ use super::emulate;
 use super::jobs::{TensorJob, device_jobs};
 use crate::bitstack::{BitStackConfig, RankPolicy, decompose};
 use crate::checkpoint::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Reader};
-use crate::palette::{PaletteConfig, palettize};
+use crate::palette::{PaletteConfig, nest_rescaled_at, nest_scaled, palettize};
 
 fn draw(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
@@ -159,7 +159,7 @@ fn job_offsets_are_aligned_and_inside_the_prefix() {
 }
 
 #[test]
-fn jobs_name_a_scaled_palette_it_cannot_rebuild() {
+fn a_scaled_palette_is_a_nested_job_with_no_step() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let w = draw(&mut rng, 8 * 64);
     let p = crate::palette::palettize_scaled(&w, 8, 64, None, 4, 32).expect("fits");
@@ -169,18 +169,74 @@ fn jobs_name_a_scaled_palette_it_cannot_rebuild() {
     wr.finish(&BlockOrdering::default(), &mut bytes)
         .expect("writes");
     let reader = Reader::new(&bytes).expect("valid");
-    // The CPU reader rebuilds it exactly as encoded...
     let full = Budget::fit(reader.manifest(), BudgetLimit::Full).expect("full");
-    assert_eq!(
-        reader
-            .rebuild_tensor("layers.0.q", &full)
-            .expect("rebuilds"),
-        p.decode()
-    );
-    // ...and the GPU jobs say what to do instead of failing obscurely.
-    let err = device_jobs(&reader, &full).expect_err("not on the GPU yet");
-    assert!(
-        err.to_string().contains("layers.0.q") && err.to_string().contains("CPU loader"),
-        "{err}"
-    );
+    let jobs = device_jobs(&reader, &full).expect("plans");
+    match &jobs[0].job {
+        TensorJob::NestedPalette {
+            plane_offsets,
+            rescale,
+            ..
+        } => assert!(plane_offsets.is_empty() && rescale.is_none()),
+        other => panic!("expected a nested palette job, got {other:?}"),
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&emulate::rebuild(&bytes, &jobs[0])), bits(&p.decode()));
+}
+
+/// Scaled palettes and nested ones of every kind: plain (v3), rescaled fitted at
+/// the base width, and rescaled fitted above it (whose base carries its own
+/// correction), beside an f16 tensor.
+#[allow(clippy::too_many_arguments)]
+fn palette_checkpoint(
+    rows: usize,
+    cols: usize,
+    group: usize,
+    base: u8,
+    top: u8,
+    fit: u8,
+    rescale: u8,
+    seed: u64,
+) -> Vec<u8> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let group = group.min(cols);
+    let mut w = CheckpointWriter::in_memory();
+    let m = draw(&mut rng, rows * cols);
+    let s = crate::palette::palettize_scaled(&m, rows, cols, None, base, group).expect("fits");
+    w.add_scaled_palette("s", &s).expect("adds");
+    let m = draw(&mut rng, rows * cols);
+    let n = nest_scaled(&m, rows, cols, None, base, top, group).expect("nests");
+    w.add_nested_palette("n", &n).expect("adds");
+    for (name, f) in [("r", base), ("q", fit)] {
+        let m = draw(&mut rng, rows * cols);
+        let p =
+            nest_rescaled_at(&m, rows, cols, None, base, f, top, group, rescale).expect("nests");
+        w.add_nested_palette(name, &p).expect("adds");
+    }
+    w.add_f16("h", &[cols], &draw(&mut rng, cols))
+        .expect("adds");
+    let mut bytes = Vec::new();
+    w.finish(&BlockOrdering::default(), &mut bytes)
+        .expect("writes");
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    /// The twin of `nested_palette_decode` over only each budget's prefix gives the
+    /// CPU rebuild's bits, at every budget (every prefix of every nested palette).
+    #[test]
+    fn emulated_nested_palette_kernel_matches_the_cpu_rebuild_at_every_budget(
+        rows in prop::sample::select(vec![1usize, 7, 33]),
+        cols in prop::sample::select(vec![1usize, 7, 65, 129]),
+        group in prop::sample::select(vec![1usize, 5, 32, 1000]),
+        base in 2u8..=4,
+        extra in 0u8..=3,
+        fit_at in 0u8..=3,
+        rescale in 1u8..=4,
+        seed in any::<u64>(),
+    ) {
+        let top = base + extra;
+        let fit = base + fit_at.min(extra);
+        check_all_budgets(&palette_checkpoint(rows, cols, group, base, top, fit, rescale, seed))?;
+    }
 }

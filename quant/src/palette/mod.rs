@@ -37,13 +37,17 @@
 
 pub mod gptq;
 pub mod nested;
+pub(crate) mod nested_decode;
 pub mod pack;
 pub mod rescaled;
 pub mod scaled;
 
 pub use gptq::{GptqConfig, GptqReport, palettize_gptq, scaled_gptq};
 pub use nested::{NestedPalette, NestedStep, nest_scaled, nest_scaled_at};
-pub use pack::{index_row_bytes, pack_row, unpack_indices, unpack_lookup, unpack_lookup_scalar};
+pub use pack::{
+    index_row_bytes, pack_row, unpack_indices, unpack_indices_scalar, unpack_lookup,
+    unpack_lookup_scalar,
+};
 pub use rescaled::{Rescale, nest_rescaled, nest_rescaled_at};
 pub use scaled::{ScaledLayout, ScaledPalette, palettize_scaled};
 

@@ -39,6 +39,7 @@
 use half::f16;
 use rayon::prelude::*;
 
+pub(crate) use super::nested_decode::decode_nested;
 use super::{ScaledPalette, index_row_bytes, palettize_scaled, unpack_indices};
 use crate::error::{QuantError, Result};
 
@@ -106,42 +107,6 @@ impl NestedPalette {
             rescale.as_ref(),
         )
     }
-}
-
-/// Rebuilds a nested palette: base indices widened by one bit per plane, looked up
-/// in `table` (the last plane's table, or the base table with no plane), corrected
-/// per block by `rescale` (the last step's, when it has one: `t f + g`), then each
-/// block's scale and offset. Slices must match `layout` (checked by the caller).
-pub(crate) fn decode_nested(
-    layout: &super::ScaledLayout,
-    table: &[f32],
-    params: &[f32],
-    codes: &[u8],
-    indices: &[u8],
-    planes: &[&[u8]],
-    rescale: Option<&super::rescaled::RescaleView<'_>>,
-) -> Vec<f32> {
-    let (rb, pb, cols) = (
-        index_row_bytes(layout.cols, layout.bits),
-        plane_row_bytes(layout.cols),
-        layout.cols,
-    );
-    layout.decode_with(params, codes, |r, row| {
-        let mut idx = vec![0u8; cols];
-        unpack_indices(&indices[r * rb..(r + 1) * rb], layout.bits, &mut idx);
-        for p in planes {
-            let plane = &p[r * pb..(r + 1) * pb];
-            for (j, ix) in idx.iter_mut().enumerate() {
-                *ix = (*ix << 1) | ((plane[j / 8] >> (j % 8)) & 1);
-            }
-        }
-        for (v, &i) in row.iter_mut().zip(&idx) {
-            *v = table.get(usize::from(i)).copied().unwrap_or(0.0);
-        }
-        if let Some(rs) = rescale {
-            rs.apply_row(r, layout.group_cols, row);
-        }
-    })
 }
 
 /// Fits a nested scaled palette of `w` (`rows x cols`): a [`palettize_scaled`] seed

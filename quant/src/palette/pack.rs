@@ -114,16 +114,69 @@ pub fn unpack_lookup_scalar(packed: &[u8], bits: u8, lut: &[f32], out: &mut [f32
 }
 
 /// The indices themselves of a row packed by [`pack_row`] (one per `out` entry).
+/// Fast twin of [`unpack_indices_scalar`]: whole bytes for 2, 4 and 8 bits, a
+/// 64-bit bit buffer otherwise.
 ///
 /// # Panics
 /// If `bits` is outside 1..=8 or `packed` is shorter than
 /// [`index_row_bytes`]`(out.len(), bits)`.
 pub fn unpack_indices(packed: &[u8], bits: u8, out: &mut [u8]) {
-    assert!((1..=8).contains(&bits), "unpack_indices: bits {bits}");
-    assert!(
-        packed.len() >= index_row_bytes(out.len(), bits),
-        "unpack_indices: packed too short"
-    );
+    check_indices(packed, bits, out);
+    let n = out.len();
+    match bits {
+        8 => out.copy_from_slice(&packed[..n]),
+        4 => {
+            let mut pairs = out.chunks_exact_mut(2);
+            for (o, &b) in (&mut pairs).zip(packed) {
+                o[0] = b & 0xF;
+                o[1] = b >> 4;
+            }
+            if let Some(o) = pairs.into_remainder().first_mut() {
+                *o = packed[n / 2] & 0xF;
+            }
+        }
+        2 => {
+            let mut quads = out.chunks_exact_mut(4);
+            for (o, &b) in (&mut quads).zip(packed) {
+                o[0] = b & 3;
+                o[1] = (b >> 2) & 3;
+                o[2] = (b >> 4) & 3;
+                o[3] = b >> 6;
+            }
+            let tail = quads.into_remainder();
+            if !tail.is_empty() {
+                let b = packed[n / 4];
+                for (s, x) in tail.iter_mut().enumerate() {
+                    *x = (b >> (2 * s)) & 3;
+                }
+            }
+        }
+        _ => {
+            let mask = (1u64 << bits) - 1;
+            let mut acc = 0u64;
+            let mut have = 0u32;
+            let mut bytes = packed.iter();
+            for o in out.iter_mut() {
+                while have < u32::from(bits) {
+                    // `check_indices` guaranteed enough bytes for every index.
+                    let b = bytes.next().copied().unwrap_or(0);
+                    acc |= u64::from(b) << have;
+                    have += 8;
+                }
+                *o = (acc & mask) as u8;
+                acc >>= bits;
+                have -= u32::from(bits);
+            }
+        }
+    }
+}
+
+/// Scalar twin of [`unpack_indices`]: reads each index bit by bit.
+///
+/// # Panics
+/// As [`unpack_indices`].
+pub fn unpack_indices_scalar(packed: &[u8], bits: u8, out: &mut [u8]) {
+    check_indices(packed, bits, out);
     let b = usize::from(bits);
     for (j, o) in out.iter_mut().enumerate() {
         let mut ix = 0u8;
@@ -133,6 +186,14 @@ pub fn unpack_indices(packed: &[u8], bits: u8, out: &mut [u8]) {
         }
         *o = ix;
     }
+}
+
+fn check_indices(packed: &[u8], bits: u8, out: &[u8]) {
+    assert!((1..=8).contains(&bits), "unpack_indices: bits {bits}");
+    assert!(
+        packed.len() >= index_row_bytes(out.len(), bits),
+        "unpack_indices: packed too short"
+    );
 }
 
 fn check(packed: &[u8], bits: u8, lut: &[f32], out: &[f32]) {
@@ -171,6 +232,9 @@ mod tests {
             prop_assert_eq!(fast, want);
             let mut back = vec![0u8; len];
             unpack_indices(&packed, bits, &mut back);
+            let mut back_scalar = vec![0xFFu8; len];
+            unpack_indices_scalar(&packed, bits, &mut back_scalar);
+            prop_assert_eq!(&back, &back_scalar);
             prop_assert_eq!(back, idx);
         }
     }

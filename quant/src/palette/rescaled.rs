@@ -91,6 +91,7 @@ pub(crate) struct RescaleView<'a> {
 impl RescaleView<'_> {
     /// Applies row `r`'s corrections to `row` (table values, blocks of `group_cols`).
     /// Lengths are checked by the caller; a short code slice leaves the row as it is.
+    #[cfg_attr(not(test), allow(dead_code))] // used by the scalar decode twin
     pub(crate) fn apply_row(&self, r: usize, group_cols: usize, row: &mut [f32]) {
         if group_cols == 0 || !(1..=MAX_RESCALE_BITS).contains(&self.bits) {
             return;

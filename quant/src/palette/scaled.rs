@@ -146,7 +146,7 @@ impl ScaledLayout {
         lookup: impl Fn(usize, &mut [f32]) + Sync,
     ) -> Vec<f32> {
         let (cb, nb) = (self.code_row_bytes(), self.blocks());
-        let mut out = vec![0f32; self.rows * self.cols];
+        let mut out = crate::buffer::zeroed_f32(self.rows * self.cols);
         if self.cols == 0 {
             return out;
         }

@@ -78,6 +78,37 @@ pub fn budget_row(m: &Manifest, budget: &Budget) -> BudgetRow {
     }
 }
 
+/// The largest budget of `m` at or below each target in bits per weight over the
+/// compressed tensors; targets below the smallest budget are skipped with a note.
+pub fn budgets_within(m: &Manifest, targets: &[f64], label: &str) -> Result<Vec<Budget>> {
+    let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
+    // Bits over the linears grow with the block count: the most blocks within target.
+    let bits_at = |n: usize| -> Result<f64> {
+        Ok(budget_row(m, &Budget::fit(m, BudgetLimit::Blocks(n))?).compressed_bits_per_weight)
+    };
+    let mut out = Vec::new();
+    for &target in targets {
+        if bits_at(lo)? > target {
+            eprintln!(
+                "{label}: {target} bits/weight is below the smallest budget ({:.3}); skipped",
+                bits_at(lo)?
+            );
+            continue;
+        }
+        let (mut a, mut b) = (lo, hi);
+        while a < b {
+            let mid = (a + b).div_ceil(2);
+            if bits_at(mid)? <= target {
+                a = mid;
+            } else {
+                b = mid - 1;
+            }
+        }
+        out.push(Budget::fit(m, BudgetLimit::Blocks(a))?);
+    }
+    Ok(out)
+}
+
 /// `rows` budgets evenly spaced in block count, from the smallest to the full file.
 pub fn budget_rows(m: &Manifest, rows: usize) -> Vec<BudgetRow> {
     let (lo, hi) = (m.min_blocks as usize, m.block_order.len());

@@ -5,7 +5,9 @@
 //! Both timings run with the file in the page cache (one untimed read first), so
 //! the ratio is the loader's own cost (checksums, decoding, rebuilding, tensor
 //! creation) relative to a plain `read` of the prefix; cold-cache loads add the
-//! same disk time to both.
+//! same disk time to both. Each is the median of `--repeat` runs, read and load
+//! alternating. `--bits` picks the budgets by bits per weight over the compressed
+//! tensors (as `sweep` does), between the smallest budget and the full file.
 
 use std::fs::File;
 use std::io::Read;
@@ -18,7 +20,7 @@ use clap::Args;
 use octet_quant::checkpoint::{Budget, BudgetLimit, MappedCheckpoint};
 use serde::Serialize;
 
-use super::inspect::{budget_row, is_compressed};
+use super::inspect::{budget_row, budgets_within, is_compressed};
 use super::size::human_bytes;
 
 /// Arguments of `octet weights measure`.
@@ -29,11 +31,16 @@ pub struct MeasureArgs {
     /// The model the file was made from, for reconstruction errors.
     #[arg(long, value_name = "MODEL")]
     reference: Option<PathBuf>,
-    /// Budgets measured (evenly spaced block counts, smallest to full).
+    /// Budgets measured (evenly spaced block counts, smallest to full); ignored
+    /// with --bits.
     #[arg(long, default_value_t = 9)]
     rows: usize,
-    /// Timed repetitions per budget (the fastest is reported).
-    #[arg(long, default_value_t = 3)]
+    /// Budgets measured: the smallest, the largest at or below each of these bits
+    /// per weight over the compressed tensors, then the full file.
+    #[arg(long, value_delimiter = ',', value_name = "BITS")]
+    bits: Vec<f64>,
+    /// Timed repetitions per budget (the median is reported).
+    #[arg(long, default_value_t = 5)]
     repeat: usize,
     /// Print a JSON report on stdout instead of a table.
     #[arg(long)]
@@ -46,9 +53,13 @@ struct Row {
     prefix_bytes: u64,
     bits_per_weight: f64,
     compressed_bits_per_weight: f64,
+    /// Median over the repetitions.
     read_s: f64,
+    /// Median over the repetitions.
     load_s: f64,
     load_over_read: f64,
+    /// Fastest load over the repetitions.
+    load_min_s: f64,
     /// sqrt(sum ||W - W_hat||^2 / sum ||W||^2) over the compressed tensors.
     relative_error: Option<f64>,
     /// Mean over compressed tensors of ||W - W_hat|| / ||W||.
@@ -61,6 +72,16 @@ fn read_prefix(file: &PathBuf, len: u64) -> Result<Vec<u8>> {
         .and_then(|mut f| f.read_exact(&mut buf))
         .with_context(|| format!("reading {} bytes of {}", len, file.display()))?;
     Ok(buf)
+}
+
+/// The median of `v` (the mean of the middle two for an even count); `v` is sorted.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
 }
 
 /// Runs `octet weights measure`.
@@ -104,27 +125,42 @@ pub fn run(args: MeasureArgs) -> Result<()> {
     }
     let _ = read_prefix(&args.file, m.file_len)?; // warm the page cache
     let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
-    let n_rows = args.rows.max(2);
-    let mut counts: Vec<usize> = (0..n_rows)
-        .map(|k| lo + (hi - lo) * k / (n_rows - 1))
-        .collect();
+    let mut counts: Vec<usize> = if args.bits.is_empty() {
+        let n_rows = args.rows.max(2);
+        (0..n_rows)
+            .map(|k| lo + (hi - lo) * k / (n_rows - 1))
+            .collect()
+    } else {
+        let mut c = vec![lo];
+        c.extend(
+            budgets_within(&m, &args.bits, "measure")?
+                .iter()
+                .map(|b| b.n_blocks),
+        );
+        c.push(hi);
+        c
+    };
+    counts.sort_unstable();
     counts.dedup();
     let mut rows = Vec::new();
     for n in counts {
         let budget = Budget::fit(&m, BudgetLimit::Blocks(n))?;
-        let (mut read_s, mut load_s) = (f64::INFINITY, f64::INFINITY);
+        let (mut reads, mut loads) = (Vec::new(), Vec::new());
         let mut loaded = None;
         for _ in 0..args.repeat {
+            drop(loaded.take()); // free the last load's tensors before timing again
             let t = Instant::now();
             let bytes = read_prefix(&args.file, budget.prefix_len)?;
-            read_s = read_s.min(t.elapsed().as_secs_f64());
+            reads.push(t.elapsed().as_secs_f64());
             drop(bytes);
             let t = Instant::now();
             let ck = MappedCheckpoint::open(&args.file)?;
             let l = ck.load(BudgetLimit::Blocks(n), &Device::Cpu)?;
-            load_s = load_s.min(t.elapsed().as_secs_f64());
+            loads.push(t.elapsed().as_secs_f64());
             loaded = Some(l);
         }
+        let (read_s, load_s) = (median(&mut reads), median(&mut loads));
+        let load_min_s = loads.iter().copied().fold(f64::INFINITY, f64::min);
         let (relative_error, mean_tensor_relative_error) = match (&reference, loaded) {
             (Some(model), Some(l)) => {
                 let (mut num, mut den, mut mean) = (0f64, 0f64, 0f64);
@@ -157,6 +193,7 @@ pub fn run(args: MeasureArgs) -> Result<()> {
             read_s,
             load_s,
             load_over_read: load_s / read_s.max(1e-9),
+            load_min_s,
             relative_error,
             mean_tensor_relative_error,
         });
@@ -166,26 +203,41 @@ pub fn run(args: MeasureArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>7} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "blocks", "prefix", "bits/w", "bits/w*", "read", "load", "load/read", "rel.err", "mean.err"
+        "{:>7} {:>10} {:>12} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "blocks",
+        "prefix",
+        "bytes",
+        "bits/w",
+        "bits/w*",
+        "read ms",
+        "load ms",
+        "load/read",
+        "rel.err",
+        "mean.err"
     );
     let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
     for r in &rows {
         println!(
-            "{:>7} {:>10} {:>8.3} {:>8.3} {:>8.3}s {:>8.3}s {:>9.2} {:>9} {:>9}",
+            "{:>7} {:>10} {:>12} {:>8.3} {:>8.3} {:>9.1} {:>9.1} {:>9.2} {:>9} {:>9}",
             r.blocks,
             human_bytes(r.prefix_bytes),
+            r.prefix_bytes,
             r.bits_per_weight,
             r.compressed_bits_per_weight,
-            r.read_s,
-            r.load_s,
+            1e3 * r.read_s,
+            1e3 * r.load_s,
             r.load_over_read,
             opt(r.relative_error),
             opt(r.mean_tensor_relative_error)
         );
     }
     println!(
-        "read: read(2) of the prefix, page cache warm; load: map + rebuild every tensor as f32 candle tensors on the CPU"
+        "bits/w: over every tensor; bits/w*: over the compressed tensors (the linears). Medians of {} runs.",
+        args.repeat
+    );
+    println!(
+        "read: open + read(2) of the prefix into a new buffer, page cache warm; load: map + checksum + rebuild every tensor as f32 candle tensors on the CPU ({} threads)",
+        rayon::current_num_threads()
     );
     println!(
         "rel.err: ||W - W_hat||_F / ||W||_F over all compressed tensors; mean.err: mean of it per tensor"

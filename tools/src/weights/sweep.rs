@@ -15,8 +15,8 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
-use octet_quant::checkpoint::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Reader};
-use octet_quant::checkpoint::{Manifest, MappedCheckpoint};
+use octet_quant::checkpoint::MappedCheckpoint;
+use octet_quant::checkpoint::{BlockOrdering, Budget, CheckpointWriter, Reader};
 use octet_quant::palette::{NestedPalette, PaletteConfig, nest_rescaled_at, nest_scaled_at};
 use octet_tools::model::calib;
 use octet_tools::model::llama::LlamaForward;
@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::eval::WindowArgs;
-use super::inspect::budget_row;
+use super::inspect::{budget_row, budgets_within};
 use super::palette::palettize_linear;
 use super::prepare::{Prepared, prepare};
 use super::{CalibArgs, GptqArgs, InputArgs, bar};
@@ -556,37 +556,6 @@ fn rebuild_linears(reader: &Reader<'_>, linears: &[String], budget: &Budget) -> 
         .par_iter()
         .map(|n| Ok(reader.rebuild_tensor(n, budget)?))
         .collect()
-}
-
-/// The largest budget of `m` at or below each target in bits per weight over the
-/// compressed tensors; targets below the smallest budget are skipped with a note.
-fn budgets_within(m: &Manifest, targets: &[f64], label: &str) -> Result<Vec<Budget>> {
-    let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
-    // Bits over the linears grow with the block count: the most blocks within target.
-    let bits_at = |n: usize| -> Result<f64> {
-        Ok(budget_row(m, &Budget::fit(m, BudgetLimit::Blocks(n))?).compressed_bits_per_weight)
-    };
-    let mut out = Vec::new();
-    for &target in targets {
-        if bits_at(lo)? > target {
-            eprintln!(
-                "{label}: {target} bits/weight is below the smallest budget ({:.3}); skipped",
-                bits_at(lo)?
-            );
-            continue;
-        }
-        let (mut a, mut b) = (lo, hi);
-        while a < b {
-            let mid = (a + b).div_ceil(2);
-            if bits_at(mid)? <= target {
-                a = mid;
-            } else {
-                b = mid - 1;
-            }
-        }
-        out.push(Budget::fit(m, BudgetLimit::Blocks(a))?);
-    }
-    Ok(out)
 }
 
 /// The adaptive rows: one nested-palette file per (correction width, order) written

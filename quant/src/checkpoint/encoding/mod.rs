@@ -341,6 +341,22 @@ pub trait TensorEncoding<'a>: std::fmt::Debug {
     /// Rebuilds the tensor as row-major f32 from the sections `t` reads.
     fn rebuild(&self, t: &Source<'_>) -> Result<Vec<f32>>;
 
+    /// [`TensorEncoding::rebuild`] into `out` (exactly the tensor's element count),
+    /// for the loader's one buffer per budget. By default a rebuild and a copy;
+    /// encodings on the loader's hot path write in place.
+    fn rebuild_into(&self, t: &Source<'_>, out: &mut [f32]) -> Result<()> {
+        let v = self.rebuild(t)?;
+        if v.len() != out.len() {
+            return Err(QuantError::DimMismatch {
+                what: "rebuilt tensor (elements)",
+                expected: out.len(),
+                actual: v.len(),
+            });
+        }
+        out.copy_from_slice(&v);
+        Ok(())
+    }
+
     /// The device job rebuilding this tensor (offsets absolute in the file prefix).
     /// By default the GPU loader refuses the tensor and points to the CPU loader.
     fn gpu_job(&self, t: &DeviceSource<'_>) -> Result<TensorJob> {

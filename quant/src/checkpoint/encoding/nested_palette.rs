@@ -16,10 +16,12 @@
 
 use half::f16;
 
-use super::{Check, EncodeTensor, Encoding, Source, TensorEncoding, align_usize};
+use super::{Check, DeviceSource, EncodeTensor, Encoding, Source, TensorEncoding, align_usize};
 use crate::checkpoint::manifest::{BlockEntry, Section};
 use crate::error::{QuantError, Result};
-use crate::palette::nested::{MAX_BITS, NestedPalette, decode_nested, plane_row_bytes};
+use crate::gpu::{RescaleJob, TensorJob};
+use crate::palette::nested::{MAX_BITS, NestedPalette, plane_row_bytes};
+use crate::palette::nested_decode::{NestedParts, decode_nested_into};
 use crate::palette::rescaled::{MAX_RESCALE_BITS, RescaleView};
 use crate::palette::{ScaledLayout, index_row_bytes};
 
@@ -275,7 +277,21 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
     }
 
     fn rebuild(&self, t: &Source<'_>) -> Result<Vec<f32>> {
+        let (rows, cols) = t.matrix();
+        let mut out = crate::buffer::zeroed_f32(rows * cols);
+        self.rebuild_into(t, &mut out)?;
+        Ok(out)
+    }
+
+    fn rebuild_into(&self, t: &Source<'_>, out: &mut [f32]) -> Result<()> {
         let ((rows, cols), name, n) = (t.matrix(), t.name, t.n_blocks);
+        if out.len() != rows * cols {
+            return Err(QuantError::DimMismatch {
+                what: "nested palette output (elements)",
+                expected: rows * cols,
+                actual: out.len(),
+            });
+        }
         if n > self.steps.len() {
             return Err(QuantError::InvalidConfig {
                 field: "budget.blocks_per_matrix",
@@ -329,18 +345,84 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
             planes.push(&bytes[sl.plane.0..sl.plane.0 + sl.plane.1]);
         }
         let params = f16s(&base[layout.params.0..layout.params.0 + layout.params.1]);
-        Ok(decode_nested(
-            &layout,
-            &table,
-            &params,
-            &base[layout.codes.0..layout.codes.0 + layout.codes.1],
-            &base[layout.indices.0..layout.indices.0 + layout.indices.1],
-            &planes,
-            rescale.as_ref(),
-        ))
+        let parts = NestedParts {
+            table: &table,
+            params: &params,
+            codes: &base[layout.codes.0..layout.codes.0 + layout.codes.1],
+            indices: &base[layout.indices.0..layout.indices.0 + layout.indices.1],
+            planes: &planes,
+            rescale: rescale.as_ref(),
+        };
+        decode_nested_into(&layout, &parts, out);
+        Ok(())
     }
 
-    // No device kernel yet: the default `gpu_job` refuses it and names the CPU loader.
+    /// Kernel `nested_palette_decode`: the base's indices widened by every loaded
+    /// step's plane, the last loaded table and correction (the base's own with no
+    /// step), as [`Nested::rebuild`] picks them.
+    fn gpu_job(&self, t: &DeviceSource<'_>) -> Result<TensorJob> {
+        let ((rows, cols), name, n) = (t.matrix()?, t.name, t.n_blocks);
+        let gc = self.group_cols as usize;
+        let bad = |what: &str| QuantError::InvalidConfig {
+            field: "nested palette layout",
+            reason: format!("tensor `{name}` {what}: bad layout"),
+        };
+        if n > self.steps.len() {
+            return Err(QuantError::InvalidConfig {
+                field: "budget.blocks_per_matrix",
+                reason: format!(
+                    "tensor `{name}` has {} refinement steps, the budget asks for {n}",
+                    self.steps.len()
+                ),
+            });
+        }
+        let l = ScaledLayout::new(rows, cols, self.bits, gc)
+            .ok_or_else(|| bad("nested palette base"))?;
+        let base = t.inside(&self.base, l.len as u64, "nested palette base")?;
+        let mut table_offset = base + l.table.0 as u64;
+        let mut rescale = None;
+        if let (Some(s), Some(rb)) = (&self.base_rescale, self.rescale_bits) {
+            let what = "nested palette base correction";
+            let sl = NestedStepLayout::base_rescale(rows, cols, gc, rb).ok_or_else(|| bad(what))?;
+            let off = t.inside(s, sl.len as u64, what)?;
+            if n == 0 {
+                rescale = Some(RescaleJob {
+                    bits: rb,
+                    entries_offset: off + sl.entries.0 as u64,
+                    codes_offset: off + sl.codes.0 as u64,
+                });
+            }
+        }
+        let mut plane_offsets = Vec::with_capacity(n);
+        for (k, s) in self.steps[..n].iter().enumerate() {
+            let what = format!("refinement step {k}");
+            let sl =
+                NestedStepLayout::of(rows, cols, self.bits + k as u8 + 1, gc, self.rescale_bits)
+                    .ok_or_else(|| bad(&what))?;
+            let off = t.inside(&s.section, sl.len as u64, &what)?;
+            plane_offsets.push(off + sl.plane.0 as u64);
+            if k + 1 == n {
+                table_offset = off + sl.table.0 as u64;
+                rescale = self.rescale_bits.map(|bits| RescaleJob {
+                    bits,
+                    entries_offset: off + sl.entries.0 as u64,
+                    codes_offset: off + sl.codes.0 as u64,
+                });
+            }
+        }
+        Ok(TensorJob::NestedPalette {
+            rows,
+            cols,
+            bits: self.bits,
+            group_cols: gc,
+            table_offset,
+            params_offset: base + l.params.0 as u64,
+            codes_offset: base + l.codes.0 as u64,
+            indices_offset: base + l.indices.0 as u64,
+            plane_offsets,
+            rescale,
+        })
+    }
 }
 
 /// A `sl.len`-byte buffer with `r`'s correction table and codes where `sl` puts

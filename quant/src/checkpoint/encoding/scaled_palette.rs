@@ -8,9 +8,10 @@
 //! unknown manifest variant. Version-1 files holding one (written before the bump)
 //! still read.
 
-use super::{Check, EncodeTensor, Encoding, Source, TensorEncoding};
+use super::{Check, DeviceSource, EncodeTensor, Encoding, Source, TensorEncoding};
 use crate::checkpoint::manifest::{BlockEntry, Section};
 use crate::error::{QuantError, Result};
+use crate::gpu::TensorJob;
 use crate::palette::{ScaledLayout, ScaledPalette};
 
 /// The view of a scaled palette entry.
@@ -72,7 +73,32 @@ impl TensorEncoding<'_> for Scaled {
         layout.decode(b)
     }
 
-    // No device kernel yet: the default `gpu_job` refuses it and names the CPU loader.
+    /// A nested palette with no step loaded: kernel `nested_palette_decode`.
+    fn gpu_job(&self, t: &DeviceSource<'_>) -> Result<TensorJob> {
+        let (rows, cols) = t.matrix()?;
+        let l = self
+            .layout(rows, cols)
+            .ok_or_else(|| QuantError::InvalidConfig {
+                field: "scaled palette layout",
+                reason: format!(
+                    "tensor `{}`: bits {}, blocks of {}",
+                    t.name, self.bits, self.group_cols
+                ),
+            })?;
+        let base = t.inside(&self.data, l.len as u64, "scaled palette")?;
+        Ok(TensorJob::NestedPalette {
+            rows,
+            cols,
+            bits: self.bits,
+            group_cols: l.group_cols,
+            table_offset: base + l.table.0 as u64,
+            params_offset: base + l.params.0 as u64,
+            codes_offset: base + l.codes.0 as u64,
+            indices_offset: base + l.indices.0 as u64,
+            plane_offsets: Vec::new(),
+            rescale: None,
+        })
+    }
 }
 
 impl EncodeTensor for ScaledPalette {

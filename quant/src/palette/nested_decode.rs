@@ -1,0 +1,214 @@
+//! Rebuilding a nested palette at a width: the loader's hot loop.
+//!
+//! [`decode_nested`] is the fast kernel: per row, the base indices are unpacked a
+//! byte at a time ([`unpack_indices`]), each loaded bit plane is appended a plane
+//! byte (eight weights) at a time, and one pass per block looks the levels up in a
+//! 256-entry table (no bounds check per weight), applies the block's correction and
+//! then its scale and offset. Scratch buffers are reused across the rows a rayon task
+//! decodes. [`decode_nested_scalar`] is its twin, written as the format reads (index
+//! by index, then the correction over the row, then the scales over the row); both
+//! round every multiply and add on its own in the same order, so they agree to the
+//! bit (property test below), and so does the GPU kernel's twin
+//! ([`crate::gpu::emulate`]).
+
+use rayon::prelude::*;
+
+use super::rescaled::{MAX_RESCALE_BITS, RescaleView};
+use super::scaled::CODE_BITS;
+use super::{ScaledLayout, index_row_bytes, unpack_indices};
+use crate::palette::nested::plane_row_bytes;
+
+/// Rebuilds a nested palette: base indices widened by one bit per plane, looked up
+/// in `table` (the last plane's table, or the base table with no plane), corrected
+/// per block by `rescale` (the last step's, when it has one: `t f + g`), then each
+/// block's scale and offset. Slices must match `layout` (checked by the caller).
+pub(crate) fn decode_nested(
+    layout: &ScaledLayout,
+    table: &[f32],
+    params: &[f32],
+    codes: &[u8],
+    indices: &[u8],
+    planes: &[&[u8]],
+    rescale: Option<&RescaleView<'_>>,
+) -> Vec<f32> {
+    let mut out = crate::buffer::zeroed_f32(layout.rows * layout.cols);
+    let parts = NestedParts {
+        table,
+        params,
+        codes,
+        indices,
+        planes,
+        rescale,
+    };
+    decode_nested_into(layout, &parts, &mut out);
+    out
+}
+
+/// What [`decode_nested_into`] reads besides the layout.
+#[derive(Debug)]
+pub(crate) struct NestedParts<'a> {
+    /// The table looked up (the last loaded step's, or the base's).
+    pub table: &'a [f32],
+    /// `[d, m]` per row.
+    pub params: &'a [f32],
+    /// Packed 6-bit block scale and offset codes.
+    pub codes: &'a [u8],
+    /// Packed base indices.
+    pub indices: &'a [u8],
+    /// Each loaded step's bit plane, in order.
+    pub planes: &'a [&'a [u8]],
+    /// The correction applied, if any.
+    pub rescale: Option<&'a RescaleView<'a>>,
+}
+
+/// [`decode_nested`] into `out` (`rows * cols` values, checked by the caller: a
+/// shorter `out` gets only its whole rows).
+pub(crate) fn decode_nested_into(layout: &ScaledLayout, p: &NestedParts<'_>, out: &mut [f32]) {
+    let (cols, gc, bits) = (layout.cols, layout.group_cols, layout.bits);
+    let (table, params, codes, indices, planes, rescale) =
+        (p.table, p.params, p.codes, p.indices, p.planes, p.rescale);
+    if cols == 0 || gc == 0 {
+        return;
+    }
+    let nb = cols.div_ceil(gc);
+    let (rb, pb, cb) = (
+        index_row_bytes(cols, bits),
+        plane_row_bytes(cols),
+        index_row_bytes(2 * nb, CODE_BITS),
+    );
+    // Every u8 index is in bounds: levels past the table read 0 and codes past the
+    // correction table [1, 0], as the scalar twin's `get(..).unwrap_or(..)`.
+    let mut lut = [0f32; 256];
+    for (l, &t) in lut.iter_mut().zip(table) {
+        *l = t;
+    }
+    let rescale = rescale.filter(|r| (1..=MAX_RESCALE_BITS).contains(&r.bits));
+    let mut fg = [[1f32, 0f32]; 256];
+    if let Some(r) = rescale {
+        for (e, &x) in fg.iter_mut().zip(&r.entries) {
+            *e = x;
+        }
+    }
+    let rrb = rescale.map_or(0, |r| index_row_bytes(nb, r.bits));
+    out.par_chunks_mut(cols).enumerate().for_each_init(
+        || (vec![0u8; cols], vec![0u8; 2 * nb], vec![0u8; nb]),
+        |(idx, c, rc), (r, row)| {
+            unpack_indices(&indices[r * rb..(r + 1) * rb], bits, idx);
+            for p in planes {
+                let plane = &p[r * pb..(r + 1) * pb];
+                for (eight, &byte) in idx.chunks_mut(8).zip(plane) {
+                    for (t, ix) in eight.iter_mut().enumerate() {
+                        *ix = (*ix << 1) | ((byte >> t) & 1);
+                    }
+                }
+            }
+            unpack_indices(&codes[r * cb..(r + 1) * cb], CODE_BITS, c);
+            // A short code slice leaves the row uncorrected, as the scalar twin does.
+            let corrected = match rescale.and_then(|rs| rs.codes.get(r * rrb..(r + 1) * rrb)) {
+                Some(packed) => {
+                    unpack_indices(packed, rescale.map_or(1, |rs| rs.bits), rc);
+                    true
+                }
+                None => false,
+            };
+            let (d, m) = (params[2 * r], params[2 * r + 1]);
+            for (b, (w, ix)) in row.chunks_mut(gc).zip(idx.chunks(gc)).enumerate() {
+                let (s, o) = (d * f32::from(c[2 * b]), m * f32::from(c[2 * b + 1]));
+                if corrected {
+                    let [f, g] = fg[usize::from(rc[b])];
+                    for (v, &i) in w.iter_mut().zip(ix) {
+                        let t = f * lut[usize::from(i)] + g;
+                        *v = s * t + o;
+                    }
+                } else {
+                    for (v, &i) in w.iter_mut().zip(ix) {
+                        *v = s * lut[usize::from(i)] + o;
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Scalar twin of [`decode_nested`]: every index widened bit by bit, the whole row
+/// looked up, then corrected ([`RescaleView::apply_row`]), then scaled
+/// ([`ScaledLayout::decode_with`]).
+// Only the tests call the twin; it stays beside the kernel it specifies.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn decode_nested_scalar(
+    layout: &ScaledLayout,
+    table: &[f32],
+    params: &[f32],
+    codes: &[u8],
+    indices: &[u8],
+    planes: &[&[u8]],
+    rescale: Option<&RescaleView<'_>>,
+) -> Vec<f32> {
+    let (rb, pb, cols) = (
+        index_row_bytes(layout.cols, layout.bits),
+        plane_row_bytes(layout.cols),
+        layout.cols,
+    );
+    layout.decode_with(params, codes, |r, row| {
+        let mut idx = vec![0u8; cols];
+        super::unpack_indices_scalar(&indices[r * rb..(r + 1) * rb], layout.bits, &mut idx);
+        for p in planes {
+            let plane = &p[r * pb..(r + 1) * pb];
+            for (j, ix) in idx.iter_mut().enumerate() {
+                *ix = (*ix << 1) | ((plane[j / 8] >> (j % 8)) & 1);
+            }
+        }
+        for (v, &i) in row.iter_mut().zip(&idx) {
+            *v = table.get(usize::from(i)).copied().unwrap_or(0.0);
+        }
+        if let Some(rs) = rescale {
+            rs.apply_row(r, layout.group_cols, row);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Random bytes for every part (any index, code and correction code), odd
+        /// shapes: the fast kernel and its scalar twin give the same bits.
+        #[test]
+        fn fast_and_scalar_decode_agree_to_the_bit(
+            rows in prop::sample::select(vec![1usize, 3, 17]),
+            cols in prop::sample::select(vec![1usize, 7, 65, 129, 383]),
+            group in prop::sample::select(vec![1usize, 5, 32, 64]),
+            bits in 2u8..=8,
+            n_planes in 0usize..=3,
+            rescale_bits in 0u8..=5,
+            seed in any::<u64>(),
+        ) {
+            let n_planes = n_planes.min(usize::from(8 - bits));
+            let group = group.min(cols);
+            let l = ScaledLayout::new(rows, cols, bits, group).expect("layout");
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut bytes = |n: usize| -> Vec<u8> { (0..n).map(|_| rng.random()).collect() };
+            let (indices, codes) = (bytes(l.indices.1), bytes(l.codes.1));
+            let planes: Vec<Vec<u8>> = (0..n_planes).map(|_| bytes(rows * plane_row_bytes(cols))).collect();
+            let rcodes = bytes(rows * index_row_bytes(l.blocks(), rescale_bits.max(1)));
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 1);
+            let mut floats = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect() };
+            // A table shorter than the widest index reads 0 past its end in both.
+            let table = floats((1usize << (usize::from(bits) + n_planes)) - usize::from(n_planes == 1));
+            let params = floats(2 * rows);
+            let entries: Vec<[f32; 2]> = floats(2 << rescale_bits).chunks_exact(2).map(|p| [p[0], p[1]]).collect();
+            let view = RescaleView { bits: rescale_bits, entries, codes: &rcodes };
+            let rescale = (rescale_bits > 0).then_some(&view);
+            let planes: Vec<&[u8]> = planes.iter().map(Vec::as_slice).collect();
+            let fast = decode_nested(&l, &table, &params, &codes, &indices, &planes, rescale);
+            let slow = decode_nested_scalar(&l, &table, &params, &codes, &indices, &planes, rescale);
+            prop_assert_eq!(fast.len(), rows * cols);
+            let bits_of = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits_of(&fast), bits_of(&slow));
+        }
+    }
+}
