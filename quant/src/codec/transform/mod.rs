@@ -61,6 +61,10 @@ pub struct TransformCodec {
     /// score's constant is the query's inner product with it, so a scorer rotates
     /// the query only onto the components that have bits (derived, not stored).
     fixed_direction: Vec<f32>,
+    /// The rows of the components that have bits, in slot order, as f16: the
+    /// graph walk's coarse scorer rotates the query with these (half the bytes
+    /// of the f32 rows it would otherwise stream per query; derived, not stored).
+    slot_rows_f16: Vec<half::f16>,
 }
 
 /// The serialized form of [`TransformCodec`].
@@ -140,6 +144,12 @@ impl TryFrom<TransformParams> for TransformCodec {
                 }
             }
         }
+        let slot_rows_f16 = layout
+            .order()
+            .iter()
+            .flat_map(|&j| p.pca.component(j as usize).iter().copied())
+            .map(half::f16::from_f32)
+            .collect();
         Ok(TransformCodec {
             bytes: p.bytes,
             quantizer: p.quantizer,
@@ -147,6 +157,7 @@ impl TryFrom<TransformParams> for TransformCodec {
             quantizers: p.quantizers,
             layout,
             fixed_direction,
+            slot_rows_f16,
         })
     }
 }

@@ -25,7 +25,7 @@ use super::kernels::{
 use super::layout::Layout;
 use super::quantizer::ComponentQuantizer;
 use crate::codec::Scorer;
-use crate::kernels::dot_f32;
+use crate::kernels::{dot_f16, dot_f32};
 use crate::metric::Metric;
 use std::sync::OnceLock;
 
@@ -39,14 +39,17 @@ const COARSE_PLANES: usize = 1;
 enum Terms {
     /// `sum u_t c_t`, as per-byte tables of the code's bits.
     Bytes(ByteTables),
-    /// `sum u_t c_t`, as integer weights of the code's bits: three planes for
-    /// [`Scorer::score`], one for [`Scorer::coarse`].
+    /// `sum u_t c_t`, as integer weights of the code's bits (dot and cosine with
+    /// AVX-512 VNNI). [`Scorer::coarse`] uses one digit plane of the weights of
+    /// the query rotated by the f16 slot rows, with its own constant
+    /// ([`FoldedScorer::constant`]); [`Scorer::score`] three planes of the f32
+    /// rotation, built on first use (a walk followed by a rescore tier never
+    /// needs them), with theirs.
     Masked {
-        /// The bit weights, kept to build `fine` on its first use: a walk
-        /// followed by a rescore tier never needs it.
-        bit_weights: Vec<f32>,
-        fine: OnceLock<MaskedWeights>,
         coarse: MaskedWeights,
+        /// The prepared query, kept for the precise weights.
+        query: Vec<f32>,
+        fine: OnceLock<(MaskedWeights, f32)>,
     },
     /// `sum u_t c_t + v_t c_t^2`.
     Quadratic(Vec<f32>, Vec<f32>),
@@ -57,6 +60,7 @@ enum Terms {
 /// The fast scorer: a constant plus the folded terms over the packed code.
 #[derive(Debug)]
 pub(super) struct FoldedScorer<'a> {
+    codec: &'a TransformCodec,
     layout: &'a Layout,
     constant: f32,
     terms: Terms,
@@ -84,6 +88,26 @@ impl<'a> FoldedScorer<'a> {
     pub(super) fn new(codec: &'a TransformCodec, query: &[f32], metric: Metric) -> Self {
         let l2 = metric == Metric::L2;
         let layout = &codec.layout;
+        if !l2 && masked_weights_fast() && affine_slots(codec).is_some() {
+            let q = metric.prepare_query(query);
+            let dim = codec.pca.dim();
+            let coords: Vec<f32> = codec
+                .slot_rows_f16
+                .chunks_exact(dim)
+                .map(|row| dot_f16(&q, row))
+                .collect();
+            let (u, constant) = dot_terms(codec, &q, &coords);
+            return FoldedScorer {
+                codec,
+                layout,
+                constant,
+                terms: Terms::Masked {
+                    coarse: MaskedWeights::with_planes(&bit_weights(layout, &u), COARSE_PLANES),
+                    query: q,
+                    fine: OnceLock::new(),
+                },
+            };
+        }
         // The query's coordinate on every slot's component, and the score's constant.
         let (coords, mut constant): (Vec<f32>, f32) = if l2 {
             let (rot, mut constant) = rotated_query(codec, query, metric);
@@ -114,13 +138,7 @@ impl<'a> FoldedScorer<'a> {
             .iter()
             .zip(layout.order())
             .map(|(&x, &j)| (x, &codec.quantizers[j as usize]));
-        let affine: Option<Vec<(f32, f32)>> = codec
-            .layout
-            .order()
-            .iter()
-            .map(|&j| codec.quantizers[j as usize].affine())
-            .collect();
-        let terms = if let Some(affine) = affine {
+        let terms = if let Some(affine) = affine_slots(codec) {
             let (mut u, mut v) = (Vec::with_capacity(layout.slots()), Vec::new());
             for ((x, _), (base, s)) in slots.zip(affine) {
                 if l2 {
@@ -135,13 +153,6 @@ impl<'a> FoldedScorer<'a> {
             }
             if l2 {
                 Terms::Quadratic(u, v)
-            } else if masked_weights_fast() {
-                let weights = bit_weights(layout, &u);
-                Terms::Masked {
-                    coarse: MaskedWeights::with_planes(&weights, COARSE_PLANES),
-                    fine: OnceLock::new(),
-                    bit_weights: weights,
-                }
             } else {
                 Terms::Bytes(ByteTables::new(&bit_weights(layout, &u)))
             }
@@ -159,6 +170,7 @@ impl<'a> FoldedScorer<'a> {
             Terms::Table(tables, offsets)
         };
         FoldedScorer {
+            codec,
             layout,
             constant,
             terms,
@@ -166,16 +178,76 @@ impl<'a> FoldedScorer<'a> {
     }
 }
 
+/// Every slot's affine reconstruction `(base, step)`, or `None` when a slot is
+/// not uniform.
+fn affine_slots(codec: &TransformCodec) -> Option<Vec<(f32, f32)>> {
+    codec
+        .layout
+        .order()
+        .iter()
+        .map(|&j| codec.quantizers[j as usize].affine())
+        .collect()
+}
+
+/// A dot or cosine score's linear weights `u_t = x_t s_t` and constant
+/// `q . fixed + sum_t x_t base_t` from the slot coordinates `x` (all slots
+/// uniform).
+fn dot_terms(codec: &TransformCodec, q: &[f32], coords: &[f32]) -> (Vec<f32>, f32) {
+    let mut constant = dot_f32(q, &codec.fixed_direction);
+    let mut u = Vec::with_capacity(coords.len());
+    for (&x, &j) in coords.iter().zip(codec.layout.order()) {
+        let (base, s) = codec.quantizers[j as usize].affine().unwrap_or((0.0, 0.0));
+        constant += x * base;
+        u.push(x * s);
+    }
+    (u, constant)
+}
+
 impl FoldedScorer<'_> {
-    /// The precise integer weights, built on first use (`None` unless the terms
-    /// are masked).
-    fn fine(&self) -> Option<&MaskedWeights> {
-        match &self.terms {
-            Terms::Masked {
-                bit_weights, fine, ..
-            } => Some(fine.get_or_init(|| MaskedWeights::new(bit_weights))),
-            _ => None,
-        }
+    /// The precise integer weights and their constant, built on first use (`None`
+    /// unless the terms are masked).
+    fn fine(&self) -> Option<&(MaskedWeights, f32)> {
+        let Terms::Masked { query, fine, .. } = &self.terms else {
+            return None;
+        };
+        Some(fine.get_or_init(|| {
+            let codec = self.codec;
+            let coords: Vec<f32> = codec
+                .layout
+                .order()
+                .iter()
+                .map(|&j| dot_f32(codec.pca.component(j as usize), query))
+                .collect();
+            let (u, constant) = dot_terms(codec, query, &coords);
+            (
+                MaskedWeights::new(&bit_weights(&codec.layout, &u)),
+                constant,
+            )
+        }))
+    }
+
+    /// How far the f16 rotation can move the coarse score from the f32 one: each
+    /// coordinate by at most `2^-11 |q|` (f16 rounds every row entry to 2^-11 of
+    /// itself, or by 2^-25 when subnormal; rows have unit length) plus both dot
+    /// products' float rounding, times what a coordinate can weigh in a score,
+    /// `|base_t| + s_t (2^w_t - 1)`.
+    fn rotation_bound(&self, query: &[f32]) -> f32 {
+        let codec = self.codec;
+        let dim = codec.pca.dim() as f32;
+        let norm = query.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let per_coord =
+            norm * (2f32.powi(-11) + 2f32.powi(-25) * dim.sqrt() + 4.0 * dim * f32::EPSILON);
+        let weigh: f32 = codec
+            .layout
+            .order()
+            .iter()
+            .zip(codec.layout.widths())
+            .map(|(&j, &w)| {
+                let (base, s) = codec.quantizers[j as usize].affine().unwrap_or((0.0, 0.0));
+                base.abs() + s * ((1u32 << w) - 1) as f32
+            })
+            .sum();
+        per_coord * weigh
     }
 }
 
@@ -187,7 +259,7 @@ impl Scorer for FoldedScorer<'_> {
     fn max_error(&self) -> f32 {
         match &self.terms {
             Terms::Bytes(t) => t.max_error(),
-            Terms::Masked { .. } => self.fine().map_or(0.0, MaskedWeights::max_error),
+            Terms::Masked { .. } => self.fine().map_or(0.0, |(m, _)| m.max_error()),
             _ => 0.0,
         }
     }
@@ -219,7 +291,9 @@ impl Scorer for FoldedScorer<'_> {
 
     fn coarse_error(&self) -> f32 {
         match &self.terms {
-            Terms::Masked { coarse, .. } => self.max_error() + coarse.max_error(),
+            Terms::Masked { coarse, query, .. } => {
+                self.max_error() + coarse.max_error() + self.rotation_bound(query)
+            }
             _ => 0.0,
         }
     }
@@ -227,9 +301,12 @@ impl Scorer for FoldedScorer<'_> {
     #[inline]
     fn score(&self, code: &[u8]) -> f32 {
         let l = self.layout;
+        if let Some((fine, constant)) = self.fine() {
+            return constant + fine.score(code);
+        }
         self.constant
             + match &self.terms {
-                Terms::Masked { .. } => self.fine().map_or(0.0, |m| m.score(code)),
+                Terms::Masked { .. } => 0.0,
                 Terms::Bytes(t) => t.score(code),
                 Terms::Quadratic(u, v) => quadratic_score(l, code, u, v),
                 Terms::Table(t, o) => table_score(l, code, t, o),
