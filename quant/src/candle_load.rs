@@ -216,20 +216,11 @@ mod tests {
     /// the per-tensor path other dtypes take.
     #[test]
     fn one_buffer_views_equal_the_reader_at_every_budget() {
-        use crate::checkpoint::testutil::{
-            fixture_model, fixture_model_v2, fixture_model_v3, fixture_model_v4, write,
-        };
         let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for model in [
-            fixture_model(),
-            fixture_model_v2(),
-            fixture_model_v3(),
-            fixture_model_v4(),
-        ] {
-            let (bytes, m, _) = write(&model, 4, &BlockOrdering::default());
+        for (bytes, m, budgets) in crate::checkpoint::testutil::every_fixture_budget() {
             let reader = Reader::new(&bytes).expect("valid");
-            for n in m.min_blocks as usize..=m.block_order.len() {
-                let budget = Budget::fit(&m, BudgetLimit::Blocks(n)).expect("budget");
+            for budget in budgets {
+                let n = budget.n_blocks;
                 let src = Path::new("in memory");
                 let one =
                     load_budget(&bytes, src, &budget, &Device::Cpu, DType::F32).expect("loads");

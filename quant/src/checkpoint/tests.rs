@@ -698,16 +698,10 @@ mod fuzz {
 /// rebuilding into a new vector, for every encoding at every budget.
 #[test]
 fn rebuild_into_equals_rebuild_for_every_encoding_and_budget() {
-    for model in [
-        fixture_model(),
-        fixture_model_v2(),
-        fixture_model_v3(),
-        fixture_model_v4(),
-    ] {
-        let (bytes, m, _) = write(&model, 4, &BlockOrdering::default());
+    for (bytes, m, budgets) in super::testutil::every_fixture_budget() {
         let reader = Reader::new(&bytes).expect("valid");
-        for n in m.min_blocks as usize..=m.block_order.len() {
-            let budget = Budget::fit(&m, BudgetLimit::Blocks(n)).expect("budget");
+        for budget in budgets {
+            let n = budget.n_blocks;
             for (t, e) in m.tensors.iter().enumerate() {
                 let want = reader.rebuild_index(t, &budget).expect("rebuilds");
                 let mut got = vec![f32::NAN; want.len()];

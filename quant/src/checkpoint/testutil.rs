@@ -2,7 +2,7 @@
 
 use rand::{Rng, SeedableRng};
 
-use super::{BlockOrdering, CheckpointWriter, Manifest};
+use super::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Manifest};
 use crate::bitstack::{BitStackConfig, BitStackMatrix, decompose};
 use crate::palette::{
     NestedPalette, PaletteConfig, PaletteTensor, ScaledPalette, nest_scaled, palettize,
@@ -286,6 +286,26 @@ pub(crate) fn fixture_model_v4() -> Vec<SynthTensor> {
             r,
         ),
     ]
+}
+
+/// Every fixture model (v1 to v4) written once, with every budget its manifest
+/// allows, from the smallest to the whole file.
+pub(crate) fn every_fixture_budget() -> Vec<(Vec<u8>, Manifest, Vec<Budget>)> {
+    [
+        fixture_model(),
+        fixture_model_v2(),
+        fixture_model_v3(),
+        fixture_model_v4(),
+    ]
+    .iter()
+    .map(|model| {
+        let (bytes, m, _) = write(model, 4, &BlockOrdering::default());
+        let budgets = (m.min_blocks as usize..=m.block_order.len())
+            .map(|n| Budget::fit(&m, BudgetLimit::Blocks(n)).expect("budget"))
+            .collect();
+        (bytes, m, budgets)
+    })
+    .collect()
 }
 
 /// Encodes and writes `model`; returns the file, its manifest and what was encoded.

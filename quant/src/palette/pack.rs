@@ -44,56 +44,7 @@ pub fn pack_row(indices: &[u8], bits: u8, out: &mut [u8]) {
 pub fn unpack_lookup(packed: &[u8], bits: u8, lut: &[f32], out: &mut [f32]) {
     check(packed, bits, lut, out);
     let lut = &lut[..1 << bits];
-    let n = out.len();
-    match bits {
-        8 => {
-            for (o, &b) in out.iter_mut().zip(packed) {
-                *o = lut[usize::from(b)];
-            }
-        }
-        4 => {
-            let mut pairs = out.chunks_exact_mut(2);
-            for (o, &b) in (&mut pairs).zip(packed) {
-                o[0] = lut[usize::from(b & 0xF)];
-                o[1] = lut[usize::from(b >> 4)];
-            }
-            if let Some(o) = pairs.into_remainder().first_mut() {
-                *o = lut[usize::from(packed[n / 2] & 0xF)];
-            }
-        }
-        2 => {
-            let mut quads = out.chunks_exact_mut(4);
-            for (o, &b) in (&mut quads).zip(packed) {
-                for (s, x) in o.iter_mut().enumerate() {
-                    *x = lut[usize::from((b >> (2 * s)) & 3)];
-                }
-            }
-            let tail = quads.into_remainder();
-            if !tail.is_empty() {
-                let b = packed[n / 4];
-                for (s, x) in tail.iter_mut().enumerate() {
-                    *x = lut[usize::from((b >> (2 * s)) & 3)];
-                }
-            }
-        }
-        _ => {
-            let mask = (1u64 << bits) - 1;
-            let mut acc = 0u64;
-            let mut have = 0u32;
-            let mut bytes = packed.iter();
-            for o in out.iter_mut() {
-                while have < u32::from(bits) {
-                    // `check` guaranteed enough bytes for every index.
-                    let b = bytes.next().copied().unwrap_or(0);
-                    acc |= u64::from(b) << have;
-                    have += 8;
-                }
-                *o = lut[(acc & mask) as usize];
-                acc >>= bits;
-                have -= u32::from(bits);
-            }
-        }
-    }
+    unpack_map(packed, bits, out, |ix| lut[usize::from(ix)]);
 }
 
 /// Scalar twin of [`unpack_lookup`]: reads each index bit by bit.
@@ -122,32 +73,44 @@ pub fn unpack_lookup_scalar(packed: &[u8], bits: u8, lut: &[f32], out: &mut [f32
 /// [`index_row_bytes`]`(out.len(), bits)`.
 pub fn unpack_indices(packed: &[u8], bits: u8, out: &mut [u8]) {
     check_indices(packed, bits, out);
+    unpack_map(packed, bits, out, |ix| ix);
+}
+
+/// `out[j] = map(index j)` over a checked row: whole bytes for 2, 4 and 8 bits, a
+/// 64-bit bit buffer otherwise. Inlined into [`unpack_lookup`] and
+/// [`unpack_indices`] with their maps.
+#[inline(always)]
+fn unpack_map<T>(packed: &[u8], bits: u8, out: &mut [T], map: impl Fn(u8) -> T) {
     let n = out.len();
     match bits {
-        8 => out.copy_from_slice(&packed[..n]),
+        8 => {
+            for (o, &b) in out.iter_mut().zip(packed) {
+                *o = map(b);
+            }
+        }
         4 => {
             let mut pairs = out.chunks_exact_mut(2);
             for (o, &b) in (&mut pairs).zip(packed) {
-                o[0] = b & 0xF;
-                o[1] = b >> 4;
+                o[0] = map(b & 0xF);
+                o[1] = map(b >> 4);
             }
             if let Some(o) = pairs.into_remainder().first_mut() {
-                *o = packed[n / 2] & 0xF;
+                *o = map(packed[n / 2] & 0xF);
             }
         }
         2 => {
             let mut quads = out.chunks_exact_mut(4);
             for (o, &b) in (&mut quads).zip(packed) {
-                o[0] = b & 3;
-                o[1] = (b >> 2) & 3;
-                o[2] = (b >> 4) & 3;
-                o[3] = b >> 6;
+                o[0] = map(b & 3);
+                o[1] = map((b >> 2) & 3);
+                o[2] = map((b >> 4) & 3);
+                o[3] = map(b >> 6);
             }
             let tail = quads.into_remainder();
             if !tail.is_empty() {
                 let b = packed[n / 4];
                 for (s, x) in tail.iter_mut().enumerate() {
-                    *x = (b >> (2 * s)) & 3;
+                    *x = map((b >> (2 * s)) & 3);
                 }
             }
         }
@@ -158,12 +121,12 @@ pub fn unpack_indices(packed: &[u8], bits: u8, out: &mut [u8]) {
             let mut bytes = packed.iter();
             for o in out.iter_mut() {
                 while have < u32::from(bits) {
-                    // `check_indices` guaranteed enough bytes for every index.
+                    // The callers' checks guaranteed enough bytes for every index.
                     let b = bytes.next().copied().unwrap_or(0);
                     acc |= u64::from(b) << have;
                     have += 8;
                 }
-                *o = (acc & mask) as u8;
+                *o = map((acc & mask) as u8);
                 acc >>= bits;
                 have -= u32::from(bits);
             }

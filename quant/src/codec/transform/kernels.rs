@@ -584,6 +584,14 @@ unsafe fn masked_sum_vnni<const P: usize>(code: &[u8], digits: &[i8]) -> i32 {
         let plane = _mm512_reduce_add_epi32(_mm512_add_epi32(a[p], b[p]));
         sum = sum.wrapping_shl(8).wrapping_add(plane);
     }
+    sum.wrapping_add(masked_tail_sum::<P>(code, digits))
+}
+
+/// The sum of the weights of `code`'s set bits past its last whole 64-bit word
+/// (stored after the words' planes, `P` digits per bit): the masked kernels' tail.
+fn masked_tail_sum<const P: usize>(code: &[u8], digits: &[i8]) -> i32 {
+    let words = code.len() / 8;
+    let mut sum = 0i32;
     for (j, &byte) in code.iter().enumerate().skip(8 * words) {
         let mut bits = byte;
         while bits != 0 {
@@ -645,15 +653,8 @@ unsafe fn masked_sum4_vnni(codes: [&[u8]; 4], digits: &[i8]) -> [i32; 4] {
     }
     let mut out = [0i32; 4];
     for (k, (o, c)) in out.iter_mut().zip(codes).enumerate() {
-        *o = _mm512_reduce_add_epi32(_mm512_add_epi32(a[k], b[k]));
-        for (j, &byte) in c.iter().enumerate().skip(8 * words) {
-            let mut bits = byte;
-            while bits != 0 {
-                let bit = 8 * j + bits.trailing_zeros() as usize - 64 * words;
-                *o = o.wrapping_add(i32::from(digits[64 * words + bit]));
-                bits &= bits - 1;
-            }
-        }
+        *o = _mm512_reduce_add_epi32(_mm512_add_epi32(a[k], b[k]))
+            .wrapping_add(masked_tail_sum::<1>(c, digits));
     }
     out
 }
