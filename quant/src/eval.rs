@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use crate::codec::VectorCodec;
 use crate::metric::Metric;
+use crate::scan::{Margin, best_k};
 
 /// Indices of the `k` highest `scores`, best first; ties go to the lower index so
 /// results are deterministic.
@@ -43,7 +44,9 @@ pub fn exact_top_k(
         .collect()
 }
 
-/// Top-`k` base rows for every query by a flat scan over `codes` with `codec`'s scorer.
+/// Top-`k` base rows for every query by a flat scan over `codes` with `codec`'s
+/// scorer ([`crate::scan::best_k`]: coarse scores first where the scorer has them,
+/// then precise scores for the candidates that can still make the top `k`).
 pub fn codec_top_k(
     codec: &dyn VectorCodec,
     codes: &[u8],
@@ -51,14 +54,14 @@ pub fn codec_top_k(
     metric: Metric,
     k: usize,
 ) -> Vec<Vec<u32>> {
-    let n = codes.len() / codec.code_len().max(1);
     queries
         .par_chunks(codec.dim())
         .map(|q| {
             let scorer = codec.scorer(q, metric);
-            let mut scores = vec![0f32; n];
-            scorer.score_batch(codes, &mut scores);
-            top_k(&scores, k)
+            best_k(scorer.as_ref(), codes, None, k, Margin::Observed)
+                .into_iter()
+                .map(|h| h.id)
+                .collect()
         })
         .collect()
 }

@@ -20,6 +20,7 @@ pub mod kmeans1d;
 pub mod metric;
 pub mod palette;
 pub mod pca;
+pub mod scan;
 pub mod vecio;
 
 pub use codec::Codec;

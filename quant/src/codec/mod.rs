@@ -78,6 +78,15 @@ pub trait Scorer: Send + Sync {
         }
     }
 
+    /// [`Scorer::coarse`] of consecutive codes; `out.len()` codes are read: the
+    /// first pass of a flat scan ([`crate::scan::best_k`]).
+    fn coarse_batch(&self, codes: &[u8], out: &mut [f32]) {
+        let len = self.code_len();
+        for (code, o) in codes.chunks_exact(len).zip(out.iter_mut()) {
+            *o = self.coarse(code);
+        }
+    }
+
     /// Scores of the query against consecutive codes; `out.len()` codes are read.
     fn score_batch(&self, codes: &[u8], out: &mut [f32]) {
         let len = self.code_len();

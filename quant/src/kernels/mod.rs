@@ -27,6 +27,8 @@ mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 #[cfg(test)]
 mod tests;
@@ -113,6 +115,12 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
         "dot_i8: {} values, at most {DOT_I8_MAX_LEN}",
         a.len()
     );
+    #[cfg(target_arch = "x86_64")]
+    if cpu_level().avx512_vnni {
+        // SAFETY: AVX-512 F, BW and VNNI were detected at run time; the lengths
+        // were checked above.
+        return unsafe { avx512::dot_i8(a, b) };
+    }
     dispatch!(dot_i8(a, b))
 }
 

@@ -117,6 +117,18 @@ proptest! {
         let reference = dot_i8_scalar(&a, &b);
         prop_assert_eq!(i64::from(dot_i8(&a, &b)), reference);
         prop_assert_eq!(i64::from(portable::dot_i8(&a, &b)), reference);
+        // Each x86 kernel the CPU runs, whichever `dot_i8` dispatches to.
+        #[cfg(target_arch = "x86_64")]
+        {
+            if cpu_level().avx2_fma_f16c {
+                // SAFETY: AVX2 was detected; the lengths are equal.
+                prop_assert_eq!(i64::from(unsafe { super::avx2::dot_i8(&a, &b) }), reference);
+            }
+            if cpu_level().avx512_vnni {
+                // SAFETY: AVX-512 F, BW and VNNI were detected; the lengths are equal.
+                prop_assert_eq!(i64::from(unsafe { super::avx512::dot_i8(&a, &b) }), reference);
+            }
+        }
     }
 
     #[test]

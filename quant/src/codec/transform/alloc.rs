@@ -57,33 +57,50 @@ impl PartialOrd for Candidate {
 /// Errors when the budget exceeds `MAX_BITS` per component, or a curve holds a
 /// non-finite value.
 pub fn allocate_bits(curves: &[DistortionCurve], budget_bits: usize) -> Result<Vec<u8>> {
-    let capacity = curves.len() * usize::from(MAX_BITS);
+    if let Some(j) = curves.iter().position(|c| c.iter().any(|d| !d.is_finite())) {
+        return Err(not_finite(j, &format!("{:?}", curves[j])));
+    }
+    allocate_bits_with(curves.len(), budget_bits, |j, b| curves[j][usize::from(b)])
+}
+
+/// [`allocate_bits`] over `components` curves read through `distortion(j, b)`
+/// (component `j` at `b` bits), which the greedy asks for only as it goes: the
+/// point at `b + 1` bits once a component has `b`. A caller that fits its
+/// quantizers on demand fits only the widths that can matter (the transform
+/// codec's uniform quantizers, [`super::quantizer::UniformLadder`]); the result
+/// is the same as with every curve measured up front.
+pub fn allocate_bits_with(
+    components: usize,
+    budget_bits: usize,
+    mut distortion: impl FnMut(usize, u8) -> f64,
+) -> Result<Vec<u8>> {
+    let capacity = components * usize::from(MAX_BITS);
     if budget_bits > capacity {
         return Err(QuantError::InvalidConfig {
             field: "transform bytes",
             reason: format!(
-                "{budget_bits} bits exceed {MAX_BITS} bits for each of {} components",
-                curves.len()
+                "{budget_bits} bits exceed {MAX_BITS} bits for each of {components} components"
             ),
         });
     }
-    if let Some(j) = curves.iter().position(|c| c.iter().any(|d| !d.is_finite())) {
-        return Err(QuantError::Numerical {
-            what: "bit allocation",
-            reason: format!(
-                "distortion curve of component {j} is not finite: {:?}",
-                curves[j]
-            ),
-        });
-    }
-    let mut widths = vec![0u8; curves.len()];
-    let gain = |j: usize, b: u8| curves[j][usize::from(b)] - curves[j][usize::from(b) + 1];
-    let mut heap: BinaryHeap<Candidate> = (0..curves.len())
-        .map(|j| Candidate {
-            gain: gain(j, 0),
+    let mut gain = |j: usize, b: u8| -> Result<f64> {
+        let (now, next) = (distortion(j, b), distortion(j, b + 1));
+        if !now.is_finite() || !next.is_finite() {
+            return Err(not_finite(
+                j,
+                &format!("{now} at {b} bits, {next} at {} bits", b + 1),
+            ));
+        }
+        Ok(now - next)
+    };
+    let mut widths = vec![0u8; components];
+    let mut heap = BinaryHeap::with_capacity(components);
+    for j in 0..components {
+        heap.push(Candidate {
+            gain: gain(j, 0)?,
             component: j,
-        })
-        .collect();
+        });
+    }
     for _ in 0..budget_bits {
         // The budget fits the capacity, so a candidate is always left.
         let Some(Candidate { component: j, .. }) = heap.pop() else {
@@ -92,12 +109,19 @@ pub fn allocate_bits(curves: &[DistortionCurve], budget_bits: usize) -> Result<V
         widths[j] += 1;
         if widths[j] < MAX_BITS {
             heap.push(Candidate {
-                gain: gain(j, widths[j]),
+                gain: gain(j, widths[j])?,
                 component: j,
             });
         }
     }
     Ok(widths)
+}
+
+fn not_finite(component: usize, values: &str) -> QuantError {
+    QuantError::Numerical {
+        what: "bit allocation",
+        reason: format!("distortion curve of component {component} is not finite: {values}"),
+    }
 }
 
 #[cfg(test)]

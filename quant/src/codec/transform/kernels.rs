@@ -488,20 +488,29 @@ impl MaskedWeights {
     pub fn score_gather(&self, codes: &[u8], ids: &[u32], out: &mut [f32]) {
         assert_eq!(ids.len(), out.len(), "masked weights: one output per id");
         let len = self.code_len();
-        let code = |id: u32| &codes[id as usize * len..][..len];
+        self.score_each(|i| &codes[ids[i] as usize * len..][..len], out);
+    }
+
+    /// [`MaskedWeights::score`] of the first `out.len()` consecutive codes of
+    /// `codes`, as [`MaskedWeights::score_gather`] scores them (a flat scan).
+    /// Panics if `codes` holds fewer.
+    pub fn score_run(&self, codes: &[u8], out: &mut [f32]) {
+        let len = self.code_len();
+        self.score_each(|i| &codes[i * len..][..len], out);
+    }
+
+    /// Scores `code(i)` into `out[i]` for every `i`, four at a time where the
+    /// kernel allows.
+    #[inline]
+    fn score_each<'c>(&self, code: impl Fn(usize) -> &'c [u8], out: &mut [f32]) {
         let mut i = 0;
         #[cfg(target_arch = "x86_64")]
-        if self.planes == 1 && masked_weights_fast() && len >= 8 {
-            while i + 4 <= ids.len() {
-                let four = [
-                    code(ids[i]),
-                    code(ids[i + 1]),
-                    code(ids[i + 2]),
-                    code(ids[i + 3]),
-                ];
+        if self.planes == 1 && masked_weights_fast() && self.code_len() >= 8 {
+            while i + 4 <= out.len() {
+                let four = [code(i), code(i + 1), code(i + 2), code(i + 3)];
                 // SAFETY: AVX-512 F, BW and VNNI were detected at run time; each
-                // code is `len` bytes (sliced above) and the digits are one plane
-                // of 8 len bytes.
+                // code is `code_len` bytes (the callers slice them so) and the
+                // digits are one plane of 8 code_len bytes.
                 let sums = unsafe { masked_sum4_vnni(four, &self.digits) };
                 for (o, s) in out[i..i + 4].iter_mut().zip(sums) {
                     *o = self.step * s as f32;
@@ -509,8 +518,8 @@ impl MaskedWeights {
                 i += 4;
             }
         }
-        for (&id, o) in ids[i..].iter().zip(out[i..].iter_mut()) {
-            *o = self.score(code(id));
+        for (j, o) in out.iter_mut().enumerate().skip(i) {
+            *o = self.score(code(j));
         }
     }
 
@@ -780,6 +789,9 @@ mod tests {
                 let mut gathered = [0f32; 7];
                 masked.score_gather(&copies, &ids, &mut gathered);
                 prop_assert!(gathered.iter().all(|&g| g == masked.score(&code)));
+                let mut run = [0f32; 5];
+                masked.score_run(&copies, &mut run);
+                prop_assert!(run.iter().all(|&g| g == masked.score(&code)));
                 prop_assert_eq!(i64::from(masked.sum(&code)), masked_sum_scalar(&code, masked.weights()));
                 prop_assert_eq!(
                     i64::from(masked_sum_portable(&code, masked.weights())),

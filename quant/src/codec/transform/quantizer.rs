@@ -326,19 +326,9 @@ impl SortedColumn {
 
     /// Distortion curve of the uniform quantizers, with the quantizer at each width.
     pub fn uniform_curve(&self) -> (DistortionCurve, Vec<ComponentQuantizer>) {
-        let mut curve = [0.0; MAX_BITS as usize + 1];
-        curve[0] = self.variance();
-        let mut quantizers = vec![ComponentQuantizer::Constant {
-            value: self.mean() as f32,
-        }];
-        for bits in 1..=MAX_BITS {
-            let (q, mse) = self.fit_uniform(bits);
-            // A finer grid can always copy the coarser one's clip and do no worse; keep
-            // the curve monotone if the search landed slightly off.
-            curve[usize::from(bits)] = mse.min(curve[usize::from(bits) - 1]);
-            quantizers.push(q);
-        }
-        (curve, quantizers)
+        let mut ladder = UniformLadder::new(self, MAX_BITS);
+        let curve = std::array::from_fn(|b| ladder.distortion(b as u8));
+        (curve, ladder.quantizers)
     }
 
     /// The column merged onto a fine grid of at most `cells` cells over its range:
@@ -393,6 +383,54 @@ impl SortedColumn {
         let mut levels: Vec<f32> = km.centroids.iter().map(|&c| c as f32).collect();
         levels.dedup();
         Ok(ComponentQuantizer::Kmeans { bits, levels })
+    }
+}
+
+/// A column's uniform quantizers fitted width by width, as far as someone asks:
+/// a bit allocation needs the 5- to 8-bit fits (the costly ones, with up to 256
+/// cells) only for the few components that get near them.
+#[derive(Debug)]
+pub struct UniformLadder<'a> {
+    column: &'a SortedColumn,
+    /// Distortion at `0..curve.len()` bits, kept non-increasing.
+    curve: Vec<f64>,
+    /// The quantizer at each fitted width (a constant at zero bits).
+    quantizers: Vec<ComponentQuantizer>,
+}
+
+impl<'a> UniformLadder<'a> {
+    /// The ladder of `column` fitted up to `bits` (at most [`MAX_BITS`]).
+    pub fn new(column: &'a SortedColumn, bits: u8) -> UniformLadder<'a> {
+        let mut ladder = UniformLadder {
+            column,
+            curve: vec![column.variance()],
+            quantizers: vec![ComponentQuantizer::Constant {
+                value: column.mean() as f32,
+            }],
+        };
+        ladder.distortion(bits);
+        ladder
+    }
+
+    /// The distortion at `bits` (clamped to [`MAX_BITS`]), fitting the widths up
+    /// to it first. A finer grid can always copy the coarser one's clip and do no
+    /// worse, so the curve is kept non-increasing where the clip search landed
+    /// slightly off.
+    pub fn distortion(&mut self, bits: u8) -> f64 {
+        let bits = usize::from(bits.min(MAX_BITS));
+        while self.curve.len() <= bits {
+            let (q, mse) = self.column.fit_uniform(self.curve.len() as u8);
+            let last = self.curve[self.curve.len() - 1];
+            self.curve.push(mse.min(last));
+            self.quantizers.push(q);
+        }
+        self.curve[bits]
+    }
+
+    /// The quantizer at `bits`, fitting it first if needed.
+    pub fn into_quantizer(mut self, bits: u8) -> ComponentQuantizer {
+        self.distortion(bits);
+        self.quantizers.swap_remove(usize::from(bits.min(MAX_BITS)))
     }
 }
 

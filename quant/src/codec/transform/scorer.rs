@@ -289,6 +289,19 @@ impl Scorer for FoldedScorer<'_> {
         }
     }
 
+    fn coarse_batch(&self, codes: &[u8], out: &mut [f32]) {
+        match &self.terms {
+            Terms::Masked { coarse, .. } => {
+                coarse.score_run(codes, out);
+                for o in out.iter_mut() {
+                    *o += self.constant;
+                }
+            }
+            // Without masked weights the coarse score is the precise one.
+            _ => self.score_batch(codes, out),
+        }
+    }
+
     fn coarse_error(&self) -> f32 {
         match &self.terms {
             Terms::Masked { coarse, query, .. } => {

@@ -23,6 +23,36 @@ fn close(a: f32, b: f32, scale: f32) -> bool {
     (a - b).abs() <= 2e-4 * scale.max(1.0)
 }
 
+/// Fitting the uniform quantizers as the allocation asks for them gives the codec
+/// that fitting every width up front gives: the same widths and quantizers.
+#[test]
+fn lazy_uniform_fit_equals_the_eager_fit() {
+    for (dim, bytes, seed) in [
+        (7, 5, 1),
+        (65, 17, 2),
+        (65, 60, 3),
+        (129, 16, 4),
+        (129, 120, 5),
+    ] {
+        let (codec, data) = fit(400, dim, bytes, ScalarQuantizer::Uniform, seed);
+        let pca = Pca::fit(&data, dim, dim).expect("pca");
+        let projected = pca.transform(&data).expect("transform");
+        let (curves, mut fitted): (Vec<DistortionCurve>, Vec<Vec<ComponentQuantizer>>) = (0..dim)
+            .map(|j| {
+                SortedColumn::new(projected.iter().skip(j).step_by(dim).copied()).uniform_curve()
+            })
+            .unzip();
+        let widths = allocate_bits(&curves, bytes * 8).expect("alloc");
+        let eager: Vec<ComponentQuantizer> = fitted
+            .iter_mut()
+            .zip(&widths)
+            .map(|(qs, &w)| qs[usize::from(w)].clone())
+            .collect();
+        assert_eq!(codec.widths(), widths, "dim {dim}, bytes {bytes}");
+        assert_eq!(codec.quantizers(), &eager[..], "dim {dim}, bytes {bytes}");
+    }
+}
+
 #[test]
 fn allocation_spends_the_budget_exactly_in_ordered_blocks() {
     for (dim, bytes) in [(7, 1), (7, 5), (65, 17), (129, 40)] {
@@ -193,7 +223,10 @@ proptest! {
             let slow = codec.reference_scorer(query, metric);
             let mut batch = vec![0f32; 16];
             fast.score_batch(&codes, &mut batch);
-            for (code, b) in codes.chunks_exact(bytes).zip(&batch) {
+            let mut coarse = vec![0f32; 16];
+            fast.coarse_batch(&codes, &mut coarse);
+            for ((code, b), cb) in codes.chunks_exact(bytes).zip(&batch).zip(&coarse) {
+                prop_assert_eq!(fast.coarse(code), *cb);
                 let (f, s) = (fast.score(code), slow.score(code));
                 // The byte tables round each entry to half a u16 step by design.
                 let rounding = fast.max_error();
