@@ -66,10 +66,60 @@ pub struct TransformCodec {
     /// score's constant is the query's inner product with it, so a scorer rotates
     /// the query only onto the components that have bits (derived, not stored).
     fixed_direction: Vec<f32>,
-    /// The rows of the components that have bits, in slot order, as f16: the
-    /// graph walk's coarse scorer rotates the query with these (half the bytes
-    /// of the f32 rows it would otherwise stream per query; derived, not stored).
-    slot_rows_f16: Vec<half::f16>,
+    /// The rows of the components that have bits, in slot order, as `i8` with
+    /// one scale per row: the graph walk's coarse scorer rotates an `i8` copy of
+    /// the query with these, exact integer dot products on a quarter of the f32
+    /// rows' bytes (derived, not stored).
+    slot_rows: Box<SlotRowsI8>,
+}
+
+/// Rows as `i8` codes, `row ~ scale * code`, with what the rounding bound needs.
+#[derive(Debug, Clone)]
+struct SlotRowsI8 {
+    dim: usize,
+    codes: Vec<i8>,
+    /// `max |row| / 127` per row.
+    scales: Vec<f32>,
+    /// `scale * sum |code|` per row: the rounded row's L1 norm.
+    l1: Vec<f32>,
+}
+
+impl SlotRowsI8 {
+    fn new<'r>(rows: impl Iterator<Item = &'r [f32]>, dim: usize) -> SlotRowsI8 {
+        let (mut codes, mut scales, mut l1) = (Vec::new(), Vec::new(), Vec::new());
+        for row in rows {
+            let (scale, start) = (quantize_i8(row, &mut codes), codes.len() - row.len());
+            let sum: i32 = codes[start..].iter().map(|&c| i32::from(c).abs()).sum();
+            scales.push(scale);
+            l1.push(scale * sum as f32);
+        }
+        SlotRowsI8 {
+            dim,
+            codes,
+            scales,
+            l1,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.scales.len()
+    }
+
+    fn row(&self, t: usize) -> &[i8] {
+        &self.codes[t * self.dim..][..self.dim]
+    }
+}
+
+/// Appends `x` rounded to `i8` steps of `max |x| / 127` to `out`; returns the step.
+fn quantize_i8(x: &[f32], out: &mut Vec<i8>) -> f32 {
+    let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = max / 127.0;
+    let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
+    out.extend(
+        x.iter()
+            .map(|&v| (v * inv).round().clamp(-127.0, 127.0) as i8),
+    );
+    scale
 }
 
 /// The serialized form of [`TransformCodec`].
@@ -149,12 +199,10 @@ impl TryFrom<TransformParams> for TransformCodec {
                 }
             }
         }
-        let slot_rows_f16 = layout
-            .order()
-            .iter()
-            .flat_map(|&j| p.pca.component(j as usize).iter().copied())
-            .map(half::f16::from_f32)
-            .collect();
+        let slot_rows = Box::new(SlotRowsI8::new(
+            layout.order().iter().map(|&j| p.pca.component(j as usize)),
+            dim,
+        ));
         Ok(TransformCodec {
             bytes: p.bytes,
             quantizer: p.quantizer,
@@ -162,7 +210,7 @@ impl TryFrom<TransformParams> for TransformCodec {
             quantizers: p.quantizers,
             layout,
             fixed_direction,
-            slot_rows_f16,
+            slot_rows,
         })
     }
 }

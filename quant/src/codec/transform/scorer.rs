@@ -17,15 +17,15 @@
 //! unpacking any component: with AVX-512 by [`MaskedWeights`] (one masked add per
 //! sixteen bits), otherwise by [`ByteTables`] (one lookup per code byte).
 
-use super::TransformCodec;
 use super::kernels::{
     ByteTables, MaskedWeights, bit_weights, masked_weights_fast, quadratic_score, table_offsets,
     table_score,
 };
 use super::layout::Layout;
 use super::quantizer::ComponentQuantizer;
+use super::{TransformCodec, quantize_i8};
 use crate::codec::Scorer;
-use crate::kernels::{dot_f16, dot_f32};
+use crate::kernels::{dot_f32, dot_i8};
 use crate::metric::Metric;
 use std::sync::OnceLock;
 
@@ -90,11 +90,11 @@ impl<'a> FoldedScorer<'a> {
         let layout = &codec.layout;
         if !l2 && masked_weights_fast() && affine_slots(codec).is_some() {
             let q = metric.prepare_query(query);
-            let dim = codec.pca.dim();
-            let coords: Vec<f32> = codec
-                .slot_rows_f16
-                .chunks_exact(dim)
-                .map(|row| dot_f16(&q, row))
+            let rows = &codec.slot_rows;
+            let mut q8 = Vec::with_capacity(q.len());
+            let q_scale = quantize_i8(&q, &mut q8);
+            let coords: Vec<f32> = (0..rows.len())
+                .map(|t| rows.scales[t] * q_scale * dot_i8(&q8, rows.row(t)) as f32)
                 .collect();
             let (u, constant) = dot_terms(codec, &q, &coords);
             return FoldedScorer {
@@ -226,28 +226,33 @@ impl FoldedScorer<'_> {
         }))
     }
 
-    /// How far the f16 rotation can move the coarse score from the f32 one: each
-    /// coordinate by at most `2^-11 |q|` (f16 rounds every row entry to 2^-11 of
-    /// itself, or by 2^-25 when subnormal; rows have unit length) plus both dot
-    /// products' float rounding, times what a coordinate can weigh in a score,
-    /// `|base_t| + s_t (2^w_t - 1)`.
+    /// How far the `i8` rotation can move the coarse score from the f32 one.
+    /// With row `r = a R + e` (`|e_i| <= a / 2`) and query `q = b Q + d`
+    /// (`|d_i| <= b / 2`), `r . q - a b (R . Q) = e . q + a R . d`, so a
+    /// coordinate moves by at most `a |q|_1 / 2 + b a |R|_1 / 2`, plus the f32
+    /// dot product's own rounding (`4 dim eps |q|`, rows of unit length); times
+    /// what the coordinate can weigh in a score, `|base_t| + s_t (2^w_t - 1)`.
     fn rotation_bound(&self, query: &[f32]) -> f32 {
         let codec = self.codec;
+        let rows = &codec.slot_rows;
         let dim = codec.pca.dim() as f32;
+        let l1: f32 = query.iter().map(|x| x.abs()).sum();
+        let q_scale = query.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
         let norm = query.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let per_coord =
-            norm * (2f32.powi(-11) + 2f32.powi(-25) * dim.sqrt() + 4.0 * dim * f32::EPSILON);
-        let weigh: f32 = codec
+        let float = 4.0 * dim * f32::EPSILON * norm;
+        codec
             .layout
             .order()
             .iter()
             .zip(codec.layout.widths())
-            .map(|(&j, &w)| {
+            .enumerate()
+            .map(|(t, (&j, &w))| {
                 let (base, s) = codec.quantizers[j as usize].affine().unwrap_or((0.0, 0.0));
-                base.abs() + s * ((1u32 << w) - 1) as f32
+                let coord = 0.5 * rows.scales[t] * l1 + 0.5 * q_scale * rows.l1[t] + float;
+                // The product of the three factors rounds too (a few ulps).
+                coord * (1.0 + 8.0 * f32::EPSILON) * (base.abs() + s * ((1u32 << w) - 1) as f32)
             })
-            .sum();
-        per_coord * weigh
+            .sum()
     }
 }
 
