@@ -2,11 +2,18 @@
 //! crosses PCIe compressed, the weights are rebuilt by the kernels of
 //! `octet_quant::gpu`) and compare with the CPU reference: per-tensor max abs error,
 //! rebuild times, bytes transferred, and a llama forward pass (candle-transformers)
-//! on both devices. With `--bench`, also times the fused BitStack kernel on a
-//! synthetic 4096 x 11008 matrix with 16 blocks of rank 16.
+//! on both devices. With `--synthetic`, also loads every budget of a small checkpoint
+//! holding every encoding (every refinement step of scaled, nested and rescaled nested
+//! palettes, which a carried model prefix holds only the first of). With `--bench`,
+//! also times the fused BitStack kernel on a synthetic 4096 x 11008 matrix with 16
+//! blocks of rank 16.
+//!
+//! It is a test: the report is written in full, then the command fails if any GPU
+//! tensor differs from the CPU rebuild by more than `--tolerance` times the tensor's
+//! largest magnitude (at least 1), or a forward pass picks another token.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -20,11 +27,12 @@ use octet_quant::candle_load::load_budget;
 use octet_quant::checkpoint::{
     BlockOrdering, Budget, BudgetLimit, CheckpointWriter, MappedCheckpoint, MetaEntry, Reader,
 };
-use octet_quant::gpu::load_budget_cuda;
+use octet_quant::gpu::{GpuLoadedWeights, load_budget_cuda};
 use octet_tools::model::LlamaConfig;
 use serde::Serialize;
 
 use super::size::ByteSize;
+use super::synthetic;
 
 /// Arguments of `octet weights gpu-check`.
 #[derive(Debug, Args)]
@@ -34,6 +42,14 @@ pub struct GpuCheckArgs {
     /// Byte budgets to load, comma separated (30MB,40MB,...).
     #[arg(long, value_delimiter = ',', required = true)]
     budgets: Vec<ByteSize>,
+    /// Largest accepted |GPU - CPU| of a tensor, relative to its largest magnitude
+    /// (at least 1). Lookups and copies are bit-identical by design; BitStack sums its
+    /// dot products in another order.
+    #[arg(long, default_value_t = 1e-5)]
+    tolerance: f32,
+    /// Also load every budget of a small synthetic checkpoint holding every encoding.
+    #[arg(long)]
+    synthetic: bool,
     /// Tokens of the forward pass.
     #[arg(long, default_value_t = 8)]
     tokens: usize,
@@ -61,8 +77,24 @@ struct BudgetReport {
     f32_bytes_equivalent: u64,
     max_abs_error: f32,
     worst_tensor: String,
+    tensors: usize,
+    bit_identical_tensors: usize,
+    failed_tensors: Vec<String>,
     per_tensor_max_abs_error: Vec<(String, f32)>,
     forward: Option<ForwardReport>,
+}
+
+/// One budget of the synthetic checkpoint.
+#[derive(Debug, Serialize)]
+struct SyntheticReport {
+    n_blocks: usize,
+    /// Loaded steps or blocks per tensor with any, by name.
+    blocks_per_tensor: Vec<(String, u32)>,
+    max_abs_error: f32,
+    worst_tensor: String,
+    tensors: usize,
+    bit_identical_tensors: usize,
+    failed_tensors: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -89,16 +121,81 @@ struct BenchReport {
 struct Report {
     device: String,
     file: String,
+    tolerance: f32,
+    passed: bool,
+    failures: Vec<String>,
     budgets: Vec<BudgetReport>,
+    synthetic: Vec<SyntheticReport>,
     bench: Option<BenchReport>,
+}
+
+/// How the GPU rebuild of one budget compares with the CPU's, tensor by tensor.
+#[derive(Debug, Default)]
+struct Comparison {
+    /// Max |GPU - CPU| per tensor, largest first.
+    per_tensor: Vec<(String, f32)>,
+    bit_identical: usize,
+    /// Tensors beyond the tolerance.
+    failed: Vec<String>,
+}
+
+impl Comparison {
+    fn worst(&self) -> (String, f32) {
+        self.per_tensor.first().cloned().unwrap_or_default()
+    }
+}
+
+/// Compares every tensor `cpu` holds with its GPU rebuild in `gpu`.
+fn compare(
+    cpu: &HashMap<String, Tensor>,
+    gpu: &GpuLoadedWeights,
+    tolerance: f32,
+) -> Result<Comparison> {
+    let mut c = Comparison::default();
+    for (name, ct) in cpu {
+        let gt = gpu
+            .tensors
+            .get(name)
+            .with_context(|| format!("GPU load lacks `{name}`"))?;
+        if !gt.device().is_cuda() {
+            bail!("`{name}` is not on the GPU");
+        }
+        let (g, h) = (host_values(gt)?, host_values(ct)?);
+        if g.len() != h.len() {
+            bail!(
+                "`{name}`: {} values on the GPU, {} on the CPU",
+                g.len(),
+                h.len()
+            );
+        }
+        let err = max_abs_diff(&g, &h);
+        let scale = h.iter().fold(1f32, |m, x| m.max(x.abs()));
+        if g.iter().zip(&h).all(|(a, b)| a.to_bits() == b.to_bits()) {
+            c.bit_identical += 1;
+        } else {
+            // False for NaN too.
+            let within = err <= tolerance * scale;
+            if !within {
+                c.failed.push(name.clone());
+            }
+        }
+        c.per_tensor.push((name.clone(), err));
+    }
+    c.per_tensor.sort_by(|a, b| b.1.total_cmp(&a.1));
+    c.failed.sort();
+    Ok(c)
 }
 
 fn host_values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
+/// Largest |a - b|; NaN if any difference is NaN (`f32::max` would skip it).
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    a.iter().zip(b).fold(0f32, |m, (x, y)| {
+        let d = (x - y).abs();
+        if d > m || d.is_nan() { d } else { m }
+    })
 }
 
 fn llama_config(meta: &[MetaEntry]) -> Option<llama::Config> {
@@ -145,110 +242,69 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
     let cuda = candle_core::CudaDevice::new_with_stream(0).context("opening CUDA device 0")?;
     let gpu = Device::Cuda(cuda.clone());
     let ckpt = MappedCheckpoint::open(&args.file)?;
+    let mut failures = Vec::new();
     let mut budgets = Vec::new();
     for limit in &args.budgets {
-        let budget = Budget::fit(ckpt.reader()?.manifest(), BudgetLimit::Bytes(limit.0))?;
-        let prefix = ckpt.prefix(&budget)?;
-        let t = Instant::now();
-        let cpu = load_budget(prefix, &args.file, &budget, &Device::Cpu, DType::F32)?;
-        let cpu_rebuild_s = t.elapsed().as_secs_f64();
-        // The first load pays module loading (PTX JIT); the second is the steady state.
-        let t = Instant::now();
-        drop(load_budget_cuda(prefix, &args.file, &budget, &cuda)?);
-        let gpu_cold_total_s = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let g = load_budget_cuda(prefix, &args.file, &budget, &cuda)?;
-        let gpu_total_s = t.elapsed().as_secs_f64();
-        let mut per = Vec::new();
-        let mut numel = 0u64;
-        for (name, ct) in &cpu.tensors {
-            let gt = g
-                .tensors
-                .get(name)
-                .with_context(|| format!("GPU load lacks `{name}`"))?;
-            if !gt.device().is_cuda() {
-                bail!("`{name}` is not on the GPU");
+        let budget = Budget::fit(ckpt.reader()?.manifest(), BudgetLimit::Bytes(limit.0))
+            .with_context(|| format!("budget {limit} of {}", args.file.display()))?;
+        // A failing budget is reported with the others rather than ending the run.
+        let r = match check_budget(&args, &ckpt, &budget, limit.0, &cuda, &gpu) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("budget {}: error: {e:#}", limit.0);
+                failures.push(format!("budget {}: {e:#}", limit.0));
+                continue;
             }
-            numel += ct.elem_count() as u64;
-            per.push((
-                name.clone(),
-                max_abs_diff(&host_values(gt)?, &host_values(ct)?),
+        };
+        failures.extend(r.failed_tensors.iter().map(|t| {
+            format!(
+                "budget {}: `{t}` differs beyond the tolerance (max abs error {:.3e} over all tensors)",
+                limit.0, r.max_abs_error
+            )
+        }));
+        if let Some(f) = r.forward.as_ref().filter(|f| !f.same_argmax) {
+            failures.push(format!(
+                "budget {}: the GPU forward pass picks another token (max logit diff {:.3e})",
+                limit.0, f.max_abs_logit_diff
             ));
         }
-        per.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let (worst_tensor, max_abs_error) = per.first().cloned().unwrap_or_default();
-        let forward = match llama_config(&cpu.metadata) {
-            Some(cfg) => {
-                let vocab = cfg.vocab_size as u32;
-                let tokens: Vec<u32> = (0..args.tokens as u32)
-                    .map(|i| (1 + 997 * i) % vocab)
-                    .collect();
-                let lc = logits(&cfg, &cpu.tensors, &tokens, &Device::Cpu)?;
-                let lg = logits(&cfg, &g.tensors, &tokens, &gpu)?;
-                let argmax = |v: &[f32]| {
-                    v.iter()
-                        .enumerate()
-                        .max_by(|a, b| a.1.total_cmp(b.1))
-                        .map(|p| p.0)
-                };
-                Some(ForwardReport {
-                    tokens: tokens.len(),
-                    max_abs_logit_diff: max_abs_diff(&lc, &lg),
-                    max_abs_logit: lc.iter().fold(0f32, |m, x| m.max(x.abs())),
-                    same_argmax: argmax(&lc) == argmax(&lg),
-                })
-            }
-            None => None,
-        };
-        let r = BudgetReport {
-            limit_bytes: limit.0,
-            prefix_bytes: budget.prefix_len,
-            n_blocks: budget.n_blocks,
-            bits_per_weight: budget.bits_per_weight,
-            cpu_rebuild_s,
-            gpu_cold_total_s,
-            gpu_total_s,
-            gpu_plan_s: g.timings.plan_s,
-            gpu_upload_s: g.timings.upload_s,
-            gpu_rebuild_s: g.timings.rebuild_s,
-            bytes_uploaded: g.bytes_uploaded,
-            f32_bytes_equivalent: 4 * numel,
-            max_abs_error,
-            worst_tensor,
-            per_tensor_max_abs_error: per,
-            forward,
-        };
-        eprintln!(
-            "budget {}: prefix {} B, {} blocks, {:.3} bits/w | CPU rebuild {:.1} ms | GPU plan {:.1} ms, upload {:.2} ms ({} B), rebuild {:.3} ms, total {:.1} ms (cold {:.1} ms) | max abs err {:.3e} ({}) | logits diff {}",
-            limit.0,
-            r.prefix_bytes,
-            r.n_blocks,
-            r.bits_per_weight,
-            1e3 * cpu_rebuild_s,
-            1e3 * r.gpu_plan_s,
-            1e3 * r.gpu_upload_s,
-            r.bytes_uploaded,
-            1e3 * r.gpu_rebuild_s,
-            1e3 * gpu_total_s,
-            1e3 * gpu_cold_total_s,
-            r.max_abs_error,
-            r.worst_tensor,
-            r.forward.as_ref().map_or("n/a".into(), |f| format!(
-                "{:.3e} (max |logit| {:.2}, same argmax {})",
-                f.max_abs_logit_diff, f.max_abs_logit, f.same_argmax
-            )),
-        );
         budgets.push(r);
     }
+    let synthetic = if args.synthetic {
+        check_synthetic(&cuda, args.tolerance).unwrap_or_else(|e| {
+            eprintln!("synthetic: error: {e:#}");
+            failures.push(format!("synthetic: {e:#}"));
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
+    for r in &synthetic {
+        failures.extend(r.failed_tensors.iter().map(|t| {
+            format!(
+                "synthetic, {} blocks: `{t}` differs beyond the tolerance",
+                r.n_blocks
+            )
+        }));
+    }
     let bench = if args.bench {
-        Some(bench(&cuda)?)
+        bench(&cuda)
+            .map_err(|e| {
+                eprintln!("bench: error: {e:#}");
+                failures.push(format!("bench: {e:#}"));
+            })
+            .ok()
     } else {
         None
     };
     let report = Report {
         device: format!("{:?}", gpu.location()),
         file: args.file.display().to_string(),
+        tolerance: args.tolerance,
+        passed: failures.is_empty(),
+        failures,
         budgets,
+        synthetic,
         bench,
     };
     let json = serde_json::to_string_pretty(&report)?;
@@ -256,7 +312,160 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
     if let Some(p) = &args.json {
         std::fs::write(p, &json).with_context(|| format!("writing {}", p.display()))?;
     }
+    if !report.passed {
+        bail!(
+            "GPU check failed ({} problem(s)):\n  {}",
+            report.failures.len(),
+            report.failures.join("\n  ")
+        );
+    }
+    eprintln!(
+        "GPU check passed: {} budget(s) of {}, {} synthetic budget(s), tolerance {:e}",
+        report.budgets.len(),
+        report.file,
+        report.synthetic.len(),
+        args.tolerance
+    );
     Ok(())
+}
+
+/// Loads `budget` of the real file on both devices and compares them.
+fn check_budget(
+    args: &GpuCheckArgs,
+    ckpt: &MappedCheckpoint,
+    budget: &Budget,
+    limit: u64,
+    cuda: &candle_core::CudaDevice,
+    gpu: &Device,
+) -> Result<BudgetReport> {
+    let prefix = ckpt.prefix(budget)?;
+    let t = Instant::now();
+    let cpu = load_budget(prefix, &args.file, budget, &Device::Cpu, DType::F32)?;
+    let cpu_rebuild_s = t.elapsed().as_secs_f64();
+    // The first load pays module loading (PTX JIT); the second is the steady state.
+    let t = Instant::now();
+    drop(load_budget_cuda(prefix, &args.file, budget, cuda)?);
+    let gpu_cold_total_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let g = load_budget_cuda(prefix, &args.file, budget, cuda)?;
+    let gpu_total_s = t.elapsed().as_secs_f64();
+    let cmp = compare(&cpu.tensors, &g, args.tolerance)?;
+    let numel: u64 = cpu.tensors.values().map(|t| t.elem_count() as u64).sum();
+    let (worst_tensor, max_abs_error) = cmp.worst();
+    let forward = match llama_config(&cpu.metadata) {
+        Some(cfg) => {
+            let vocab = cfg.vocab_size as u32;
+            let tokens: Vec<u32> = (0..args.tokens as u32)
+                .map(|i| (1 + 997 * i) % vocab)
+                .collect();
+            let lc = logits(&cfg, &cpu.tensors, &tokens, &Device::Cpu)?;
+            let lg = logits(&cfg, &g.tensors, &tokens, gpu)?;
+            let argmax = |v: &[f32]| {
+                v.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|p| p.0)
+            };
+            Some(ForwardReport {
+                tokens: tokens.len(),
+                max_abs_logit_diff: max_abs_diff(&lc, &lg),
+                max_abs_logit: lc.iter().fold(0f32, |m, x| m.max(x.abs())),
+                same_argmax: argmax(&lc) == argmax(&lg),
+            })
+        }
+        None => None,
+    };
+    let r = BudgetReport {
+        limit_bytes: limit,
+        prefix_bytes: budget.prefix_len,
+        n_blocks: budget.n_blocks,
+        bits_per_weight: budget.bits_per_weight,
+        cpu_rebuild_s,
+        gpu_cold_total_s,
+        gpu_total_s,
+        gpu_plan_s: g.timings.plan_s,
+        gpu_upload_s: g.timings.upload_s,
+        gpu_rebuild_s: g.timings.rebuild_s,
+        bytes_uploaded: g.bytes_uploaded,
+        f32_bytes_equivalent: 4 * numel,
+        max_abs_error,
+        worst_tensor,
+        tensors: cmp.per_tensor.len(),
+        bit_identical_tensors: cmp.bit_identical,
+        failed_tensors: cmp.failed,
+        per_tensor_max_abs_error: cmp.per_tensor,
+        forward,
+    };
+    eprintln!(
+        "budget {limit}: prefix {} B, {} blocks, {:.3} bits/w | CPU rebuild {:.1} ms | GPU plan {:.1} ms, upload {:.2} ms ({} B), rebuild {:.3} ms, total {:.1} ms (cold {:.1} ms) | max abs err {:.3e} ({}), {}/{} tensors bit-identical, {} beyond tolerance | logits diff {}",
+        r.prefix_bytes,
+        r.n_blocks,
+        r.bits_per_weight,
+        1e3 * cpu_rebuild_s,
+        1e3 * r.gpu_plan_s,
+        1e3 * r.gpu_upload_s,
+        r.bytes_uploaded,
+        1e3 * r.gpu_rebuild_s,
+        1e3 * gpu_total_s,
+        1e3 * gpu_cold_total_s,
+        r.max_abs_error,
+        r.worst_tensor,
+        r.bit_identical_tensors,
+        r.tensors,
+        r.failed_tensors.len(),
+        r.forward.as_ref().map_or("n/a".into(), |f| format!(
+            "{:.3e} (max |logit| {:.2}, same argmax {})",
+            f.max_abs_logit_diff, f.max_abs_logit, f.same_argmax
+        )),
+    );
+    Ok(r)
+}
+
+/// Every budget of [`synthetic::every_encoding`] on both devices: every refinement
+/// step of every kind of palette, BitStack blocks, and the odd shapes' edges.
+fn check_synthetic(cuda: &candle_core::CudaDevice, tolerance: f32) -> Result<Vec<SyntheticReport>> {
+    let bytes = synthetic::every_encoding().context("building the synthetic checkpoint")?;
+    let src = Path::new("<synthetic>");
+    let m = Reader::with_source(&bytes, src)?.manifest().clone();
+    let mut out = Vec::new();
+    for n in m.min_blocks as usize..=m.block_order.len() {
+        let budget = Budget::fit(&m, BudgetLimit::Blocks(n))?;
+        let prefix = budget.prefix_of(&bytes, src)?;
+        let cpu = load_budget(prefix, src, &budget, &Device::Cpu, DType::F32)?;
+        let g = load_budget_cuda(prefix, src, &budget, cuda)?;
+        let cmp = compare(&cpu.tensors, &g, tolerance)?;
+        let (worst_tensor, max_abs_error) = cmp.worst();
+        let blocks_per_tensor = m
+            .tensors
+            .iter()
+            .zip(&budget.blocks_per_matrix)
+            .filter(|(e, _)| e.encoding.has_blocks())
+            .map(|(e, &k)| (e.name.clone(), k))
+            .collect();
+        out.push(SyntheticReport {
+            n_blocks: n,
+            blocks_per_tensor,
+            max_abs_error,
+            worst_tensor,
+            tensors: cmp.per_tensor.len(),
+            bit_identical_tensors: cmp.bit_identical,
+            failed_tensors: cmp.failed,
+        });
+    }
+    let worst = out
+        .iter()
+        .map(|r| r.max_abs_error)
+        .fold(0f32, |m, e| if e > m || e.is_nan() { e } else { m });
+    eprintln!(
+        "synthetic: {} budgets ({} to {} blocks), every encoding; max abs err {worst:.3e}; {} of {} tensor loads bit-identical, {} beyond tolerance",
+        out.len(),
+        m.min_blocks,
+        m.block_order.len(),
+        out.iter().map(|r| r.bit_identical_tensors).sum::<usize>(),
+        out.iter().map(|r| r.tensors).sum::<usize>(),
+        out.iter().map(|r| r.failed_tensors.len()).sum::<usize>(),
+    );
+    Ok(out)
 }
 
 /// The fused kernel on the reference shape: random signs and factors (the

@@ -29,6 +29,9 @@ pub mod size;
 pub mod stack;
 pub mod sweep;
 pub mod sweep_plot;
+// Used by `gpu-check --synthetic` and the repack tests.
+#[cfg(any(test, feature = "cuda"))]
+pub mod synthetic;
 
 /// Arguments of `octet weights`.
 #[derive(Debug, Args)]
