@@ -1,7 +1,7 @@
 //! Output buffers for rebuilt tensors.
 //!
-//! A budget's rebuilt weights are f32, four to sixteen times the bytes of the file
-//! prefix they come from, so with 4 KiB pages faulting them in (one fault and one page
+//! A budget's rebuilt weights are f32 (or f16/bf16, [`crate::dest`]), two to
+//! sixteen times the bytes of the file prefix they come from, so with 4 KiB pages faulting them in (one fault and one page
 //! clear per 4 KiB) costs about as much as decoding them. On Linux, buffers of
 //! [`HUGE_MIN`] bytes or more are advised to use transparent huge pages
 //! (`MADV_HUGEPAGE`, what numpy does for large arrays), 512 times fewer faults where
@@ -12,13 +12,20 @@ const HUGE_MIN: usize = 2 << 20;
 
 /// `n` zeros, advised to be backed by huge pages when large (see the module doc).
 pub(crate) fn zeroed_f32(n: usize) -> Vec<f32> {
-    let v = vec![0f32; n];
+    zeroed(n)
+}
+
+/// `n` zeros of any plain element type, advised as [`zeroed_f32`]. The memory comes
+/// from a zeroed allocation (fresh pages the kernel clears on first touch, by the
+/// thread that writes them), never from a pass writing zeros.
+pub(crate) fn zeroed<T: bytemuck::Zeroable>(n: usize) -> Vec<T> {
+    let v = bytemuck::zeroed_vec(n);
     advise_huge(&v);
     v
 }
 
 #[cfg(target_os = "linux")]
-fn advise_huge(v: &[f32]) {
+fn advise_huge<T>(v: &[T]) {
     const PAGE: usize = 4096;
     let bytes = std::mem::size_of_val(v);
     if bytes < HUGE_MIN {
@@ -39,7 +46,7 @@ fn advise_huge(v: &[f32]) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge(_: &[f32]) {}
+fn advise_huge<T>(_: &[T]) {}
 
 #[cfg(test)]
 mod tests {
@@ -51,6 +58,8 @@ mod tests {
             assert!(v.iter().all(|&x| x == 0.0));
             v.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32);
             assert!(v.iter().enumerate().all(|(i, &x)| x == i as f32));
+            let h = super::zeroed::<half::f16>(n);
+            assert!(h.iter().all(|x| x.to_bits() == 0));
         }
     }
 }

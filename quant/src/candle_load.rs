@@ -22,10 +22,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, WithDType};
+use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::checkpoint::{Budget, MetaEntry, Reader};
+use crate::dest::Element;
 use crate::error::{QuantError, Result};
 
 // Where they lived before the split; kept so `candle_load::{BudgetLimit, ...}` still works.
@@ -34,8 +36,8 @@ pub use crate::checkpoint::{BudgetLimit, MappedCheckpoint};
 /// What [`MappedCheckpoint::load`] returns.
 #[derive(Debug)]
 pub struct LoadedWeights {
-    /// Every tensor of the checkpoint, rebuilt at the budget, by name. Loaded as f32
-    /// on the CPU they are views of one buffer (freed with the last of them), so
+    /// Every tensor of the checkpoint, rebuilt at the budget, by name. Loaded as f32,
+    /// f16 or bf16 on the CPU they are views of one buffer (freed with the last of them), so
     /// `to_device` on one would copy the whole buffer: load on the target device
     /// instead, or `copy()` the tensor first.
     pub tensors: HashMap<String, Tensor>,
@@ -52,8 +54,11 @@ impl MappedCheckpoint {
         self.load_as(limit, device, DType::F32)
     }
 
-    /// [`MappedCheckpoint::load`] with the tensors converted to `dtype` (rebuilding
-    /// happens in f32 on the host; the conversion on `device`).
+    /// [`MappedCheckpoint::load`] with the tensors as `dtype`. On the CPU, f32, f16
+    /// and bf16 are rebuilt straight into one buffer of that type, each value
+    /// rounded to nearest even from the f32 decode (the bits of loading as f32 and
+    /// calling `to_dtype`, at half the memory to materialise for the 2-byte types);
+    /// otherwise rebuilding happens in f32 on the host and the conversion on `device`.
     pub fn load_as(
         &self,
         limit: BudgetLimit,
@@ -77,9 +82,14 @@ pub fn load_budget(
 ) -> Result<LoadedWeights> {
     let reader = Reader::with_source(prefix, source)?;
     let m = reader.manifest();
-    if device.is_cpu() && dtype == DType::F32 {
+    if device.is_cpu() && matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        let tensors = match dtype {
+            DType::F16 => rebuild_in_one_buffer::<f16>(&reader, budget, prefix.len())?,
+            DType::BF16 => rebuild_in_one_buffer::<bf16>(&reader, budget, prefix.len())?,
+            _ => rebuild_in_one_buffer::<f32>(&reader, budget, prefix.len())?,
+        };
         return Ok(LoadedWeights {
-            tensors: rebuild_in_one_buffer(&reader, budget, prefix.len())?,
+            tensors,
             budget: budget.clone(),
             metadata: m.metadata.clone(),
         });
@@ -107,14 +117,15 @@ pub fn load_budget(
     })
 }
 
-/// Every tensor rebuilt in place into one f32 buffer on the CPU, handed out as views
-/// of it: one allocation advised to use huge pages ([`crate::buffer`]) instead of one
-/// per tensor, whose 4 KiB page faults cost as much as the decoding.
+/// Every tensor rebuilt in place into one buffer of `T` (f32, f16 or bf16) on the
+/// CPU, handed out as views of it: one allocation advised to use huge pages
+/// ([`crate::buffer`]) instead of one per tensor, whose 4 KiB page faults cost as
+/// much as the decoding.
 /// `available` is the bytes the reader holds: no encoding stores under one bit per
 /// weight, so a file whose budget claims more than 8 weights per byte is refused
 /// before the buffer is allocated (the sections are checksummed only as each tensor
 /// is rebuilt).
-fn rebuild_in_one_buffer(
+fn rebuild_in_one_buffer<T: Element + WithDType>(
     reader: &Reader<'_>,
     budget: &Budget,
     available: usize,
@@ -136,7 +147,7 @@ fn rebuild_in_one_buffer(
         .try_fold(0usize, |a, &n| a.checked_add(n))
         .filter(|&n| n <= available.saturating_mul(8))
         .ok_or_else(too_big)?;
-    let mut all = crate::buffer::zeroed_f32(total);
+    let mut all = crate::buffer::zeroed::<T>(total);
     let mut parts = Vec::with_capacity(sizes.len());
     let mut rest = all.as_mut_slice();
     for &n in &sizes {
@@ -147,7 +158,7 @@ fn rebuild_in_one_buffer(
     parts
         .into_par_iter()
         .enumerate()
-        .try_for_each(|(t, out)| reader.rebuild_index_into(t, budget, out))?;
+        .try_for_each(|(t, out)| reader.rebuild_index_into(t, budget, T::out(out)))?;
     let all = Tensor::from_vec(all, total, &Device::Cpu)?;
     let mut tensors = HashMap::with_capacity(sizes.len());
     let mut offset = 0;
@@ -211,9 +222,29 @@ mod tests {
             .expect("f32 tensor")
     }
 
+    /// The bits of an f16 or bf16 tensor, flattened.
+    fn two_byte_bits(t: &Tensor) -> Vec<u16> {
+        let t = t.flatten_all().expect("flattens");
+        match t.dtype() {
+            DType::F16 => t
+                .to_vec1::<f16>()
+                .expect("f16")
+                .iter()
+                .map(|x| x.to_bits())
+                .collect(),
+            _ => t
+                .to_vec1::<bf16>()
+                .expect("bf16")
+                .iter()
+                .map(|x| x.to_bits())
+                .collect(),
+        }
+    }
+
     /// The CPU load (views of one buffer, encodings rebuilt in place) gives the
     /// reader's own rebuild, to the bit, for every encoding at every budget; so does
-    /// the per-tensor path other dtypes take.
+    /// the per-tensor path other dtypes take; loaded straight as f16 or bf16 it
+    /// gives the bits of that rebuild converted by candle's `to_dtype`.
     #[test]
     fn one_buffer_views_equal_the_reader_at_every_budget() {
         let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -226,6 +257,10 @@ mod tests {
                     load_budget(&bytes, src, &budget, &Device::Cpu, DType::F32).expect("loads");
                 let each =
                     load_budget(&bytes, src, &budget, &Device::Cpu, DType::F64).expect("loads");
+                let half =
+                    load_budget(&bytes, src, &budget, &Device::Cpu, DType::F16).expect("loads");
+                let brain =
+                    load_budget(&bytes, src, &budget, &Device::Cpu, DType::BF16).expect("loads");
                 assert_eq!(one.tensors.len(), m.tensors.len());
                 for (t, e) in m.tensors.iter().enumerate() {
                     let want = reader.rebuild_index(t, &budget).expect("rebuilds");
@@ -237,8 +272,21 @@ mod tests {
                         .flatten_all()
                         .and_then(|t| t.to_vec1())
                         .expect("f64 tensor");
-                    let want: Vec<f64> = want.iter().map(|&x| f64::from(x)).collect();
-                    assert_eq!(wide, want, "{} at {n}", e.name);
+                    let via_f32 =
+                        Tensor::from_vec(want.clone(), want.len(), &Device::Cpu).expect("tensor");
+                    let want64: Vec<f64> = want.iter().map(|&x| f64::from(x)).collect();
+                    assert_eq!(wide, want64, "{} at {n}", e.name);
+                    for (dtype, loaded) in [(DType::F16, &half), (DType::BF16, &brain)] {
+                        let got = &loaded.tensors[&e.name];
+                        assert_eq!(got.dims(), dims.as_slice(), "{}", e.name);
+                        assert_eq!(got.dtype(), dtype);
+                        assert_eq!(
+                            two_byte_bits(got),
+                            two_byte_bits(&via_f32.to_dtype(dtype).expect("converts")),
+                            "{} at {n} as {dtype:?}",
+                            e.name
+                        );
+                    }
                 }
             }
         }

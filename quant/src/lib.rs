@@ -12,6 +12,7 @@ mod buffer;
 pub mod candle_load;
 pub mod checkpoint;
 pub mod codec;
+pub mod dest;
 pub mod error;
 pub mod eval;
 pub mod gpu;

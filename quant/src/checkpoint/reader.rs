@@ -7,6 +7,7 @@ use super::budget::Budget;
 use super::encoding::Source;
 use super::manifest::Manifest;
 use super::{format_err, validate};
+use crate::dest::Out;
 use crate::error::{QuantError, Result};
 
 /// A parsed checkpoint over borrowed bytes.
@@ -75,13 +76,19 @@ impl<'a> Reader<'a> {
     }
 
     /// [`Reader::rebuild_index`] into `out`, which must hold exactly the tensor's
-    /// elements (the loader's one buffer per budget).
-    pub fn rebuild_index_into(&self, t: usize, budget: &Budget, out: &mut [f32]) -> Result<()> {
+    /// elements (the loader's one buffer per budget): `&mut [f32]`, or f16 / bf16
+    /// slices (through [`Out`]) that get each f32 value rounded to nearest even.
+    pub fn rebuild_index_into<'o>(
+        &self,
+        t: usize,
+        budget: &Budget,
+        out: impl Into<Out<'o>>,
+    ) -> Result<()> {
         let src = self.source(t, budget)?;
         self.manifest.tensors[t]
             .encoding
             .view()
-            .rebuild_into(&src, out)
+            .rebuild_into(&src, out.into())
     }
 
     /// Reads and checksums every section a budget needs, decoding nothing.

@@ -5,6 +5,7 @@ use super::testutil::{
 use super::*;
 use crate::bitstack::{BitStackMatrix, OrderPolicy};
 use crate::error::QuantError;
+use half::{bf16, f16};
 
 fn reason(e: QuantError) -> String {
     match e {
@@ -695,7 +696,9 @@ mod fuzz {
 }
 
 /// Rebuilding in place (the CPU loader's one buffer) gives the same bits as
-/// rebuilding into a new vector, for every encoding at every budget.
+/// rebuilding into a new vector, for every encoding at every budget; rebuilding
+/// straight into f16 or bf16 gives that vector rounded value by value (`half`'s
+/// scalar conversion, what candle's `to_dtype` does).
 #[test]
 fn rebuild_into_equals_rebuild_for_every_encoding_and_budget() {
     for (bytes, m, budgets) in super::testutil::every_fixture_budget() {
@@ -714,6 +717,24 @@ fn rebuild_into_equals_rebuild_for_every_encoding_and_budget() {
                 if !want.is_empty() {
                     assert!(reader.rebuild_index_into(t, &budget, &mut short).is_err());
                 }
+                // Straight into 2-byte elements: `want` rounded value by value.
+                let mut halves = vec![f16::NAN; want.len()];
+                reader
+                    .rebuild_index_into(t, &budget, halves.as_mut_slice())
+                    .expect("rebuilds as f16");
+                let mut brain = vec![bf16::NAN; want.len()];
+                reader
+                    .rebuild_index_into(t, &budget, brain.as_mut_slice())
+                    .expect("rebuilds as bf16");
+                let got: [Vec<u16>; 2] = [
+                    halves.iter().map(|x| x.to_bits()).collect(),
+                    brain.iter().map(|x| x.to_bits()).collect(),
+                ];
+                let rounded: [Vec<u16>; 2] = [
+                    want.iter().map(|&x| f16::from_f32(x).to_bits()).collect(),
+                    want.iter().map(|&x| bf16::from_f32(x).to_bits()).collect(),
+                ];
+                assert_eq!(got, rounded, "{} at {n} as [f16, bf16]", e.name);
             }
         }
     }

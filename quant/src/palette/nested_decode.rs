@@ -4,18 +4,24 @@
 //! byte at a time ([`unpack_indices`]), each loaded bit plane is appended a plane
 //! byte (eight weights) at a time, and one pass per block looks the levels up in a
 //! 256-entry table (no bounds check per weight), applies the block's correction and
-//! then its scale and offset. Scratch buffers are reused across the rows a rayon task
-//! decodes. [`decode_nested_scalar`] is its twin, written as the format reads (index
+//! then its scale and offset; a block with at least twice as many weights as the
+//! index width has levels (a 2-bit base with up to two steps, blocks of 32) computes
+//! each level's final value once and looks every weight up in that instead. Scratch
+//! buffers are reused across the rows a rayon task decodes. [`decode_nested_scalar`] is its twin, written as the format reads (index
 //! by index, then the correction over the row, then the scales over the row); both
 //! round every multiply and add on its own in the same order, so they agree to the
 //! bit (property test below), and so does the GPU kernel's twin
-//! ([`crate::gpu::emulate`]).
+//! ([`crate::gpu::emulate`]). Into f16 or bf16, each row is decoded into an f32
+//! scratch row and rounded to nearest even into the output ([`crate::dest`]):
+//! the bits of decoding in f32 and converting (property test against the scalar
+//! twin, converted value by value).
 
 use rayon::prelude::*;
 
 use super::rescaled::{MAX_RESCALE_BITS, RescaleView};
 use super::scaled::CODE_BITS;
 use super::{ScaledLayout, index_row_bytes, unpack_indices};
+use crate::dest::{Element, Out};
 use crate::palette::nested::plane_row_bytes;
 
 /// Rebuilds a nested palette: base indices widened by one bit per plane, looked up
@@ -61,9 +67,22 @@ pub(crate) struct NestedParts<'a> {
     pub rescale: Option<&'a RescaleView<'a>>,
 }
 
+/// [`decode_nested_into`] into whichever element type `out` holds.
+pub(crate) fn decode_nested_out(layout: &ScaledLayout, p: &NestedParts<'_>, out: Out<'_>) {
+    match out {
+        Out::F32(o) => decode_nested_into(layout, p, o),
+        Out::F16(o) => decode_nested_into(layout, p, o),
+        Out::Bf16(o) => decode_nested_into(layout, p, o),
+    }
+}
+
 /// [`decode_nested`] into `out` (`rows * cols` values, checked by the caller: a
-/// shorter `out` gets only its whole rows).
-pub(crate) fn decode_nested_into(layout: &ScaledLayout, p: &NestedParts<'_>, out: &mut [f32]) {
+/// shorter `out` gets only its whole rows), rounded to `T`.
+pub(crate) fn decode_nested_into<T: Element>(
+    layout: &ScaledLayout,
+    p: &NestedParts<'_>,
+    out: &mut [T],
+) {
     let (cols, gc, bits) = (layout.cols, layout.group_cols, layout.bits);
     let (table, params, codes, indices, planes, rescale) =
         (p.table, p.params, p.codes, p.indices, p.planes, p.rescale);
@@ -90,42 +109,77 @@ pub(crate) fn decode_nested_into(layout: &ScaledLayout, p: &NestedParts<'_>, out
         }
     }
     let rrb = rescale.map_or(0, |r| index_row_bytes(nb, r.bits));
+    // Every widened index is below 2^(bits + planes) when that fits a u8, so a block
+    // can look its weights up in a table of that many final values.
+    let width = usize::from(bits) + planes.len();
+    let levels = (width <= 8).then_some(1usize << width);
     out.par_chunks_mut(cols).enumerate().for_each_init(
-        || (vec![0u8; cols], vec![0u8; 2 * nb], vec![0u8; nb]),
-        |(idx, c, rc), (r, row)| {
-            unpack_indices(&indices[r * rb..(r + 1) * rb], bits, idx);
-            for p in planes {
-                let plane = &p[r * pb..(r + 1) * pb];
-                for (eight, &byte) in idx.chunks_mut(8).zip(plane) {
-                    for (t, ix) in eight.iter_mut().enumerate() {
-                        *ix = (*ix << 1) | ((byte >> t) & 1);
+        || {
+            (
+                vec![0u8; cols],
+                vec![0u8; 2 * nb],
+                vec![0u8; nb],
+                Vec::new(),
+            )
+        },
+        |(idx, c, rc, wide), (r, out_row)| {
+            T::fill_via_f32(out_row, wide, |row| {
+                unpack_indices(&indices[r * rb..(r + 1) * rb], bits, idx);
+                for p in planes {
+                    let plane = &p[r * pb..(r + 1) * pb];
+                    for (eight, &byte) in idx.chunks_mut(8).zip(plane) {
+                        for (t, ix) in eight.iter_mut().enumerate() {
+                            *ix = (*ix << 1) | ((byte >> t) & 1);
+                        }
                     }
                 }
-            }
-            unpack_indices(&codes[r * cb..(r + 1) * cb], CODE_BITS, c);
-            // A short code slice leaves the row uncorrected, as the scalar twin does.
-            let corrected = match rescale.and_then(|rs| rs.codes.get(r * rrb..(r + 1) * rrb)) {
-                Some(packed) => {
-                    unpack_indices(packed, rescale.map_or(1, |rs| rs.bits), rc);
-                    true
-                }
-                None => false,
-            };
-            let (d, m) = (params[2 * r], params[2 * r + 1]);
-            for (b, (w, ix)) in row.chunks_mut(gc).zip(idx.chunks(gc)).enumerate() {
-                let (s, o) = (d * f32::from(c[2 * b]), m * f32::from(c[2 * b + 1]));
-                if corrected {
-                    let [f, g] = fg[usize::from(rc[b])];
-                    for (v, &i) in w.iter_mut().zip(ix) {
-                        let t = f * lut[usize::from(i)] + g;
-                        *v = s * t + o;
+                unpack_indices(&codes[r * cb..(r + 1) * cb], CODE_BITS, c);
+                // A short code slice leaves the row uncorrected, as the scalar twin does.
+                let corrected = match rescale.and_then(|rs| rs.codes.get(r * rrb..(r + 1) * rrb)) {
+                    Some(packed) => {
+                        unpack_indices(packed, rescale.map_or(1, |rs| rs.bits), rc);
+                        true
                     }
-                } else {
-                    for (v, &i) in w.iter_mut().zip(ix) {
-                        *v = s * lut[usize::from(i)] + o;
+                    None => false,
+                };
+                let (d, m) = (params[2 * r], params[2 * r + 1]);
+                let mut block_lut = [0f32; 256];
+                for (b, (w, ix)) in row.chunks_mut(gc).zip(idx.chunks(gc)).enumerate() {
+                    let (s, o) = (d * f32::from(c[2 * b]), m * f32::from(c[2 * b + 1]));
+                    let fg_b = if corrected {
+                        fg[usize::from(rc[b])]
+                    } else {
+                        [1.0, 0.0]
+                    };
+                    if levels.is_some_and(|n| 2 * n <= w.len()) {
+                        // Fewer levels than half the block: each level's final value
+                        // once (the same operations in the same order, so the same
+                        // bits), then one lookup per weight.
+                        let [f, g] = fg_b;
+                        let n = levels.unwrap_or(0);
+                        for (e, &t) in block_lut[..n].iter_mut().zip(&lut[..n]) {
+                            *e = if corrected {
+                                s * (f * t + g) + o
+                            } else {
+                                s * t + o
+                            };
+                        }
+                        for (v, &i) in w.iter_mut().zip(ix) {
+                            *v = block_lut[usize::from(i)];
+                        }
+                    } else if corrected {
+                        let [f, g] = fg[usize::from(rc[b])];
+                        for (v, &i) in w.iter_mut().zip(ix) {
+                            let t = f * lut[usize::from(i)] + g;
+                            *v = s * t + o;
+                        }
+                    } else {
+                        for (v, &i) in w.iter_mut().zip(ix) {
+                            *v = s * lut[usize::from(i)] + o;
+                        }
                     }
                 }
-            }
+            });
         },
     );
 }
@@ -170,13 +224,15 @@ pub(crate) fn decode_nested_scalar(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::{bf16, f16};
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Random bytes for every part (any index, code and correction code), odd
-        /// shapes: the fast kernel and its scalar twin give the same bits.
+        /// shapes: the fast kernel and its scalar twin give the same bits, in f32
+        /// and rounded to f16 and bf16.
         #[test]
         fn fast_and_scalar_decode_agree_to_the_bit(
             rows in prop::sample::select(vec![1usize, 3, 17]),
@@ -209,6 +265,16 @@ mod tests {
             prop_assert_eq!(fast.len(), rows * cols);
             let bits_of = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits_of(&fast), bits_of(&slow));
+            // Straight into 2-byte elements: the twin's f32 values rounded one by one.
+            let parts = NestedParts { table: &table, params: &params, codes: &codes, indices: &indices, planes: &planes, rescale };
+            let mut half = vec![f16::ZERO; rows * cols];
+            decode_nested_out(&l, &parts, Out::F16(&mut half));
+            let want: Vec<u16> = slow.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+            prop_assert_eq!(half.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want);
+            let mut brain = vec![bf16::ZERO; rows * cols];
+            decode_nested_out(&l, &parts, Out::Bf16(&mut brain));
+            let want: Vec<u16> = slow.iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
+            prop_assert_eq!(brain.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want);
         }
     }
 }

@@ -182,9 +182,15 @@ impl InputNorms {
     }
 }
 
-/// `x @ w^T` for `x` of `[tokens, in]` and a linear weight `w` of `[out, in]`.
+/// `x @ w^T` for `x` of `[tokens, in]` and a linear weight `w` of `[out, in]`. A
+/// weight held in f16 or bf16 ([`LlamaForward::with_linear_dtype`]) multiplies `x`
+/// rounded to its dtype and the product comes back as `x`'s dtype, so everything
+/// between the linears (norms, RoPE, softmax, the residual stream) stays f32.
 fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    x.matmul(&w.t()?)
+    if x.dtype() == w.dtype() {
+        return x.matmul(&w.t()?);
+    }
+    x.to_dtype(w.dtype())?.matmul(&w.t()?)?.to_dtype(x.dtype())
 }
 
 /// RMSNorm in f32: x * rsqrt(mean(x^2) + eps) * w.
@@ -204,11 +210,24 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 impl LlamaForward {
-    /// Builds the model from Hugging Face named tensors (f32, on one device). The
-    /// LM head falls back to the embeddings when the config ties them.
+    /// Builds the model from Hugging Face named tensors (any float dtype, on one
+    /// device), computing in f32. The LM head falls back to the embeddings when the
+    /// config ties them.
     pub fn new(cfg: &LlamaConfig, tensors: &HashMap<String, Tensor>) -> Result<Self> {
+        Self::with_linear_dtype(cfg, tensors, DType::F32)
+    }
+
+    /// [`LlamaForward::new`] with the linear weights, the embeddings and the LM head
+    /// held as `dtype` (f16 or bf16: half the memory of f32, and the matmuls run in
+    /// it through candle's gemm); norms and activations between the linears stay
+    /// f32.
+    pub fn with_linear_dtype(
+        cfg: &LlamaConfig,
+        tensors: &HashMap<String, Tensor>,
+        dtype: DType,
+    ) -> Result<Self> {
         cfg.validate()?;
-        let get = |name: &str, shape: &[usize]| -> Result<Tensor> {
+        let get_as = |name: &str, shape: &[usize], dtype: DType| -> Result<Tensor> {
             let t = tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
                 tensor: name.to_owned(),
             })?;
@@ -219,8 +238,10 @@ impl LlamaForward {
                     actual: t.dims().to_vec(),
                 });
             }
-            Ok(t.to_dtype(DType::F32)?)
+            Ok(t.to_dtype(dtype)?)
         };
+        let get = |name: &str, shape: &[usize]| get_as(name, shape, DType::F32);
+        let lin = |name: &str, shape: &[usize]| get_as(name, shape, dtype);
         let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let kv = cfg.kv_heads() * cfg.head_dim();
         let layers = (0..cfg.num_hidden_layers)
@@ -228,22 +249,22 @@ impl LlamaForward {
                 let p = format!("model.layers.{l}");
                 Ok(Layer {
                     attn_norm: get(&format!("{p}.input_layernorm.weight"), &[h])?,
-                    q: get(&format!("{p}.self_attn.q_proj.weight"), &[h, h])?,
-                    k: get(&format!("{p}.self_attn.k_proj.weight"), &[kv, h])?,
-                    v: get(&format!("{p}.self_attn.v_proj.weight"), &[kv, h])?,
-                    o: get(&format!("{p}.self_attn.o_proj.weight"), &[h, h])?,
+                    q: lin(&format!("{p}.self_attn.q_proj.weight"), &[h, h])?,
+                    k: lin(&format!("{p}.self_attn.k_proj.weight"), &[kv, h])?,
+                    v: lin(&format!("{p}.self_attn.v_proj.weight"), &[kv, h])?,
+                    o: lin(&format!("{p}.self_attn.o_proj.weight"), &[h, h])?,
                     mlp_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                    gate: get(&format!("{p}.mlp.gate_proj.weight"), &[i, h])?,
-                    up: get(&format!("{p}.mlp.up_proj.weight"), &[i, h])?,
-                    down: get(&format!("{p}.mlp.down_proj.weight"), &[h, i])?,
+                    gate: lin(&format!("{p}.mlp.gate_proj.weight"), &[i, h])?,
+                    up: lin(&format!("{p}.mlp.up_proj.weight"), &[i, h])?,
+                    down: lin(&format!("{p}.mlp.down_proj.weight"), &[h, i])?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let embed = get("model.embed_tokens.weight", &[v, h])?;
+        let embed = lin("model.embed_tokens.weight", &[v, h])?;
         let lm_head = if cfg.tie_word_embeddings && !tensors.contains_key("lm_head.weight") {
             embed.clone()
         } else {
-            get("lm_head.weight", &[v, h])?
+            lin("lm_head.weight", &[v, h])?
         };
         Ok(Self {
             cfg: cfg.clone(),
@@ -298,7 +319,7 @@ impl LlamaForward {
         let (cos, sin) = self.rope_tables(t)?;
         let mask = self.causal_mask(t)?;
         let ids = Tensor::new(tokens, self.device())?;
-        let mut x = self.embed.index_select(&ids, 0)?;
+        let mut x = self.embed.index_select(&ids, 0)?.to_dtype(DType::F32)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let a = rms_norm(&x, &layer.attn_norm, eps)?;
             if let Some(r) = record.as_deref_mut() {
@@ -404,7 +425,7 @@ impl LlamaForward {
                 actual: w.dims().to_vec(),
             });
         }
-        *slot = w.to_dtype(DType::F32)?;
+        *slot = w.to_dtype(slot.dtype())?;
         Ok(())
     }
 }
@@ -504,6 +525,36 @@ mod tests {
             err <= 1e-4 * max_abs.max(1.0),
             "max |diff| {err} vs scale {max_abs}"
         );
+    }
+
+    /// Linears held in f16 / bf16 give the f32 model's logits up to their rounding
+    /// (of the weights and of the activations entering each matmul), as f32.
+    #[test]
+    fn two_byte_linears_stay_close_to_f32() {
+        let cfg = tiny_config();
+        let w = random_weights(&cfg, 11);
+        let tokens: Vec<u32> = (0..19u32).map(|i| (i * 29 + 3) % 128).collect();
+        let rows = |m: &LlamaForward| -> Vec<Vec<f32>> {
+            let l = m.logits(&tokens).expect("forward");
+            assert_eq!(l.dtype(), DType::F32);
+            l.to_vec2().expect("rows")
+        };
+        let full = rows(&LlamaForward::new(&cfg, &w).expect("weights complete"));
+        let max_abs = full.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+        for (dtype, tol) in [(DType::F16, 2e-2), (DType::BF16, 1e-1)] {
+            let m = LlamaForward::with_linear_dtype(&cfg, &w, dtype).expect("weights complete");
+            let got = rows(&m);
+            let err = got
+                .iter()
+                .flatten()
+                .zip(full.iter().flatten())
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err > 0.0, "{dtype:?} should round something");
+            assert!(
+                err <= tol * max_abs,
+                "{dtype:?}: max |diff| {err} vs scale {max_abs}"
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use octet_quant::candle_load::MappedCheckpoint;
 use octet_tools::model::calib;
@@ -17,6 +17,7 @@ use octet_tools::model::{Architecture, LlamaConfig};
 use serde::Serialize;
 use tokenizers::Tokenizer;
 
+use super::export::ExportDtype;
 use super::inspect::budget_row;
 use super::{BudgetArgs, ReserveArgs, bar};
 
@@ -41,6 +42,12 @@ pub struct EvalArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "OUT")]
     pub json: Option<PathBuf>,
+    /// Element type of the linear weights, the embeddings and the LM head: a
+    /// `.octet` file is loaded straight into it, and the matmuls run in it (norms
+    /// and activations between the linears stay f32). f16 and bf16 halve the
+    /// weights' memory and load time.
+    #[arg(long, value_enum, default_value_t = ExportDtype::F32)]
+    pub dtype: ExportDtype,
 }
 
 /// Context, stride and length of a perplexity run.
@@ -69,7 +76,8 @@ impl WindowArgs {
 pub struct EvalModel {
     /// Hyper-parameters.
     pub cfg: LlamaConfig,
-    /// Every tensor, Hugging Face names, f32 on the CPU.
+    /// Every tensor, Hugging Face names, on the CPU (f32, or the `.octet` file's
+    /// load dtype).
     pub tensors: HashMap<String, Tensor>,
     /// Bits per weight of the linear layers, as stored (None when unknown).
     pub linear_bits: Option<f64>,
@@ -81,8 +89,9 @@ pub struct EvalModel {
     pub what: String,
 }
 
-/// Loads `path`: a `.octet` file at `budget`, or a reference checkpoint.
-pub fn load(path: &Path, budget: &BudgetArgs) -> Result<EvalModel> {
+/// Loads `path`: a `.octet` file at `budget`, its tensors rebuilt straight into
+/// `dtype`, or a reference checkpoint (read as f32 whatever `dtype`).
+pub fn load(path: &Path, budget: &BudgetArgs, dtype: DType) -> Result<EvalModel> {
     let is_octet = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("octet"));
@@ -107,7 +116,7 @@ pub fn load(path: &Path, budget: &BudgetArgs) -> Result<EvalModel> {
         let cfg: LlamaConfig = serde_json::from_str(&config)
             .with_context(|| format!("{}: metadata `model.config`", path.display()))?;
         let loaded = ckpt
-            .load(limit, &Device::Cpu)
+            .load_as(limit, &Device::Cpu, dtype)
             .with_context(|| format!("loading {}", path.display()))?;
         let row = budget_row(reader.manifest(), &loaded.budget);
         Ok(EvalModel {
@@ -175,6 +184,8 @@ struct EvalReport {
     ppl: Perplexity,
     linear_bits_per_weight: Option<f64>,
     bits_per_weight: Option<f64>,
+    /// Element type of the linears (`--dtype`).
+    dtype: &'static str,
     load_s: f64,
     eval_s: f64,
 }
@@ -182,7 +193,7 @@ struct EvalReport {
 /// Runs `octet weights eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     let t0 = Instant::now();
-    let m = load(&args.model, &args.budget)?;
+    let m = load(&args.model, &args.budget, args.dtype.candle())?;
     let tok = match (&args.tokenizer, m.tokenizer) {
         (Some(p), _) => calib::tokenizer_file(p)?,
         (None, Some(t)) => t,
@@ -192,7 +203,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ),
     };
     let ids = tokenize_text(&tok, &args.text, args.window.max_tokens, m.cfg.vocab_size)?;
-    let forward = LlamaForward::new(&m.cfg, &m.tensors)?;
+    let forward = LlamaForward::with_linear_dtype(&m.cfg, &m.tensors, args.dtype.candle())?;
     drop(m.tensors);
     let load_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
@@ -216,6 +227,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ppl,
         linear_bits_per_weight: m.linear_bits,
         bits_per_weight: m.all_bits,
+        dtype: args.dtype.name(),
         load_s,
         eval_s: t1.elapsed().as_secs_f64(),
     };
@@ -236,8 +248,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bits(report.bits_per_weight)
     );
     println!(
-        "time: load {:.1}s, evaluate {:.1}s",
-        report.load_s, report.eval_s
+        "time: load {:.1}s, evaluate {:.1}s (linears in {})",
+        report.load_s, report.eval_s, report.dtype
     );
     if let Some(out) = &args.json {
         std::fs::write(out, serde_json::to_string_pretty(&report)?)

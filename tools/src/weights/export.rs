@@ -52,6 +52,26 @@ pub enum ExportDtype {
     Bf16,
 }
 
+impl ExportDtype {
+    /// The candle dtype of the same name.
+    pub fn candle(self) -> candle_core::DType {
+        match self {
+            ExportDtype::F32 => candle_core::DType::F32,
+            ExportDtype::F16 => candle_core::DType::F16,
+            ExportDtype::Bf16 => candle_core::DType::BF16,
+        }
+    }
+
+    /// The name the command line takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportDtype::F32 => "f32",
+            ExportDtype::F16 => "f16",
+            ExportDtype::Bf16 => "bf16",
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct ExportReport {
     file: PathBuf,

@@ -8,6 +8,8 @@
 //! same disk time to both. Each is the median of `--repeat` runs, read and load
 //! alternating. `--bits` picks the budgets by bits per weight over the compressed
 //! tensors (as `sweep` does), between the smallest budget and the full file.
+//! `--dtype` picks the element type loaded (f32 by default; f16 and bf16 are rebuilt
+//! straight into 2-byte tensors, half the memory to materialise).
 
 use std::fs::File;
 use std::io::Read;
@@ -15,11 +17,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use candle_core::Device;
+use candle_core::{DType, Device};
 use clap::Args;
 use octet_quant::checkpoint::{Budget, BudgetLimit, MappedCheckpoint};
 use serde::Serialize;
 
+use super::export::ExportDtype;
 use super::inspect::{budget_row, budgets_within, is_compressed};
 use super::size::human_bytes;
 
@@ -42,6 +45,9 @@ pub struct MeasureArgs {
     /// Timed repetitions per budget (the median is reported).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Element type of the loaded tensors.
+    #[arg(long, value_enum, default_value_t = ExportDtype::F32)]
+    dtype: ExportDtype,
     /// Print a JSON report on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -50,6 +56,8 @@ pub struct MeasureArgs {
 #[derive(Debug, Serialize)]
 struct Row {
     blocks: usize,
+    /// Element type loaded.
+    dtype: &'static str,
     prefix_bytes: u64,
     bits_per_weight: f64,
     compressed_bits_per_weight: f64,
@@ -155,7 +163,7 @@ pub fn run(args: MeasureArgs) -> Result<()> {
             drop(bytes);
             let t = Instant::now();
             let ck = MappedCheckpoint::open(&args.file)?;
-            let l = ck.load(BudgetLimit::Blocks(n), &Device::Cpu)?;
+            let l = ck.load_as(BudgetLimit::Blocks(n), &Device::Cpu, args.dtype.candle())?;
             loads.push(t.elapsed().as_secs_f64());
             loaded = Some(l);
         }
@@ -166,7 +174,10 @@ pub fn run(args: MeasureArgs) -> Result<()> {
                 let (mut num, mut den, mut mean) = (0f64, 0f64, 0f64);
                 for &t in &compressed {
                     let name = &m.tensors[t].name;
-                    let got: Vec<f32> = l.tensors[name].flatten_all()?.to_vec1()?;
+                    let got: Vec<f32> = l.tensors[name]
+                        .flatten_all()?
+                        .to_dtype(DType::F32)?
+                        .to_vec1()?;
                     let want = &model.tensors[name].data;
                     let (mut a, mut b) = (0f64, 0f64);
                     for (x, y) in got.iter().zip(want) {
@@ -187,6 +198,7 @@ pub fn run(args: MeasureArgs) -> Result<()> {
         let r = budget_row(&m, &budget);
         rows.push(Row {
             blocks: n,
+            dtype: args.dtype.name(),
             prefix_bytes: budget.prefix_len,
             bits_per_weight: r.bits_per_weight,
             compressed_bits_per_weight: r.compressed_bits_per_weight,
@@ -236,7 +248,8 @@ pub fn run(args: MeasureArgs) -> Result<()> {
         args.repeat
     );
     println!(
-        "read: open + read(2) of the prefix into a new buffer, page cache warm; load: map + checksum + rebuild every tensor as f32 candle tensors on the CPU ({} threads)",
+        "read: open + read(2) of the prefix into a new buffer, page cache warm; load: map + checksum + rebuild every tensor as {} candle tensors on the CPU ({} threads)",
+        args.dtype.name(),
         rayon::current_num_threads()
     );
     println!(

@@ -2,52 +2,23 @@
 //! (embeddings, norms, the LM head), little-endian, row-major.
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
 
 use super::{Check, DeviceSource, EncodeTensor, Encoding, Source, TensorEncoding, f32_le};
 use crate::checkpoint::manifest::{BlockEntry, Section};
+use crate::dest::Out;
 use crate::error::{QuantError, Result};
 use crate::gpu::TensorJob;
 
-/// Values per parallel task of [`widen_f16`].
-const WIDEN_CHUNK: usize = 1 << 16;
-
-/// Little-endian f16 values as f32: fast twin of [`widen_f16_scalar`]. The slice
-/// conversion (F16C when the CPU has it, detected at run time by `half`) runs in
-/// parallel chunks, so a large embedding is not one long task while the other cores
-/// wait; bytes that are not 2-aligned (or a big-endian host) take the scalar path.
+/// Little-endian f16 values as f32 through [`Out::fill_from_f16_le`] (which also
+/// copies them as f16 or rounds them to bf16; tested in [`crate::dest`] against one
+/// value at a time): `half`'s slice conversion (F16C when the CPU has it, detected at
+/// run time) in parallel chunks, so a large embedding is not one long task while the
+/// other cores wait; bytes that are not 2-aligned (or a big-endian host) go one value
+/// at a time.
 pub(crate) fn widen_f16(b: &[u8]) -> Vec<f32> {
     let mut out = crate::buffer::zeroed_f32(b.len() / 2);
-    widen_f16_into(b, &mut out);
+    Out::F32(&mut out).fill_from_f16_le(b);
     out
-}
-
-/// [`widen_f16`] into `out` (`b.len() / 2` values; a shorter `out` gets a prefix).
-fn widen_f16_into(b: &[u8], out: &mut [f32]) {
-    let halves: &[f16] = match bytemuck::try_cast_slice(&b[..b.len() & !1]) {
-        Ok(h) if cfg!(target_endian = "little") => h,
-        _ => {
-            for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
-                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-            return;
-        }
-    };
-    out.par_chunks_mut(WIDEN_CHUNK)
-        .zip(halves.par_chunks(WIDEN_CHUNK))
-        .for_each(|(o, h)| {
-            let n = o.len().min(h.len());
-            h[..n].convert_to_f32_slice(&mut o[..n]);
-        });
-}
-
-/// Scalar twin of [`widen_f16`]: one value at a time.
-#[cfg_attr(not(test), allow(dead_code))] // the twin the fast path is tested against
-pub(crate) fn widen_f16_scalar(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(2)
-        .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-        .collect()
 }
 
 /// Element type of a dense tensor.
@@ -111,7 +82,7 @@ impl TensorEncoding<'_> for Dense {
         })
     }
 
-    fn rebuild_into(&self, t: &Source<'_>, out: &mut [f32]) -> Result<()> {
+    fn rebuild_into(&self, t: &Source<'_>, out: Out<'_>) -> Result<()> {
         let b = t.section(&self.data, "data")?;
         // Validation fixed the section length at numel * width.
         if b.len() != out.len() * self.dtype.width() {
@@ -121,13 +92,14 @@ impl TensorEncoding<'_> for Dense {
                 actual: out.len(),
             });
         }
-        match self.dtype {
-            DenseType::F16 => widen_f16_into(b, out),
-            DenseType::F32 => {
+        match (self.dtype, out) {
+            (DenseType::F16, out) => out.fill_from_f16_le(b),
+            (DenseType::F32, Out::F32(out)) => {
                 for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
                     *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 }
             }
+            (DenseType::F32, out) => out.fill_from_f32(&f32_le(b)),
         }
         Ok(())
     }
@@ -194,29 +166,5 @@ impl EncodeTensor for DenseTensor<'_> {
             DenseType::F16 => Encoding::F16 { data },
             DenseType::F32 => Encoding::F32 { data },
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Every f16 bit pattern class (normal, subnormal, inf, NaN), odd lengths,
-        /// and a misaligned start: the fast widening and its twin agree to the bit.
-        #[test]
-        fn fast_and_scalar_widening_agree(
-            len in prop::sample::select(vec![0usize, 1, 65, 129, 383, 70_001]),
-            offset in 0usize..=1,
-            seed in any::<u64>(),
-        ) {
-            use rand::{Rng, SeedableRng};
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let bytes: Vec<u8> = (0..2 * len + offset).map(|_| rng.random()).collect();
-            let b = &bytes[offset..];
-            let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            prop_assert_eq!(bits(widen_f16(b)), bits(widen_f16_scalar(b)));
-        }
     }
 }

@@ -41,6 +41,7 @@ pub use nested_palette::NestedStepLayout;
 pub(crate) use super::align_usize;
 use super::manifest::{BlockEntry, Section};
 use super::{ALIGN, format_err};
+use crate::dest::Out;
 use crate::error::{QuantError, Result};
 use crate::gpu::TensorJob;
 
@@ -342,9 +343,11 @@ pub trait TensorEncoding<'a>: std::fmt::Debug {
     fn rebuild(&self, t: &Source<'_>) -> Result<Vec<f32>>;
 
     /// [`TensorEncoding::rebuild`] into `out` (exactly the tensor's element count),
-    /// for the loader's one buffer per budget. By default a rebuild and a copy;
+    /// for the loader's one buffer per budget, each value rounded to nearest even
+    /// when `out` holds f16 or bf16 ([`crate::dest`]): the same bits as
+    /// rebuilding in f32 and converting. By default a rebuild and a conversion;
     /// encodings on the loader's hot path write in place.
-    fn rebuild_into(&self, t: &Source<'_>, out: &mut [f32]) -> Result<()> {
+    fn rebuild_into(&self, t: &Source<'_>, out: Out<'_>) -> Result<()> {
         let v = self.rebuild(t)?;
         if v.len() != out.len() {
             return Err(QuantError::DimMismatch {
@@ -353,7 +356,7 @@ pub trait TensorEncoding<'a>: std::fmt::Debug {
                 actual: v.len(),
             });
         }
-        out.copy_from_slice(&v);
+        out.fill_from_f32(&v);
         Ok(())
     }
 

@@ -18,10 +18,11 @@ use half::f16;
 
 use super::{Check, DeviceSource, EncodeTensor, Encoding, Source, TensorEncoding, align_usize};
 use crate::checkpoint::manifest::{BlockEntry, Section};
+use crate::dest::Out;
 use crate::error::{QuantError, Result};
 use crate::gpu::{RescaleJob, TensorJob};
 use crate::palette::nested::{MAX_BITS, NestedPalette, plane_row_bytes};
-use crate::palette::nested_decode::{NestedParts, decode_nested_into};
+use crate::palette::nested_decode::{NestedParts, decode_nested_out};
 use crate::palette::rescaled::{MAX_RESCALE_BITS, RescaleView};
 use crate::palette::{ScaledLayout, index_row_bytes};
 
@@ -164,7 +165,7 @@ fn rescale_view<'b>(bytes: &'b [u8], sl: &NestedStepLayout, bits: u8) -> Rescale
     }
 }
 
-fn f16s(b: &[u8]) -> Vec<f32> {
+pub(super) fn f16s(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(2)
         .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
         .collect()
@@ -279,11 +280,11 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
     fn rebuild(&self, t: &Source<'_>) -> Result<Vec<f32>> {
         let (rows, cols) = t.matrix();
         let mut out = crate::buffer::zeroed_f32(rows * cols);
-        self.rebuild_into(t, &mut out)?;
+        self.rebuild_into(t, Out::F32(&mut out))?;
         Ok(out)
     }
 
-    fn rebuild_into(&self, t: &Source<'_>, out: &mut [f32]) -> Result<()> {
+    fn rebuild_into(&self, t: &Source<'_>, out: Out<'_>) -> Result<()> {
         let ((rows, cols), name, n) = (t.matrix(), t.name, t.n_blocks);
         if out.len() != rows * cols {
             return Err(QuantError::DimMismatch {
@@ -353,7 +354,7 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
             planes: &planes,
             rescale: rescale.as_ref(),
         };
-        decode_nested_into(&layout, &parts, out);
+        decode_nested_out(&layout, &parts, out);
         Ok(())
     }
 

@@ -8,10 +8,13 @@
 //! unknown manifest variant. Version-1 files holding one (written before the bump)
 //! still read.
 
+use super::nested_palette::f16s;
 use super::{Check, DeviceSource, EncodeTensor, Encoding, Source, TensorEncoding};
 use crate::checkpoint::manifest::{BlockEntry, Section};
+use crate::dest::Out;
 use crate::error::{QuantError, Result};
 use crate::gpu::TensorJob;
+use crate::palette::nested_decode::{NestedParts, decode_nested_out};
 use crate::palette::{ScaledLayout, ScaledPalette};
 
 /// The view of a scaled palette entry.
@@ -71,6 +74,36 @@ impl TensorEncoding<'_> for Scaled {
             .layout(rows, cols)
             .ok_or_else(|| t.error(format!("tensor `{}`: bad scaled palette layout", t.name)))?;
         layout.decode(b)
+    }
+
+    /// In place through the nested palette kernel (a scaled palette is a nested one
+    /// with no step): the bits of [`Scaled::rebuild`], tested for every fixture.
+    fn rebuild_into(&self, t: &Source<'_>, out: Out<'_>) -> Result<()> {
+        let (rows, cols) = t.matrix();
+        let b = t.section(&self.data, "scaled palette")?;
+        let layout = self
+            .layout(rows, cols)
+            .filter(|l| l.len == b.len())
+            .ok_or_else(|| t.error(format!("tensor `{}`: bad scaled palette layout", t.name)))?;
+        if out.len() != rows * cols {
+            return Err(QuantError::DimMismatch {
+                what: "scaled palette output (elements)",
+                expected: rows * cols,
+                actual: out.len(),
+            });
+        }
+        let part = |(off, len): (usize, usize)| &b[off..off + len];
+        let (table, params) = (f16s(part(layout.table)), f16s(part(layout.params)));
+        let parts = NestedParts {
+            table: &table,
+            params: &params,
+            codes: part(layout.codes),
+            indices: part(layout.indices),
+            planes: &[],
+            rescale: None,
+        };
+        decode_nested_out(&layout, &parts, out);
+        Ok(())
     }
 
     /// A nested palette with no step loaded: kernel `nested_palette_decode`.
