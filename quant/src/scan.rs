@@ -74,33 +74,20 @@ pub fn best_k(
     let id_of = |i: usize| ids.map_or(i as u32, |ids| ids[i]);
     let code = |id: u32| &codes[id as usize * len..][..len];
     let bound = scorer.coarse_error();
+    // Where the coarse score is the precise one, a single pass scores every code
+    // and the best `k` are selected; otherwise that pass is the coarse one.
+    let exact = bound == 0.0;
     let mut scores = vec![0f32; n];
-    if bound == 0.0 {
-        // The coarse score is the precise one: one pass, then select.
-        match ids {
-            None => scorer.score_batch(codes, &mut scores),
-            Some(ids) => {
-                for (&id, s) in ids.iter().zip(scores.iter_mut()) {
-                    *s = scorer.score(code(id));
-                }
+    match (ids, exact) {
+        (None, true) => scorer.score_batch(codes, &mut scores),
+        (Some(ids), true) => {
+            for (&id, s) in ids.iter().zip(scores.iter_mut()) {
+                *s = scorer.score(code(id));
             }
         }
-        let mut hits: Vec<Hit> = scores
-            .iter()
-            .enumerate()
-            .map(|(i, &score)| Hit {
-                id: id_of(i),
-                score,
-            })
-            .collect();
-        select_best(&mut hits, k);
-        return hits;
+        (None, false) => scorer.coarse_batch(codes, &mut scores),
+        (Some(ids), false) => scorer.coarse_gather(codes, ids, &mut scores),
     }
-    match ids {
-        None => scorer.coarse_batch(codes, &mut scores),
-        Some(ids) => scorer.coarse_gather(codes, ids, &mut scores),
-    }
-    // Candidates by coarse score; sorted a slice at a time, as the scan needs them.
     let mut order: Vec<Hit> = scores
         .iter()
         .enumerate()
@@ -109,6 +96,11 @@ pub fn best_k(
             score,
         })
         .collect();
+    if exact {
+        select_best(&mut order, k);
+        return order;
+    }
+    // Candidates by coarse score; sorted a slice at a time, as the scan needs them.
     let floor = RESCORE_FLOOR.saturating_mul(k).min(n);
     let mut best: Vec<Hit> = Vec::with_capacity(k + 1);
     let mut seen_error = 0f32;
