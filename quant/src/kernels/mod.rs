@@ -124,6 +124,20 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     dispatch!(dot_i8(a, b))
 }
 
+/// Rounds `x` to `i8` steps of `max |x| / 127` into `out` (as long as `x`) and
+/// returns the step, so `x_i ~ step * out_i` with an error of at most half a step:
+/// the form [`dot_i8`] multiplies exactly (the graph builder's rows, the transform
+/// scorer's coarse rotation).
+pub fn quantize_i8(x: &[f32], out: &mut [i8]) -> f32 {
+    check_len("quantize_i8", x.len(), out.len());
+    let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    max / 127.0
+}
+
 /// Weighted sum of byte codes read as integers: `sum w_i * c_i`.
 ///
 /// With `x_i = offset_i + step_i * c_i` (an affine code) and `w_i = q_i * step_i`,

@@ -22,7 +22,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use octet_quant::Metric;
-use octet_quant::kernels::{DOT_I8_MAX_LEN, dot_f32, dot_i8};
+use octet_quant::kernels::{DOT_I8_MAX_LEN, dot_f32, dot_i8, quantize_i8};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -181,13 +181,7 @@ impl Rows {
         let mut scales = Vec::with_capacity(n);
         let mut norms = Vec::with_capacity(n);
         for (v, c) in vectors.chunks_exact(dim).zip(codes.chunks_exact_mut(dim)) {
-            let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let scale = max / 127.0;
-            let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
-            for (ci, &x) in c.iter_mut().zip(v) {
-                *ci = (x * inv).round().clamp(-127.0, 127.0) as i8;
-            }
-            scales.push(scale);
+            scales.push(quantize_i8(v, c));
             norms.push(dot_f32(v, v));
         }
         Rows {

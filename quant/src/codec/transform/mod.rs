@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CodecSpec, ScalarQuantizer, Scorer, VectorCodec};
 use crate::error::{QuantError, Result};
+use crate::kernels::quantize_i8;
 use crate::metric::Metric;
 use crate::pca::Pca;
 use alloc::{DistortionCurve, allocate_bits, allocate_bits_with};
@@ -88,7 +89,9 @@ impl SlotRowsI8 {
     fn new<'r>(rows: impl Iterator<Item = &'r [f32]>, dim: usize) -> SlotRowsI8 {
         let (mut codes, mut scales, mut l1) = (Vec::new(), Vec::new(), Vec::new());
         for row in rows {
-            let (scale, start) = (quantize_i8(row, &mut codes), codes.len() - row.len());
+            let start = codes.len();
+            codes.resize(start + row.len(), 0);
+            let scale = quantize_i8(row, &mut codes[start..]);
             let sum: i32 = codes[start..].iter().map(|&c| i32::from(c).abs()).sum();
             scales.push(scale);
             l1.push(scale * sum as f32);
@@ -108,18 +111,6 @@ impl SlotRowsI8 {
     fn row(&self, t: usize) -> &[i8] {
         &self.codes[t * self.dim..][..self.dim]
     }
-}
-
-/// Appends `x` rounded to `i8` steps of `max |x| / 127` to `out`; returns the step.
-fn quantize_i8(x: &[f32], out: &mut Vec<i8>) -> f32 {
-    let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let scale = max / 127.0;
-    let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
-    out.extend(
-        x.iter()
-            .map(|&v| (v * inv).round().clamp(-127.0, 127.0) as i8),
-    );
-    scale
 }
 
 /// The serialized form of [`TransformCodec`].

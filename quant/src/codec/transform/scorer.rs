@@ -17,15 +17,15 @@
 //! unpacking any component: with AVX-512 by [`MaskedWeights`] (one masked add per
 //! sixteen bits), otherwise by [`ByteTables`] (one lookup per code byte).
 
+use super::TransformCodec;
 use super::kernels::{
     ByteTables, MaskedWeights, bit_weights, masked_weights_fast, quadratic_score, table_offsets,
     table_score,
 };
 use super::layout::Layout;
 use super::quantizer::ComponentQuantizer;
-use super::{TransformCodec, quantize_i8};
 use crate::codec::Scorer;
-use crate::kernels::{dot_f32, dot_i8};
+use crate::kernels::{dot_f32, dot_i8, quantize_i8};
 use crate::metric::Metric;
 use std::sync::OnceLock;
 
@@ -91,7 +91,7 @@ impl<'a> FoldedScorer<'a> {
         if !l2 && masked_weights_fast() && affine_slots(codec).is_some() {
             let q = metric.prepare_query(query);
             let rows = &codec.slot_rows;
-            let mut q8 = Vec::with_capacity(q.len());
+            let mut q8 = vec![0i8; q.len()];
             let q_scale = quantize_i8(&q, &mut q8);
             let coords: Vec<f32> = (0..rows.len())
                 .map(|t| rows.scales[t] * q_scale * dot_i8(&q8, rows.row(t)) as f32)
