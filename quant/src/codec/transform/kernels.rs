@@ -574,10 +574,23 @@ unsafe fn masked_sum_vnni<const P: usize>(code: &[u8], digits: &[i8]) -> i32 {
             acc
         }
     };
-    let words = code.len() / 8;
-    // Two independent chains.
-    let zero = _mm512_setzero_si512();
-    let (mut a, mut b) = ([zero; 3], [zero; 3]);
+    let (a, b) = two_chains(code.len() / 8, [_mm512_setzero_si512(); 3], step);
+    // Each plane's sum is at most 127 x 8 code.len() in size, far inside i32.
+    let mut sum = 0i32;
+    for p in 0..P {
+        let plane = _mm512_reduce_add_epi32(_mm512_add_epi32(a[p], b[p]));
+        sum = sum.wrapping_shl(8).wrapping_add(plane);
+    }
+    sum.wrapping_add(masked_tail_sum::<P>(code, digits))
+}
+
+/// `step` over words `0..words` in two independent chains of accumulators, the
+/// even words into the first and the odd ones into the second (a last odd word
+/// into the first): the masked kernels' driver. Inlined, so each kernel's
+/// accumulators stay in registers.
+#[inline(always)]
+fn two_chains<A: Copy>(words: usize, zero: A, step: impl Fn(usize, A) -> A) -> (A, A) {
+    let (mut a, mut b) = (zero, zero);
     let mut i = 0;
     while i + 2 <= words {
         a = step(i, a);
@@ -587,13 +600,7 @@ unsafe fn masked_sum_vnni<const P: usize>(code: &[u8], digits: &[i8]) -> i32 {
     if i < words {
         a = step(i, a);
     }
-    // Each plane's sum is at most 127 x 8 code.len() in size, far inside i32.
-    let mut sum = 0i32;
-    for p in 0..P {
-        let plane = _mm512_reduce_add_epi32(_mm512_add_epi32(a[p], b[p]));
-        sum = sum.wrapping_shl(8).wrapping_add(plane);
-    }
-    sum.wrapping_add(masked_tail_sum::<P>(code, digits))
+    (a, b)
 }
 
 /// The sum of the weights of `code`'s set bits past its last whole 64-bit word
@@ -650,16 +657,7 @@ unsafe fn masked_sum4_vnni(codes: [&[u8]; 4], digits: &[i8]) -> [i32; 4] {
             ]
         }
     };
-    let (mut a, mut b) = ([zero; 4], [zero; 4]);
-    let mut i = 0;
-    while i + 2 <= words {
-        a = step(i, a);
-        b = step(i + 1, b);
-        i += 2;
-    }
-    if i < words {
-        a = step(i, a);
-    }
+    let (a, b) = two_chains(words, [zero; 4], step);
     let mut out = [0i32; 4];
     for (k, (o, c)) in out.iter_mut().zip(codes).enumerate() {
         *o = _mm512_reduce_add_epi32(_mm512_add_epi32(a[k], b[k]))
