@@ -156,6 +156,14 @@ fn launch(
             shared_mem_bytes: 0,
         }
     };
+    // One block of 256 threads per 256 columns of a row, one grid row per row.
+    let grid_rows = |rows: usize, cols: usize| -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (cols.div_ceil(256).max(1) as u32, rows.max(1) as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    };
     // SAFETY (every launch): argument lists match the kernels' signatures in
     // rebuild.cu, and `device_jobs` checked that every offset the kernel reads lies
     // inside the copied prefix, with the section lengths the layouts expect.
@@ -180,15 +188,7 @@ fn launch(
         } => {
             let (r, c) = (dim(*rows, "rows")?, dim(*cols, "cols")?);
             let (bits, g) = (i32::from(*bits), dim(*group_rows, "group_rows")?);
-            let cfg = LaunchConfig {
-                grid_dim: (
-                    (*cols).div_ceil(256).max(1) as u32,
-                    (*rows).max(1) as u32,
-                    1,
-                ),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
+            let cfg = grid_rows(*rows, *cols);
             let mut b = stream.launch_builder(f_palette);
             b.arg(d_base).arg(luts_offset).arg(indices_offset);
             b.arg(&r).arg(&c).arg(&bits).arg(&g).arg(out);
@@ -214,15 +214,7 @@ fn launch(
                 None => (0, 0, 0),
             };
             let offs = d_offs.slice(range);
-            let cfg = LaunchConfig {
-                grid_dim: (
-                    (*cols).div_ceil(256).max(1) as u32,
-                    (*rows).max(1) as u32,
-                    1,
-                ),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
+            let cfg = grid_rows(*rows, *cols);
             let mut b = stream.launch_builder(f_nested);
             b.arg(d_base).arg(&offs).arg(&n);
             b.arg(table_offset)
