@@ -122,6 +122,8 @@ pub(crate) trait Element: Copy + Send + Sync + bytemuck::Zeroable + 'static {
     fn round_from_f32(src: &[f32], dst: &mut [Self]);
 
     /// The destination as an [`Out`].
+    // Only the candle loader hands buffers out this way.
+    #[cfg_attr(not(feature = "candle"), allow(dead_code))]
     fn out(s: &mut [Self]) -> Out<'_>;
 
     /// Runs `fill` on f32 values for `out` and rounds them into it: `fill` writes

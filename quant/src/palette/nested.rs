@@ -39,6 +39,7 @@
 use half::f16;
 use rayon::prelude::*;
 
+use super::nested_decode::NestedParts;
 pub(crate) use super::nested_decode::decode_nested;
 use super::{ScaledPalette, index_row_bytes, palettize_scaled, unpack_indices};
 use crate::error::{QuantError, Result};
@@ -97,15 +98,15 @@ impl NestedPalette {
             _ => self.steps[n - 1].rescale.as_ref(),
         }
         .map(|r| r.view());
-        decode_nested(
-            &self.base.layout,
-            &table,
-            &params,
-            &self.base.codes,
-            &self.base.indices,
-            &planes,
-            rescale.as_ref(),
-        )
+        let parts = NestedParts {
+            table: &table,
+            params: &params,
+            codes: &self.base.codes,
+            indices: &self.base.indices,
+            planes: &planes,
+            rescale: rescale.as_ref(),
+        };
+        decode_nested(&self.base.layout, &parts)
     }
 }
 

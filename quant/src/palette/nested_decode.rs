@@ -28,30 +28,14 @@ use crate::palette::nested::plane_row_bytes;
 /// in `table` (the last plane's table, or the base table with no plane), corrected
 /// per block by `rescale` (the last step's, when it has one: `t f + g`), then each
 /// block's scale and offset. Slices must match `layout` (checked by the caller).
-pub(crate) fn decode_nested(
-    layout: &ScaledLayout,
-    table: &[f32],
-    params: &[f32],
-    codes: &[u8],
-    indices: &[u8],
-    planes: &[&[u8]],
-    rescale: Option<&RescaleView<'_>>,
-) -> Vec<f32> {
+pub(crate) fn decode_nested(layout: &ScaledLayout, parts: &NestedParts<'_>) -> Vec<f32> {
     let mut out = crate::buffer::zeroed_f32(layout.rows * layout.cols);
-    let parts = NestedParts {
-        table,
-        params,
-        codes,
-        indices,
-        planes,
-        rescale,
-    };
-    decode_nested_into(layout, &parts, &mut out);
+    decode_nested_into(layout, parts, &mut out);
     out
 }
 
 /// What [`decode_nested_into`] reads besides the layout.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct NestedParts<'a> {
     /// The table looked up (the last loaded step's, or the base's).
     pub table: &'a [f32],
@@ -189,15 +173,15 @@ pub(crate) fn decode_nested_into<T: Element>(
 /// ([`ScaledLayout::decode_with`]).
 // Only the tests call the twin; it stays beside the kernel it specifies.
 #[cfg_attr(not(test), allow(dead_code))]
-pub(crate) fn decode_nested_scalar(
-    layout: &ScaledLayout,
-    table: &[f32],
-    params: &[f32],
-    codes: &[u8],
-    indices: &[u8],
-    planes: &[&[u8]],
-    rescale: Option<&RescaleView<'_>>,
-) -> Vec<f32> {
+pub(crate) fn decode_nested_scalar(layout: &ScaledLayout, parts: &NestedParts<'_>) -> Vec<f32> {
+    let NestedParts {
+        table,
+        params,
+        codes,
+        indices,
+        planes,
+        rescale,
+    } = *parts;
     let (rb, pb, cols) = (
         index_row_bytes(layout.cols, layout.bits),
         plane_row_bytes(layout.cols),
@@ -260,13 +244,13 @@ mod tests {
             let view = RescaleView { bits: rescale_bits, entries, codes: &rcodes };
             let rescale = (rescale_bits > 0).then_some(&view);
             let planes: Vec<&[u8]> = planes.iter().map(Vec::as_slice).collect();
-            let fast = decode_nested(&l, &table, &params, &codes, &indices, &planes, rescale);
-            let slow = decode_nested_scalar(&l, &table, &params, &codes, &indices, &planes, rescale);
+            let parts = NestedParts { table: &table, params: &params, codes: &codes, indices: &indices, planes: &planes, rescale };
+            let fast = decode_nested(&l, &parts);
+            let slow = decode_nested_scalar(&l, &parts);
             prop_assert_eq!(fast.len(), rows * cols);
             let bits_of = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits_of(&fast), bits_of(&slow));
             // Straight into 2-byte elements: the twin's f32 values rounded one by one.
-            let parts = NestedParts { table: &table, params: &params, codes: &codes, indices: &indices, planes: &planes, rescale };
             let mut half = vec![f16::ZERO; rows * cols];
             decode_nested_out(&l, &parts, Out::F16(&mut half));
             let want: Vec<u16> = slow.iter().map(|&x| f16::from_f32(x).to_bits()).collect();

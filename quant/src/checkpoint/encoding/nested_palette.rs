@@ -155,6 +155,22 @@ pub(super) struct Nested<'a> {
     pub steps: &'a [BlockEntry],
 }
 
+impl Nested<'_> {
+    /// Refuses a budget that asks tensor `name` for more than its `steps`.
+    fn check_steps(&self, name: &str, n: usize) -> Result<()> {
+        if n > self.steps.len() {
+            return Err(QuantError::InvalidConfig {
+                field: "budget.blocks_per_matrix",
+                reason: format!(
+                    "tensor `{name}` has {} refinement steps, the budget asks for {n}",
+                    self.steps.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A correction's parts in `bytes` laid out by `sl`, as decoding applies them.
 fn rescale_view<'b>(bytes: &'b [u8], sl: &NestedStepLayout, bits: u8) -> RescaleView<'b> {
     let e = f16s(&bytes[sl.entries.0..sl.entries.0 + sl.entries.1]);
@@ -293,15 +309,7 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
                 actual: out.len(),
             });
         }
-        if n > self.steps.len() {
-            return Err(QuantError::InvalidConfig {
-                field: "budget.blocks_per_matrix",
-                reason: format!(
-                    "tensor `{name}` has {} refinement steps, the budget asks for {n}",
-                    self.steps.len()
-                ),
-            });
-        }
+        self.check_steps(name, n)?;
         let layout = ScaledLayout::new(rows, cols, self.bits, self.group_cols as usize)
             .ok_or_else(|| t.error(format!("tensor `{name}`: bad nested palette layout")))?;
         let base = t.section(&self.base, "nested palette base")?;
@@ -368,15 +376,7 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
             field: "nested palette layout",
             reason: format!("tensor `{name}` {what}: bad layout"),
         };
-        if n > self.steps.len() {
-            return Err(QuantError::InvalidConfig {
-                field: "budget.blocks_per_matrix",
-                reason: format!(
-                    "tensor `{name}` has {} refinement steps, the budget asks for {n}",
-                    self.steps.len()
-                ),
-            });
-        }
+        self.check_steps(name, n)?;
         let l = ScaledLayout::new(rows, cols, self.bits, gc)
             .ok_or_else(|| bad("nested palette base"))?;
         let base = t.inside(&self.base, l.len as u64, "nested palette base")?;
