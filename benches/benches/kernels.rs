@@ -8,6 +8,9 @@
 //! - `score_batch/<codec>`: one 384-d query against 10,000 codes with the codec's
 //!   fast scorer (inner product). Throughput is bytes of codes per second; vectors per
 //!   second is 10,000 / time. To bench another codec, add it to [`codecs`].
+//! - `scorer_setup/<codec>`: building one query's scorer (what every search pays
+//!   before its first code is scored: the query's rotation and folded weights for the
+//!   transform codecs).
 //! - `kernel/<name>/{fast,scalar}`: one call on 384 values, the dispatched kernel
 //!   against its scalar twin (`dot_b1_table` reads a per-query table built outside
 //!   the timed call, as the b1 scorer does).
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use half::{bf16, f16};
 use octet_quant::kernels;
-use octet_quant::{ElementCodec, ElementSpec, Metric, VectorCodec};
+use octet_quant::{CodecSpec, ElementCodec, ElementSpec, Metric, ScalarQuantizer, VectorCodec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -104,6 +107,39 @@ fn bench_score_batch(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Per-query scorer construction for the element codec the store rescores with and
+/// the transform codecs at `dim/4` and `dim/2` bytes.
+fn bench_scorer_setup(c: &mut Criterion) {
+    let data = embeddings(ROWS, 1);
+    let query = embeddings(1, 2);
+    let mut group = c.benchmark_group("scorer_setup");
+    group.warm_up_time(Duration::from_millis(300));
+    group.measurement_time(Duration::from_secs(1));
+    group.sample_size(20);
+    let specs = [
+        ("i8", CodecSpec::element(ElementSpec::I8)),
+        ("transform96", transform(DIM / 4)),
+        ("transform192", transform(DIM / 2)),
+    ];
+    for (name, spec) in specs {
+        let codec = match spec.fit(&data, DIM) {
+            Ok(codec) => codec,
+            Err(e) => panic!("fitting {name} on the bench sample: {e}"),
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(codec.scorer(black_box(&query), Metric::Cosine)));
+        });
+    }
+    group.finish();
+}
+
+fn transform(bytes: usize) -> CodecSpec {
+    CodecSpec::Transform {
+        bytes,
+        quantizer: ScalarQuantizer::Uniform,
+    }
 }
 
 /// Benches `fast` and `scalar` on the same inputs; `bytes` is what one call reads.
@@ -272,7 +308,12 @@ fn summary() {
     }
 }
 
-criterion_group!(benches, bench_score_batch, bench_kernels);
+criterion_group!(
+    benches,
+    bench_score_batch,
+    bench_scorer_setup,
+    bench_kernels
+);
 
 fn main() {
     benches();

@@ -44,3 +44,62 @@ pub(super) unsafe fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     // Lane by lane, then across: the wrapped lanes add up to the exact total.
     _mm512_reduce_add_epi32(_mm512_sub_epi32(shifted, offset))
 }
+
+/// [`dot_i8`] of `q` with every row of `rows` (row-major, `q.len()` each), four
+/// rows per pass over `q`, into `out` (one per row).
+///
+/// Here the rows' sign bits are flipped (`row + 128`, unsigned) and `128 sum q`,
+/// the same for every row, is taken back out once, so a 64-byte step is one load,
+/// one xor and one `vpdpbusd` per row; the bounds of [`dot_i8`] hold as they are.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VNNI; `q.len()` is at most
+/// [`super::DOT_I8_MAX_LEN`] and `rows.len() == q.len() * out.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn dot_i8_rows(q: &[i8], rows: &[i8], out: &mut [i32]) {
+    let n = q.len();
+    assert_eq!(
+        rows.len(),
+        n * out.len(),
+        "dot_i8_rows: rows do not fit the output"
+    );
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let sum_q: i32 = q.iter().map(|&v| i32::from(v)).sum();
+    let offset = sum_q.wrapping_mul(128);
+    let mask_at = |i: usize| -> __mmask64 {
+        if n - i >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << (n - i)) - 1
+        }
+    };
+    let (pq, pr) = (q.as_ptr(), rows.as_ptr());
+    let mut blocks = out.chunks_exact_mut(4);
+    let mut r = 0;
+    for block in &mut blocks {
+        let mut acc = [_mm512_setzero_si512(); 4];
+        let mut i = 0;
+        while i < n {
+            let mask = mask_at(i);
+            // SAFETY: the mask covers bytes i..min(i + 64, n) of `q` and of rows
+            // r..r + 4, which `rows` holds (its length was checked).
+            unsafe {
+                let y = _mm512_maskz_loadu_epi8(mask, pq.add(i));
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let x = _mm512_maskz_loadu_epi8(mask, pr.add((r + j) * n + i));
+                    *a = _mm512_dpbusd_epi32(*a, _mm512_xor_si512(x, flip), y);
+                }
+            }
+            i += 64;
+        }
+        for (o, a) in block.iter_mut().zip(acc) {
+            *o = _mm512_reduce_add_epi32(a).wrapping_sub(offset);
+        }
+        r += 4;
+    }
+    for o in blocks.into_remainder() {
+        // SAFETY: row r lies within `rows`; the CPU features were required above.
+        *o = unsafe { dot_i8(q, &rows[r * n..(r + 1) * n]) };
+        r += 1;
+    }
+}

@@ -124,6 +124,31 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     dispatch!(dot_i8(a, b))
 }
 
+/// [`dot_i8`] of `q` with every row of `rows` (row-major, `q.len()` values each),
+/// into `out`, one per row: a matrix-vector product whose rows are read once
+/// (the transform scorer's query rotation). Twin: [`dot_i8_scalar`] per row.
+pub fn dot_i8_rows(q: &[i8], rows: &[i8], out: &mut [i32]) {
+    check_len("dot_i8_rows", rows.len(), q.len() * out.len());
+    assert!(
+        q.len() <= DOT_I8_MAX_LEN,
+        "dot_i8_rows: {} values, at most {DOT_I8_MAX_LEN}",
+        q.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if cpu_level().avx512_vnni {
+        // SAFETY: AVX-512 F, BW and VNNI were detected at run time; the lengths
+        // were checked above.
+        return unsafe { avx512::dot_i8_rows(q, rows, out) };
+    }
+    if q.is_empty() {
+        out.fill(0);
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(q.len())) {
+        *o = dot_i8(q, row);
+    }
+}
+
 /// Rounds `x` to `i8` steps of `max |x| / 127` into `out` (as long as `x`) and
 /// returns the step, so `x_i ~ step * out_i` with an error of at most half a step:
 /// the form [`dot_i8`] multiplies exactly (the graph builder's rows, the transform
@@ -133,9 +158,19 @@ pub fn quantize_i8(x: &[f32], out: &mut [i8]) -> f32 {
     let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        *o = round_half_away(v * inv).clamp(-127, 127) as i8;
     }
     max / 127.0
+}
+
+/// `x.round()` as an integer (half away from zero) for `|x| < 2^23`, without the
+/// libm call `round` is on the baseline x86-64 target (no rounding instruction):
+/// the cast truncates, and the remainder `x - trunc(x)` is exact in f32.
+#[inline]
+fn round_half_away(x: f32) -> i32 {
+    let t = x as i32;
+    let rest = x - t as f32;
+    t + i32::from(rest >= 0.5) - i32::from(rest <= -0.5)
 }
 
 /// Weighted sum of byte codes read as integers: `sum w_i * c_i`.

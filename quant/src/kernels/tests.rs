@@ -132,6 +132,35 @@ proptest! {
     }
 
     #[test]
+    fn i8_rows_match_twin(
+        (q, rows) in (0usize..200, 0usize..11).prop_flat_map(|(n, r)| {
+            (vec(any::<i8>(), n), vec(any::<i8>(), n * r))
+        })
+    ) {
+        let count = if q.is_empty() { rows.len() } else { rows.len() / q.len() };
+        let expect: Vec<i64> = if q.is_empty() {
+            vec![0; count]
+        } else {
+            rows.chunks_exact(q.len()).map(|row| dot_i8_scalar(&q, row)).collect()
+        };
+        let mut out = vec![i32::MAX; count];
+        dot_i8_rows(&q, &rows, &mut out);
+        prop_assert_eq!(out.iter().map(|&v| i64::from(v)).collect::<Vec<_>>(), expect);
+    }
+
+    #[test]
+    fn quantize_i8_rounds_as_round_does(x in vec(-1e3f32..1e3, 0..64)) {
+        let mut out = vec![0i8; x.len()];
+        let step = quantize_i8(&x, &mut out);
+        let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
+        prop_assert_eq!(step, max / 127.0);
+        for (&o, &v) in out.iter().zip(&x) {
+            prop_assert_eq!(o, (v * inv).round().clamp(-127.0, 127.0) as i8);
+        }
+    }
+
+    #[test]
     fn u8_kernels_match_twins(
         (w, a, c) in len().prop_flat_map(|n| (floats(n), vec(-50.0f32..300.0, n), vec(any::<u8>(), n)))
     ) {

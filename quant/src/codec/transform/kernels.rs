@@ -374,6 +374,36 @@ pub struct MaskedWeights {
     step: f32,
 }
 
+/// `weights` (each within [`masked_max`] of `planes`) as `planes` signed digits,
+/// `w = sum 256^k d_k`, laid out as [`MaskedWeights::digits`] says.
+fn digit_planes(weights: &[i32], planes: usize) -> Vec<i8> {
+    // w = sum 256^k d_k with every digit in -128..=127 (rounded digits); the
+    // bound on |w| keeps the most significant digit in i8 too. One pass per
+    // plane, least significant first, over the whole vector.
+    let mut rest = weights.to_vec();
+    let mut by_plane = vec![vec![0i8; weights.len()]; planes];
+    for plane in by_plane.iter_mut().rev() {
+        for (d, r) in plane.iter_mut().zip(rest.iter_mut()) {
+            let low = ((*r + 128) & 0xFF) - 128;
+            *d = low as i8;
+            *r = (*r - low) >> 8;
+        }
+    }
+    // Whole 64-bit words: the planes of each word side by side; then the tail,
+    // `planes` values per bit.
+    let words = weights.len() / 64;
+    let mut digits = Vec::with_capacity(weights.len() * planes);
+    for w in 0..words {
+        for plane in &by_plane {
+            digits.extend_from_slice(&plane[64 * w..64 * w + 64]);
+        }
+    }
+    for i in 64 * words..weights.len() {
+        digits.extend(by_plane.iter().map(|plane| plane[i]));
+    }
+    digits
+}
+
 /// Largest weight in steps that `planes` digit planes hold: `127 (256^p - 1) / 255`.
 fn masked_max(planes: usize) -> f32 {
     match planes {
@@ -409,30 +439,13 @@ impl MaskedWeights {
                 (x + 0.5f32.copysign(x)) as i32
             })
             .collect();
-        // w = sum 256^k d_k with every digit in -128..=127 (rounded digits); the
-        // bound on |w| keeps the most significant digit in i8 too. One pass per
-        // plane, least significant first, over the whole vector.
-        let mut rest = weights.clone();
-        let mut by_plane = vec![vec![0i8; weights.len()]; planes];
-        for plane in by_plane.iter_mut().rev() {
-            for (d, r) in plane.iter_mut().zip(rest.iter_mut()) {
-                let low = ((*r + 128) & 0xFF) - 128;
-                *d = low as i8;
-                *r = (*r - low) >> 8;
-            }
-        }
-        // Whole 64-bit words: the planes of each word side by side; then the tail,
-        // `planes` values per bit.
-        let words = weights.len() / 64;
-        let mut digits = Vec::with_capacity(weights.len() * planes);
-        for w in 0..words {
-            for plane in &by_plane {
-                digits.extend_from_slice(&plane[64 * w..64 * w + 64]);
-            }
-        }
-        for i in 64 * words..weights.len() {
-            digits.extend(by_plane.iter().map(|plane| plane[i]));
-        }
+        let digits = if planes == 1 {
+            // One plane is the weights themselves (|w| <= 127): what
+            // `digit_planes` gives, without its passes (once per query).
+            weights.iter().map(|&w| w as i8).collect()
+        } else {
+            digit_planes(&weights, planes)
+        };
         MaskedWeights {
             weights,
             digits,
@@ -694,6 +707,16 @@ mod tests {
 
     fn abs_sum(x: &[f32]) -> f32 {
         x.iter().map(|v| v.abs()).sum::<f32>() * 256.0
+    }
+
+    #[test]
+    fn one_plane_digits_are_the_general_decomposition() {
+        let bit_weights: Vec<f32> = (0..8 * 97)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
+            .collect();
+        let one = MaskedWeights::with_planes(&bit_weights, 1);
+        assert_eq!(one.digits, digit_planes(&one.weights, 1));
+        assert!(one.weights.iter().any(|&w| w.abs() == 127));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CodecSpec, ScalarQuantizer, Scorer, VectorCodec};
 use crate::error::{QuantError, Result};
-use crate::kernels::quantize_i8;
+use crate::kernels::{dot_i8_rows, quantize_i8};
 use crate::metric::Metric;
 use crate::pca::Pca;
 use alloc::{DistortionCurve, allocate_bits, allocate_bits_with};
@@ -72,12 +72,15 @@ pub struct TransformCodec {
     /// the query with these, exact integer dot products on a quarter of the f32
     /// rows' bytes (derived, not stored).
     slot_rows: Box<SlotRowsI8>,
+    /// Every slot's affine reconstruction `(base, step)` in slot order, `None`
+    /// when a slot is not uniform (derived, not stored; what each query's folded
+    /// weights are made of).
+    slot_affine: Option<Box<[(f32, f32)]>>,
 }
 
 /// Rows as `i8` codes, `row ~ scale * code`, with what the rounding bound needs.
 #[derive(Debug, Clone)]
 struct SlotRowsI8 {
-    dim: usize,
     codes: Vec<i8>,
     /// `max |row| / 127` per row.
     scales: Vec<f32>,
@@ -86,7 +89,7 @@ struct SlotRowsI8 {
 }
 
 impl SlotRowsI8 {
-    fn new<'r>(rows: impl Iterator<Item = &'r [f32]>, dim: usize) -> SlotRowsI8 {
+    fn new<'r>(rows: impl Iterator<Item = &'r [f32]>) -> SlotRowsI8 {
         let (mut codes, mut scales, mut l1) = (Vec::new(), Vec::new(), Vec::new());
         for row in rows {
             let start = codes.len();
@@ -96,20 +99,21 @@ impl SlotRowsI8 {
             scales.push(scale);
             l1.push(scale * sum as f32);
         }
-        SlotRowsI8 {
-            dim,
-            codes,
-            scales,
-            l1,
-        }
+        SlotRowsI8 { codes, scales, l1 }
     }
 
     fn len(&self) -> usize {
         self.scales.len()
     }
 
-    fn row(&self, t: usize) -> &[i8] {
-        &self.codes[t * self.dim..][..self.dim]
+    /// The coordinate of an `i8` query (`query ~ q_scale * q8`) on every row.
+    fn coords(&self, q8: &[i8], q_scale: f32) -> Vec<f32> {
+        let mut dots = vec![0i32; self.len()];
+        dot_i8_rows(q8, &self.codes, &mut dots);
+        dots.iter()
+            .zip(&self.scales)
+            .map(|(&d, &s)| s * q_scale * d as f32)
+            .collect()
     }
 }
 
@@ -192,8 +196,12 @@ impl TryFrom<TransformParams> for TransformCodec {
         }
         let slot_rows = Box::new(SlotRowsI8::new(
             layout.order().iter().map(|&j| p.pca.component(j as usize)),
-            dim,
         ));
+        let slot_affine = layout
+            .order()
+            .iter()
+            .map(|&j| p.quantizers[j as usize].affine())
+            .collect();
         Ok(TransformCodec {
             bytes: p.bytes,
             quantizer: p.quantizer,
@@ -202,6 +210,7 @@ impl TryFrom<TransformParams> for TransformCodec {
             layout,
             fixed_direction,
             slot_rows,
+            slot_affine,
         })
     }
 }

@@ -25,7 +25,7 @@ use super::kernels::{
 use super::layout::Layout;
 use super::quantizer::ComponentQuantizer;
 use crate::codec::Scorer;
-use crate::kernels::{dot_f32, dot_i8, quantize_i8};
+use crate::kernels::{dot_f32, quantize_i8};
 use crate::metric::Metric;
 use std::sync::OnceLock;
 
@@ -88,15 +88,15 @@ impl<'a> FoldedScorer<'a> {
     pub(super) fn new(codec: &'a TransformCodec, query: &[f32], metric: Metric) -> Self {
         let l2 = metric == Metric::L2;
         let layout = &codec.layout;
-        if !l2 && masked_weights_fast() && affine_slots(codec).is_some() {
+        if !l2
+            && masked_weights_fast()
+            && let Some(affine) = codec.slot_affine.as_deref()
+        {
             let q = metric.prepare_query(query);
-            let rows = &codec.slot_rows;
             let mut q8 = vec![0i8; q.len()];
             let q_scale = quantize_i8(&q, &mut q8);
-            let coords: Vec<f32> = (0..rows.len())
-                .map(|t| rows.scales[t] * q_scale * dot_i8(&q8, rows.row(t)) as f32)
-                .collect();
-            let (u, constant) = dot_terms(codec, &q, &coords);
+            let coords = codec.slot_rows.coords(&q8, q_scale);
+            let (u, constant) = dot_terms(codec, affine, &q, &coords);
             return FoldedScorer {
                 codec,
                 layout,
@@ -138,9 +138,9 @@ impl<'a> FoldedScorer<'a> {
             .iter()
             .zip(layout.order())
             .map(|(&x, &j)| (x, &codec.quantizers[j as usize]));
-        let terms = if let Some(affine) = affine_slots(codec) {
+        let terms = if let Some(affine) = codec.slot_affine.as_deref() {
             let (mut u, mut v) = (Vec::with_capacity(layout.slots()), Vec::new());
-            for ((x, _), (base, s)) in slots.zip(affine) {
+            for ((x, _), &(base, s)) in slots.zip(affine) {
                 if l2 {
                     let d = x - base;
                     constant -= d * d;
@@ -178,25 +178,18 @@ impl<'a> FoldedScorer<'a> {
     }
 }
 
-/// Every slot's affine reconstruction `(base, step)`, or `None` when a slot is
-/// not uniform.
-fn affine_slots(codec: &TransformCodec) -> Option<Vec<(f32, f32)>> {
-    codec
-        .layout
-        .order()
-        .iter()
-        .map(|&j| codec.quantizers[j as usize].affine())
-        .collect()
-}
-
 /// A dot or cosine score's linear weights `u_t = x_t s_t` and constant
 /// `q . fixed + sum_t x_t base_t` from the slot coordinates `x` (all slots
 /// uniform).
-fn dot_terms(codec: &TransformCodec, q: &[f32], coords: &[f32]) -> (Vec<f32>, f32) {
+fn dot_terms(
+    codec: &TransformCodec,
+    affine: &[(f32, f32)],
+    q: &[f32],
+    coords: &[f32],
+) -> (Vec<f32>, f32) {
     let mut constant = dot_f32(q, &codec.fixed_direction);
     let mut u = Vec::with_capacity(coords.len());
-    for (&x, &j) in coords.iter().zip(codec.layout.order()) {
-        let (base, s) = codec.quantizers[j as usize].affine().unwrap_or((0.0, 0.0));
+    for (&x, &(base, s)) in coords.iter().zip(affine) {
         constant += x * base;
         u.push(x * s);
     }
@@ -218,7 +211,8 @@ impl FoldedScorer<'_> {
                 .iter()
                 .map(|&j| dot_f32(codec.pca.component(j as usize), query))
                 .collect();
-            let (u, constant) = dot_terms(codec, query, &coords);
+            let affine = codec.slot_affine.as_deref().unwrap_or(&[]);
+            let (u, constant) = dot_terms(codec, affine, query, &coords);
             (
                 MaskedWeights::new(&bit_weights(&codec.layout, &u)),
                 constant,
