@@ -45,7 +45,9 @@ impl Metric {
 
 /// A unit-length copy of `v` (a zero vector stays zero).
 pub fn normalized(v: &[f32]) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    // The dispatched kernel: every query of a cosine collection pays this once per
+    // scorer, and the sequential sum was a chain of dependent adds.
+    let norm = crate::kernels::dot_f32(v, v).sqrt();
     if norm > 0.0 {
         v.iter().map(|x| x / norm).collect()
     } else {

@@ -91,7 +91,13 @@ impl AffineScorer {
         let (prepared, constant) = match metric {
             Metric::Dot | Metric::Cosine => {
                 let w = (0..q.len()).map(|i| q[i] * step_at(i)).collect();
-                let constant = offset.map_or(0.0, |o| kernels::dot_f32_scalar(&q, o));
+                let constant = offset.map_or(0.0, |o| {
+                    if fast {
+                        kernels::dot_f32(&q, o)
+                    } else {
+                        kernels::dot_f32_scalar(&q, o)
+                    }
+                });
                 let kernel = levels.dot_kernel(fast);
                 (Prepared::Dot { w, kernel }, constant)
             }

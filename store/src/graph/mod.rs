@@ -351,6 +351,11 @@ impl Graph {
                         score: s,
                         point: nb,
                     };
+                    // A new best candidate is the next one expanded: its list
+                    // loads while the rest of this list is pushed.
+                    if candidates.peek().is_none_or(|top| cand > *top) {
+                        octet_quant::kernels::prefetch(bytemuck::cast_slice(self.neighbours0(nb)));
+                    }
                     candidates.push(cand);
                     if accept(nb) {
                         results.push(Reverse(cand));
