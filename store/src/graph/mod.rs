@@ -358,9 +358,12 @@ impl Graph {
                     }
                     candidates.push(cand);
                     if accept(nb) {
-                        results.push(Reverse(cand));
-                        if results.len() > ef {
-                            results.pop();
+                        if results.len() < ef {
+                            results.push(Reverse(cand));
+                        } else if let Some(mut worst) = results.peek_mut() {
+                            // Full, and `cand` beats the worst: it takes the worst's
+                            // place (one sift instead of a push and a pop).
+                            *worst = Reverse(cand);
                         }
                     }
                 }

@@ -454,6 +454,42 @@ impl MaskedWeights {
         }
     }
 
+    /// `with_planes(&bit_weights(layout, u), 1)`, the coarse weights every query
+    /// builds, without materialising the bit weights or passing over them three
+    /// times: bit `j` of slot `t` weighs `u_t 2^j`, so the largest is
+    /// `|u_t| 2^(w_t - 1)` and the sum of all `|u_t| (2^w_t - 1)` (that sum only
+    /// guards against overflow; it rounds in another order than the bit-by-bit one).
+    pub fn one_plane(layout: &Layout, u: &[f32]) -> MaskedWeights {
+        let top = masked_max(1);
+        let (mut max, mut total) = (0f32, 0f64);
+        for (&ut, &width) in u.iter().zip(layout.widths()) {
+            if width > 0 {
+                max = max.max(ut.abs() * (1u32 << (width - 1)) as f32);
+                total += f64::from(ut.abs()) * f64::from((1u32 << width) - 1);
+            }
+        }
+        let step = (max / top).max((total / f64::from(1u32 << 30)) as f32);
+        let inv = if step > 0.0 { 1.0 / step } else { 0.0 };
+        let mut weights = vec![0i32; layout.code_len() * 8];
+        for ((&ut, &first), &width) in u.iter().zip(layout.bit_offsets()).zip(layout.widths()) {
+            for (j, w) in weights[first as usize..][..usize::from(width)]
+                .iter_mut()
+                .enumerate()
+            {
+                // As `with_planes` rounds the bit weight `u_t 2^j`.
+                let x = (ut * (1u32 << j) as f32 * inv).clamp(-top, top);
+                *w = (x + 0.5f32.copysign(x)) as i32;
+            }
+        }
+        let digits = weights.iter().map(|&w| w as i8).collect();
+        MaskedWeights {
+            weights,
+            digits,
+            planes: 1,
+            step,
+        }
+    }
+
     /// Bytes of code the weights score.
     pub fn code_len(&self) -> usize {
         self.weights.len() / 8
@@ -707,6 +743,28 @@ mod tests {
 
     fn abs_sum(x: &[f32]) -> f32 {
         x.iter().map(|v| v.abs()).sum::<f32>() * 256.0
+    }
+
+    proptest! {
+        #[test]
+        fn one_plane_from_slots_is_with_planes_of_the_bit_weights(
+            slots in proptest::collection::vec((1u8..=8, -10f32..10.0), 1..40)
+        ) {
+            let widths: Vec<u8> = slots.iter().map(|s| s.0).collect();
+            let layout = Layout::new(&widths);
+            // Slot order is the layout's; the slot weights follow it.
+            let u: Vec<f32> = layout
+                .order()
+                .iter()
+                .map(|&j| slots[j as usize].1)
+                .collect();
+            let fused = MaskedWeights::one_plane(&layout, &u);
+            let general = MaskedWeights::with_planes(&bit_weights(&layout, &u), 1);
+            prop_assert_eq!(fused.step, general.step);
+            prop_assert_eq!(&fused.weights, &general.weights);
+            prop_assert_eq!(&fused.digits, &general.digits);
+            prop_assert_eq!(fused.planes, general.planes);
+        }
     }
 
     #[test]

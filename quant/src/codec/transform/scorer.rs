@@ -29,11 +29,6 @@ use crate::kernels::{dot_f32, quantize_i8};
 use crate::metric::Metric;
 use std::sync::OnceLock;
 
-/// Digit planes of the coarse weights a graph walk steers by: one plane is a third
-/// of the precise scorer's multiply-adds (see `octet bench` for what it costs in
-/// recall after the rescore).
-const COARSE_PLANES: usize = 1;
-
 /// How the folded weights combine: which kernel a scorer runs.
 #[derive(Debug)]
 enum Terms {
@@ -102,7 +97,10 @@ impl<'a> FoldedScorer<'a> {
                 layout,
                 constant,
                 terms: Terms::Masked {
-                    coarse: MaskedWeights::with_planes(&bit_weights(layout, &u), COARSE_PLANES),
+                    // One digit plane: a third of the precise scorer's
+                    // multiply-adds (see `octet bench` for what it costs in
+                    // recall after the rescore).
+                    coarse: MaskedWeights::one_plane(layout, &u),
                     query: q,
                     fine: OnceLock::new(),
                 },
@@ -187,12 +185,19 @@ fn dot_terms(
     q: &[f32],
     coords: &[f32],
 ) -> (Vec<f32>, f32) {
-    let mut constant = dot_f32(q, &codec.fixed_direction);
-    let mut u = Vec::with_capacity(coords.len());
-    for (&x, &(base, s)) in coords.iter().zip(affine) {
-        constant += x * base;
-        u.push(x * s);
-    }
+    let u = coords
+        .iter()
+        .zip(affine)
+        .map(|(&x, &(_, s))| x * s)
+        .collect();
+    // Left to right, in a register (a loop that also pushed to `u` kept it on
+    // the stack).
+    let constant = coords
+        .iter()
+        .zip(affine)
+        .fold(dot_f32(q, &codec.fixed_direction), |c, (&x, &(base, _))| {
+            c + x * base
+        });
     (u, constant)
 }
 
