@@ -28,12 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from interleave import ensure_venv  # noqa: E402
 
 
-def octet_seal(octet, base, config, threads):
+def octet_seal(octet, base, config, threads, extra=()):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "bench.json")
         cmd = [octet, "bench", "--base", base, "--queries", base, "--max-queries", "1",
                "--configs", config, "--ef", "16", "--reps", "1", "--threads", str(threads),
-               "--quiet", "--json", out]
+               "--quiet", "--json", out] + list(extra)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         with open(out) as f:
             return json.load(f)["results"][0]["seal_s"]
@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--faiss-m", type=int, default=32)
     ap.add_argument("--faiss-efc", type=int, default=128)
+    ap.add_argument("octet_args", nargs="*", help="extra `octet bench` flags (after --), e.g. -- --m 24")
     args = ap.parse_args()
     if args.venv:
         ensure_venv(args.venv, __file__)
@@ -78,7 +79,7 @@ def main():
             times[("faiss", t)].append(f)
             line = [f"round {r + 1}, {t} thread(s): faiss {f:.2f} s"]
             for c in configs:
-                s = octet_seal(args.octet, args.base, c, t)
+                s = octet_seal(args.octet, args.base, c, t, args.octet_args)
                 times[(c, t)].append(s)
                 line.append(f"octet {c} {s:.2f} s")
             print(", ".join(line), flush=True)

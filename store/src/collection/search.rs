@@ -3,7 +3,7 @@
 //! selective), the growing segment exactly; candidates are merged, the sealed ones
 //! rescored from the rescore tier, and the best `k` returned with true scores.
 
-use octet_quant::VectorCodec;
+use octet_quant::{Metric, VectorCodec};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -184,6 +184,13 @@ impl Collection {
         let config = &self.inner.config;
         let metric = config.metric;
         let query = metric.prepare_query(&req.vector);
+        // The prepared query of a cosine collection is unit length and so are its
+        // stored vectors: the codecs' scorers score it as the inner product it is,
+        // without normalising it again each.
+        let scoring = match metric {
+            Metric::Cosine => Metric::Dot,
+            other => other,
+        };
         // A validated collection config holds its default in range too.
         let oversampling = req.oversampling.unwrap_or(config.rescore.oversampling);
         let filter = req.filter.as_ref().filter(|f| !f.is_empty());
@@ -192,7 +199,7 @@ impl Collection {
             .as_ref()
             .and_then(|c| c.rescore.as_ref())
             .filter(|_| req.rescore)
-            .map(|(codec, _)| codec.scorer(&query, metric));
+            .map(|(codec, _)| codec.scorer(&query, scoring));
         let fetch = if rescorer.is_some() {
             ((req.k as f32) * oversampling).ceil() as usize
         } else {
@@ -221,7 +228,7 @@ impl Collection {
             }
         }
         if let Some(codecs) = &st.codecs {
-            let scorer = codecs.codec.scorer(&query, metric);
+            let scorer = codecs.codec.scorer(&query, scoring);
             for (si, e) in st.sealed.iter().enumerate() {
                 let seg = &e.seg;
                 let score = |p: u32| scorer.score(seg.code(p));
