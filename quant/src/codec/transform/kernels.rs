@@ -461,26 +461,21 @@ impl MaskedWeights {
     /// guards against overflow; it rounds in another order than the bit-by-bit one).
     pub fn one_plane(layout: &Layout, u: &[f32]) -> MaskedWeights {
         let top = masked_max(1);
-        let (mut max, mut total) = (0f32, 0f64);
-        for (&ut, &width) in u.iter().zip(layout.widths()) {
+        // Four chains each (the maximum is exact in any order; the sum only
+        // guards against overflow, see `with_planes`).
+        let (mut max, mut total) = ([0f32; 4], [0f64; 4]);
+        for (i, (&ut, &width)) in u.iter().zip(layout.widths()).enumerate() {
             if width > 0 {
-                max = max.max(ut.abs() * (1u32 << (width - 1)) as f32);
-                total += f64::from(ut.abs()) * f64::from((1u32 << width) - 1);
+                max[i % 4] = max[i % 4].max(ut.abs() * (1u32 << (width - 1)) as f32);
+                total[i % 4] += f64::from(ut.abs()) * f64::from((1u32 << width) - 1);
             }
         }
+        let max = max.into_iter().fold(0f32, f32::max);
+        let total: f64 = total.into_iter().sum();
         let step = (max / top).max((total / f64::from(1u32 << 30)) as f32);
         let inv = if step > 0.0 { 1.0 / step } else { 0.0 };
         let mut weights = vec![0i32; layout.code_len() * 8];
-        for ((&ut, &first), &width) in u.iter().zip(layout.bit_offsets()).zip(layout.widths()) {
-            for (j, w) in weights[first as usize..][..usize::from(width)]
-                .iter_mut()
-                .enumerate()
-            {
-                // As `with_planes` rounds the bit weight `u_t 2^j`.
-                let x = (ut * (1u32 << j) as f32 * inv).clamp(-top, top);
-                *w = (x + 0.5f32.copysign(x)) as i32;
-            }
-        }
+        one_plane_bits(layout, u, inv, &mut weights);
         let digits = weights.iter().map(|&w| w as i8).collect();
         MaskedWeights {
             weights,
@@ -575,6 +570,69 @@ impl MaskedWeights {
     /// The weights in steps, bit by bit.
     pub fn weights(&self) -> &[i32] {
         &self.weights
+    }
+}
+
+/// Every bit's one-plane weight: bit `j` of slot `t` is `(u_t inv) 2^j` (equal to
+/// `(u_t 2^j) inv`, as [`MaskedWeights::with_planes`] rounds it: scaling by a power
+/// of two is exact) clamped to +-127 and rounded half away from zero, into
+/// `weights[first_t + j]`. Twin: [`one_plane_bits_scalar`].
+pub fn one_plane_bits(layout: &Layout, u: &[f32], inv: f32, weights: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    // `x - x` is 0 for a finite `x` and NaN otherwise: one pass that vectorises.
+    let finite = inv.is_finite() && u.iter().fold(0f32, |a, &x| a + (x - x)) == 0.0;
+    if masked_weights_fast() && finite && weights.len() >= layout.code_len() * 8 {
+        debug_assert!(layout.widths().iter().all(|&w| w <= 8));
+        // SAFETY: AVX-512 F was detected (VNNI implies it). `Layout::new` gives
+        // every slot a width of 1..=MAX_BITS (8) bits within its `code_len()`
+        // bytes, and `weights` holds 8 of them per byte, as checked just above.
+        unsafe { one_plane_bits_avx512(layout, u, inv, weights) };
+        return;
+    }
+    one_plane_bits_scalar(layout, u, inv, weights);
+}
+
+/// The twin of [`one_plane_bits`]: bit by bit.
+pub fn one_plane_bits_scalar(layout: &Layout, u: &[f32], inv: f32, weights: &mut [i32]) {
+    let top = masked_max(1);
+    for ((&ut, &first), &width) in u.iter().zip(layout.bit_offsets()).zip(layout.widths()) {
+        for (j, w) in weights[first as usize..][..usize::from(width)]
+            .iter_mut()
+            .enumerate()
+        {
+            let x = (ut * inv * (1u32 << j) as f32).clamp(-top, top);
+            *w = (x + 0.5f32.copysign(x)) as i32;
+        }
+    }
+}
+
+/// A slot's (up to) eight bits in one 16-lane pass, stored under a mask.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; every `u` finite; every width at most 8 and
+/// every slot's bits within `weights`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn one_plane_bits_avx512(layout: &Layout, u: &[f32], inv: f32, weights: &mut [i32]) {
+    use std::arch::x86_64::*;
+    let powers = _mm512_setr_ps(
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+    );
+    let top = masked_max(1);
+    let (hi, lo) = (_mm512_set1_ps(top), _mm512_set1_ps(-top));
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let half = _mm512_castps_si512(_mm512_set1_ps(0.5));
+    let out = weights.as_mut_ptr();
+    for ((&ut, &first), &width) in u.iter().zip(layout.bit_offsets()).zip(layout.widths()) {
+        let x = _mm512_mul_ps(_mm512_set1_ps(ut * inv), powers);
+        let x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+        // 0.5 with the sign of x, added, then truncated: half away from zero.
+        let h = _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(x), sign), half);
+        let r = _mm512_cvttps_epi32(_mm512_add_ps(x, _mm512_castsi512_ps(h)));
+        let mask: __mmask16 = (1u16 << width) - 1;
+        // SAFETY: the caller keeps first + width <= weights.len(); the mask
+        // writes lanes 0..width only.
+        unsafe { _mm512_mask_storeu_epi32(out.add(first as usize).cast(), mask, r) };
     }
 }
 
@@ -764,6 +822,23 @@ mod tests {
             prop_assert_eq!(&fused.weights, &general.weights);
             prop_assert_eq!(&fused.digits, &general.digits);
             prop_assert_eq!(fused.planes, general.planes);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn one_plane_bits_match_twin(
+            slots in proptest::collection::vec((1u8..=8, -10f32..10.0), 1..40),
+            inv in prop_oneof![Just(0f32), 0.01f32..1e3],
+        ) {
+            let widths: Vec<u8> = slots.iter().map(|s| s.0).collect();
+            let layout = Layout::new(&widths);
+            let u: Vec<f32> = slots.iter().map(|s| s.1).collect();
+            let mut fast = vec![i32::MAX; layout.code_len() * 8];
+            let mut twin = fast.clone();
+            one_plane_bits(&layout, &u, inv, &mut fast);
+            one_plane_bits_scalar(&layout, &u, inv, &mut twin);
+            prop_assert_eq!(fast, twin);
         }
     }
 
