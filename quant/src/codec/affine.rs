@@ -90,7 +90,10 @@ impl AffineScorer {
         let q = metric.prepare_query(query);
         let (prepared, constant) = match metric {
             Metric::Dot | Metric::Cosine => {
-                let w = (0..q.len()).map(|i| q[i] * step_at(i)).collect();
+                let w = match step {
+                    Some(s) => q.iter().zip(s).map(|(x, s)| x * s).collect(),
+                    None => q.clone(),
+                };
                 let constant = offset.map_or(0.0, |o| {
                     if fast {
                         kernels::dot_f32(&q, o)

@@ -104,7 +104,11 @@ impl SearchRequest {
         if self.vector.is_empty() {
             return bad("vector", "empty".into());
         }
-        if let Some(i) = self.vector.iter().position(|v| !v.is_finite()) {
+        // `v - v` is 0 for a finite value and NaN otherwise: a sum that vectorises
+        // (every search pays it); the position only when there is one.
+        if self.vector.iter().fold(0f32, |a, &v| a + (v - v)) != 0.0
+            && let Some(i) = self.vector.iter().position(|v| !v.is_finite())
+        {
             return bad(
                 "vector",
                 format!("non-finite value {} at component {i}", self.vector[i]),
