@@ -239,11 +239,25 @@ impl TransformCodec {
         let quantizers: Vec<ComponentQuantizer> = match quantizer {
             ScalarQuantizer::Uniform => {
                 // Every width up to EAGER_UNIFORM_BITS in parallel; wider ones as
-                // the allocation reaches them (few components do).
+                // the allocation reaches them. Which those are is predicted first,
+                // by an allocation over the fitted widths extended at 6 dB per
+                // bit, and the widths up to one past the prediction are fitted in
+                // parallel: the exact allocation then seldom fits one itself, on
+                // one thread (at 192 bytes for MiniLM it had been a serial 0.2 s
+                // of the seal). Only what is fitted when changes: the exact
+                // allocation reads exact distortions either way.
                 let mut ladders: Vec<UniformLadder> = columns
                     .par_iter()
                     .map(|c| UniformLadder::new(c, EAGER_UNIFORM_BITS))
                     .collect();
+                let predicted = allocate_bits_with(dim, bytes * 8, |j, b| ladders[j].estimate(b))?;
+                ladders
+                    .par_iter_mut()
+                    .zip(&predicted)
+                    .filter(|(_, w)| **w >= EAGER_UNIFORM_BITS)
+                    .for_each(|(l, &w)| {
+                        l.distortion(w.saturating_add(1));
+                    });
                 let widths = allocate_bits_with(dim, bytes * 8, |j, b| ladders[j].distortion(b))?;
                 ladders
                     .into_iter()

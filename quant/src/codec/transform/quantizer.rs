@@ -427,6 +427,19 @@ impl<'a> UniformLadder<'a> {
         self.curve[bits]
     }
 
+    /// The distortion at `bits` without fitting anything: exact where fitted,
+    /// beyond that the widest fitted one divided by 4 per further bit (the
+    /// 6 dB per bit of a uniform quantizer), an estimate that only decides what
+    /// to fit ahead, in parallel (see `TransformCodec::fit`).
+    pub fn estimate(&self, bits: u8) -> f64 {
+        let bits = usize::from(bits.min(MAX_BITS));
+        let last = self.curve.len() - 1;
+        match self.curve.get(bits) {
+            Some(&d) => d,
+            None => self.curve[last] / 4f64.powi((bits - last) as i32),
+        }
+    }
+
     /// The quantizer at `bits`, fitting it first if needed.
     pub fn into_quantizer(mut self, bits: u8) -> ComponentQuantizer {
         self.distortion(bits);
