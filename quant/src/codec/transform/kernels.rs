@@ -579,8 +579,8 @@ impl MaskedWeights {
 /// `weights[first_t + j]`. Twin: [`one_plane_bits_scalar`].
 pub fn one_plane_bits(layout: &Layout, u: &[f32], inv: f32, weights: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
-    // `x - x` is 0 for a finite `x` and NaN otherwise: one pass that vectorises.
-    let finite = inv.is_finite() && u.iter().fold(0f32, |a, &x| a + (x - x)) == 0.0;
+    // `0 x` is 0 for a finite `x` and NaN otherwise: one pass that vectorises.
+    let finite = inv.is_finite() && u.iter().fold(0f32, |a, &x| a + 0.0 * x) == 0.0;
     if masked_weights_fast() && finite && weights.len() >= layout.code_len() * 8 {
         debug_assert!(layout.widths().iter().all(|&w| w <= 8));
         // SAFETY: AVX-512 F was detected (VNNI implies it). `Layout::new` gives
@@ -839,6 +839,19 @@ mod tests {
             one_plane_bits(&layout, &u, inv, &mut fast);
             one_plane_bits_scalar(&layout, &u, inv, &mut twin);
             prop_assert_eq!(fast, twin);
+        }
+    }
+
+    #[test]
+    fn one_plane_bits_with_a_non_finite_weight_are_the_twins() {
+        let layout = Layout::new(&[3, 8, 1, 5, 2]);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let u = [0.5, bad, -1.25, 3.0, -0.01];
+            let mut fast = vec![7i32; layout.code_len() * 8];
+            let mut twin = fast.clone();
+            one_plane_bits(&layout, &u, 20.0, &mut fast);
+            one_plane_bits_scalar(&layout, &u, 20.0, &mut twin);
+            assert_eq!(fast, twin, "weight {bad}");
         }
     }
 
