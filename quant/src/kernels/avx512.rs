@@ -103,3 +103,33 @@ pub(super) unsafe fn dot_i8_rows(q: &[i8], rows: &[i8], out: &mut [i32]) {
         r += 1;
     }
 }
+
+/// [`super::lookup_f32`] for tables of at most 16 entries: sixteen indices widened
+/// to lanes and looked up in one register by `vpermps`, lanes whose index is past
+/// the table zeroed under a mask.
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `table.len() <= 16`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn lookup16_f32(table: &[f32], idx: &[u8], out: &mut [f32]) {
+    let n = idx.len().min(out.len());
+    let len = table.len().min(16);
+    let tmask = ((1u32 << len) - 1) as __mmask16;
+    // SAFETY: the mask covers table[..len] only.
+    let t = unsafe { _mm512_maskz_loadu_ps(tmask, table.as_ptr()) };
+    let limit = _mm512_set1_epi32(len as i32);
+    let (pi, po) = (idx.as_ptr(), out.as_mut_ptr());
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n, within both slices.
+        unsafe {
+            let ix = _mm512_cvtepu8_epi32(_mm_loadu_si128(pi.add(i).cast()));
+            let inside = _mm512_cmplt_epu32_mask(ix, limit);
+            _mm512_storeu_ps(po.add(i), _mm512_maskz_permutexvar_ps(inside, ix, t));
+        }
+        i += 16;
+    }
+    for j in i..n {
+        out[j] = table.get(usize::from(idx[j])).copied().unwrap_or(0.0);
+    }
+}

@@ -149,6 +149,27 @@ pub fn dot_i8_rows(q: &[i8], rows: &[i8], out: &mut [i32]) {
     }
 }
 
+/// `out[i] = table[idx[i]]`, 0 for an index past the table: the nested palette
+/// loader's per-weight lookup in a block's final values. With AVX-512 and at most
+/// 16 entries, sixteen lookups per instruction. Twin: [`lookup_f32_scalar`].
+pub fn lookup_f32(table: &[f32], idx: &[u8], out: &mut [f32]) {
+    check_len("lookup_f32", idx.len(), out.len());
+    #[cfg(target_arch = "x86_64")]
+    if table.len() <= 16 && cpu_level().avx512_vnni {
+        // SAFETY: AVX-512 F (with BW and VNNI) was detected at run time; the table
+        // holds at most 16 entries.
+        return unsafe { avx512::lookup16_f32(table, idx, out) };
+    }
+    lookup_f32_scalar(table, idx, out);
+}
+
+/// The twin of [`lookup_f32`]: one index at a time.
+pub fn lookup_f32_scalar(table: &[f32], idx: &[u8], out: &mut [f32]) {
+    for (o, &i) in out.iter_mut().zip(idx) {
+        *o = table.get(usize::from(i)).copied().unwrap_or(0.0);
+    }
+}
+
 /// Rounds `x` to `i8` steps of `max |x| / 127` into `out` (as long as `x`) and
 /// returns the step, so `x_i ~ step * out_i` with an error of at most half a step:
 /// the form [`dot_i8`] multiplies exactly (the graph builder's rows, the transform

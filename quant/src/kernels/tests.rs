@@ -149,6 +149,24 @@ proptest! {
     }
 
     #[test]
+    fn lookup_matches_twin(
+        table in vec(any::<f32>(), 0..40),
+        idx in vec(any::<u8>(), 0..100),
+    ) {
+        let mut fast = vec![f32::NAN; idx.len()];
+        let mut twin = vec![1.0f32; idx.len()];
+        lookup_f32(&table, &idx, &mut fast);
+        lookup_f32_scalar(&table, &idx, &mut twin);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&fast), bits(&twin));
+        // Small indices too, so most lanes hit the table.
+        let small: Vec<u8> = idx.iter().map(|&i| i % 20).collect();
+        lookup_f32(&table, &small, &mut fast);
+        lookup_f32_scalar(&table, &small, &mut twin);
+        prop_assert_eq!(bits(&fast), bits(&twin));
+    }
+
+    #[test]
     fn quantize_i8_rounds_as_round_does(x in vec(-1e3f32..1e3, 0..64)) {
         let mut out = vec![0i8; x.len()];
         let step = quantize_i8(&x, &mut out);

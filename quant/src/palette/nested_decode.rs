@@ -148,9 +148,8 @@ pub(crate) fn decode_nested_into<T: Element>(
                                 s * t + o
                             };
                         }
-                        for (v, &i) in w.iter_mut().zip(ix) {
-                            *v = block_lut[usize::from(i)];
-                        }
+                        // Levels past `n` are never written: 0, as the twin's.
+                        crate::kernels::lookup_f32(&block_lut[..n], ix, w);
                     } else if corrected {
                         let [f, g] = fg[usize::from(rc[b])];
                         for (v, &i) in w.iter_mut().zip(ix) {
