@@ -106,15 +106,19 @@ pub fn l2sq_bf16(q: &[f32], x: &[bf16]) -> f32 {
 /// then fits an `i32`.
 pub const DOT_I8_MAX_LEN: usize = 1 << 16;
 
+#[track_caller]
+fn check_i8_len(kernel: &str, len: usize) {
+    assert!(
+        len <= DOT_I8_MAX_LEN,
+        "{kernel}: {len} values, at most {DOT_I8_MAX_LEN}"
+    );
+}
+
 /// Exact integer inner product of two signed byte vectors (at most
 /// [`DOT_I8_MAX_LEN`] long). Twin: [`dot_i8_scalar`].
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     check_len("dot_i8", a.len(), b.len());
-    assert!(
-        a.len() <= DOT_I8_MAX_LEN,
-        "dot_i8: {} values, at most {DOT_I8_MAX_LEN}",
-        a.len()
-    );
+    check_i8_len("dot_i8", a.len());
     #[cfg(target_arch = "x86_64")]
     if cpu_level().avx512_vnni {
         // SAFETY: AVX-512 F, BW and VNNI were detected at run time; the lengths
@@ -129,11 +133,7 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 /// (the transform scorer's query rotation). Twin: [`dot_i8_scalar`] per row.
 pub fn dot_i8_rows(q: &[i8], rows: &[i8], out: &mut [i32]) {
     check_len("dot_i8_rows", rows.len(), q.len() * out.len());
-    assert!(
-        q.len() <= DOT_I8_MAX_LEN,
-        "dot_i8_rows: {} values, at most {DOT_I8_MAX_LEN}",
-        q.len()
-    );
+    check_i8_len("dot_i8_rows", q.len());
     #[cfg(target_arch = "x86_64")]
     if cpu_level().avx512_vnni {
         // SAFETY: AVX-512 F, BW and VNNI were detected at run time; the lengths
