@@ -149,6 +149,13 @@ pub fn dot_i8_rows(q: &[i8], rows: &[i8], out: &mut [i32]) {
     }
 }
 
+/// Whether every value is finite, in one pass that vectorises (`0 x` is 0 for a
+/// finite `x` and NaN otherwise, so the sum stays 0 only when all are): the check
+/// every search request and every query's coarse weights pay.
+pub fn all_finite(x: &[f32]) -> bool {
+    x.iter().fold(0f32, |a, &v| a + 0.0 * v) == 0.0
+}
+
 /// `out[i] = table[idx[i]]`, 0 for an index past the table: the nested palette
 /// loader's per-weight lookup in a block's final values. With AVX-512 and at most
 /// 16 entries, sixteen lookups per instruction. Twin: [`lookup_f32_scalar`].

@@ -167,6 +167,13 @@ proptest! {
     }
 
     #[test]
+    fn all_finite_is_every_value_finite(
+        x in vec(prop_oneof![any::<f32>(), Just(f32::NAN), Just(f32::INFINITY), Just(-0.0f32)], 0..50)
+    ) {
+        prop_assert_eq!(all_finite(&x), x.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
     fn quantize_i8_rounds_as_round_does(x in vec(-1e3f32..1e3, 0..64)) {
         let mut out = vec![0i8; x.len()];
         let step = quantize_i8(&x, &mut out);

@@ -104,9 +104,9 @@ impl SearchRequest {
         if self.vector.is_empty() {
             return bad("vector", "empty".into());
         }
-        // `0 v` is 0 for a finite value and NaN otherwise: a sum that vectorises
-        // (every search pays it); the position only when there is one.
-        if self.vector.iter().fold(0f32, |a, &v| a + 0.0 * v) != 0.0
+        // One vectorised pass (every search pays it); the position only when
+        // there is one.
+        if !octet_quant::kernels::all_finite(&self.vector)
             && let Some(i) = self.vector.iter().position(|v| !v.is_finite())
         {
             return bad(

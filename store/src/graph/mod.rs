@@ -185,6 +185,11 @@ impl Graph {
                 .sum::<usize>())
     }
 
+    /// Starts loading point `p`'s layer-0 list into the cache.
+    fn prefetch_neighbours0(&self, p: u32) {
+        octet_quant::kernels::prefetch(bytemuck::cast_slice(self.neighbours0(p)));
+    }
+
     fn neighbours0(&self, p: u32) -> &[u32] {
         let p = p as usize;
         match (self.offsets0.get(p), self.offsets0.get(p + 1)) {
@@ -332,7 +337,7 @@ impl Graph {
             // The list most likely expanded next starts loading now; a profile of
             // the walk put a quarter of its time on first touching each list.
             if let Some(next) = candidates.peek() {
-                octet_quant::kernels::prefetch(bytemuck::cast_slice(self.neighbours0(next.point)));
+                self.prefetch_neighbours0(next.point);
             }
             ids.clear();
             for &nb in self.neighbours0(c.point) {
@@ -354,7 +359,7 @@ impl Graph {
                     // A new best candidate is the next one expanded: its list
                     // loads while the rest of this list is pushed.
                     if candidates.peek().is_none_or(|top| cand > *top) {
-                        octet_quant::kernels::prefetch(bytemuck::cast_slice(self.neighbours0(nb)));
+                        self.prefetch_neighbours0(nb);
                     }
                     candidates.push(cand);
                     if accept(nb) {

@@ -439,13 +439,7 @@ impl MaskedWeights {
                 (x + 0.5f32.copysign(x)) as i32
             })
             .collect();
-        let digits = if planes == 1 {
-            // One plane is the weights themselves (|w| <= 127): what
-            // `digit_planes` gives, without its passes (once per query).
-            weights.iter().map(|&w| w as i8).collect()
-        } else {
-            digit_planes(&weights, planes)
-        };
+        let digits = digit_planes(&weights, planes);
         MaskedWeights {
             weights,
             digits,
@@ -476,6 +470,8 @@ impl MaskedWeights {
         let inv = if step > 0.0 { 1.0 / step } else { 0.0 };
         let mut weights = vec![0i32; layout.code_len() * 8];
         one_plane_bits(layout, u, inv, &mut weights);
+        // One plane is the weights themselves (|w| <= 127): what `digit_planes`
+        // gives, without its passes.
         let digits = weights.iter().map(|&w| w as i8).collect();
         MaskedWeights {
             weights,
@@ -579,9 +575,11 @@ impl MaskedWeights {
 /// `weights[first_t + j]`. Twin: [`one_plane_bits_scalar`].
 pub fn one_plane_bits(layout: &Layout, u: &[f32], inv: f32, weights: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
-    // `0 x` is 0 for a finite `x` and NaN otherwise: one pass that vectorises.
-    let finite = inv.is_finite() && u.iter().fold(0f32, |a, &x| a + 0.0 * x) == 0.0;
-    if masked_weights_fast() && finite && weights.len() >= layout.code_len() * 8 {
+    if masked_weights_fast()
+        && inv.is_finite()
+        && crate::kernels::all_finite(u)
+        && weights.len() >= layout.code_len() * 8
+    {
         debug_assert!(layout.widths().iter().all(|&w| w <= 8));
         // SAFETY: AVX-512 F was detected (VNNI implies it). `Layout::new` gives
         // every slot a width of 1..=MAX_BITS (8) bits within its `code_len()`
@@ -861,7 +859,9 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
             .collect();
         let one = MaskedWeights::with_planes(&bit_weights, 1);
-        assert_eq!(one.digits, digit_planes(&one.weights, 1));
+        // What `one_plane` writes instead of running `digit_planes`.
+        let direct: Vec<i8> = one.weights.iter().map(|&w| w as i8).collect();
+        assert_eq!(one.digits, direct);
         assert!(one.weights.iter().any(|&w| w.abs() == 127));
     }
 
