@@ -106,7 +106,8 @@ impl From<&CollectionConfig> for pb::CollectionConfig {
 
 impl From<&CollectionInfo> for pb::CollectionInfo {
     fn from(i: &CollectionInfo) -> Self {
-        let bytes_per_vector = i.config.codec.code_len(i.config.dim);
+        let fitted = i.fitted_codec.as_ref();
+        let bytes_per_vector = fitted.unwrap_or(&i.config.codec).code_len(i.config.dim);
         let ratio = if bytes_per_vector == 0 {
             0.0
         } else {
@@ -125,6 +126,7 @@ impl From<&CollectionInfo> for pb::CollectionInfo {
                 graph_bytes: i.graph_bytes as u64,
                 bytes_per_vector: bytes_per_vector as u64,
                 compression_ratio: ratio,
+                fitted_codec: fitted.map(ToString::to_string).unwrap_or_default(),
             }),
         }
     }

@@ -7,12 +7,29 @@ use std::sync::Arc;
 use octet_quant::codec::Codec;
 use octet_quant::{CodecSpec, QuantError, VectorCodec};
 
+use crate::config::CollectionConfig;
+
 /// A fitted codec as the store holds it.
 pub(crate) type SharedCodec = Arc<Codec>;
 
-/// Fits `spec` on `sample` (row-major, `dim` each).
-pub(crate) fn fit(spec: &CodecSpec, sample: &[f32], dim: usize) -> Result<SharedCodec, QuantError> {
-    Ok(Arc::new(spec.fit(sample, dim)?))
+/// Fits `spec` on `sample` (row-major, `config.dim` each) for a collection of
+/// `config`: `transform-auto` checks its sizes under the collection's metric and
+/// the candidates per result its rescore tier re-ranks (1 without one).
+pub(crate) fn fit(
+    spec: &CodecSpec,
+    sample: &[f32],
+    config: &CollectionConfig,
+) -> Result<SharedCodec, QuantError> {
+    let oversampling = match config.rescore.element {
+        Some(_) => config.rescore.oversampling,
+        None => 1.0,
+    };
+    Ok(Arc::new(spec.fit_for(
+        sample,
+        config.dim,
+        config.metric,
+        oversampling,
+    )?))
 }
 
 /// Serializes a fitted codec for the codec file.

@@ -508,6 +508,84 @@ fn the_default_codecs_fit_on_the_first_seal_and_are_reused() {
 }
 
 #[test]
+fn the_default_codec_picks_its_size_from_the_first_seal() {
+    // transform-auto: a quarter byte per dimension when the data's variance sits in a
+    // few directions (real embeddings), half a byte for clusters of white noise.
+    use rand::Rng;
+    let dim = 32;
+    let n = 1500u64;
+    let mut r = common::rng(21);
+    let basis: Vec<Vec<f32>> = (0..5).map(|i| vector_for(i, dim, 5)).collect();
+    let low_rank = |r: &mut rand_chacha::ChaCha8Rng| -> Vec<f32> {
+        let mut v: Vec<f32> = (0..dim).map(|_| r.random_range(-0.01f32..0.01)).collect();
+        for (i, b) in basis.iter().enumerate() {
+            let c = r.random_range(-1.0f32..1.0) / (1 + i) as f32;
+            v.iter_mut().zip(b).for_each(|(x, y)| *x += c * y);
+        }
+        v
+    };
+    let centres: Vec<Vec<f32>> = (0..8).map(|i| vector_for(i, dim, 78)).collect();
+    let noise = |id: u64, r: &mut rand_chacha::ChaCha8Rng| -> Vec<f32> {
+        let c = &centres[(id % 8) as usize];
+        c.iter().map(|x| x + r.random_range(-0.3f32..0.3)).collect()
+    };
+    for (name, want) in [("low-rank", dim / 4), ("noise", dim / 2)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let config = octet_store::CollectionConfig::new(dim, Metric::Cosine);
+        assert_eq!(config.codec.to_string(), "transform-auto");
+        let c = store.create_collection("c", config).expect("create");
+        assert_eq!(c.info().fitted_codec, None, "nothing fitted before a seal");
+        let mut model = Model::default();
+        let batch: Vec<Point> = (0..n)
+            .map(|id| {
+                let v = if name == "noise" {
+                    noise(id, &mut r)
+                } else {
+                    low_rank(&mut r)
+                };
+                Point::new(id, v)
+            })
+            .collect();
+        c.upsert(&batch, false).expect("upsert");
+        model.upsert(&batch, Metric::Cosine);
+        assert!(c.seal().expect("seal"), "{name}");
+        let info = c.info();
+        assert_eq!(
+            info.fitted_codec.map(|f| f.to_string()),
+            Some(format!("transform{want}")),
+            "{name}"
+        );
+        assert_eq!(info.code_bytes, n as usize * want, "{name}");
+        let mut recall_sum = 0.0;
+        for qi in 0..20u64 {
+            let q = if name == "noise" {
+                noise(qi, &mut r)
+            } else {
+                low_rank(&mut r)
+            };
+            let exact = model.search(&q, Metric::Cosine, 10, None);
+            let got = c
+                .search(&SearchRequest::new(q, 10).ef(100))
+                .expect("search");
+            let ids: Vec<u64> = got.iter().map(|g| g.id).collect();
+            recall_sum += recall(&ids, &exact);
+        }
+        assert!(
+            recall_sum / 20.0 > 0.9,
+            "{name}: recall {}",
+            recall_sum / 20.0
+        );
+        // The choice is stored with the codec: a reopen reads the same size.
+        drop(c);
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let info = store.collection("c").expect("c").info();
+        assert_eq!(info.code_bytes, n as usize * want, "{name} after reopen");
+    }
+}
+
+#[test]
 fn refitting_the_codec_on_more_data_rewrites_every_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::element::ElementCodec;
 use super::pca::PcaCodec;
 use super::transform::TransformCodec;
+use super::transform::auto::fit_auto;
 use super::{CodecSpec, Scorer, VectorCodec};
 use crate::error::Result;
 use crate::metric::Metric;
@@ -29,7 +30,23 @@ impl CodecSpec {
     /// Plain casts ignore the sample; scaled, affine and PCA-based codecs learn their
     /// parameters from it. Errors name the field at fault (PCA dims above `dim`, a
     /// byte budget out of range, too few rows, a non-finite value).
+    ///
+    /// `transform-auto` checks its sizes with L2 neighbours and 4 candidates per
+    /// result; [`CodecSpec::fit_for`] names the metric and the oversampling.
     pub fn fit(&self, sample: &[f32], dim: usize) -> Result<Codec> {
+        self.fit_for(sample, dim, Metric::L2, 4.0)
+    }
+
+    /// [`CodecSpec::fit`] for a collection searched under `metric` that re-ranks
+    /// `oversampling` candidates per result (1 without a rescore tier): what
+    /// `transform-auto` checks its sizes against. Other specs ignore both.
+    pub fn fit_for(
+        &self,
+        sample: &[f32],
+        dim: usize,
+        metric: Metric,
+        oversampling: f32,
+    ) -> Result<Codec> {
         self.validate(dim)?;
         Ok(match *self {
             CodecSpec::Element { element } => {
@@ -40,6 +57,10 @@ impl CodecSpec {
             }
             CodecSpec::Transform { bytes, quantizer } => {
                 Codec::Transform(TransformCodec::fit(sample, dim, bytes, quantizer)?)
+            }
+            CodecSpec::TransformAuto { quantizer } => {
+                let (codec, _) = fit_auto(sample, dim, quantizer, metric, oversampling)?;
+                Codec::Transform(codec)
             }
         })
     }
@@ -88,6 +109,7 @@ impl VectorCodec for Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::ScalarQuantizer;
     use rand::{Rng, SeedableRng};
 
     #[test]
@@ -118,6 +140,37 @@ mod tests {
                 back.encode(rows).expect("encode"),
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn transform_auto_fits_as_a_transform_codec_of_one_of_its_sizes() {
+        let dim = 32;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let sample: Vec<f32> = (0..300 * dim)
+            .map(|i| rng.random::<f32>() / (1 + i % dim) as f32)
+            .collect();
+        for (text, quantizer) in [
+            ("transform-auto", ScalarQuantizer::Uniform),
+            ("transform-auto-kmeans", ScalarQuantizer::Kmeans),
+        ] {
+            let spec: CodecSpec = text.parse().expect("spec");
+            assert_eq!(spec, CodecSpec::TransformAuto { quantizer });
+            assert_eq!(spec.code_len(dim), 16, "the most it may use");
+            let codec = spec
+                .fit_for(&sample, dim, Metric::Cosine, 4.0)
+                .expect("fit");
+            // 300 rows are too few to check the smaller size: the larger is used.
+            assert_eq!(
+                codec.spec(),
+                CodecSpec::Transform {
+                    bytes: 16,
+                    quantizer
+                }
+            );
+            let json = serde_json::to_string(&codec).expect("serialize");
+            let back: Codec = serde_json::from_str(&json).expect("deserialize");
+            assert_eq!(back.spec(), codec.spec());
         }
     }
 

@@ -104,7 +104,10 @@ pub enum ScalarQuantizer {
 /// Text forms (case-insensitive): `f16`, `i8`, `e4m3-scaled`, ... for element codecs;
 /// `pca192+e4m3` (also `pca(192)+e4m3`) for PCA to 192 dimensions then an element
 /// codec, the seed paper's recipe; `transform192` (also `transform(192)`) for the
-/// transform codec at 192 bytes per vector, `transform192-kmeans` with k-means levels.
+/// transform codec at 192 bytes per vector, `transform192-kmeans` with k-means levels;
+/// `transform-auto` (`transform-auto-kmeans`) for the transform codec at a quarter or
+/// a half of a byte per dimension, whichever is the smaller that keeps a search's
+/// candidates on the fitting sample ([`crate::codec::transform::auto`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum CodecSpec {
@@ -128,6 +131,12 @@ pub enum CodecSpec {
         /// The per-component quantizer.
         quantizer: ScalarQuantizer,
     },
+    /// The transform codec at a size chosen when it is fitted:
+    /// [`crate::codec::transform::auto`].
+    TransformAuto {
+        /// The per-component quantizer.
+        quantizer: ScalarQuantizer,
+    },
 }
 
 impl CodecSpec {
@@ -136,12 +145,18 @@ impl CodecSpec {
         CodecSpec::Element { element }
     }
 
-    /// Bytes per encoded vector for input of dimension `dim`.
+    /// Bytes per encoded vector for input of dimension `dim`; for `transform-auto`,
+    /// which decides when it is fitted, the most it may use (the fitted codec's
+    /// [`crate::VectorCodec::code_len`] is exact).
     pub fn code_len(&self, dim: usize) -> usize {
         match *self {
             CodecSpec::Element { element } => element.code_len(dim),
             CodecSpec::Pca { dims, element } => element.code_len(dims),
             CodecSpec::Transform { bytes, .. } => bytes,
+            CodecSpec::TransformAuto { .. } => crate::codec::transform::auto::auto_sizes(dim)
+                .last()
+                .copied()
+                .unwrap_or(1),
         }
     }
 
@@ -170,7 +185,7 @@ impl CodecSpec {
                     ),
                 })
             }
-            CodecSpec::Transform { .. } => Ok(()),
+            CodecSpec::Transform { .. } | CodecSpec::TransformAuto { .. } => Ok(()),
         }
     }
 }
@@ -192,6 +207,12 @@ impl fmt::Display for CodecSpec {
             } => {
                 write!(f, "transform{bytes}-kmeans")
             }
+            CodecSpec::TransformAuto {
+                quantizer: ScalarQuantizer::Uniform,
+            } => f.write_str("transform-auto"),
+            CodecSpec::TransformAuto {
+                quantizer: ScalarQuantizer::Kmeans,
+            } => f.write_str("transform-auto-kmeans"),
         }
     }
 }
@@ -227,6 +248,9 @@ impl FromStr for CodecSpec {
                 Some(bytes) => (bytes, ScalarQuantizer::Kmeans),
                 None => (rest, ScalarQuantizer::Uniform),
             };
+            if bytes == "-auto" {
+                return Ok(CodecSpec::TransformAuto { quantizer });
+            }
             return Ok(CodecSpec::Transform {
                 bytes: parse_count(bytes, &spec)?,
                 quantizer,
@@ -252,6 +276,8 @@ mod tests {
             "pca192+e4m3",
             "transform96",
             "transform48-kmeans",
+            "transform-auto",
+            "transform-auto-kmeans",
         ] {
             let spec: CodecSpec = text.parse().expect("valid spec");
             assert_eq!(spec.to_string(), text);

@@ -181,7 +181,7 @@ impl Collection {
                 }
                 let t = std::time::Instant::now();
                 let fitted = self.fit_codecs(&sample)?;
-                tracing::info!(collection = %inner.name, rows = sample.len() / inner.config.dim, secs = t.elapsed().as_secs_f64(), "fitted the codecs");
+                tracing::info!(collection = %inner.name, rows = sample.len() / inner.config.dim, codec = %fitted.codec.spec(), secs = t.elapsed().as_secs_f64(), "fitted the codecs");
                 Arc::new(fitted)
             }
         };
@@ -299,11 +299,11 @@ impl Collection {
             let json = codec_fit::to_json(codec).map_err(|r| corrupt(inner.dir.join(&name), r))?;
             write_component(&inner.dir, name, Component::Codec, &json)
         };
-        let codec = codec_fit::fit(&config.codec, sample, config.dim)?;
+        let codec = codec_fit::fit(&config.codec, sample, config)?;
         let codec_file = write(&codec, "codec")?;
         let rescore = match config.rescore.element {
             Some(element) => {
-                let r = codec_fit::fit(&CodecSpec::element(element), sample, config.dim)?;
+                let r = codec_fit::fit(&CodecSpec::element(element), sample, config)?;
                 let f = write(&r, "rescore")?;
                 Some((r, f))
             }
@@ -484,12 +484,12 @@ impl Collection {
             if sample.is_empty() {
                 return Ok(false);
             }
-            let codec = codec_fit::fit(&inner.config.codec, &sample, dim)?;
+            let codec = codec_fit::fit(&inner.config.codec, &sample, &inner.config)?;
             let generation = inner.state.read().manifest.generation;
             let name = format!("codec-g{generation:08}.{}", Component::Codec.extension());
             let json = codec_fit::to_json(&codec).map_err(|r| corrupt(inner.dir.join(&name), r))?;
             let codec_file = write_component(&inner.dir, name, Component::Codec, &json)?;
-            tracing::info!(collection = %inner.name, rows = sample.len() / dim, "refitted the codec");
+            tracing::info!(collection = %inner.name, rows = sample.len() / dim, codec = %codec.spec(), "refitted the codec");
             Arc::new(Codecs {
                 codec,
                 codec_file,

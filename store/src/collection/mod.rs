@@ -33,7 +33,7 @@ use crate::segment::file::{Component, open_component};
 use crate::segment::sealed::SealedSegment;
 use crate::telemetry::{Histogram, Telemetry};
 use crate::wal::{Wal, WalOp};
-use octet_quant::VectorCodec;
+use octet_quant::{CodecSpec, VectorCodec};
 pub use search::{MAX_K, ScoredPoint, SearchRequest};
 use state::{Codecs, SealedEntry, State};
 
@@ -109,6 +109,9 @@ pub struct CollectionInfo {
     pub sealed_points: usize,
     /// Per sealed segment: (id, stored points, deleted points).
     pub segment_points: Vec<(u64, usize, usize)>,
+    /// The compact codec as fitted on the first seal (`None` before it): what
+    /// `transform-auto` chose, for instance `transform96`.
+    pub fitted_codec: Option<CodecSpec>,
 }
 
 impl Collection {
@@ -472,6 +475,7 @@ impl Collection {
             rescore_bytes,
             graph_bytes,
             sealed_points,
+            fitted_codec: st.codecs.as_ref().map(|c| c.codec.spec()),
             segment_points: st
                 .sealed
                 .iter()

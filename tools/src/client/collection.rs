@@ -92,7 +92,7 @@ impl CreateArgs {
 /// A collection's description as JSON (the proto types carry no serde).
 pub fn info_json(info: &pb::CollectionInfo) -> serde_json::Value {
     let c = info.config.clone().unwrap_or_default();
-    let s = info.stats.unwrap_or_default();
+    let s = info.stats.clone().unwrap_or_default();
     json!({
         "name": info.name,
         "config": {
@@ -116,6 +116,7 @@ pub fn info_json(info: &pb::CollectionInfo) -> serde_json::Value {
             "graph_bytes": s.graph_bytes,
             "bytes_per_vector": s.bytes_per_vector,
             "compression_ratio": s.compression_ratio,
+            "fitted_codec": s.fitted_codec,
         },
     })
 }
@@ -123,12 +124,22 @@ pub fn info_json(info: &pb::CollectionInfo) -> serde_json::Value {
 /// A collection's description as aligned lines.
 pub fn print_info(info: &pb::CollectionInfo) {
     let c = info.config.clone().unwrap_or_default();
-    let s = info.stats.unwrap_or_default();
+    let s = info.stats.clone().unwrap_or_default();
     println!("collection       {}", info.name);
     println!("dim              {}", c.dim);
     println!("metric           {}", metric_name(c.metric));
+    let fitted = match s.fitted_codec.as_str() {
+        "" => String::new(),
+        f if f == c.codec => String::new(),
+        f => format!(", fitted as {f}"),
+    };
+    let bound = if s.fitted_codec.is_empty() && c.codec.contains("auto") {
+        "at most "
+    } else {
+        ""
+    };
     println!(
-        "codec            {} ({} bytes/vector, {:.1}x smaller than f32)",
+        "codec            {}{fitted} ({bound}{} bytes/vector, {:.1}x smaller than f32)",
         c.codec, s.bytes_per_vector, s.compression_ratio
     );
     println!("rescore          {} x{}", c.rescore, c.oversampling);

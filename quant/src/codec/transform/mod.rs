@@ -18,6 +18,7 @@
 //! negated squared distance). See `scorer.rs` for the algebra.
 
 pub mod alloc;
+pub mod auto;
 pub mod kernels;
 pub mod layout;
 pub mod quantizer;
@@ -215,27 +216,32 @@ impl TryFrom<TransformParams> for TransformCodec {
     }
 }
 
-impl TransformCodec {
-    /// Fits the codec on `sample` (row-major, `dim` values per row) for `bytes` bytes
-    /// per vector with the given per-component quantizer.
-    ///
-    /// Errors: `bytes` outside `1..=dim`, fewer than two rows, a non-finite value, or a
-    /// dimension above [`crate::pca::MAX_PCA_DIM`].
-    pub fn fit(
-        sample: &[f32],
-        dim: usize,
-        bytes: usize,
-        quantizer: ScalarQuantizer,
-    ) -> Result<TransformCodec> {
-        CodecSpec::Transform { bytes, quantizer }.validate(dim)?;
+/// The part of a transform fit that does not depend on the byte budget: the PCA and
+/// the sample's projected components, each sorted. [`TransformFitter::fit`] then
+/// allocates a budget over them, so fitting several sizes (`transform-auto`) rotates
+/// the sample once.
+pub(crate) struct TransformFitter {
+    dim: usize,
+    pca: Pca,
+    columns: Vec<SortedColumn>,
+}
+
+impl TransformFitter {
+    /// Fits the PCA on `sample` and sorts each projected component.
+    pub(crate) fn new(sample: &[f32], dim: usize) -> Result<TransformFitter> {
         let pca = Pca::fit(sample, dim, dim)?;
         let projected = pca.transform(sample)?;
         let columns: Vec<SortedColumn> = (0..dim)
             .into_par_iter()
             .map(|j| SortedColumn::new(projected.iter().skip(j).step_by(dim).copied()))
             .collect();
-        drop(projected);
+        Ok(TransformFitter { dim, pca, columns })
+    }
 
+    /// The codec at `bytes` bytes per vector with `quantizer` levels.
+    pub(crate) fn fit(&self, bytes: usize, quantizer: ScalarQuantizer) -> Result<TransformCodec> {
+        let (dim, columns) = (self.dim, &self.columns);
+        CodecSpec::Transform { bytes, quantizer }.validate(dim)?;
         let quantizers: Vec<ComponentQuantizer> = match quantizer {
             ScalarQuantizer::Uniform => {
                 // Every width up to EAGER_UNIFORM_BITS in parallel; wider ones as
@@ -281,9 +287,26 @@ impl TransformCodec {
         TransformCodec::try_from(TransformParams {
             bytes,
             quantizer,
-            pca,
+            pca: self.pca.clone(),
             quantizers,
         })
+    }
+}
+
+impl TransformCodec {
+    /// Fits the codec on `sample` (row-major, `dim` values per row) for `bytes` bytes
+    /// per vector with the given per-component quantizer.
+    ///
+    /// Errors: `bytes` outside `1..=dim`, fewer than two rows, a non-finite value, or a
+    /// dimension above [`crate::pca::MAX_PCA_DIM`].
+    pub fn fit(
+        sample: &[f32],
+        dim: usize,
+        bytes: usize,
+        quantizer: ScalarQuantizer,
+    ) -> Result<TransformCodec> {
+        CodecSpec::Transform { bytes, quantizer }.validate(dim)?;
+        TransformFitter::new(sample, dim)?.fit(bytes, quantizer)
     }
 
     /// The PCA rotation (all components kept).
