@@ -63,6 +63,40 @@ pub(super) unsafe fn dot_i8_rows(q: &[i8], rows: &[i8], out: &mut [i32]) {
         n * out.len(),
         "dot_i8_rows: rows do not fit the output"
     );
+    // SAFETY: row r of `out` starts at r * n, within `rows` (its length was
+    // checked); the CPU features were required above.
+    unsafe { dot_i8_rows_at(q, rows, |r| r * n, out) }
+}
+
+/// [`dot_i8`] of `q` with the rows `ids` of `rows` (row-major, `q.len()` each),
+/// into `out` (one per id): [`dot_i8_rows`]'s passes over rows gathered by index
+/// (a graph insertion scoring a list's neighbours against the new point).
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VNNI; `q.len()` is at most
+/// [`super::DOT_I8_MAX_LEN`], `ids.len() == out.len()` and every row `ids[r]`
+/// lies within `rows`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn dot_i8_gather(q: &[i8], rows: &[i8], ids: &[u32], out: &mut [i32]) {
+    let n = q.len();
+    // SAFETY: the caller keeps every row ids[r] within `rows`.
+    unsafe { dot_i8_rows_at(q, rows, |r| ids[r] as usize * n, out) }
+}
+
+/// The passes of [`dot_i8_rows`] and [`dot_i8_gather`]: row `r` of the output
+/// starts at byte `start(r)` of `rows`. Four rows per pass over `q`; the rows'
+/// sign bits are flipped (`row + 128`, unsigned) and `128 sum q`, the same for
+/// every row, is taken back out once, so a 64-byte step is one load, one xor and
+/// one `vpdpbusd` per row; the bounds of [`dot_i8`] hold as they are.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VNNI; `q.len()` is at most
+/// [`super::DOT_I8_MAX_LEN`]; `start(r) + q.len() <= rows.len()` for every
+/// `r < out.len()`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn dot_i8_rows_at(q: &[i8], rows: &[i8], start: impl Fn(usize) -> usize, out: &mut [i32]) {
+    let n = q.len();
     let flip = _mm512_set1_epi8(i8::MIN);
     let sum_q: i32 = q.iter().map(|&v| i32::from(v)).sum();
     let offset = sum_q.wrapping_mul(128);
@@ -77,16 +111,17 @@ pub(super) unsafe fn dot_i8_rows(q: &[i8], rows: &[i8], out: &mut [i32]) {
     let mut blocks = out.chunks_exact_mut(4);
     let mut r = 0;
     for block in &mut blocks {
+        let at = [start(r), start(r + 1), start(r + 2), start(r + 3)];
         let mut acc = [_mm512_setzero_si512(); 4];
         let mut i = 0;
         while i < n {
             let mask = mask_at(i);
-            // SAFETY: the mask covers bytes i..min(i + 64, n) of `q` and of rows
-            // r..r + 4, which `rows` holds (its length was checked).
+            // SAFETY: the mask covers bytes i..min(i + 64, n) of `q` and of the
+            // four rows, which `rows` holds (the caller's contract).
             unsafe {
                 let y = _mm512_maskz_loadu_epi8(mask, pq.add(i));
-                for (j, a) in acc.iter_mut().enumerate() {
-                    let x = _mm512_maskz_loadu_epi8(mask, pr.add((r + j) * n + i));
+                for (a, &s) in acc.iter_mut().zip(&at) {
+                    let x = _mm512_maskz_loadu_epi8(mask, pr.add(s + i));
                     *a = _mm512_dpbusd_epi32(*a, _mm512_xor_si512(x, flip), y);
                 }
             }
@@ -98,8 +133,9 @@ pub(super) unsafe fn dot_i8_rows(q: &[i8], rows: &[i8], out: &mut [i32]) {
         r += 4;
     }
     for o in blocks.into_remainder() {
+        let s = start(r);
         // SAFETY: row r lies within `rows`; the CPU features were required above.
-        *o = unsafe { dot_i8(q, &rows[r * n..(r + 1) * n]) };
+        *o = unsafe { dot_i8(q, &rows[s..s + n]) };
         r += 1;
     }
 }

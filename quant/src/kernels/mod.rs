@@ -149,6 +149,41 @@ pub fn dot_i8_rows(q: &[i8], rows: &[i8], out: &mut [i32]) {
     }
 }
 
+/// [`dot_i8`] of `q` with the rows `ids` of `rows` (row-major, `q.len()` values
+/// each), into `out`, one per id: the graph builder scores a neighbour list
+/// against the point it inserts in one call, four rows per pass over `q`.
+/// Twin: [`dot_i8_scalar`] per row.
+///
+/// Panics when `out` and `ids` differ in length, `rows` is not whole rows, or an
+/// id is past the last row.
+pub fn dot_i8_gather(q: &[i8], rows: &[i8], ids: &[u32], out: &mut [i32]) {
+    check_len("dot_i8_gather", ids.len(), out.len());
+    check_i8_len("dot_i8_gather", q.len());
+    let n = q.len();
+    if n == 0 {
+        out.fill(0);
+        return;
+    }
+    assert!(
+        rows.len().is_multiple_of(n),
+        "dot_i8_gather: {} bytes of rows are not whole rows of {n}",
+        rows.len()
+    );
+    let count = rows.len() / n;
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= count) {
+        panic!("dot_i8_gather: row {bad} of {count}");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if cpu_level().avx512_vnni {
+        // SAFETY: AVX-512 F, BW and VNNI were detected at run time; the lengths
+        // and every id were checked above.
+        return unsafe { avx512::dot_i8_gather(q, rows, ids, out) };
+    }
+    for (o, &id) in out.iter_mut().zip(ids) {
+        *o = dot_i8(q, &rows[id as usize * n..][..n]);
+    }
+}
+
 /// Whether every value is finite, in one pass that vectorises (`0 x` is 0 for a
 /// finite `x` and NaN otherwise, so the sum stays 0 only when all are): the check
 /// every search request and every query's coarse weights pay.

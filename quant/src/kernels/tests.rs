@@ -149,6 +149,21 @@ proptest! {
     }
 
     #[test]
+    fn i8_gather_matches_twin(
+        (q, rows, ids) in (0usize..200, 1usize..11).prop_flat_map(|(n, r)| {
+            (vec(any::<i8>(), n), vec(any::<i8>(), n * r), vec(0..r as u32, 0..13))
+        })
+    ) {
+        let expect: Vec<i64> = ids
+            .iter()
+            .map(|&id| if q.is_empty() { 0 } else { dot_i8_scalar(&q, &rows[id as usize * q.len()..][..q.len()]) })
+            .collect();
+        let mut out = vec![i32::MAX; ids.len()];
+        dot_i8_gather(&q, &rows, &ids, &mut out);
+        prop_assert_eq!(out.iter().map(|&v| i64::from(v)).collect::<Vec<_>>(), expect);
+    }
+
+    #[test]
     fn lookup_matches_twin(
         table in vec(any::<f32>(), 0..40),
         idx in vec(any::<u8>(), 0..100),

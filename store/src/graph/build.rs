@@ -22,7 +22,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use octet_quant::Metric;
-use octet_quant::kernels::{DOT_I8_MAX_LEN, dot_f32, dot_i8, quantize_i8};
+use octet_quant::kernels::{DOT_I8_MAX_LEN, dot_f32, dot_i8, dot_i8_gather, quantize_i8};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -203,6 +203,20 @@ impl Rows {
         &self.codes[p as usize * self.dim..][..self.dim]
     }
 
+    /// [`Rows::dot`] of row `a` with each of rows `ids`, into `out`.
+    fn dots(&self, a: u32, ids: &[u32], raw: &mut Vec<i32>, out: &mut Vec<f32>) {
+        raw.clear();
+        raw.resize(ids.len(), 0);
+        dot_i8_gather(self.code(a), &self.codes, ids, raw);
+        let sa = self.scales[a as usize];
+        out.clear();
+        out.extend(
+            ids.iter()
+                .zip(raw.iter())
+                .map(|(&b, &d)| sa * self.scales[b as usize] * d as f32),
+        );
+    }
+
     /// Approximate inner product of rows `a` and `b`.
     #[inline]
     fn dot(&self, a: u32, b: u32) -> f32 {
@@ -229,6 +243,9 @@ struct Scratch {
     candidates: BinaryHeap<Scored>,
     results: BinaryHeap<Reverse<Scored>>,
     links: Vec<u32>,
+    /// A list's raw `i8` dot products and similarities to the point inserted.
+    dots: Vec<i32>,
+    sims: Vec<f32>,
 }
 
 impl Scratch {
@@ -239,6 +256,8 @@ impl Scratch {
             candidates: BinaryHeap::new(),
             results: BinaryHeap::new(),
             links: Vec::new(),
+            dots: Vec::new(),
+            sims: Vec::new(),
         }
     }
 
@@ -269,13 +288,27 @@ impl Builder {
     /// the squared distance.
     #[inline]
     fn sim(&self, a: u32, b: u32) -> f32 {
-        let dot = self.rows.dot(a, b);
+        self.sim_of_dot(a, b, self.rows.dot(a, b))
+    }
+
+    /// [`Builder::sim`] from the rows' approximate inner product `dot`.
+    #[inline]
+    fn sim_of_dot(&self, a: u32, b: u32, dot: f32) -> f32 {
         let s = match self.metric {
             Metric::L2 => 2.0 * dot - self.rows.norms[a as usize] - self.rows.norms[b as usize],
             Metric::Cosine | Metric::Dot => dot,
         };
         // NaN cannot occur for the finite vectors the store accepts; "far" if it did.
         if s.is_nan() { f32::MIN } else { s }
+    }
+
+    /// [`Builder::sim`] of `q` with each of `ids`, into `sims` (one gathered
+    /// kernel call; `dots` is scratch).
+    fn sims(&self, q: u32, ids: &[u32], dots: &mut Vec<i32>, sims: &mut Vec<f32>) {
+        self.rows.dots(q, ids, dots, sims);
+        for (s, &b) in sims.iter_mut().zip(ids) {
+            *s = self.sim_of_dot(q, b, *s);
+        }
     }
 
     /// Starts loading row `p` into the cache.
@@ -321,8 +354,8 @@ impl Builder {
                 let mut moved = false;
                 let mut links = std::mem::take(&mut scratch.links);
                 self.links_into(best.point, layer, &mut links);
-                for &nb in &links {
-                    let s = self.sim(p, nb);
+                self.sims(p, &links, &mut scratch.dots, &mut scratch.sims);
+                for (&nb, &s) in links.iter().zip(&scratch.sims) {
                     if s > best.score {
                         best = Scored {
                             score: s,
@@ -401,8 +434,9 @@ impl Builder {
             if let Some(next) = s.candidates.peek() {
                 self.prefetch_row(next.point, layer);
             }
-            for &nb in &links {
-                let score = self.sim(q, nb);
+            let mut sims = std::mem::take(&mut s.sims);
+            self.sims(q, &links, &mut s.dots, &mut sims);
+            for (&nb, &score) in links.iter().zip(&sims) {
                 if s.results.len() < self.ef || s.results.peek().is_some_and(|w| score > w.0.score)
                 {
                     let cand = Scored { score, point: nb };
@@ -413,6 +447,7 @@ impl Builder {
                     }
                 }
             }
+            s.sims = sims;
         }
         s.links = links;
         let mut out: Vec<Scored> = s.results.drain().map(|r| r.0).collect();
@@ -439,12 +474,12 @@ impl Builder {
     /// `list` (an overfull neighbour list of `base`) cut back to `cap` by the
     /// heuristic.
     fn reselect(&self, base: u32, list: &[u32], cap: usize) -> Vec<u32> {
+        let (mut dots, mut sims) = (Vec::new(), Vec::new());
+        self.sims(base, list, &mut dots, &mut sims);
         let mut candidates: Vec<Scored> = list
             .iter()
-            .map(|&p| Scored {
-                score: self.sim(base, p),
-                point: p,
-            })
+            .zip(sims)
+            .map(|(&point, score)| Scored { score, point })
             .collect();
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         self.select(&candidates, cap)

@@ -21,7 +21,7 @@ pub const CHECK_K: usize = 10;
 /// Held-out sample rows used as queries (at most).
 pub const CHECK_QUERIES: usize = 256;
 /// Sample rows the held-out queries search (at most; a strided subset).
-pub const CHECK_BASE: usize = 8192;
+pub const CHECK_BASE: usize = 4096;
 /// Fewest sample rows the check runs on; a smaller sample gets the largest size.
 pub const CHECK_MIN_ROWS: usize = 1024;
 /// The candidate recall a smaller size must reach to be kept.
