@@ -297,6 +297,71 @@ fn sweep_tabulates_every_method_on_the_same_linears() {
 }
 
 #[test]
+fn the_probe_order_relays_the_same_steps_with_measured_gains() {
+    // `--adaptive-order probe`: the same file's steps, level-balanced, ordered within
+    // a level by perplexity probes per layer. Each budget within its target; the
+    // whole file is the same weights in either order.
+    let dir = tmp();
+    let model = tiny_llama(29, None);
+    let input = path_in(&dir, "model");
+    write_hf_folder(&input, &model);
+    let text = path_in(&dir, "text.txt");
+    std::fs::write(&text, TEXT.repeat(2)).expect("text");
+    let js = path_in(&dir, "s.json");
+    let mut args = vec![
+        "weights",
+        "sweep",
+        "--input",
+        p(&input),
+        "--text",
+        p(&text),
+        "--ctx",
+        "64",
+        "--calib-seq-len",
+        "32",
+        "--calib-samples",
+        "4",
+        "--rtn-bits",
+        "--kquants",
+        "--palette-rows",
+        "--scaled-group-cols",
+        "--stack-bits",
+        "--adaptive-bits",
+        "3.5,5,7",
+        "--adaptive-top",
+        "5",
+        "--json",
+        p(&js),
+    ];
+    args.extend(["--adaptive-order", "balanced,probe"]);
+    run_ok(&args);
+    let r = json(&std::fs::read_to_string(&js).expect("json"));
+    let rows = r["rows"].as_array().expect("rows");
+    let curve = |order: &str| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter(|x| x["method"].as_str().is_some_and(|m| m.ends_with(order)))
+            .map(|x| {
+                let f = |k: &str| x[k].as_f64().expect("f64");
+                (f("bits_per_weight"), f("relative_error"))
+            })
+            .collect()
+    };
+    let (balanced, probe) = (curve("balanced"), curve("probe"));
+    assert_eq!(balanced.len(), 3, "{rows:?}");
+    assert_eq!(probe.len(), 3, "{rows:?}");
+    for ((b, q), target) in balanced.iter().zip(&probe).zip([3.5, 5.0, 7.0]) {
+        assert!(b.0 <= target && q.0 <= target, "{b:?} {q:?} at {target}");
+    }
+    // 7 bits: the whole file, every step of every linear, in either order.
+    assert_eq!(balanced[2], probe[2]);
+    // Without calibration text there is nothing to probe with.
+    let mut no_calib = args.clone();
+    no_calib.push("--no-calib");
+    let err = run_err(&no_calib);
+    assert!(err.contains("probe needs calibration"), "{err}");
+}
+
+#[test]
 fn scaled_gptq_palettes_write_a_file_that_loads_and_evaluates() {
     let dir = tmp();
     let model = tiny_llama(24, None);
