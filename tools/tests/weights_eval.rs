@@ -473,6 +473,17 @@ fn nested_palettes_write_one_file_whose_prefixes_evaluate() {
         ],
         "rescaled nested palette",
     );
+    // The same, ordered within each level by perplexity probes per layer.
+    nested_file_prefixes_evaluate(
+        &[
+            "--nested-rescale-bits",
+            "2",
+            "--nested-fit",
+            "3",
+            "--nested-probe",
+        ],
+        "rescaled nested palette",
+    );
 }
 
 fn nested_file_prefixes_evaluate(extra_args: &[&str], encoding: &str) {

@@ -25,6 +25,7 @@ pub mod measure;
 pub mod palette;
 pub mod plan;
 pub mod prepare;
+pub mod probe;
 pub mod size;
 pub mod stack;
 pub mod sweep;

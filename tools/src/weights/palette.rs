@@ -73,6 +73,12 @@ pub struct PaletteArgs {
     /// removed per byte) instead of purely by error removed per byte.
     #[arg(long, requires = "nested_top")]
     nested_balanced: bool,
+    /// With --nested-top: level by level as --nested-balanced, but within a level
+    /// the layers are ordered by the perplexity their step removes on the
+    /// calibration text (one probe per layer and level; needs calibration). Each
+    /// layer's share is split over its linears by error removed.
+    #[arg(long, requires = "nested_top", conflicts_with = "nested_balanced")]
+    nested_probe: bool,
     #[command(flatten)]
     calib: CalibArgs,
     #[command(flatten)]
@@ -297,6 +303,20 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     pb.finish_and_clear();
+    let mut palettes = palettes;
+    if args.nested_probe {
+        let nested: Vec<NestedPalette> = palettes
+            .iter()
+            .filter_map(|(p, _, _)| match p {
+                Fitted::Nested(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        let probed = super::probe::probe_gains(&prep, &nested)?;
+        for ((p, _, _), n) in palettes.iter_mut().zip(probed) {
+            *p = Fitted::Nested(n);
+        }
+    }
     let compress_s = t_compress.elapsed().as_secs_f64();
 
     let t_write = Instant::now();
@@ -325,13 +345,15 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         writer.add_metadata("palette.nested_fit", &fit.to_string())?;
     }
     // Nested palettes need no step at the smallest budget: their bases stand alone.
-    let ordering = match (args.nested_top, args.nested_balanced) {
+    let ordering = match (args.nested_top, args.nested_balanced || args.nested_probe) {
         (Some(_), true) => BlockOrdering::Policy(OrderPolicy::Balanced),
         (Some(_), false) => BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 }),
         (None, _) => BlockOrdering::default(),
     };
     if args.nested_top.is_some() {
-        let name = if args.nested_balanced {
+        let name = if args.nested_probe {
+            "probe"
+        } else if args.nested_balanced {
             "balanced"
         } else {
             "greedy"

@@ -29,6 +29,7 @@ use super::eval::WindowArgs;
 use super::inspect::{budget_row, budgets_within};
 use super::palette::palettize_linear;
 use super::prepare::{Prepared, prepare};
+use super::probe::probe_gains;
 use super::{CalibArgs, GptqArgs, InputArgs, bar};
 
 /// `--kquants`.
@@ -582,7 +583,7 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
             let probed;
             let steps = match order {
                 AdaptiveOrder::Probe => {
-                    probed = probe_gains(cx, &nested)?;
+                    probed = probe_gains(cx.prep, &nested)?;
                     &probed
                 }
                 _ => &nested,
@@ -615,100 +616,6 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Calibration tokens the probes of `--adaptive-order probe` score (4 windows of
-/// 256), taken from the calibration sequences, never from the evaluated text.
-const PROBE_TOKENS: usize = 1024;
-const PROBE_CTX: usize = 256;
-
-/// The layer a linear belongs to: the first all-digit component of its name
-/// (`blk.7.attn_q.weight`, `model.layers.7.mlp.up_proj.weight`); `None` for none.
-fn layer_of(name: &str) -> Option<usize> {
-    name.split('.').find_map(|c| c.parse().ok())
-}
-
-/// `nested` with every step's gain replaced by a perplexity-measured one, for the
-/// level-balanced order: at each level `l`, with every linear at `l - 1` steps, each
-/// layer in turn gets its linears' step `l`, and the perplexity that removes on
-/// calibration text (clamped at 0) is split over those linears in proportion to
-/// their own gains. Costs one baseline and one probe per layer and level.
-fn probe_gains(cx: &Ctx<'_>, nested: &[NestedPalette]) -> Result<Vec<NestedPalette>> {
-    let Some(calib) = &cx.prep.calib else {
-        bail!("--adaptive-order probe needs calibration text (--calib)");
-    };
-    let ids: Vec<u32> = calib
-        .seqs
-        .iter()
-        .flatten()
-        .copied()
-        .take(PROBE_TOKENS)
-        .collect();
-    let linears = &cx.prep.linears;
-    let mut groups: std::collections::BTreeMap<Option<usize>, Vec<usize>> = Default::default();
-    for (i, name) in linears.iter().enumerate() {
-        groups.entry(layer_of(name)).or_default().push(i);
-    }
-    let tensor = |i: usize, steps: usize| -> Result<Tensor> {
-        let shape = &cx.prep.model.tensors[&linears[i]].shape;
-        Ok(Tensor::from_vec(
-            nested[i].decode(steps),
-            shape.as_slice(),
-            &Device::Cpu,
-        )?)
-    };
-    let ppl = |f: &LlamaForward| -> Result<f64> {
-        Ok(perplexity(f, &ids, PROBE_CTX, PROBE_CTX, |_, _| {})?.perplexity)
-    };
-    let levels = nested.iter().map(|p| p.steps.len()).max().unwrap_or(0);
-    let mut out = nested.to_vec();
-    let t0 = Instant::now();
-    for level in 1..=levels {
-        let mut baseline = cx.base.clone();
-        for (i, name) in linears.iter().enumerate() {
-            baseline.set_linear(name, tensor(i, level - 1)?)?;
-        }
-        let base_ppl = ppl(&baseline)?;
-        let mut line = Vec::new();
-        for (layer, members) in &groups {
-            let members: Vec<usize> = members
-                .iter()
-                .copied()
-                .filter(|&i| nested[i].steps.len() >= level)
-                .collect();
-            if members.is_empty() {
-                continue;
-            }
-            let mut probe = baseline.clone();
-            for &i in &members {
-                probe.set_linear(&linears[i], tensor(i, level)?)?;
-            }
-            let removed = (base_ppl - ppl(&probe)?).max(0.0);
-            line.push(format!(
-                "{}:{removed:.3}",
-                layer.map_or("-".into(), |l| l.to_string())
-            ));
-            let total: f64 = members
-                .iter()
-                .map(|&i| nested[i].steps[level - 1].gain.max(0.0))
-                .sum();
-            for &i in &members {
-                let own = nested[i].steps[level - 1].gain.max(0.0);
-                let share = if total > 0.0 {
-                    own / total
-                } else {
-                    1.0 / members.len() as f64
-                };
-                out[i].steps[level - 1].gain = removed * share;
-            }
-        }
-        eprintln!(
-            "probe level {level}: baseline perplexity {base_ppl:.3}; removed per layer {}",
-            line.join(" ")
-        );
-    }
-    eprintln!("probes: {:.0}s", t0.elapsed().as_secs_f64());
-    Ok(out)
 }
 
 /// Fits a nested scaled palette to every linear (importance-weighted when
