@@ -10,6 +10,35 @@ use weights_common::*;
 const TEXT: &str = "The quick brown fox jumps over the lazy dog; then it naps in the sun, \
 dreaming of rabbits, hedges and a very long afternoon by the river bank.";
 
+/// A fresh directory holding a tiny llama (`seed`) as a Hugging Face folder and a
+/// short text: what the sweep tests measure.
+fn sweep_inputs(seed: u64) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tmp();
+    let input = path_in(&dir, "model");
+    write_hf_folder(&input, &tiny_llama(seed, None));
+    let text = path_in(&dir, "text.txt");
+    std::fs::write(&text, TEXT.repeat(2)).expect("text");
+    (dir, input, text)
+}
+
+/// `octet weights sweep` on `input` and `text` with a small window and calibration.
+fn sweep_args<'a>(input: &'a std::path::Path, text: &'a std::path::Path) -> Vec<&'a str> {
+    vec![
+        "weights",
+        "sweep",
+        "--input",
+        p(input),
+        "--text",
+        p(text),
+        "--ctx",
+        "64",
+        "--calib-seq-len",
+        "32",
+        "--calib-samples",
+        "4",
+    ]
+}
+
 /// -log p(ids[t] | ids[begin..t]) from candle-transformers' last-position logits.
 fn nll_of(tensors: &std::collections::HashMap<String, Tensor>, ctx: &[u32], next: u32) -> f64 {
     let logits = llama_logits(tensors.clone(), ctx);
@@ -153,30 +182,14 @@ fn eval_of_an_exact_palette_equals_the_reference_and_reports_bits() {
 
 #[test]
 fn sweep_tabulates_every_method_on_the_same_linears() {
-    let dir = tmp();
-    let model = tiny_llama(23, None);
-    let input = path_in(&dir, "model");
-    write_hf_folder(&input, &model);
-    let text = path_in(&dir, "text.txt");
-    std::fs::write(&text, TEXT.repeat(2)).expect("text");
+    let (dir, input, text) = sweep_inputs(23);
     let (js, csv, svg) = (
         path_in(&dir, "s.json"),
         path_in(&dir, "s.csv"),
         path_in(&dir, "s.svg"),
     );
-    let stdout = run_ok(&[
-        "weights",
-        "sweep",
-        "--input",
-        p(&input),
-        "--text",
-        p(&text),
-        "--ctx",
-        "64",
-        "--calib-seq-len",
-        "32",
-        "--calib-samples",
-        "4",
+    let mut args = sweep_args(&input, &text);
+    args.extend([
         "--rtn-bits",
         "4,2",
         "--rtn-groups",
@@ -202,6 +215,7 @@ fn sweep_tabulates_every_method_on_the_same_linears() {
         "--svg",
         p(&svg),
     ]);
+    let stdout = run_ok(&args);
     assert!(
         stdout.contains("RTN g32") && stdout.contains("BitStack"),
         "{stdout}"
@@ -301,26 +315,10 @@ fn the_probe_order_relays_the_same_steps_with_measured_gains() {
     // `--adaptive-order probe`: the same file's steps, level-balanced, ordered within
     // a level by perplexity probes per layer. Each budget within its target; the
     // whole file is the same weights in either order.
-    let dir = tmp();
-    let model = tiny_llama(29, None);
-    let input = path_in(&dir, "model");
-    write_hf_folder(&input, &model);
-    let text = path_in(&dir, "text.txt");
-    std::fs::write(&text, TEXT.repeat(2)).expect("text");
+    let (dir, input, text) = sweep_inputs(29);
     let js = path_in(&dir, "s.json");
-    let mut args = vec![
-        "weights",
-        "sweep",
-        "--input",
-        p(&input),
-        "--text",
-        p(&text),
-        "--ctx",
-        "64",
-        "--calib-seq-len",
-        "32",
-        "--calib-samples",
-        "4",
+    let mut args = sweep_args(&input, &text);
+    args.extend([
         "--rtn-bits",
         "--kquants",
         "--palette-rows",
@@ -332,8 +330,9 @@ fn the_probe_order_relays_the_same_steps_with_measured_gains() {
         "5",
         "--json",
         p(&js),
-    ];
-    args.extend(["--adaptive-order", "balanced,probe"]);
+        "--adaptive-order",
+        "balanced,probe",
+    ]);
     run_ok(&args);
     let r = json(&std::fs::read_to_string(&js).expect("json"));
     let rows = r["rows"].as_array().expect("rows");
@@ -358,7 +357,7 @@ fn the_probe_order_relays_the_same_steps_with_measured_gains() {
     let mut no_calib = args.clone();
     no_calib.push("--no-calib");
     let err = run_err(&no_calib);
-    assert!(err.contains("probe needs calibration"), "{err}");
+    assert!(err.contains("probe order needs calibration"), "{err}");
 }
 
 #[test]
