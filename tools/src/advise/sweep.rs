@@ -223,16 +223,8 @@ fn fit_sample(base: &Vectors, max: usize) -> Vec<f32> {
         return base.data.clone();
     }
     let mut idx: Vec<usize> = (0..n).collect();
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    for i in (1..n).rev() {
-        // splitmix64: a fixed seed keeps the sample, and so the fitted codecs, reproducible.
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        idx.swap(i, (z % (i as u64 + 1)) as usize);
-    }
+    // A fixed seed keeps the sample, and so the fitted codecs, reproducible.
+    octet_quant::eval::seeded_shuffle(&mut idx, 0x9E37_79B9_7F4A_7C15);
     idx.truncate(max.max(1));
     idx.sort_unstable();
     idx.iter()

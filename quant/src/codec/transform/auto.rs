@@ -20,14 +20,15 @@ use crate::metric::Metric;
 pub const CHECK_K: usize = 10;
 /// Held-out sample rows used as queries (at most).
 pub const CHECK_QUERIES: usize = 256;
-/// Sample rows the held-out queries search (at most; a strided subset).
+/// Sample rows the held-out queries search (at most; drawn with the queries).
 pub const CHECK_BASE: usize = 4096;
 /// Fewest sample rows the check runs on; a smaller sample gets the largest size.
 pub const CHECK_MIN_ROWS: usize = 1024;
 /// The candidate recall a smaller size must reach to be kept.
 pub const AUTO_MIN_RECALL: f64 = 0.99;
 
-/// What the automatic fit decided, for logs and `octet advise`.
+/// What the automatic fit decided (the store logs only the fitted codec's spec;
+/// `examples/auto_check.rs` prints this).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoReport {
     /// Each size tried, smallest first, with its candidate recall (`None`: the
@@ -89,8 +90,9 @@ pub fn candidates_for(oversampling: f32) -> usize {
 
 /// The fraction of the exact top-[`CHECK_K`] neighbours that `codec`'s scores put
 /// among their top `candidates`, over held-out rows of `sample` querying (at most
-/// [`CHECK_BASE`] of) the rest; `None` when the sample has fewer than [`CHECK_MIN_ROWS`]
-/// rows. Deterministic: the rows are drawn by a seeded shuffle.
+/// [`CHECK_BASE`] of) the rest; `None` when the sample has fewer than
+/// [`CHECK_MIN_ROWS`] rows (or `dim` is 0). Deterministic: the rows are drawn by
+/// [`eval::seeded_shuffle`].
 pub fn candidate_recall(
     codec: &dyn VectorCodec,
     sample: &[f32],
@@ -98,15 +100,15 @@ pub fn candidate_recall(
     metric: Metric,
     candidates: usize,
 ) -> Option<f64> {
-    let n = sample.len() / dim;
-    if n < CHECK_MIN_ROWS || dim == 0 {
+    let n = sample.len().checked_div(dim)?;
+    if n < CHECK_MIN_ROWS {
         return None;
     }
     // Queries and base rows are drawn at random (seeded: the same sample always
     // gets the same answer), not by stride: a stride can alias with the order
     // rows arrived in and query one cluster only.
     let mut order: Vec<usize> = (0..n).collect();
-    shuffle(&mut order, 0x6f_6374_6574);
+    eval::seeded_shuffle(&mut order, 0x6f_6374_6574);
     let queries = CHECK_QUERIES.min(n / 8);
     let (query_ids, rest) = order.split_at(queries);
     let base = &rest[..rest.len().min(CHECK_BASE)];
@@ -123,20 +125,6 @@ pub fn candidate_recall(
     let truth = exact_top_k(&base_rows, &query_rows, dim, metric, k);
     let found = codec_top_k(codec, &codes, &query_rows, metric, candidates);
     Some(eval::candidate_recall(&found, &truth, k, candidates))
-}
-
-/// Fisher-Yates with SplitMix64 (Steele et al. 2014): a fixed, dependency-free
-/// permutation for a given seed.
-fn shuffle(items: &mut [usize], seed: u64) {
-    let mut state = seed;
-    for i in (1..items.len()).rev() {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        items.swap(i, (z % (i as u64 + 1)) as usize);
-    }
 }
 
 #[cfg(test)]
