@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use octet_quant::CodecSpec;
 use octet_server::pb;
 use serde_json::json;
 
@@ -133,7 +134,8 @@ pub fn print_info(info: &pb::CollectionInfo) {
         f if f == c.codec => String::new(),
         f => format!(", fitted as {f}"),
     };
-    let bound = if s.fitted_codec.is_empty() && c.codec.contains("auto") {
+    let auto = matches!(c.codec.parse(), Ok(CodecSpec::TransformAuto { .. }));
+    let bound = if s.fitted_codec.is_empty() && auto {
         "at most "
     } else {
         ""

@@ -305,16 +305,20 @@ pub fn run(args: PaletteArgs) -> Result<()> {
     pb.finish_and_clear();
     let mut palettes = palettes;
     if args.nested_probe {
-        let nested: Vec<NestedPalette> = palettes
+        let nested: Vec<&NestedPalette> = palettes
             .iter()
             .filter_map(|(p, _, _)| match p {
-                Fitted::Nested(n) => Some(n.clone()),
+                Fitted::Nested(n) => Some(n),
                 _ => None,
             })
             .collect();
-        let probed = super::probe::probe_gains(&prep, &nested)?;
-        for ((p, _, _), n) in palettes.iter_mut().zip(probed) {
-            *p = Fitted::Nested(n);
+        let gains = super::probe::probe_gains(&prep, &nested)?;
+        let nested = palettes.iter_mut().filter_map(|(p, _, _)| match p {
+            Fitted::Nested(n) => Some(n),
+            _ => None,
+        });
+        for (n, g) in nested.zip(&gains) {
+            super::probe::set_gains(n, g);
         }
     }
     let compress_s = t_compress.elapsed().as_secs_f64();

@@ -13,8 +13,8 @@ use octet_tools::model::ppl::perplexity;
 
 use super::prepare::Prepared;
 
-/// Calibration tokens the probes of `--adaptive-order probe` score (4 windows of
-/// 256), taken from the calibration sequences, never from the evaluated text.
+/// Calibration tokens the probes score (4 windows of 256), taken from the
+/// calibration sequences, never from the evaluated text.
 const PROBE_TOKENS: usize = 1024;
 const PROBE_CTX: usize = 256;
 /// Weight of a step's own (proxy) gain beside its measured share: a tie-break only.
@@ -26,13 +26,14 @@ fn layer_of(name: &str) -> Option<usize> {
     name.split('.').find_map(|c| c.parse().ok())
 }
 
-/// `nested` (the linears of `prep`, in order) with every step's gain replaced by a perplexity-measured one, for the
-/// level-balanced order: at each level `l`, with every linear at `l - 1` steps, each
-/// layer in turn gets its linears' step `l`, and the perplexity that removes on
-/// calibration text (clamped at 0) is split over those linears in proportion to
-/// their own gains (which also break ties, at [`PROBE_TIE`]). Costs one baseline
-/// and one probe per layer and level.
-pub fn probe_gains(prep: &Prepared, nested: &[NestedPalette]) -> Result<Vec<NestedPalette>> {
+/// Perplexity-measured gains for the steps of `nested` (the linears of `prep`, in
+/// order), one per step, for the level-balanced order ([`set_gains`] puts them in
+/// place): at each level `l`, with every linear at `l - 1` steps, each layer in turn
+/// gets its linears' step `l`, and the perplexity that removes on calibration text
+/// (clamped at 0) is split over those linears in proportion to their own gains
+/// (which also break ties, at [`PROBE_TIE`]). Costs one baseline and one probe per
+/// layer and level.
+pub fn probe_gains(prep: &Prepared, nested: &[&NestedPalette]) -> Result<Vec<Vec<f64>>> {
     let Some(calib) = &prep.calib else {
         bail!("the probe order needs calibration text (--calib, not --no-calib)");
     };
@@ -60,7 +61,10 @@ pub fn probe_gains(prep: &Prepared, nested: &[NestedPalette]) -> Result<Vec<Nest
         Ok(perplexity(f, &ids, PROBE_CTX, PROBE_CTX, |_, _| {})?.perplexity)
     };
     let levels = nested.iter().map(|p| p.steps.len()).max().unwrap_or(0);
-    let mut out = nested.to_vec();
+    let mut out: Vec<Vec<f64>> = nested
+        .iter()
+        .map(|p| p.steps.iter().map(|s| s.gain).collect())
+        .collect();
     let t0 = Instant::now();
     for level in 1..=levels {
         let mut baseline = calib.forward.clone();
@@ -101,7 +105,7 @@ pub fn probe_gains(prep: &Prepared, nested: &[NestedPalette]) -> Result<Vec<Nest
                 // The proxy gain, scaled far below any measured perplexity, breaks
                 // ties: where no layer's probe moves the perplexity (high levels),
                 // the order within the level is the balanced one.
-                out[i].steps[level - 1].gain = removed * share + own * PROBE_TIE;
+                out[i][level - 1] = removed * share + own * PROBE_TIE;
             }
         }
         eprintln!(
@@ -111,6 +115,14 @@ pub fn probe_gains(prep: &Prepared, nested: &[NestedPalette]) -> Result<Vec<Nest
     }
     eprintln!("probes: {:.0}s", t0.elapsed().as_secs_f64());
     Ok(out)
+}
+
+/// Replaces the gains of `p`'s steps by `gains` (one per step, as
+/// [`probe_gains`] returns them).
+pub fn set_gains(p: &mut NestedPalette, gains: &[f64]) {
+    for (step, &g) in p.steps.iter_mut().zip(gains) {
+        step.gain = g;
+    }
 }
 
 #[cfg(test)]

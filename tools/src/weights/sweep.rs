@@ -29,7 +29,7 @@ use super::eval::WindowArgs;
 use super::inspect::{budget_row, budgets_within};
 use super::palette::palettize_linear;
 use super::prepare::{Prepared, prepare};
-use super::probe::probe_gains;
+use super::probe::{probe_gains, set_gains};
 use super::{CalibArgs, GptqArgs, InputArgs, bar};
 
 /// `--kquants`.
@@ -583,7 +583,10 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
             let probed;
             let steps = match order {
                 AdaptiveOrder::Probe => {
-                    probed = probe_gains(cx.prep, &nested)?;
+                    let gains = probe_gains(cx.prep, &nested.iter().collect::<Vec<_>>())?;
+                    let mut p = nested.clone();
+                    p.iter_mut().zip(&gains).for_each(|(p, g)| set_gains(p, g));
+                    probed = p;
                     &probed
                 }
                 _ => &nested,
