@@ -7,6 +7,7 @@ alike; the result is the per-round ratio at matched recall, and its median.
         --base ../shared/data/base.fvecs --queries ../shared/data/queries.fvecs \
         --gt ../shared/data/gt.ivecs --configs transform96/i8 --rounds 5 \
         [--octet-ef 16,24,32,48,64] [--faiss-ef 16,24,32,48,64,96,128] [--targets 0.97,0.99]
+        [--octet-baseline OLD_BINARY]
 
 How: `octet bench --passes-on-stdin` builds and seals each configuration, then waits;
 this script builds faiss HNSW32_SQ8 (M 32, efConstruction 128, inner product) on the
@@ -96,6 +97,8 @@ class Octet:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--octet", required=True, help="the octet binary")
+    p.add_argument("--octet-baseline", help="a second octet binary (say, main's before a change) whose "
+                   "passes alternate with the others; reported as `baseline CONFIG`")
     p.add_argument("--base", required=True)
     p.add_argument("--queries", required=True)
     p.add_argument("--gt", required=True, help=".ivecs exact neighbours")
@@ -123,15 +126,22 @@ def main():
     faiss_efs = [int(e) for e in a.faiss_ef.split(",")]
     targets = [float(t) for t in a.targets.split(",")]
 
+    def start(binary):
+        return Octet([binary, "bench", "--base", a.base, "--queries", a.queries, "--gt", a.gt,
+                      "--k", str(a.k), "--configs", a.configs, "--ef", str(octet_efs[0]),
+                      "--reps", "1", "--json", "/dev/null", "--quiet", "--passes-on-stdin"] + a.octet_args)
+
     print("building octet collections (octet bench --passes-on-stdin)", file=sys.stderr)
-    octet = Octet([a.octet, "bench", "--base", a.base, "--queries", a.queries, "--gt", a.gt,
-                   "--k", str(a.k), "--configs", a.configs, "--ef", str(octet_efs[0]),
-                   "--reps", "1", "--json", "/dev/null", "--quiet", "--passes-on-stdin"] + a.octet_args)
+    # (label, process): the binary under test first, then the baseline if any.
+    octets = [("octet", start(a.octet))]
+    if a.octet_baseline:
+        octets.append(("baseline", start(a.octet_baseline)))
     octet_bytes = {}
-    for line in octet.table:
-        cols = line.split()
-        if cols and cols[0] in configs and len(cols) > 4:
-            octet_bytes[cols[0]] = float(cols[4])
+    for label, octet in octets:
+        for line in octet.table:
+            cols = line.split()
+            if cols and cols[0] in configs and len(cols) > 4:
+                octet_bytes[f"{label} {cols[0]}"] = float(cols[4])
 
     base = read_vecs(a.base, "<f4")
     queries = read_vecs(a.queries, "<f4", base.shape[1])
@@ -157,16 +167,18 @@ def main():
     passes = []
     for rnd in range(a.rounds):
         for config in configs:
-            for ef in octet_efs:
-                r, q = octet.run(config, ef)
-                passes.append({"round": rnd, "method": f"octet {config}", "ef": ef, "recall": r, "qps": q})
+            for label, octet in octets:
+                for ef in octet_efs:
+                    r, q = octet.run(config, ef)
+                    passes.append({"round": rnd, "method": f"{label} {config}", "ef": ef, "recall": r, "qps": q})
             for ef in faiss_efs:
                 r, q = faiss_pass(ef)
                 passes.append({"round": rnd, "method": faiss.name, "ef": ef, "recall": r, "qps": q})
         print(f"round {rnd + 1}/{a.rounds} done", file=sys.stderr)
-    octet.close()
+    for _, octet in octets:
+        octet.close()
 
-    methods = [f"octet {c}" for c in configs] + [faiss.name]
+    methods = [f"{label} {c}" for c in configs for label, _ in octets] + [faiss.name]
     summary = []
     for target in targets:
         per_round = {m: [] for m in methods}
@@ -185,7 +197,7 @@ def main():
                 "ratio_rounds": ratios, "ratio_median": statistics.median(ratios) if ratios else None,
             })
 
-    ram = {f"octet {c}": octet_bytes.get(c) for c in configs}
+    ram = {m: octet_bytes.get(m) for m in methods[:-1]}
     ram[faiss.name] = faiss_bytes["codes"] + faiss_bytes["graph"]
     best = {m: max(x["recall"] for x in passes if x["method"] == m) for m in methods}
     print(f"\n{len(queries)} queries, k {a.k}, {a.rounds} alternating rounds, 1 thread; "

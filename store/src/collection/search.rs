@@ -253,7 +253,7 @@ impl Collection {
                             .search_gather(fetch, ef, walk, prefetch, |p| allowed.get(p as usize))
                     }
                 } else if e.deleted.count_ones() == 0 {
-                    seg.graph.search_gather(fetch, ef, walk, prefetch, |_| true)
+                    seg.graph.search_gather_all(fetch, ef, walk, prefetch)
                 } else {
                     seg.graph
                         .search_gather(fetch, ef, walk, prefetch, |p| !e.deleted.get(p as usize))

@@ -18,9 +18,6 @@
 //! only when it is closer to the new point than to every neighbour kept before it),
 //! both when a point is inserted and when a full list takes a new back-link.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use octet_quant::Metric;
 use octet_quant::kernels::{DOT_I8_MAX_LEN, dot_f32, dot_i8, dot_i8_gather, quantize_i8};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -28,7 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use rayon::prelude::*;
 
-use super::Scored;
+use super::{Beam, Scored};
 
 /// Most points one rayon piece of the parallel insertion holds.
 const INSERT_PIECE: usize = 64;
@@ -240,8 +237,8 @@ struct Scratch {
     /// `visited[p] == stamp` marks `p` seen by the current layer search.
     visited: Vec<u32>,
     stamp: u32,
-    candidates: BinaryHeap<Scored>,
-    results: BinaryHeap<Reverse<Scored>>,
+    /// The layer search's list of the best points found.
+    beam: Beam,
     links: Vec<u32>,
     /// A list's raw `i8` dot products and similarities to the point inserted.
     dots: Vec<i32>,
@@ -253,8 +250,7 @@ impl Scratch {
         Scratch {
             visited: vec![0; n],
             stamp: 0,
-            candidates: BinaryHeap::new(),
-            results: BinaryHeap::new(),
+            beam: Beam::default(),
             links: Vec::new(),
             dots: Vec::new(),
             sims: Vec::new(),
@@ -409,16 +405,10 @@ impl Builder {
     /// Up to `ef` closest points to `q` on `layer` from `start`, best first.
     fn search_layer(&self, q: u32, start: Scored, layer: usize, s: &mut Scratch) -> Vec<Scored> {
         s.next_stamp();
-        s.candidates.clear();
-        s.results.clear();
         s.visited[start.point as usize] = s.stamp;
-        s.candidates.push(start);
-        s.results.push(Reverse(start));
+        s.beam.reset(self.ef, start);
         let mut links = std::mem::take(&mut s.links);
-        while let Some(c) = s.candidates.pop() {
-            if s.results.len() >= self.ef && s.results.peek().is_some_and(|w| c.score < w.0.score) {
-                break;
-            }
+        while let Some(c) = s.beam.pop() {
             // The unvisited neighbours, marked and prefetched under the list's lock.
             self.links_into(c.point, layer, &mut links);
             links.retain(|&nb| {
@@ -431,28 +421,20 @@ impl Builder {
                 self.prefetch(nb);
             }
             // The next candidate's list, likely read next.
-            if let Some(next) = s.candidates.peek() {
+            if let Some(next) = s.beam.peek() {
                 self.prefetch_row(next.point, layer);
             }
             let mut sims = std::mem::take(&mut s.sims);
             self.sims(q, &links, &mut s.dots, &mut sims);
             for (&nb, &score) in links.iter().zip(&sims) {
-                if s.results.len() < self.ef || s.results.peek().is_some_and(|w| score > w.0.score)
-                {
-                    let cand = Scored { score, point: nb };
-                    s.candidates.push(cand);
-                    s.results.push(Reverse(cand));
-                    if s.results.len() > self.ef {
-                        s.results.pop();
-                    }
+                if s.beam.takes(score) {
+                    s.beam.insert(Scored { score, point: nb });
                 }
             }
             s.sims = sims;
         }
         s.links = links;
-        let mut out: Vec<Scored> = s.results.drain().map(|r| r.0).collect();
-        out.sort_unstable_by(|a, b| b.cmp(a));
-        out
+        s.beam.items().to_vec()
     }
 
     /// The diversity heuristic over `candidates` (best first, scored against the
