@@ -21,6 +21,15 @@ fn sweep_inputs(seed: u64) -> (tempfile::TempDir, std::path::PathBuf, std::path:
     (dir, input, text)
 }
 
+/// Sweep flags that skip every family but the adaptive one.
+const ONLY_ADAPTIVE: [&str; 5] = [
+    "--rtn-bits",
+    "--kquants",
+    "--palette-rows",
+    "--scaled-group-cols",
+    "--stack-bits",
+];
+
 /// `octet weights sweep` on `input` and `text` with a small window and calibration.
 fn sweep_args<'a>(input: &'a std::path::Path, text: &'a std::path::Path) -> Vec<&'a str> {
     vec![
@@ -318,12 +327,8 @@ fn the_probe_order_relays_the_same_steps_with_measured_gains() {
     let (dir, input, text) = sweep_inputs(29);
     let js = path_in(&dir, "s.json");
     let mut args = sweep_args(&input, &text);
+    args.extend(ONLY_ADAPTIVE);
     args.extend([
-        "--rtn-bits",
-        "--kquants",
-        "--palette-rows",
-        "--scaled-group-cols",
-        "--stack-bits",
         "--adaptive-bits",
         "3.5,5,7",
         "--adaptive-top",
@@ -357,7 +362,79 @@ fn the_probe_order_relays_the_same_steps_with_measured_gains() {
     let mut no_calib = args.clone();
     no_calib.push("--no-calib");
     let err = run_err(&no_calib);
-    assert!(err.contains("probe order needs calibration"), "{err}");
+    assert!(err.contains("need calibration text"), "{err}");
+}
+
+#[test]
+fn a_mixed_fit_refits_what_the_probes_favour_and_reports_width_errors() {
+    // `--adaptive-mix FIT:RESCALE:SHARE` refits the layers whose first step the
+    // probes favour at FIT bits; `--adaptive-width-errors` reports every width.
+    let (dir, input, text) = sweep_inputs(31);
+    let js = path_in(&dir, "m.json");
+    let mut args = sweep_args(&input, &text);
+    args.extend(ONLY_ADAPTIVE);
+    args.extend([
+        "--adaptive-bits",
+        "3.5,7",
+        "--adaptive-top",
+        "5",
+        "--adaptive-rescale-bits",
+        "2",
+        "--adaptive-order",
+        "probe",
+        "--adaptive-width-errors",
+        "--json",
+        p(&js),
+    ]);
+    let widths = |extra: &[&str]| -> Vec<(u64, f64, f64)> {
+        let mut a = args.clone();
+        a.extend(extra);
+        run_ok(&a);
+        let r = json(&std::fs::read_to_string(&js).expect("json"));
+        let rows = r["rows"].as_array().expect("rows");
+        let adaptive = rows.iter().filter(|x| x["method"] == "adaptive").count();
+        assert_eq!(adaptive, 2, "{rows:?}");
+        let w = &r["adaptive_width_errors"][0];
+        assert_eq!(w["method"], "adaptive", "{r}");
+        w["widths"]
+            .as_array()
+            .expect("widths")
+            .iter()
+            .map(|x| {
+                let f = |k: &str| x[k].as_f64().expect("f64");
+                (x["bits"].as_u64().expect("bits"), f("weighted"), f("plain"))
+            })
+            .collect()
+    };
+    let plain = widths(&[]);
+    assert_eq!(
+        plain.iter().map(|w| w.0).collect::<Vec<_>>(),
+        [2, 3, 4, 5],
+        "{plain:?}"
+    );
+    for pair in plain.windows(2) {
+        assert!(pair[1].1 < pair[0].1 && pair[1].2 < pair[0].2, "{plain:?}");
+    }
+    // A share of 0 changes nothing; a share of 1 refits every linear at 4 bits,
+    // whose 4-bit prefix is then the fixed 4-bit palette: closer than splits of
+    // the 2-bit one.
+    assert_eq!(widths(&["--adaptive-mix", "4:2:0"]), plain);
+    let all = widths(&["--adaptive-mix", "4:2:1"]);
+    assert!(
+        all[2].1 < plain[2].1 && all[2].2 < plain[2].2,
+        "{all:?} vs {plain:?}"
+    );
+    for (bad, says) in [
+        ("4:2", "FIT:RESCALE:SHARE"),
+        ("4:9:0.3", "RESCALE"),
+        ("4:2:1.5", "SHARE"),
+        ("x:2:0.3", "FIT"),
+    ] {
+        let mut a = args.clone();
+        a.extend(["--adaptive-mix", bad]);
+        let err = run_err(&a);
+        assert!(err.contains(says) && err.contains(bad), "{bad}: {err}");
+    }
 }
 
 #[test]

@@ -26,54 +26,72 @@ fn layer_of(name: &str) -> Option<usize> {
     name.split('.').find_map(|c| c.parse().ok())
 }
 
-/// Perplexity-measured gains for the steps of `nested` (the linears of `prep`, in
-/// order), one per step, for the level-balanced order ([`set_gains`] puts them in
-/// place): at each level `l`, with every linear at `l - 1` steps, each layer in turn
-/// gets its linears' step `l`, and the perplexity that removes on calibration text
-/// (clamped at 0) is split over those linears in proportion to their own gains
-/// (which also break ties, at [`PROBE_TIE`]). Costs one baseline and one probe per
-/// layer and level.
-pub fn probe_gains(prep: &Prepared, nested: &[&NestedPalette]) -> Result<Vec<Vec<f64>>> {
-    let Some(calib) = &prep.calib else {
-        bail!("the probe order needs calibration text (--calib, not --no-calib)");
-    };
-    let ids: Vec<u32> = calib
-        .seqs
-        .iter()
-        .flatten()
-        .copied()
-        .take(PROBE_TOKENS)
-        .collect();
-    let linears = &prep.linears;
-    let mut groups: std::collections::BTreeMap<Option<usize>, Vec<usize>> = Default::default();
-    for (i, name) in linears.iter().enumerate() {
-        groups.entry(layer_of(name)).or_default().push(i);
+/// Perplexity probes on the first [`PROBE_TOKENS`] calibration tokens, the
+/// linears grouped by layer.
+struct Prober<'a> {
+    prep: &'a Prepared,
+    forward: &'a LlamaForward,
+    ids: Vec<u32>,
+    groups: std::collections::BTreeMap<Option<usize>, Vec<usize>>,
+}
+
+/// One layer's probe at one level: the linears that have a step there and the
+/// perplexity giving them that step removes (clamped at 0).
+struct LayerProbe {
+    layer: Option<usize>,
+    members: Vec<usize>,
+    removed: f64,
+}
+
+impl<'a> Prober<'a> {
+    fn new(prep: &'a Prepared) -> Result<Self> {
+        let Some(calib) = &prep.calib else {
+            bail!(
+                "perplexity probes (the probe order, --adaptive-mix) need calibration text (--calib, not --no-calib)"
+            );
+        };
+        let ids = calib
+            .seqs
+            .iter()
+            .flatten()
+            .copied()
+            .take(PROBE_TOKENS)
+            .collect();
+        let mut groups: std::collections::BTreeMap<Option<usize>, Vec<usize>> = Default::default();
+        for (i, name) in prep.linears.iter().enumerate() {
+            groups.entry(layer_of(name)).or_default().push(i);
+        }
+        Ok(Prober {
+            prep,
+            forward: &calib.forward,
+            ids,
+            groups,
+        })
     }
-    let tensor = |i: usize, steps: usize| -> Result<Tensor> {
-        let shape = &prep.model.tensors[&linears[i]].shape;
-        Ok(Tensor::from_vec(
-            nested[i].decode(steps),
-            shape.as_slice(),
-            &Device::Cpu,
-        )?)
-    };
-    let ppl = |f: &LlamaForward| -> Result<f64> {
-        Ok(perplexity(f, &ids, PROBE_CTX, PROBE_CTX, |_, _| {})?.perplexity)
-    };
-    let levels = nested.iter().map(|p| p.steps.len()).max().unwrap_or(0);
-    let mut out: Vec<Vec<f64>> = nested
-        .iter()
-        .map(|p| p.steps.iter().map(|s| s.gain).collect())
-        .collect();
-    let t0 = Instant::now();
-    for level in 1..=levels {
-        let mut baseline = calib.forward.clone();
+
+    fn ppl(&self, f: &LlamaForward) -> Result<f64> {
+        Ok(perplexity(f, &self.ids, PROBE_CTX, PROBE_CTX, |_, _| {})?.perplexity)
+    }
+
+    /// With every linear at `level - 1` steps, each layer in turn gets its
+    /// linears' step `level`: the baseline perplexity and one probe per layer.
+    fn level(&self, nested: &[&NestedPalette], level: usize) -> Result<(f64, Vec<LayerProbe>)> {
+        let linears = &self.prep.linears;
+        let tensor = |i: usize, steps: usize| -> Result<Tensor> {
+            let shape = &self.prep.model.tensors[&linears[i]].shape;
+            Ok(Tensor::from_vec(
+                nested[i].decode(steps),
+                shape.as_slice(),
+                &Device::Cpu,
+            )?)
+        };
+        let mut baseline = self.forward.clone();
         for (i, name) in linears.iter().enumerate() {
             baseline.set_linear(name, tensor(i, level - 1)?)?;
         }
-        let base_ppl = ppl(&baseline)?;
-        let mut line = Vec::new();
-        for (layer, members) in &groups {
+        let base_ppl = self.ppl(&baseline)?;
+        let mut out = Vec::new();
+        for (layer, members) in &self.groups {
             let members: Vec<usize> = members
                 .iter()
                 .copied()
@@ -86,34 +104,92 @@ pub fn probe_gains(prep: &Prepared, nested: &[&NestedPalette]) -> Result<Vec<Vec
             for &i in &members {
                 probe.set_linear(&linears[i], tensor(i, level)?)?;
             }
-            let removed = (base_ppl - ppl(&probe)?).max(0.0);
-            line.push(format!(
-                "{}:{removed:.3}",
-                layer.map_or("-".into(), |l| l.to_string())
-            ));
-            let total: f64 = members
-                .iter()
-                .map(|&i| nested[i].steps[level - 1].gain.max(0.0))
-                .sum();
-            for &i in &members {
-                let own = nested[i].steps[level - 1].gain.max(0.0);
-                let share = if total > 0.0 {
-                    own / total
-                } else {
-                    1.0 / members.len() as f64
-                };
-                // The proxy gain, scaled far below any measured perplexity, breaks
-                // ties: where no layer's probe moves the perplexity (high levels),
-                // the order within the level is the balanced one.
-                out[i][level - 1] = removed * share + own * PROBE_TIE;
-            }
+            let removed = (base_ppl - self.ppl(&probe)?).max(0.0);
+            out.push(LayerProbe {
+                layer: *layer,
+                members,
+                removed,
+            });
         }
+        let line: Vec<String> = out
+            .iter()
+            .map(|p| {
+                let l = p.layer.map_or("-".into(), |l| l.to_string());
+                format!("{l}:{:.3}", p.removed)
+            })
+            .collect();
         eprintln!(
             "probe level {level}: baseline perplexity {base_ppl:.3}; removed per layer {}",
             line.join(" ")
         );
+        Ok((base_ppl, out))
+    }
+}
+
+/// Perplexity-measured gains for the steps of `nested` (the linears of `prep`, in
+/// order), one per step, for the level-balanced order ([`set_gains`] puts them in
+/// place): at each level `l`, with every linear at `l - 1` steps, each layer in turn
+/// gets its linears' step `l`, and the perplexity that removes on calibration text
+/// (clamped at 0) is split over those linears in proportion to their own gains
+/// (which also break ties, at [`PROBE_TIE`]). Costs one baseline and one probe per
+/// layer and level.
+pub fn probe_gains(prep: &Prepared, nested: &[&NestedPalette]) -> Result<Vec<Vec<f64>>> {
+    let prober = Prober::new(prep)?;
+    let levels = nested.iter().map(|p| p.steps.len()).max().unwrap_or(0);
+    let mut out: Vec<Vec<f64>> = nested
+        .iter()
+        .map(|p| p.steps.iter().map(|s| s.gain).collect())
+        .collect();
+    let t0 = Instant::now();
+    for level in 1..=levels {
+        for p in prober.level(nested, level)?.1 {
+            let total: f64 = p
+                .members
+                .iter()
+                .map(|&i| nested[i].steps[level - 1].gain.max(0.0))
+                .sum();
+            for &i in &p.members {
+                let own = nested[i].steps[level - 1].gain.max(0.0);
+                let share = if total > 0.0 {
+                    own / total
+                } else {
+                    1.0 / p.members.len() as f64
+                };
+                // The proxy gain, scaled far below any measured perplexity, breaks
+                // ties: where no layer's probe moves the perplexity (high levels),
+                // the order within the level is the balanced one.
+                out[i][level - 1] = p.removed * share + own * PROBE_TIE;
+            }
+        }
     }
     eprintln!("probes: {:.0}s", t0.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+/// The linears (indices into `prep.linears`) of the layers whose first refinement
+/// step removes the most perplexity per weight on calibration text, probed on
+/// `nested`, taken layer by layer until they hold at least `share` of the linear
+/// weights (none for `share <= 0`).
+pub fn hot_linears(prep: &Prepared, nested: &[&NestedPalette], share: f64) -> Result<Vec<usize>> {
+    if share <= 0.0 {
+        return Ok(Vec::new());
+    }
+    let prober = Prober::new(prep)?;
+    let size = |i: usize| prep.model.tensors[&prep.linears[i]].data.len() as f64;
+    let total: f64 = (0..prep.linears.len()).map(size).sum();
+    let (_, mut layers) = prober.level(nested, 1)?;
+    let weights = |p: &LayerProbe| p.members.iter().map(|&i| size(i)).sum::<f64>().max(1.0);
+    layers.sort_by(|a, b| (b.removed / weights(b)).total_cmp(&(a.removed / weights(a))));
+    let mut out = Vec::new();
+    let mut taken = 0.0;
+    for p in layers {
+        if taken >= share * total {
+            break;
+        }
+        taken += weights(&p);
+        out.extend(p.members);
+    }
+    out.sort_unstable();
     Ok(out)
 }
 

@@ -29,7 +29,7 @@ use super::eval::WindowArgs;
 use super::inspect::{budget_row, budgets_within};
 use super::palette::palettize_linear;
 use super::prepare::{Prepared, prepare};
-use super::probe::{probe_gains, set_gains};
+use super::probe::{hot_linears, probe_gains, set_gains};
 use super::{CalibArgs, GptqArgs, InputArgs, bar};
 
 /// `--kquants`.
@@ -70,6 +70,45 @@ pub enum AdaptiveOrder {
     /// removes on calibration text (one probe per layer and level), each layer's
     /// share split over its linears by error removed.
     Probe,
+}
+
+/// `--adaptive-mix FIT:RESCALE:SHARE`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mix {
+    fit: u8,
+    rescale_bits: u8,
+    share: f64,
+}
+
+impl std::str::FromStr for Mix {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let [fit, rb, share] = parts[..] else {
+            return Err(format!("`{s}`: expected FIT:RESCALE:SHARE, e.g. 4:2:0.3"));
+        };
+        let fit = fit
+            .parse()
+            .map_err(|e| format!("FIT `{fit}` in `{s}`: {e}"))?;
+        let rescale_bits: u8 = rb
+            .parse()
+            .map_err(|e| format!("RESCALE `{rb}` in `{s}`: {e}"))?;
+        if !(1..=8).contains(&rescale_bits) {
+            return Err(format!("RESCALE `{rb}` in `{s}`: expected 1..=8"));
+        }
+        let share: f64 = share
+            .parse()
+            .map_err(|e| format!("SHARE `{share}` in `{s}`: {e}"))?;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(format!("SHARE `{share}` in `{s}`: expected 0..=1"));
+        }
+        Ok(Mix {
+            fit,
+            rescale_bits,
+            share,
+        })
+    }
 }
 
 impl AdaptiveOrder {
@@ -158,6 +197,19 @@ pub struct SweepArgs {
     /// step before any gets its n+1-th; within a level, error removed per byte).
     #[arg(long, value_enum, value_delimiter = ',', num_args = 1.., default_value = "greedy")]
     adaptive_order: Vec<AdaptiveOrder>,
+    /// `FIT:RESCALE:SHARE`, e.g. `4:2:0.3`: after fitting every linear as the other
+    /// --adaptive-* flags say, probe the first refinement step of each layer on the
+    /// calibration text, and refit the linears of the layers it helps most (per
+    /// weight), up to SHARE of the linear weights, at FIT bits with RESCALE-bit block
+    /// corrections (a mixed file: a good narrow base where steps come late, the
+    /// fixed FIT-bit palette where they come early).
+    #[arg(long)]
+    adaptive_mix: Option<Mix>,
+    /// Also measure each adaptive file's relative weight error with every linear
+    /// at each width, calibration-weighted and plain (stderr and the JSON's
+    /// `adaptive_width_errors`): which widths its nesting serves well.
+    #[arg(long)]
+    adaptive_width_errors: bool,
     /// Bits the adaptive file's last refinement step reaches.
     #[arg(long, default_value_t = 6)]
     adaptive_top: u8,
@@ -224,6 +276,34 @@ pub struct SweepReport {
     pub calibration: String,
     /// Every point.
     pub rows: Vec<SweepRow>,
+    /// With `--adaptive-width-errors`: each adaptive file's relative weight error
+    /// with every linear at each width.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adaptive_width_errors: Vec<WidthErrors>,
+}
+
+/// One adaptive file's nested palettes with every linear at one width after
+/// another (`--adaptive-width-errors`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WidthErrors {
+    /// The adaptive method (its correction width; the order does not change the
+    /// palettes).
+    pub method: String,
+    /// One entry per width, from the base up.
+    pub widths: Vec<WidthError>,
+}
+
+/// The error of every linear at one width.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WidthError {
+    /// Index bits per weight.
+    pub bits: u8,
+    /// `sqrt(sum m_j (w - w_hat)^2 / sum m_j w^2)` over all linears, `m_j` the
+    /// calibration mean square of the weight's input column (1 uncalibrated):
+    /// the diagonal of the output error.
+    pub weighted: f64,
+    /// The same with every `m_j = 1`.
+    pub plain: f64,
 }
 
 /// Replacement linears of one method, in the order of `Prepared::linears`.
@@ -237,6 +317,7 @@ struct Ctx<'a> {
     reference: Option<f64>,
     rows: Vec<SweepRow>,
     weights: u64,
+    width_errors: Vec<WidthErrors>,
 }
 
 impl Ctx<'_> {
@@ -365,6 +446,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         reference: None,
         rows: Vec::new(),
         weights,
+        width_errors: Vec::new(),
     };
     let ref_bits = if args
         .input
@@ -480,6 +562,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         linear_weights: cx.weights,
         calibration: prep.scales_note.clone(),
         rows: cx.rows,
+        adaptive_width_errors: cx.width_errors,
     };
     print_table(&report);
     if let Some(p) = &args.json {
@@ -571,8 +654,53 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
     let several = args.adaptive_rescale_bits.len() * args.adaptive_order.len() > 1;
     for &rb in &args.adaptive_rescale_bits {
         let t0 = Instant::now();
-        let nested = fit_nested(cx.prep, args, rb)?;
+        let mut nested = fit_nested(cx.prep, args, rb)?;
+        if let Some(mix) = args.adaptive_mix {
+            let hot = hot_linears(cx.prep, &nested.iter().collect::<Vec<_>>(), mix.share)?;
+            eprintln!(
+                "adaptive mix: {} linears refitted at {} bits with {}-bit corrections: {}",
+                hot.len(),
+                mix.fit,
+                mix.rescale_bits,
+                hot.iter()
+                    .map(|&i| cx.prep.linears[i].as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            let refit = hot
+                .par_iter()
+                .map(|&i| {
+                    fit_one(
+                        cx.prep,
+                        args,
+                        &cx.prep.linears[i],
+                        mix.fit,
+                        mix.rescale_bits,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for (&i, p) in hot.iter().zip(refit) {
+                nested[i] = p;
+            }
+        }
         let fit_s = t0.elapsed().as_secs_f64();
+        if args.adaptive_width_errors {
+            let method = if args.adaptive_rescale_bits.len() > 1 {
+                format!("adaptive r{rb}")
+            } else {
+                "adaptive".to_owned()
+            };
+            let widths = width_errors(cx.prep, &nested, args.adaptive_base);
+            eprintln!(
+                "{method}: relative weight error with every linear at each width (calibration-weighted / plain): {}",
+                widths
+                    .iter()
+                    .map(|w| format!("{} bits {:.4} / {:.4}", w.bits, w.weighted, w.plain))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            cx.width_errors.push(WidthErrors { method, widths });
+        }
         for &order in &args.adaptive_order {
             let method = if several {
                 format!("adaptive r{rb} {}", order.name())
@@ -621,34 +749,93 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
     Ok(())
 }
 
+/// The relative error of `nested` (the linears of `prep`) with every linear at
+/// each width from `base` bits up to the fewest steps any has.
+fn width_errors(prep: &Prepared, nested: &[NestedPalette], base: u8) -> Vec<WidthError> {
+    let levels = nested.iter().map(|p| p.steps.len()).min().unwrap_or(0);
+    // Per linear and width: (weighted error, plain error, weighted norm, plain norm).
+    let sums: Vec<Vec<[f64; 4]>> = prep
+        .linears
+        .par_iter()
+        .zip(nested)
+        .map(|(name, p)| {
+            let t = &prep.model.tensors[name];
+            let cols = t.shape[1].max(1);
+            let imp = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
+            let m = |j: usize| imp.as_ref().map_or(1.0, |v| f64::from(v[j % cols]));
+            (0..=levels)
+                .map(|n| {
+                    let d = p.decode(n);
+                    let mut s = [0f64; 4];
+                    for (j, (a, b)) in t.data.iter().zip(&d).enumerate() {
+                        let (e, w) = (f64::from(a - b).powi(2), f64::from(*a).powi(2));
+                        s[0] += m(j) * e;
+                        s[1] += e;
+                        s[2] += m(j) * w;
+                        s[3] += w;
+                    }
+                    s
+                })
+                .collect()
+        })
+        .collect();
+    (0..=levels)
+        .map(|n| {
+            let mut t = [0f64; 4];
+            for linear in &sums {
+                for (a, b) in t.iter_mut().zip(&linear[n]) {
+                    *a += b;
+                }
+            }
+            let rel = |e: f64, w: f64| if w > 0.0 { (e / w).sqrt() } else { 0.0 };
+            WidthError {
+                bits: base + n as u8,
+                weighted: rel(t[0], t[2]),
+                plain: rel(t[1], t[3]),
+            }
+        })
+        .collect()
+}
+
 /// Fits a nested scaled palette to every linear (importance-weighted when
 /// calibrated), with `rescale_bits`-bit block corrections in every step (0: none).
 fn fit_nested(prep: &Prepared, args: &SweepArgs, rescale_bits: u8) -> Result<Vec<NestedPalette>> {
-    let (base, top, gc) = (
-        args.adaptive_base,
-        args.adaptive_top,
-        args.adaptive_group_cols,
-    );
-    let fit = args.adaptive_fit.unwrap_or(base);
+    let fit = args.adaptive_fit.unwrap_or(args.adaptive_base);
     let pb = bar(prep.linears.len() as u64, "nesting palettes");
     let nested = prep
         .linears
         .par_iter()
         .map(|name| {
-            let t = &prep.model.tensors[name];
-            let (rows, cols) = (t.shape[0], t.shape[1]);
-            let imp = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
-            let p = match rescale_bits {
-                0 => nest_scaled_at(&t.data, rows, cols, imp.as_deref(), base, fit, top, gc),
-                rb => nest_rescaled_at(&t.data, rows, cols, imp.as_deref(), base, fit, top, gc, rb),
-            }
-            .with_context(|| format!("nested palette of `{name}`"));
+            let p = fit_one(prep, args, name, fit, rescale_bits);
             pb.inc(1);
             p
         })
         .collect::<Result<Vec<_>>>()?;
     pb.finish_and_clear();
     Ok(nested)
+}
+
+/// One linear's nested palette, its tree and block parameters fitted at `fit` bits.
+fn fit_one(
+    prep: &Prepared,
+    args: &SweepArgs,
+    name: &str,
+    fit: u8,
+    rescale_bits: u8,
+) -> Result<NestedPalette> {
+    let (base, top, gc) = (
+        args.adaptive_base,
+        args.adaptive_top,
+        args.adaptive_group_cols,
+    );
+    let t = &prep.model.tensors[name];
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let imp = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
+    match rescale_bits {
+        0 => nest_scaled_at(&t.data, rows, cols, imp.as_deref(), base, fit, top, gc),
+        rb => nest_rescaled_at(&t.data, rows, cols, imp.as_deref(), base, fit, top, gc, rb),
+    }
+    .with_context(|| format!("nested palette of `{name}`"))
 }
 
 /// Writes the nested palettes to a file in memory, steps in `policy`'s order.
