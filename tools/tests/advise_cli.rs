@@ -24,7 +24,7 @@ fn advise_measures_and_recommends_on_real_embeddings() {
         "--queries",
         queries.to_str().expect("utf-8 path"),
         "--codecs",
-        "f16,i8,e4m3,pca96+e4m3,transform96,transform48",
+        "f16,i8,e4m3,pca96+e4m3,transform96,transform48,transform-auto",
         "--target-recall",
         "0.95",
         "--quiet",
@@ -47,7 +47,20 @@ fn advise_measures_and_recommends_on_real_embeddings() {
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid json");
     let results = doc["results"].as_array().expect("results array");
-    assert_eq!(results.len(), 6);
+    assert_eq!(results.len(), 7);
+    // transform-auto checks its small size only on 1,024 sample rows or more: the
+    // 1,000 here get half a byte per dimension, and the row says so.
+    let auto = results
+        .iter()
+        .find(|r| r["codec"] == "transform-auto")
+        .expect("transform-auto row");
+    assert_eq!(auto["fitted"], "transform192", "{auto}");
+    assert_eq!(auto["bytes_per_vector"], 192, "{auto}");
+    assert!(stdout.contains("transform-auto (transform192)"), "{stdout}");
+    assert!(
+        results.iter().filter(|r| r.get("fitted").is_some()).count() == 1,
+        "only a codec that picks its size names what it was fitted as"
+    );
     let recall = |codec: &str| {
         results
             .iter()

@@ -19,6 +19,10 @@ use super::{AdviseArgs, RESCORE_DEPTHS};
 pub struct CodecResult {
     /// The codec, as `CodecSpec` text (`i8`, `pca192+e4m3`, `transform96`).
     pub codec: String,
+    /// What a codec that picks its own size was fitted as (`transform-auto`:
+    /// `transform96`); absent for every other codec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fitted: Option<String>,
     /// Bytes per stored vector.
     pub bytes_per_vector: usize,
     /// f32 bytes divided by code bytes.
@@ -86,9 +90,12 @@ impl Sweep {
         for spec in specs {
             bar.set_message(format!("fitting {spec}"));
             let t = Instant::now();
+            // Under the metric searched, checked against the store's default
+            // oversampling (what `transform-auto` decides its size by).
             let codec = spec
-                .fit(&sample, dim)
+                .fit_for(&sample, dim, args.metric, 4.0)
                 .with_context(|| format!("fitting codec `{spec}`"))?;
+            let fitted = Some(codec.spec().to_string()).filter(|f| *f != spec.to_string());
             let fit_s = t.elapsed().as_secs_f64();
 
             bar.set_message(format!("encoding {spec}"));
@@ -106,6 +113,7 @@ impl Sweep {
             let bytes = codec.code_len();
             results.push(CodecResult {
                 codec: spec.to_string(),
+                fitted,
                 bytes_per_vector: bytes,
                 compression: (4 * dim) as f64 / bytes as f64,
                 recall: recall_at(&candidates, &truth, args.k),
@@ -194,10 +202,14 @@ impl Sweep {
                 .iter()
                 .map(|(_, v)| format!("{v:.4}"))
                 .collect();
+            let name = match &r.fitted {
+                Some(f) => format!("{} ({f})", r.codec),
+                None => r.codec.clone(),
+            };
             writeln!(
                 out,
                 "{:<22} {:>9} {:>6.1}x {:>10.4} {:>11} {:>11} {:>12} {:>8.2} {:>10.0}",
-                r.codec,
+                name,
                 r.bytes_per_vector,
                 r.compression,
                 r.recall,
