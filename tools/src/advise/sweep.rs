@@ -183,9 +183,18 @@ impl Sweep {
             .iter()
             .map(|r| format!("top{}@{r}", self.k))
             .collect();
+        let names: Vec<String> = self
+            .results
+            .iter()
+            .map(|r| match &r.fitted {
+                Some(f) => format!("{} ({f})", r.codec),
+                None => r.codec.clone(),
+            })
+            .collect();
+        let w = names.iter().map(String::len).max().unwrap_or(0).max(22);
         writeln!(
             out,
-            "{:<22} {:>9} {:>7} {:>10} {:>11} {:>11} {:>12} {:>8} {:>10}",
+            "{:<w$} {:>9} {:>7} {:>10} {:>11} {:>11} {:>12} {:>8} {:>10}",
             "codec",
             "bytes/vec",
             "ratio",
@@ -196,19 +205,15 @@ impl Sweep {
             "fit s",
             "scan q/s"
         )?;
-        for r in &self.results {
+        for (r, name) in self.results.iter().zip(&names) {
             let c: Vec<String> = r
                 .candidate_recall
                 .iter()
                 .map(|(_, v)| format!("{v:.4}"))
                 .collect();
-            let name = match &r.fitted {
-                Some(f) => format!("{} ({f})", r.codec),
-                None => r.codec.clone(),
-            };
             writeln!(
                 out,
-                "{:<22} {:>9} {:>6.1}x {:>10.4} {:>11} {:>11} {:>12} {:>8.2} {:>10.0}",
+                "{:<w$} {:>9} {:>6.1}x {:>10.4} {:>11} {:>11} {:>12} {:>8.2} {:>10.0}",
                 name,
                 r.bytes_per_vector,
                 r.compression,
