@@ -69,6 +69,25 @@ impl<'a> Prober<'a> {
         })
     }
 
+    /// Linear `i` rebuilt with `steps` steps.
+    fn tensor(&self, nested: &[&NestedPalette], i: usize, steps: usize) -> Result<Tensor> {
+        let shape = &self.prep.model.tensors[&self.prep.linears[i]].shape;
+        Ok(Tensor::from_vec(
+            nested[i].decode(steps),
+            shape.as_slice(),
+            &Device::Cpu,
+        )?)
+    }
+
+    /// The model with every linear at `steps` steps.
+    fn all_at(&self, nested: &[&NestedPalette], steps: usize) -> Result<LlamaForward> {
+        let mut f = self.forward.clone();
+        for (i, name) in self.prep.linears.iter().enumerate() {
+            f.set_linear(name, self.tensor(nested, i, steps)?)?;
+        }
+        Ok(f)
+    }
+
     fn ppl(&self, f: &LlamaForward) -> Result<f64> {
         Ok(perplexity(f, &self.ids, PROBE_CTX, PROBE_CTX, |_, _| {})?.perplexity)
     }
@@ -77,18 +96,8 @@ impl<'a> Prober<'a> {
     /// linears' step `level`: the baseline perplexity and one probe per layer.
     fn level(&self, nested: &[&NestedPalette], level: usize) -> Result<(f64, Vec<LayerProbe>)> {
         let linears = &self.prep.linears;
-        let tensor = |i: usize, steps: usize| -> Result<Tensor> {
-            let shape = &self.prep.model.tensors[&linears[i]].shape;
-            Ok(Tensor::from_vec(
-                nested[i].decode(steps),
-                shape.as_slice(),
-                &Device::Cpu,
-            )?)
-        };
-        let mut baseline = self.forward.clone();
-        for (i, name) in linears.iter().enumerate() {
-            baseline.set_linear(name, tensor(i, level - 1)?)?;
-        }
+        let tensor = |i: usize, steps: usize| self.tensor(nested, i, steps);
+        let baseline = self.all_at(nested, level - 1)?;
         let base_ppl = self.ppl(&baseline)?;
         let mut out = Vec::new();
         for (layer, members) in &self.groups {
@@ -126,14 +135,90 @@ impl<'a> Prober<'a> {
     }
 }
 
+impl Prober<'_> {
+    /// Level `level` probed a second time, halfway up: the layers whose step removed
+    /// the most per weight in `first` (the probes from the all-narrow baseline) get
+    /// it, up to half the layers, and from there each layer's step is measured as
+    /// what removing it costs (a layer that has it) or what adding it gains (one
+    /// that has not). Each layer's result is the sum of the log-perplexity its step
+    /// moves at the two points: the order at the budgets between them.
+    fn second_pass(
+        &self,
+        nested: &[&NestedPalette],
+        level: usize,
+        base_ppl: f64,
+        first: &[LayerProbe],
+    ) -> Result<Vec<LayerProbe>> {
+        let linears = &self.prep.linears;
+        let size = |i: usize| self.prep.model.tensors[&linears[i]].data.len() as f64;
+        let per_weight =
+            |p: &LayerProbe| p.removed / p.members.iter().map(|&i| size(i)).sum::<f64>().max(1.0);
+        let mut rank: Vec<usize> = (0..first.len()).collect();
+        rank.sort_by(|&a, &b| per_weight(&first[b]).total_cmp(&per_weight(&first[a])));
+        let mut up = vec![false; first.len()];
+        for &r in &rank[..first.len() / 2] {
+            up[r] = true;
+        }
+        let tensor = |i: usize, steps: usize| self.tensor(nested, i, steps);
+        let mut half = self.all_at(nested, level - 1)?;
+        for (p, &u) in first.iter().zip(&up) {
+            if u {
+                for &i in &p.members {
+                    half.set_linear(&linears[i], tensor(i, level)?)?;
+                }
+            }
+        }
+        let half_ppl = self.ppl(&half)?;
+        let mut out = Vec::with_capacity(first.len());
+        for (p, &u) in first.iter().zip(&up) {
+            let mut probe = half.clone();
+            // A layer that has the step loses it; one that has not gains it.
+            let steps = if u { level - 1 } else { level };
+            for &i in &p.members {
+                probe.set_linear(&linears[i], tensor(i, steps)?)?;
+            }
+            let ppl = self.ppl(&probe)?;
+            // ln(without / with) at the halfway point.
+            let second = if u {
+                (ppl / half_ppl).ln()
+            } else {
+                (half_ppl / ppl).ln()
+            };
+            let first_log = (base_ppl / (base_ppl - p.removed).max(f64::MIN_POSITIVE)).ln();
+            out.push(LayerProbe {
+                layer: p.layer,
+                members: p.members.clone(),
+                removed: (first_log + second).max(0.0),
+            });
+        }
+        eprintln!(
+            "probe level {level}, second pass: halfway perplexity {half_ppl:.3}; log-perplexity per layer {}",
+            out.iter()
+                .map(|p| format!(
+                    "{}:{:.4}",
+                    p.layer.map_or("-".into(), |l| l.to_string()),
+                    p.removed
+                ))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        Ok(out)
+    }
+}
+
 /// Perplexity-measured gains for the steps of `nested` (the linears of `prep`, in
 /// order), one per step, for the level-balanced order ([`set_gains`] puts them in
 /// place): at each level `l`, with every linear at `l - 1` steps, each layer in turn
 /// gets its linears' step `l`, and the perplexity that removes on calibration text
 /// (clamped at 0) is split over those linears in proportion to their own gains
 /// (which also break ties, at [`PROBE_TIE`]). Costs one baseline and one probe per
-/// layer and level.
-pub fn probe_gains(prep: &Prepared, nested: &[&NestedPalette]) -> Result<Vec<Vec<f64>>> {
+/// layer and level. With `twice`, level 1 is probed again halfway up
+/// ([`Prober::second_pass`]; one more baseline and probe per layer).
+pub fn probe_gains(
+    prep: &Prepared,
+    nested: &[&NestedPalette],
+    twice: bool,
+) -> Result<Vec<Vec<f64>>> {
     let prober = Prober::new(prep)?;
     let levels = nested.iter().map(|p| p.steps.len()).max().unwrap_or(0);
     let mut out: Vec<Vec<f64>> = nested
@@ -142,7 +227,11 @@ pub fn probe_gains(prep: &Prepared, nested: &[&NestedPalette]) -> Result<Vec<Vec
         .collect();
     let t0 = Instant::now();
     for level in 1..=levels {
-        for p in prober.level(nested, level)?.1 {
+        let (base_ppl, mut probes) = prober.level(nested, level)?;
+        if twice && level == 1 {
+            probes = prober.second_pass(nested, level, base_ppl, &probes)?;
+        }
+        for p in probes {
             let total: f64 = p
                 .members
                 .iter()

@@ -70,6 +70,10 @@ pub enum AdaptiveOrder {
     /// removes on calibration text (one probe per layer and level), each layer's
     /// share split over its linears by error removed.
     Probe,
+    /// As `probe`, with the first level probed twice: from every linear at the
+    /// base, and again halfway up (the layers the first pass favours given their
+    /// step); each layer ordered by the log-perplexity its step moves at both.
+    ProbeTwice,
 }
 
 /// `--adaptive-mix FIT:RESCALE:SHARE`.
@@ -115,7 +119,9 @@ impl AdaptiveOrder {
     fn policy(self) -> OrderPolicy {
         match self {
             AdaptiveOrder::Greedy => OrderPolicy::Greedy { min_levels: 0 },
-            AdaptiveOrder::Balanced | AdaptiveOrder::Probe => OrderPolicy::Balanced,
+            AdaptiveOrder::Balanced | AdaptiveOrder::Probe | AdaptiveOrder::ProbeTwice => {
+                OrderPolicy::Balanced
+            }
         }
     }
 
@@ -124,6 +130,7 @@ impl AdaptiveOrder {
             AdaptiveOrder::Greedy => "greedy",
             AdaptiveOrder::Balanced => "balanced",
             AdaptiveOrder::Probe => "probe",
+            AdaptiveOrder::ProbeTwice => "probe-twice",
         }
     }
 }
@@ -710,8 +717,9 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
             let t1 = Instant::now();
             let probed;
             let steps = match order {
-                AdaptiveOrder::Probe => {
-                    let gains = probe_gains(cx.prep, &nested.iter().collect::<Vec<_>>())?;
+                AdaptiveOrder::Probe | AdaptiveOrder::ProbeTwice => {
+                    let twice = order == AdaptiveOrder::ProbeTwice;
+                    let gains = probe_gains(cx.prep, &nested.iter().collect::<Vec<_>>(), twice)?;
                     let mut p = nested.clone();
                     p.iter_mut().zip(&gains).for_each(|(p, g)| set_gains(p, g));
                     probed = p;
