@@ -339,14 +339,7 @@ impl Graph {
         P: Fn(u32),
         A: Fn(u32) -> bool,
     {
-        if self.n == 0 || k == 0 {
-            return Vec::new();
-        }
-        SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => self.search_in(&mut scratch, k, ef, &score, &prefetch, &accept),
-            // Only when a score function itself searches on this thread.
-            Err(_) => self.search_in(&mut Scratch::default(), k, ef, &score, &prefetch, &accept),
-        })
+        self.with_scratch(k, |s| self.search_in(s, k, ef, &score, &prefetch, &accept))
     }
 
     /// [`Graph::search_gather`] accepting every point, with one sorted list
@@ -358,12 +351,24 @@ impl Graph {
         S: Fn(&[u32], &mut [f32]),
         P: Fn(u32),
     {
+        self.with_scratch(k, |s| self.search_list(s, k, ef, &score, &prefetch))
+    }
+
+    /// Runs a layer-0 walk for `k` results on this thread's scratch (nothing for an
+    /// empty graph or `k` 0).
+    #[inline(always)]
+    fn with_scratch(
+        &self,
+        k: usize,
+        walk: impl FnOnce(&mut Scratch) -> Vec<Scored>,
+    ) -> Vec<Scored> {
         if self.n == 0 || k == 0 {
             return Vec::new();
         }
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => self.search_list(&mut scratch, k, ef, &score, &prefetch),
-            Err(_) => self.search_list(&mut Scratch::default(), k, ef, &score, &prefetch),
+            Ok(mut scratch) => walk(&mut scratch),
+            // Only when a score function itself searches on this thread.
+            Err(_) => walk(&mut Scratch::default()),
         })
     }
 

@@ -43,6 +43,13 @@ struct LayerProbe {
     removed: f64,
 }
 
+impl LayerProbe {
+    /// The layer's number, `-` for linears outside any layer.
+    fn label(&self) -> String {
+        self.layer.map_or("-".into(), |l| l.to_string())
+    }
+}
+
 impl<'a> Prober<'a> {
     fn new(prep: &'a Prepared) -> Result<Self> {
         let Some(calib) = &prep.calib else {
@@ -122,10 +129,7 @@ impl<'a> Prober<'a> {
         }
         let line: Vec<String> = out
             .iter()
-            .map(|p| {
-                let l = p.layer.map_or("-".into(), |l| l.to_string());
-                format!("{l}:{:.3}", p.removed)
-            })
+            .map(|p| format!("{}:{:.3}", p.label(), p.removed))
             .collect();
         eprintln!(
             "probe level {level}: baseline perplexity {base_ppl:.3}; removed per layer {}",
@@ -133,9 +137,21 @@ impl<'a> Prober<'a> {
         );
         Ok((base_ppl, out))
     }
-}
 
-impl Prober<'_> {
+    /// Weights in a layer's linears that have the step (at least 1).
+    fn weights(&self, p: &LayerProbe) -> f64 {
+        let size = |i: usize| self.prep.model.tensors[&self.prep.linears[i]].data.len() as f64;
+        p.members.iter().map(|&i| size(i)).sum::<f64>().max(1.0)
+    }
+
+    /// Indices of `probes`, the most perplexity removed per weight first.
+    fn best_per_weight(&self, probes: &[LayerProbe]) -> Vec<usize> {
+        let per_weight = |p: &LayerProbe| p.removed / self.weights(p);
+        let mut rank: Vec<usize> = (0..probes.len()).collect();
+        rank.sort_by(|&a, &b| per_weight(&probes[b]).total_cmp(&per_weight(&probes[a])));
+        rank
+    }
+
     /// Level `level` probed a second time, halfway up: the layers whose step removed
     /// the most per weight in `first` (the probes from the all-narrow baseline) get
     /// it, up to half the layers, and from there each layer's step is measured as
@@ -150,11 +166,7 @@ impl Prober<'_> {
         first: &[LayerProbe],
     ) -> Result<Vec<LayerProbe>> {
         let linears = &self.prep.linears;
-        let size = |i: usize| self.prep.model.tensors[&linears[i]].data.len() as f64;
-        let per_weight =
-            |p: &LayerProbe| p.removed / p.members.iter().map(|&i| size(i)).sum::<f64>().max(1.0);
-        let mut rank: Vec<usize> = (0..first.len()).collect();
-        rank.sort_by(|&a, &b| per_weight(&first[b]).total_cmp(&per_weight(&first[a])));
+        let rank = self.best_per_weight(first);
         let mut up = vec![false; first.len()];
         for &r in &rank[..first.len() / 2] {
             up[r] = true;
@@ -194,11 +206,7 @@ impl Prober<'_> {
         eprintln!(
             "probe level {level}, second pass: halfway perplexity {half_ppl:.3}; log-perplexity per layer {}",
             out.iter()
-                .map(|p| format!(
-                    "{}:{:.4}",
-                    p.layer.map_or("-".into(), |l| l.to_string()),
-                    p.removed
-                ))
+                .map(|p| format!("{}:{:.4}", p.label(), p.removed))
                 .collect::<Vec<_>>()
                 .join(" ")
         );
@@ -264,19 +272,20 @@ pub fn hot_linears(prep: &Prepared, nested: &[&NestedPalette], share: f64) -> Re
         return Ok(Vec::new());
     }
     let prober = Prober::new(prep)?;
-    let size = |i: usize| prep.model.tensors[&prep.linears[i]].data.len() as f64;
-    let total: f64 = (0..prep.linears.len()).map(size).sum();
-    let (_, mut layers) = prober.level(nested, 1)?;
-    let weights = |p: &LayerProbe| p.members.iter().map(|&i| size(i)).sum::<f64>().max(1.0);
-    layers.sort_by(|a, b| (b.removed / weights(b)).total_cmp(&(a.removed / weights(a))));
+    let total: f64 = prep
+        .linears
+        .iter()
+        .map(|n| prep.model.tensors[n].data.len() as f64)
+        .sum();
+    let (_, layers) = prober.level(nested, 1)?;
     let mut out = Vec::new();
     let mut taken = 0.0;
-    for p in layers {
+    for r in prober.best_per_weight(&layers) {
         if taken >= share * total {
             break;
         }
-        taken += weights(&p);
-        out.extend(p.members);
+        taken += prober.weights(&layers[r]);
+        out.extend_from_slice(&layers[r].members);
     }
     out.sort_unstable();
     Ok(out)
