@@ -41,7 +41,7 @@ pub use float8::{
     dot_e4m3, dot_e4m3_scalar, dot_e5m2, dot_e5m2_scalar, e4m3_table, e5m2_table, l2sq_e4m3,
     l2sq_e4m3_scalar, l2sq_e5m2, l2sq_e5m2_scalar,
 };
-pub use prefetch::prefetch;
+pub use prefetch::{prefetch, prefetch_l2};
 pub use scalar::{
     dot_b1_scalar, dot_bf16_scalar, dot_f16_scalar, dot_f32_scalar, dot_i8_scalar, dot_lut8_scalar,
     dot_u8_scalar, hamming_scalar, l2sq_bf16_scalar, l2sq_f16_scalar, l2sq_f32_scalar,

@@ -241,6 +241,14 @@ impl Collection {
                 let codes = seg.codes();
                 let walk = |ids: &[u32], out: &mut [f32]| scorer.coarse_gather(codes, ids, out);
                 let prefetch = |p: u32| octet_quant::kernels::prefetch(seg.code(p));
+                // Every point the walk ends with was expanded on the way: its rescore
+                // row starts loading then, well before the rescore reads it.
+                let rescoring = rescorer.is_some();
+                let expanded = |p: u32| {
+                    if rescoring && let Some(row) = seg.rescore_code(p) {
+                        octet_quant::kernels::prefetch_l2(row);
+                    }
+                };
                 let mut hits: Vec<Scored> = if let Some(f) = filter {
                     let allowed = seg.allowed(Some(f), &e.deleted);
                     let matching = allowed.count_ones();
@@ -249,14 +257,24 @@ impl Collection {
                     {
                         exact_over(allowed.iter_ones().map(|p| p as u32), fetch, &score)
                     } else {
+                        let accept = |p: u32| allowed.get(p as usize);
+                        // Only accepted points are returned, so only their rows.
+                        let expanded = |p: u32| {
+                            if accept(p) {
+                                expanded(p);
+                            }
+                        };
                         seg.graph
-                            .search_gather(fetch, ef, walk, prefetch, |p| allowed.get(p as usize))
+                            .search_gather(fetch, ef, walk, prefetch, expanded, accept)
                     }
                 } else if e.deleted.count_ones() == 0 {
-                    seg.graph.search_gather_all(fetch, ef, walk, prefetch)
+                    seg.graph
+                        .search_gather_all(fetch, ef, walk, prefetch, expanded)
                 } else {
                     seg.graph
-                        .search_gather(fetch, ef, walk, prefetch, |p| !e.deleted.get(p as usize))
+                        .search_gather(fetch, ef, walk, prefetch, expanded, |p| {
+                            !e.deleted.get(p as usize)
+                        })
                 };
                 if rescorer.is_none() {
                     for h in &mut hits {

@@ -434,7 +434,7 @@ impl Builder {
             s.sims = sims;
         }
         s.links = links;
-        s.beam.items().to_vec()
+        s.beam.best(usize::MAX)
     }
 
     /// The diversity heuristic over `candidates` (best first, scored against the

@@ -21,15 +21,84 @@ use std::collections::BinaryHeap;
 
 use crate::bitset::Bitset;
 
-/// A parsed, validated graph. Layer 0 (almost all of the graph) is kept as one flat
-/// neighbour array with offsets.
+/// A parsed, validated graph. Layer 0 (almost all of the graph) is kept in rows of
+/// one width ([`Rows`]); the few points of the upper layers as lists with offsets.
 #[derive(Debug, Default)]
 pub struct Graph {
     n: usize,
     entry: u32,
-    offsets0: Vec<u32>,
-    neighbours0: Vec<u32>,
+    layer0: Rows,
     upper: Vec<UpperLayer>,
+}
+
+/// The most neighbours a point may list on layer 0: twice the largest `m` a
+/// collection accepts ([`crate::config::MAX_HNSW_M`]), what the builder keeps.
+const MAX_LIST0: usize = 2 * crate::config::MAX_HNSW_M;
+
+/// An unused slot of a [`Rows`] row: never a point, whose offsets are below `n`.
+const NONE: u32 = u32::MAX;
+
+/// One cache line of neighbour ids.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u32; 16]);
+
+// SAFETY: sixty-four bytes of `u32`s with no padding (the alignment equals the
+// size), valid for any bit pattern, zero included.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above; `Copy` and `'static`.
+unsafe impl bytemuck::Pod for Line {}
+
+/// Layer 0 with every point's list in a row of the same whole number of cache
+/// lines, unused slots [`NONE`]: a point's list is found by multiplying, so a walk
+/// reaches it (and prefetches the next one) with one dependent load rather than
+/// two (its offset, then the list): that first load was a tenth of a search's
+/// time. It costs the unused slots: the file keeps the lists packed.
+#[derive(Debug, Default)]
+struct Rows {
+    lines: Vec<Line>,
+    /// Lines per row.
+    per_row: usize,
+}
+
+impl Rows {
+    /// Rows of the packed lists `offsets` / `neighbours` (validated by
+    /// [`check_csr`]), each at most [`MAX_LIST0`] long.
+    fn new(offsets: &[u32], neighbours: &[u32]) -> Result<Rows, String> {
+        let n = offsets.len().saturating_sub(1);
+        let widest = offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize)
+            .max()
+            .unwrap_or(0);
+        if widest > MAX_LIST0 {
+            return Err(format!(
+                "a layer-0 list of {widest} neighbours, at most {MAX_LIST0}"
+            ));
+        }
+        let per_row = widest.div_ceil(16).max(1);
+        let mut lines = vec![Line([NONE; 16]); n * per_row];
+        for (p, w) in offsets.windows(2).enumerate() {
+            let list = &neighbours[w[0] as usize..w[1] as usize];
+            let row: &mut [u32] = bytemuck::cast_slice_mut(&mut lines[p * per_row..][..per_row]);
+            row[..list.len()].copy_from_slice(list);
+        }
+        Ok(Rows { lines, per_row })
+    }
+
+    /// Point `p`'s row: its list, then [`NONE`] to the end (empty past the last
+    /// point).
+    #[inline]
+    fn row(&self, p: u32) -> &[u32] {
+        let at = p as usize * self.per_row;
+        self.lines
+            .get(at..at + self.per_row)
+            .map_or(&[], |l| bytemuck::cast_slice(l))
+    }
+
+    fn bytes(&self) -> usize {
+        self.lines.len() * size_of::<Line>()
+    }
 }
 
 #[derive(Debug)]
@@ -77,8 +146,9 @@ impl Ord for Scored {
 /// `cap` entries; nothing is popped or sifted.
 #[derive(Debug, Default)]
 pub(crate) struct Beam {
-    items: Vec<Scored>,
-    expanded: Vec<bool>,
+    /// Best first; the flag marks an expanded point. One array, so an insertion
+    /// is one move (two arrays cost two `memmove` calls, 4% of a search).
+    items: Vec<(Scored, bool)>,
     /// Every entry before `next` is expanded.
     next: usize,
     cap: usize,
@@ -89,9 +159,7 @@ impl Beam {
     /// lists `start`.
     pub(crate) fn reset(&mut self, cap: usize, start: Scored) {
         self.items.clear();
-        self.expanded.clear();
-        self.items.push(start);
-        self.expanded.push(false);
+        self.items.push((start, false));
         self.next = 0;
         self.cap = cap.max(1);
     }
@@ -99,41 +167,40 @@ impl Beam {
     /// The best unexpanded point, now marked expanded; `None` when the walk is over.
     #[inline]
     pub(crate) fn pop(&mut self) -> Option<Scored> {
-        while self.expanded.get(self.next).copied() == Some(true) {
+        while self.items.get(self.next).is_some_and(|e| e.1) {
             self.next += 1;
         }
-        let c = *self.items.get(self.next)?;
-        self.expanded[self.next] = true;
+        let e = self.items.get_mut(self.next)?;
+        e.1 = true;
         self.next += 1;
-        Some(c)
+        Some(e.0)
     }
 
     /// The best unexpanded point (the next [`Beam::pop`]), if any.
     #[inline]
     pub(crate) fn peek(&self) -> Option<Scored> {
-        (self.next..self.items.len())
-            .find(|&i| !self.expanded[i])
-            .map(|i| self.items[i])
+        self.items[self.next.min(self.items.len())..]
+            .iter()
+            .find(|e| !e.1)
+            .map(|e| e.0)
     }
 
     /// Whether a point of `score` would be listed: the list is not full, or it
     /// beats the worst listed.
     #[inline]
     pub(crate) fn takes(&self, score: f32) -> bool {
-        self.items.len() < self.cap || self.items.last().is_some_and(|w| score > w.score)
+        self.items.len() < self.cap || self.items.last().is_some_and(|w| score > w.0.score)
     }
 
     /// Lists `cand` (the caller checked [`Beam::takes`]), dropping the worst when
     /// full; true when it is the best unexpanded point now (the next one popped).
     #[inline]
     pub(crate) fn insert(&mut self, cand: Scored) -> bool {
-        let at = self.items.partition_point(|e| *e > cand);
+        let at = self.items.partition_point(|e| e.0 > cand);
         if self.items.len() >= self.cap {
             self.items.pop();
-            self.expanded.pop();
         }
-        self.items.insert(at, cand);
-        self.expanded.insert(at, false);
+        self.items.insert(at, (cand, false));
         if at < self.next {
             self.next = at;
             return true;
@@ -141,9 +208,9 @@ impl Beam {
         false
     }
 
-    /// The listed points, best first.
-    pub(crate) fn items(&self) -> &[Scored] {
-        &self.items
+    /// The best `k` listed points, best first.
+    pub(crate) fn best(&self, k: usize) -> Vec<Scored> {
+        self.items.iter().take(k).map(|e| e.0).collect()
     }
 }
 
@@ -209,6 +276,8 @@ impl Graph {
         let total = offsets0.last().copied().unwrap_or(0) as usize;
         let neighbours0 = w.take(total)?;
         check_csr(&offsets0, &neighbours0, n)?;
+        let layer0 = Rows::new(&offsets0, &neighbours0)?;
+        drop((offsets0, neighbours0));
         let mut upper = Vec::with_capacity(levels);
         for _ in 0..levels {
             let count = w.one()? as usize;
@@ -238,8 +307,7 @@ impl Graph {
         Ok(Graph {
             n,
             entry,
-            offsets0,
-            neighbours0,
+            layer0,
             upper,
         })
     }
@@ -254,28 +322,30 @@ impl Graph {
         self.n == 0
     }
 
-    /// Bytes the adjacency lists take in memory.
+    /// Bytes the adjacency lists take in memory (layer 0's unused slots included).
     pub fn memory_bytes(&self) -> usize {
-        4 * (self.offsets0.len()
-            + self.neighbours0.len()
-            + self
+        self.layer0.bytes()
+            + 4 * self
                 .upper
                 .iter()
                 .map(|l| l.ids.len() + l.offsets.len() + l.neighbours.len())
-                .sum::<usize>())
+                .sum::<usize>()
     }
 
-    /// Starts loading point `p`'s layer-0 list into the cache.
+    /// Starts loading point `p`'s layer-0 row into the cache.
+    #[inline]
     fn prefetch_neighbours0(&self, p: u32) {
-        octet_quant::kernels::prefetch(bytemuck::cast_slice(self.neighbours0(p)));
+        octet_quant::kernels::prefetch(bytemuck::cast_slice(self.layer0.row(p)));
     }
 
-    fn neighbours0(&self, p: u32) -> &[u32] {
-        let p = p as usize;
-        match (self.offsets0.get(p), self.offsets0.get(p + 1)) {
-            (Some(&a), Some(&b)) => self.neighbours0.get(a as usize..b as usize).unwrap_or(&[]),
-            _ => &[],
-        }
+    /// Point `p`'s layer-0 neighbours.
+    #[inline]
+    fn neighbours0(&self, p: u32) -> impl Iterator<Item = u32> + '_ {
+        self.layer0
+            .row(p)
+            .iter()
+            .copied()
+            .take_while(|&x| x != NONE)
     }
 
     fn neighbours_upper<'a>(&self, layer: &'a UpperLayer, p: u32) -> &'a [u32] {
@@ -316,42 +386,65 @@ impl Graph {
                 *o = score(p);
             }
         };
-        self.search_gather(k, ef, gather, prefetch, accept)
+        self.search_gather(k, ef, gather, prefetch, |_| {}, accept)
     }
 
     /// [`Graph::search`] with a scorer of many points: `score(ids, out)` writes the
     /// score of `ids[i]` to `out[i]`, and is called once per expanded node with its
     /// unvisited neighbours (after `prefetch` for each of them).
     ///
-    /// Generic over the three functions so each call site gets its own copy with
-    /// the closures inlined, and the visited set, heaps and buffers come from a
+    /// `expanded(p)` is called as each node's list is expanded, a cache hint like
+    /// `prefetch`: the points a walk ends with were all expanded, so a caller that
+    /// rescores them from a second tier can start loading their rows here, long
+    /// before it scores them.
+    ///
+    /// Generic over the functions so each call site gets its own copy with the
+    /// closures inlined, and the visited set, heaps and buffers come from a
     /// per-thread scratch: a search allocates only its result.
-    pub fn search_gather<S, P, A>(
+    pub fn search_gather<S, P, E, A>(
         &self,
         k: usize,
         ef: usize,
         score: S,
         prefetch: P,
+        expanded: E,
         accept: A,
     ) -> Vec<Scored>
     where
         S: Fn(&[u32], &mut [f32]),
         P: Fn(u32),
+        E: Fn(u32),
         A: Fn(u32) -> bool,
     {
-        self.with_scratch(k, |s| self.search_in(s, k, ef, &score, &prefetch, &accept))
+        let hints = Hints {
+            prefetch: &prefetch,
+            expanded: &expanded,
+        };
+        self.with_scratch(k, |s| self.search_in(s, k, ef, &score, &hints, &accept))
     }
 
     /// [`Graph::search_gather`] accepting every point, with one sorted list
     /// ([`Beam`]) in place of the two heaps: the same result (with distinct
     /// scores), faster. A filter needs the heaps: it traverses points it never
     /// returns.
-    pub fn search_gather_all<S, P>(&self, k: usize, ef: usize, score: S, prefetch: P) -> Vec<Scored>
+    pub fn search_gather_all<S, P, E>(
+        &self,
+        k: usize,
+        ef: usize,
+        score: S,
+        prefetch: P,
+        expanded: E,
+    ) -> Vec<Scored>
     where
         S: Fn(&[u32], &mut [f32]),
         P: Fn(u32),
+        E: Fn(u32),
     {
-        self.with_scratch(k, |s| self.search_list(s, k, ef, &score, &prefetch))
+        let hints = Hints {
+            prefetch: &prefetch,
+            expanded: &expanded,
+        };
+        self.with_scratch(k, |s| self.search_list(s, k, ef, &score, &hints))
     }
 
     /// Runs a layer-0 walk for `k` results on this thread's scratch (nothing for an
@@ -425,7 +518,7 @@ impl Graph {
         P: Fn(u32),
     {
         ids.clear();
-        for &nb in self.neighbours0(p) {
+        for nb in self.neighbours0(p) {
             if visited.set(nb as usize) {
                 prefetch(nb);
                 ids.push(nb);
@@ -437,17 +530,18 @@ impl Graph {
     }
 
     #[inline(always)]
-    fn search_list<S, P>(
+    fn search_list<S, P, E>(
         &self,
         scratch: &mut Scratch,
         k: usize,
         ef: usize,
         score: &S,
-        prefetch: &P,
+        hints: &Hints<'_, P, E>,
     ) -> Vec<Scored>
     where
         S: Fn(&[u32], &mut [f32]),
         P: Fn(u32),
+        E: Fn(u32),
     {
         let Scratch {
             visited,
@@ -465,7 +559,8 @@ impl Graph {
             if let Some(next) = beam.peek() {
                 self.prefetch_neighbours0(next.point);
             }
-            self.score_unvisited(c.point, visited, ids, scores, score, prefetch);
+            (hints.expanded)(c.point);
+            self.score_unvisited(c.point, visited, ids, scores, score, hints.prefetch);
             for (&nb, &s) in ids.iter().zip(scores.iter()) {
                 if beam.takes(s)
                     && beam.insert(Scored {
@@ -479,22 +574,23 @@ impl Graph {
                 }
             }
         }
-        beam.items()[..k.min(beam.items().len())].to_vec()
+        beam.best(k)
     }
 
     #[inline(always)]
-    fn search_in<S, P, A>(
+    fn search_in<S, P, E, A>(
         &self,
         scratch: &mut Scratch,
         k: usize,
         ef: usize,
         score: &S,
-        prefetch: &P,
+        hints: &Hints<'_, P, E>,
         accept: &A,
     ) -> Vec<Scored>
     where
         S: Fn(&[u32], &mut [f32]),
         P: Fn(u32),
+        E: Fn(u32),
         A: Fn(u32) -> bool,
     {
         let ef = ef.max(k);
@@ -526,7 +622,8 @@ impl Graph {
             if let Some(next) = candidates.peek() {
                 self.prefetch_neighbours0(next.point);
             }
-            self.score_unvisited(c.point, visited, ids, scores, score, prefetch);
+            (hints.expanded)(c.point);
+            self.score_unvisited(c.point, visited, ids, scores, score, hints.prefetch);
             for (&nb, &s) in ids.iter().zip(scores.iter()) {
                 let worst = results.peek().map(|w| w.0.score);
                 if results.len() < ef || worst.is_some_and(|w| s > w) {
@@ -557,6 +654,14 @@ impl Graph {
         out.truncate(k);
         out
     }
+}
+
+/// A walk's two cache hints ([`Graph::search_gather`]): `prefetch` for each
+/// unvisited neighbour before it is scored, `expanded` for each node as it is
+/// expanded.
+struct Hints<'a, P, E> {
+    prefetch: &'a P,
+    expanded: &'a E,
 }
 
 /// What one graph search needs besides its result, kept per thread between searches.
@@ -612,8 +717,8 @@ mod tests {
                         *o = -octet_quant::kernels::l2sq_f32(q, &v[p as usize * dim..][..dim]);
                     }
                 };
-                let heaps = g.search_gather(k, ef, gather, |_| {}, |_| true);
-                let list = g.search_gather_all(k, ef, gather, |_| {});
+                let heaps = g.search_gather(k, ef, gather, |_| {}, |_| {}, |_| true);
+                let list = g.search_gather_all(k, ef, gather, |_| {}, |_| {});
                 proptest::prop_assert_eq!(&list, &heaps);
                 // A graph of m = 2 can leave points out of the entry's reach.
                 proptest::prop_assert!(!list.is_empty() && list.len() <= k.min(n));
@@ -671,6 +776,92 @@ mod tests {
         }
         let recall = hits as f64 / 300.0;
         assert!(recall > 0.9, "recall {recall}");
+    }
+
+    /// Layer 0's rows hold each point's list as built, in order, with nothing
+    /// after it; a point past the end has none.
+    #[test]
+    fn rows_hold_the_lists_as_built() {
+        for (n, m) in [(1, 2), (40, 3), (600, 12), (300, 20)] {
+            let v = random_vectors(n, 5, n as u64);
+            let flat = build::build(&v, 5, Metric::L2, m, 40);
+            let g = Graph::parse(&flat.to_bytes(), n).expect("parse");
+            for (p, list) in flat.layer0.iter().enumerate() {
+                let got: Vec<u32> = g.neighbours0(p as u32).collect();
+                assert_eq!(&got, list, "point {p} of {n}, m {m}");
+                assert_eq!(g.layer0.row(p as u32).len() % 16, 0);
+            }
+            assert_eq!(g.neighbours0(n as u32).count(), 0);
+            assert!(g.memory_bytes() >= 4 * flat.layer0.iter().map(Vec::len).sum::<usize>());
+        }
+    }
+
+    /// A list longer than any collection's `2 m` is refused before rows of its
+    /// width are allocated for every point.
+    #[test]
+    fn an_overlong_list_is_refused() {
+        let n = MAX_LIST0 + 2;
+        let flat = build::FlatGraph {
+            n: n as u32,
+            entry: 0,
+            layer0: (0..n as u32)
+                .map(|p| {
+                    if p == 0 {
+                        (1..n as u32).collect()
+                    } else {
+                        vec![0]
+                    }
+                })
+                .collect(),
+            upper: Vec::new(),
+        };
+        let err = Graph::parse(&flat.to_bytes(), n).expect_err("overlong list");
+        assert!(
+            err.contains("layer-0 list of 513 neighbours, at most 512"),
+            "{err}"
+        );
+        let mut fits = flat;
+        fits.layer0[0].truncate(MAX_LIST0);
+        assert!(Graph::parse(&fits.to_bytes(), n).is_ok());
+    }
+
+    /// Every point a walk returns was expanded on the way, and reported to the
+    /// `expanded` hint once: what lets a caller prefetch rescore rows there.
+    #[test]
+    fn every_returned_point_was_reported_expanded() {
+        let (n, dim) = (500, 8);
+        let v = random_vectors(n, dim, 4);
+        let g =
+            Graph::parse(&build::build(&v, dim, Metric::L2, 8, 48).to_bytes(), n).expect("parse");
+        for q in random_vectors(10, dim, 5).chunks_exact(dim) {
+            let gather = |ids: &[u32], out: &mut [f32]| {
+                for (&p, o) in ids.iter().zip(out.iter_mut()) {
+                    *o = -octet_quant::kernels::l2sq_f32(q, &v[p as usize * dim..][..dim]);
+                }
+            };
+            for ef in [10, 40] {
+                let seen = std::cell::RefCell::new(Vec::new());
+                let note = |p: u32| seen.borrow_mut().push(p);
+                let list = g.search_gather_all(10, ef, gather, |_| {}, note);
+                let heap_seen = std::cell::RefCell::new(Vec::new());
+                let heaps = g.search_gather(
+                    10,
+                    ef,
+                    gather,
+                    |_| {},
+                    |p| heap_seen.borrow_mut().push(p),
+                    |p| p % 3 != 0,
+                );
+                let (mut seen, mut heap_seen) = (seen.into_inner(), heap_seen.into_inner());
+                for (found, seen) in [(&list, &mut seen), (&heaps, &mut heap_seen)] {
+                    assert!(found.iter().all(|s| seen.contains(&s.point)));
+                    let all = seen.len();
+                    seen.sort_unstable();
+                    seen.dedup();
+                    assert_eq!(seen.len(), all, "a point reported twice");
+                }
+            }
+        }
     }
 
     #[test]
