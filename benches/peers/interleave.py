@@ -7,7 +7,7 @@ alike; the result is the per-round ratio at matched recall, and its median.
         --base ../shared/data/base.fvecs --queries ../shared/data/queries.fvecs \
         --gt ../shared/data/gt.ivecs --configs transform96/i8 --rounds 5 \
         [--octet-ef 16,24,32,48,64] [--faiss-ef 16,24,32,48,64,96,128] [--targets 0.97,0.99]
-        [--octet-baseline OLD_BINARY]
+        [--octet-baseline OLD_BINARY] [--baseline-args "--oversampling 3"] [-- EXTRA BENCH FLAGS]
 
 How: `octet bench --passes-on-stdin` builds and seals each configuration, then waits;
 this script builds faiss HNSW32_SQ8 (M 32, efConstruction 128, inner product) on the
@@ -99,6 +99,9 @@ def main():
     p.add_argument("--octet", required=True, help="the octet binary")
     p.add_argument("--octet-baseline", help="a second octet binary (say, main's before a change) whose "
                    "passes alternate with the others; reported as `baseline CONFIG`")
+    p.add_argument("--baseline-args", default="",
+                   help="`octet bench` flags for the baseline in place of the extra flags after -- "
+                   "(say, `--oversampling 3`); the baseline binary defaults to --octet")
     p.add_argument("--base", required=True)
     p.add_argument("--queries", required=True)
     p.add_argument("--gt", required=True, help=".ivecs exact neighbours")
@@ -126,16 +129,17 @@ def main():
     faiss_efs = [int(e) for e in a.faiss_ef.split(",")]
     targets = [float(t) for t in a.targets.split(",")]
 
-    def start(binary):
+    def start(binary, extra):
         return Octet([binary, "bench", "--base", a.base, "--queries", a.queries, "--gt", a.gt,
                       "--k", str(a.k), "--configs", a.configs, "--ef", str(octet_efs[0]),
-                      "--reps", "1", "--json", "/dev/null", "--quiet", "--passes-on-stdin"] + a.octet_args)
+                      "--reps", "1", "--json", "/dev/null", "--quiet", "--passes-on-stdin"] + extra)
 
     print("building octet collections (octet bench --passes-on-stdin)", file=sys.stderr)
     # (label, process): the binary under test first, then the baseline if any.
-    octets = [("octet", start(a.octet))]
-    if a.octet_baseline:
-        octets.append(("baseline", start(a.octet_baseline)))
+    octets = [("octet", start(a.octet, a.octet_args))]
+    if a.octet_baseline or a.baseline_args:
+        extra = a.baseline_args.split() if a.baseline_args else a.octet_args
+        octets.append(("baseline", start(a.octet_baseline or a.octet, extra)))
     octet_bytes = {}
     for label, octet in octets:
         for line in octet.table:
