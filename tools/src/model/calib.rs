@@ -123,6 +123,7 @@ pub fn tokenizer_file(path: &Path) -> Result<Tokenizer> {
             },
             tensors: Default::default(),
             tokenizer: Some(source),
+            left_out: Vec::new(),
         };
         return load_tokenizer(&holder, None);
     }

@@ -81,6 +81,7 @@ pub fn read_gguf(path: &Path, mut progress: impl FnMut(usize, usize)) -> Result<
         arch,
         tensors,
         tokenizer,
+        left_out: Vec::new(),
     })
 }
 

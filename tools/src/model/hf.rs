@@ -49,8 +49,9 @@ pub fn read_hf(path: &Path) -> Result<Model> {
     }
     let arch = read_config(&dir.join("config.json"))?;
     let mut tensors = BTreeMap::new();
+    let mut left_out = Vec::new();
     for file in &files {
-        read_safetensors_file(file, &mut tensors)?;
+        read_safetensors_file(file, &mut tensors, &mut left_out)?;
     }
     let tokenizer = Some(dir.join("tokenizer.json"))
         .filter(|p| p.is_file())
@@ -60,6 +61,7 @@ pub fn read_hf(path: &Path) -> Result<Model> {
         arch,
         tensors,
         tokenizer,
+        left_out,
     })
 }
 
@@ -104,8 +106,14 @@ pub fn read_config(path: &Path) -> Result<Architecture> {
     Ok(Architecture::Llama(cfg))
 }
 
-/// Decodes every tensor of one safetensors file into `out` as f32.
-fn read_safetensors_file(path: &Path, out: &mut BTreeMap<String, NamedTensor>) -> Result<()> {
+/// Decodes every float tensor of one safetensors file into `out` as f32. Integer
+/// and boolean tensors (buffers such as BERT's `position_ids`, never weights) are
+/// named in `left_out` instead; any other dtype is an error.
+fn read_safetensors_file(
+    path: &Path,
+    out: &mut BTreeMap<String, NamedTensor>,
+    left_out: &mut Vec<String>,
+) -> Result<()> {
     let bytes = fs::read(path).map_err(io("reading", path))?;
     // `deserialize` checks the header length against its own cap and that every
     // tensor's offsets lie inside the buffer and match its shape and dtype.
@@ -136,6 +144,18 @@ fn read_safetensors_file(path: &Path, out: &mut BTreeMap<String, NamedTensor>) -
                 .chunks_exact(2)
                 .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
+            Dtype::BOOL
+            | Dtype::U8
+            | Dtype::I8
+            | Dtype::U16
+            | Dtype::I16
+            | Dtype::U32
+            | Dtype::I32
+            | Dtype::U64
+            | Dtype::I64 => {
+                left_out.push(format!("{name} ({:?} {shape:?})", view.dtype()));
+                continue;
+            }
             other => {
                 return Err(ModelError::Dtype {
                     path: path.to_path_buf(),
@@ -154,4 +174,44 @@ fn read_safetensors_file(path: &Path, out: &mut BTreeMap<String, NamedTensor>) -
         out.insert(name.to_owned(), t);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use safetensors::{Dtype, tensor::TensorView};
+
+    use super::*;
+
+    /// A BERT checkpoint keeps `position_ids` as an I64 buffer: it is named as left
+    /// out, and every float tensor is read; an F64 tensor is still refused by name.
+    #[test]
+    fn integer_buffers_are_left_out_and_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("config.json"), r#"{"model_type": "bert"}"#).expect("config");
+        let w: Vec<u8> = (0..32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let ids: Vec<u8> = (0..4i64).flat_map(|i| i.to_le_bytes()).collect();
+        let write = |extra: (&str, Dtype, Vec<usize>, &[u8])| {
+            let mut views = HashMap::new();
+            views.insert(
+                "dense.weight".to_string(),
+                TensorView::new(Dtype::F32, vec![4, 8], &w).expect("view"),
+            );
+            views.insert(
+                extra.0.to_string(),
+                TensorView::new(extra.1, extra.2, extra.3).expect("view"),
+            );
+            safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors"))
+                .expect("write");
+        };
+        write(("embeddings.position_ids", Dtype::I64, vec![1, 4], &ids));
+        let model = read_hf(dir.path()).expect("read");
+        assert_eq!(model.tensors.keys().collect::<Vec<_>>(), ["dense.weight"]);
+        assert_eq!(model.left_out, ["embeddings.position_ids (I64 [1, 4])"]);
+        let f64s: Vec<u8> = (0..4).flat_map(|i| f64::from(i).to_le_bytes()).collect();
+        write(("scale", Dtype::F64, vec![4], &f64s));
+        let err = read_hf(dir.path()).expect_err("f64").to_string();
+        assert!(err.contains("tensor `scale` has dtype F64"), "{err}");
+    }
 }

@@ -273,6 +273,9 @@ pub struct Model {
     pub tensors: BTreeMap<String, NamedTensor>,
     /// Tokenizer source found next to the weights, if any.
     pub tokenizer: Option<TokenizerSource>,
+    /// Tensors of the checkpoint that were not read, each as `name (dtype
+    /// [shape])`: integer and boolean buffers, which are not weights.
+    pub left_out: Vec<String>,
 }
 
 /// Where a tokenizer comes from.

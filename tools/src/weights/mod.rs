@@ -238,7 +238,16 @@ pub fn read_model(path: &Path) -> Result<Model> {
         bar.finish_and_clear();
         Ok(model)
     } else {
-        Ok(hf::read_hf(path)?)
+        let model = hf::read_hf(path)?;
+        if !model.left_out.is_empty() {
+            eprintln!(
+                "note: {}: {} non-float tensor(s) left out (buffers, not weights): {}",
+                path.display(),
+                model.left_out.len(),
+                model.left_out.join(", ")
+            );
+        }
+        Ok(model)
     }
 }
 
