@@ -336,7 +336,7 @@ fn the_probe_order_relays_the_same_steps_with_measured_gains() {
         "--json",
         p(&js),
         "--adaptive-order",
-        "balanced,probe,probe-twice",
+        "balanced,probe,probe-twice,probe-greedy",
     ]);
     run_ok(&args);
     let r = json(&std::fs::read_to_string(&js).expect("json"));
@@ -350,19 +350,20 @@ fn the_probe_order_relays_the_same_steps_with_measured_gains() {
             })
             .collect()
     };
-    let (balanced, probe, twice) = (curve("balanced"), curve("probe"), curve("probe-twice"));
-    assert_eq!(balanced.len(), 3, "{rows:?}");
-    assert_eq!(probe.len(), 3, "{rows:?}");
-    assert_eq!(twice.len(), 3, "{rows:?}");
-    for (((b, q), t), target) in balanced.iter().zip(&probe).zip(&twice).zip([3.5, 5.0, 7.0]) {
-        assert!(
-            b.0 <= target && q.0 <= target && t.0 <= target,
-            "{b:?} {q:?} {t:?} at {target}"
-        );
+    let (balanced, probe, twice, greedy) = (
+        curve("balanced"),
+        curve("probe"),
+        curve("probe-twice"),
+        curve("probe-greedy"),
+    );
+    for c in [&balanced, &probe, &twice, &greedy] {
+        assert_eq!(c.len(), 3, "{rows:?}");
+        for (point, target) in c.iter().zip([3.5, 5.0, 7.0]) {
+            assert!(point.0 <= target, "{point:?} at {target}");
+        }
+        // 7 bits: the whole file, every step of every linear, in any order.
+        assert_eq!(c[2], balanced[2]);
     }
-    // 7 bits: the whole file, every step of every linear, in any order.
-    assert_eq!(balanced[2], probe[2]);
-    assert_eq!(balanced[2], twice[2]);
     // Without calibration text there is nothing to probe with.
     let mut no_calib = args.clone();
     no_calib.push("--no-calib");

@@ -312,7 +312,7 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                 _ => None,
             })
             .collect();
-        let gains = super::probe::probe_gains(&prep, &nested, false)?;
+        let gains = super::probe::probe_gains(&prep, &nested, false, false)?;
         let nested = palettes.iter_mut().filter_map(|(p, _, _)| match p {
             Fitted::Nested(n) => Some(n),
             _ => None,

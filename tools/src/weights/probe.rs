@@ -222,10 +222,17 @@ impl<'a> Prober<'a> {
 /// (which also break ties, at [`PROBE_TIE`]). Costs one baseline and one probe per
 /// layer and level. With `twice`, level 1 is probed again halfway up
 /// ([`Prober::second_pass`]; one more baseline and probe per layer).
+///
+/// With `log`, every level's gains are log-perplexities, `ln(baseline / probe)`:
+/// one currency across levels, for an order that lets a sensitive layer's second
+/// step come before a robust layer's first (`--adaptive-order probe-greedy`).
+/// Without it they are perplexity, comparable only within a level (the second
+/// pass's are log-perplexities either way).
 pub fn probe_gains(
     prep: &Prepared,
     nested: &[&NestedPalette],
     twice: bool,
+    log: bool,
 ) -> Result<Vec<Vec<f64>>> {
     let prober = Prober::new(prep)?;
     let levels = nested.iter().map(|p| p.steps.len()).max().unwrap_or(0);
@@ -238,6 +245,12 @@ pub fn probe_gains(
         let (base_ppl, mut probes) = prober.level(nested, level)?;
         if twice && level == 1 {
             probes = prober.second_pass(nested, level, base_ppl, &probes)?;
+        } else if log {
+            for p in &mut probes {
+                // `removed` is clamped to [0, base): the probe's perplexity is
+                // above zero.
+                p.removed = (base_ppl / (base_ppl - p.removed).max(f64::MIN_POSITIVE)).ln();
+            }
         }
         for p in probes {
             let total: f64 = p

@@ -74,6 +74,11 @@ pub enum AdaptiveOrder {
     /// base, and again halfway up (the layers the first pass favours given their
     /// step); each layer ordered by the log-perplexity its step moves at both.
     ProbeTwice,
+    /// The same probes as `probe`, in log-perplexity, ordered across levels by
+    /// log-perplexity removed per byte (each linear's steps in turn): a sensitive
+    /// layer's second step may come before a robust layer's first, as llama.cpp's
+    /// `--target-bpw` allocates bits by measured error.
+    ProbeGreedy,
 }
 
 /// `--adaptive-mix FIT:RESCALE:SHARE`.
@@ -118,7 +123,9 @@ impl std::str::FromStr for Mix {
 impl AdaptiveOrder {
     fn policy(self) -> OrderPolicy {
         match self {
-            AdaptiveOrder::Greedy => OrderPolicy::Greedy { min_levels: 0 },
+            AdaptiveOrder::Greedy | AdaptiveOrder::ProbeGreedy => {
+                OrderPolicy::Greedy { min_levels: 0 }
+            }
             AdaptiveOrder::Balanced | AdaptiveOrder::Probe | AdaptiveOrder::ProbeTwice => {
                 OrderPolicy::Balanced
             }
@@ -131,6 +138,7 @@ impl AdaptiveOrder {
             AdaptiveOrder::Balanced => "balanced",
             AdaptiveOrder::Probe => "probe",
             AdaptiveOrder::ProbeTwice => "probe-twice",
+            AdaptiveOrder::ProbeGreedy => "probe-greedy",
         }
     }
 }
@@ -717,9 +725,11 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
             let t1 = Instant::now();
             let probed;
             let steps = match order {
-                AdaptiveOrder::Probe | AdaptiveOrder::ProbeTwice => {
+                AdaptiveOrder::Probe | AdaptiveOrder::ProbeTwice | AdaptiveOrder::ProbeGreedy => {
                     let twice = order == AdaptiveOrder::ProbeTwice;
-                    let gains = probe_gains(cx.prep, &nested.iter().collect::<Vec<_>>(), twice)?;
+                    let log = order == AdaptiveOrder::ProbeGreedy;
+                    let gains =
+                        probe_gains(cx.prep, &nested.iter().collect::<Vec<_>>(), twice, log)?;
                     let mut p = nested.clone();
                     p.iter_mut().zip(&gains).for_each(|(p, g)| set_gains(p, g));
                     probed = p;
