@@ -22,13 +22,95 @@ use std::collections::BinaryHeap;
 use crate::bitset::Bitset;
 
 /// A parsed, validated graph. Layer 0 (almost all of the graph) is kept in rows of
-/// one width ([`Rows`]); the few points of the upper layers as lists with offsets.
+/// one width ([`Rows`]) where that costs at most four times the packed lists,
+/// packed otherwise; the few points of the upper layers as lists with offsets.
 #[derive(Debug, Default)]
 pub struct Graph {
     n: usize,
     entry: u32,
-    layer0: Rows,
+    layer0: Layer0,
     upper: Vec<UpperLayer>,
+}
+
+/// Layer 0 in memory.
+#[derive(Debug)]
+enum Layer0 {
+    /// The fast layout.
+    Rows(Rows),
+    /// The file's own: offsets and one neighbour array. For graphs whose longest
+    /// list would make rows cost more than twice as much (a few hubs among
+    /// sparse points, or a corrupt file claiming one very long list) four times
+    /// as much, so that a file cannot make opening it allocate far more than it
+    /// holds.
+    Packed {
+        offsets: Vec<u32>,
+        neighbours: Vec<u32>,
+    },
+}
+
+impl Default for Layer0 {
+    fn default() -> Self {
+        Layer0::Packed {
+            offsets: Vec::new(),
+            neighbours: Vec::new(),
+        }
+    }
+}
+
+impl Layer0 {
+    /// Rows when they cost at most four times the packed lists (plus 64 KiB), else
+    /// the packed lists as they are. Real embeddings' graphs fill most of each row
+    /// (the MiniLM set's: 128 bytes a point against 104 packed).
+    fn new(offsets: Vec<u32>, neighbours: Vec<u32>) -> Result<Layer0, String> {
+        let n = offsets.len().saturating_sub(1);
+        let widest = offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize)
+            .max()
+            .unwrap_or(0);
+        if widest > MAX_LIST0 {
+            return Err(format!(
+                "a layer-0 list of {widest} neighbours, at most {MAX_LIST0}"
+            ));
+        }
+        let per_row = widest.div_ceil(16).max(1);
+        let packed = 4 * (offsets.len() + neighbours.len());
+        if n.saturating_mul(per_row * size_of::<Line>()) > 4 * packed + (64 << 10) {
+            return Ok(Layer0::Packed {
+                offsets,
+                neighbours,
+            });
+        }
+        Ok(Layer0::Rows(Rows::new(&offsets, &neighbours, per_row)))
+    }
+
+    /// Point `p`'s list, possibly followed by [`NONE`]s (empty past the last point).
+    #[inline]
+    fn list(&self, p: u32) -> &[u32] {
+        match self {
+            Layer0::Rows(rows) => rows.row(p),
+            Layer0::Packed {
+                offsets,
+                neighbours,
+            } => {
+                let p = p as usize;
+                match (offsets.get(p), offsets.get(p + 1)) {
+                    (Some(&a), Some(&b)) => neighbours.get(a as usize..b as usize).unwrap_or(&[]),
+                    _ => &[],
+                }
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Layer0::Rows(rows) => rows.bytes(),
+            Layer0::Packed {
+                offsets,
+                neighbours,
+            } => 4 * (offsets.len() + neighbours.len()),
+        }
+    }
 }
 
 /// The most neighbours a point may list on layer 0: twice the largest `m` a
@@ -62,28 +144,17 @@ struct Rows {
 }
 
 impl Rows {
-    /// Rows of the packed lists `offsets` / `neighbours` (validated by
-    /// [`check_csr`]), each at most [`MAX_LIST0`] long.
-    fn new(offsets: &[u32], neighbours: &[u32]) -> Result<Rows, String> {
+    /// Rows of `per_row` lines of the packed lists `offsets` / `neighbours`
+    /// (validated by [`check_csr`]), none longer than `16 per_row`.
+    fn new(offsets: &[u32], neighbours: &[u32], per_row: usize) -> Rows {
         let n = offsets.len().saturating_sub(1);
-        let widest = offsets
-            .windows(2)
-            .map(|w| (w[1] - w[0]) as usize)
-            .max()
-            .unwrap_or(0);
-        if widest > MAX_LIST0 {
-            return Err(format!(
-                "a layer-0 list of {widest} neighbours, at most {MAX_LIST0}"
-            ));
-        }
-        let per_row = widest.div_ceil(16).max(1);
         let mut lines = vec![Line([NONE; 16]); n * per_row];
         for (p, w) in offsets.windows(2).enumerate() {
             let list = &neighbours[w[0] as usize..w[1] as usize];
             let row: &mut [u32] = bytemuck::cast_slice_mut(&mut lines[p * per_row..][..per_row]);
             row[..list.len()].copy_from_slice(list);
         }
-        Ok(Rows { lines, per_row })
+        Rows { lines, per_row }
     }
 
     /// Point `p`'s row: its list, then [`NONE`] to the end (empty past the last
@@ -276,8 +347,7 @@ impl Graph {
         let total = offsets0.last().copied().unwrap_or(0) as usize;
         let neighbours0 = w.take(total)?;
         check_csr(&offsets0, &neighbours0, n)?;
-        let layer0 = Rows::new(&offsets0, &neighbours0)?;
-        drop((offsets0, neighbours0));
+        let layer0 = Layer0::new(offsets0, neighbours0)?;
         let mut upper = Vec::with_capacity(levels);
         for _ in 0..levels {
             let count = w.one()? as usize;
@@ -335,14 +405,14 @@ impl Graph {
     /// Starts loading point `p`'s layer-0 row into the cache.
     #[inline]
     fn prefetch_neighbours0(&self, p: u32) {
-        octet_quant::kernels::prefetch(bytemuck::cast_slice(self.layer0.row(p)));
+        octet_quant::kernels::prefetch(bytemuck::cast_slice(self.layer0.list(p)));
     }
 
     /// Point `p`'s layer-0 neighbours.
     #[inline]
     fn neighbours0(&self, p: u32) -> impl Iterator<Item = u32> + '_ {
         self.layer0
-            .row(p)
+            .list(p)
             .iter()
             .copied()
             .take_while(|&x| x != NONE)
@@ -779,17 +849,19 @@ mod tests {
     }
 
     /// Layer 0's rows hold each point's list as built, in order, with nothing
-    /// after it; a point past the end has none.
+    /// after it; a point past the end has none. Graphs of 32-dimensional points
+    /// fill enough of their rows to be kept in them.
     #[test]
     fn rows_hold_the_lists_as_built() {
         for (n, m) in [(1, 2), (40, 3), (600, 12), (300, 20)] {
-            let v = random_vectors(n, 5, n as u64);
-            let flat = build::build(&v, 5, Metric::L2, m, 40);
+            let v = random_vectors(n, 32, n as u64);
+            let flat = build::build(&v, 32, Metric::L2, m, 40);
             let g = Graph::parse(&flat.to_bytes(), n).expect("parse");
+            assert!(matches!(g.layer0, Layer0::Rows(_)), "n {n}, m {m}");
             for (p, list) in flat.layer0.iter().enumerate() {
                 let got: Vec<u32> = g.neighbours0(p as u32).collect();
                 assert_eq!(&got, list, "point {p} of {n}, m {m}");
-                assert_eq!(g.layer0.row(p as u32).len() % 16, 0);
+                assert_eq!(g.layer0.list(p as u32).len() % 16, 0);
             }
             assert_eq!(g.neighbours0(n as u32).count(), 0);
             assert!(g.memory_bytes() >= 4 * flat.layer0.iter().map(Vec::len).sum::<usize>());
@@ -820,9 +892,18 @@ mod tests {
             err.contains("layer-0 list of 513 neighbours, at most 512"),
             "{err}"
         );
+        // One list of 512 among lists of 1: rows would cost a hundred times the
+        // lists, so they stay packed, and walks read the same lists.
         let mut fits = flat;
         fits.layer0[0].truncate(MAX_LIST0);
-        assert!(Graph::parse(&fits.to_bytes(), n).is_ok());
+        let g = Graph::parse(&fits.to_bytes(), n).expect("fits");
+        assert!(matches!(g.layer0, Layer0::Packed { .. }));
+        for (p, list) in fits.layer0.iter().enumerate() {
+            assert_eq!(&g.neighbours0(p as u32).collect::<Vec<_>>(), list);
+        }
+        assert_eq!(g.memory_bytes(), 4 * (n + 1 + 2 * MAX_LIST0 + 1));
+        let found = g.search(3, 8, |p| -(p as f32), |_| {}, |_| true);
+        assert_eq!(found.iter().map(|s| s.point).collect::<Vec<_>>(), [0, 1, 2]);
     }
 
     /// Every point a walk returns was expanded on the way, and reported to the
