@@ -7,7 +7,7 @@ alike; the result is the per-round ratio at matched recall, and its median.
         --base ../shared/data/base.fvecs --queries ../shared/data/queries.fvecs \
         --gt ../shared/data/gt.ivecs --configs transform96/i8 --rounds 5 \
         [--octet-ef 16,24,32,48,64] [--faiss-ef 16,24,32,48,64,96,128] [--targets 0.97,0.99]
-        [--octet-baseline OLD_BINARY] [--baseline-args "--oversampling 3"] [-- EXTRA BENCH FLAGS]
+        [--octet-baseline OLD_BINARY] [--baseline-args='--oversampling 3'] [-- EXTRA BENCH FLAGS]
 
 How: `octet bench --passes-on-stdin` builds and seals each configuration, then waits;
 this script builds faiss HNSW32_SQ8 (M 32, efConstruction 128, inner product) on the
@@ -28,6 +28,7 @@ faiss's codes + graph (its HNSW arrays). Standard library plus numpy and faiss-c
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -101,7 +102,8 @@ def main():
                    "passes alternate with the others; reported as `baseline CONFIG`")
     p.add_argument("--baseline-args", default="",
                    help="`octet bench` flags for the baseline in place of the extra flags after -- "
-                   "(say, `--oversampling 3`); the baseline binary defaults to --octet")
+                   "(say, --baseline-args='--oversampling 3': with `=` when the value starts "
+                   "with a dash); the baseline binary defaults to --octet")
     p.add_argument("--base", required=True)
     p.add_argument("--queries", required=True)
     p.add_argument("--gt", required=True, help=".ivecs exact neighbours")
@@ -138,7 +140,7 @@ def main():
     # (label, process): the binary under test first, then the baseline if any.
     octets = [("octet", start(a.octet, a.octet_args))]
     if a.octet_baseline or a.baseline_args:
-        extra = a.baseline_args.split() if a.baseline_args else a.octet_args
+        extra = shlex.split(a.baseline_args) if a.baseline_args else a.octet_args
         octets.append(("baseline", start(a.octet_baseline or a.octet, extra)))
     octet_bytes = {}
     for label, octet in octets:

@@ -242,7 +242,9 @@ impl Collection {
                 let walk = |ids: &[u32], out: &mut [f32]| scorer.coarse_gather(codes, ids, out);
                 let prefetch = |p: u32| octet_quant::kernels::prefetch(seg.code(p));
                 // Every point the walk ends with was expanded on the way: its rescore
-                // row starts loading then, well before the rescore reads it.
+                // row starts loading then, well before the rescore reads it. Walks
+                // that skip points (filters, deletions) hint only the points they
+                // may return.
                 let rescoring = rescorer.is_some();
                 let expanded = |p: u32| {
                     if rescoring && let Some(row) = seg.rescore_code(p) {
@@ -258,12 +260,7 @@ impl Collection {
                         exact_over(allowed.iter_ones().map(|p| p as u32), fetch, &score)
                     } else {
                         let accept = |p: u32| allowed.get(p as usize);
-                        // Only accepted points are returned, so only their rows.
-                        let expanded = |p: u32| {
-                            if accept(p) {
-                                expanded(p);
-                            }
-                        };
+                        let expanded = hint_accepted(&accept, &expanded);
                         seg.graph
                             .search_gather(fetch, ef, walk, prefetch, expanded, accept)
                     }
@@ -271,10 +268,10 @@ impl Collection {
                     seg.graph
                         .search_gather_all(fetch, ef, walk, prefetch, expanded)
                 } else {
+                    let accept = |p: u32| !e.deleted.get(p as usize);
+                    let expanded = hint_accepted(&accept, &expanded);
                     seg.graph
-                        .search_gather(fetch, ef, walk, prefetch, expanded, |p| {
-                            !e.deleted.get(p as usize)
-                        })
+                        .search_gather(fetch, ef, walk, prefetch, expanded, accept)
                 };
                 if rescorer.is_none() {
                     for h in &mut hits {
@@ -322,6 +319,15 @@ impl Collection {
                 })
             })
             .collect()
+    }
+}
+
+/// `hint`, called only for points `accept` takes: a walk returns no others.
+fn hint_accepted(accept: impl Fn(u32) -> bool, hint: impl Fn(u32)) -> impl Fn(u32) {
+    move |p| {
+        if accept(p) {
+            hint(p);
+        }
     }
 }
 

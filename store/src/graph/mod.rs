@@ -38,9 +38,9 @@ enum Layer0 {
     /// The fast layout.
     Rows(Rows),
     /// The file's own: offsets and one neighbour array. For graphs whose longest
-    /// list would make rows cost more than twice as much (a few hubs among
-    /// sparse points, or a corrupt file claiming one very long list) four times
-    /// as much, so that a file cannot make opening it allocate far more than it
+    /// list would make rows cost more than four times the packed lists (plus 64
+    /// KiB): a few hubs among sparse points, or a corrupt file claiming one very
+    /// long list, so that a file cannot make opening it allocate far more than it
     /// holds.
     Packed {
         offsets: Vec<u32>,
@@ -75,7 +75,8 @@ impl Layer0 {
         }
         let per_row = widest.div_ceil(16).max(1);
         let packed = 4 * (offsets.len() + neighbours.len());
-        if n.saturating_mul(per_row * size_of::<Line>()) > 4 * packed + (64 << 10) {
+        let bound = packed.saturating_mul(4).saturating_add(64 << 10);
+        if n.saturating_mul(per_row * size_of::<Line>()) > bound {
             return Ok(Layer0::Packed {
                 offsets,
                 neighbours,
@@ -115,6 +116,8 @@ impl Layer0 {
 
 /// The most neighbours a point may list on layer 0: twice the largest `m` a
 /// collection accepts ([`crate::config::MAX_HNSW_M`]), what the builder keeps.
+/// Graphs with longer lists are refused, so lowering `MAX_HNSW_M` would make
+/// segments built with a larger `m` unreadable: raise this instead.
 const MAX_LIST0: usize = 2 * crate::config::MAX_HNSW_M;
 
 /// An unused slot of a [`Rows`] row: never a point, whose offsets are below `n`.
@@ -125,8 +128,10 @@ const NONE: u32 = u32::MAX;
 #[repr(C, align(64))]
 struct Line([u32; 16]);
 
+const _: () = assert!(size_of::<Line>() == 64 && align_of::<Line>() == 64);
+
 // SAFETY: sixty-four bytes of `u32`s with no padding (the alignment equals the
-// size), valid for any bit pattern, zero included.
+// size, asserted above), valid for any bit pattern, zero included.
 unsafe impl bytemuck::Zeroable for Line {}
 // SAFETY: as above; `Copy` and `'static`.
 unsafe impl bytemuck::Pod for Line {}
@@ -161,9 +166,9 @@ impl Rows {
     /// point).
     #[inline]
     fn row(&self, p: u32) -> &[u32] {
-        let at = p as usize * self.per_row;
-        self.lines
-            .get(at..at + self.per_row)
+        (p as usize)
+            .checked_mul(self.per_row)
+            .and_then(|at| self.lines.get(at..at.checked_add(self.per_row)?))
             .map_or(&[], |l| bytemuck::cast_slice(l))
     }
 
@@ -864,8 +869,19 @@ mod tests {
                 assert_eq!(g.layer0.list(p as u32).len() % 16, 0);
             }
             assert_eq!(g.neighbours0(n as u32).count(), 0);
-            assert!(g.memory_bytes() >= 4 * flat.layer0.iter().map(Vec::len).sum::<usize>());
+            assert_eq!(g.neighbours0(u32::MAX).count(), 0);
+            let widest = flat.layer0.iter().map(Vec::len).max().unwrap_or(0);
+            let rows = n * 64 * widest.div_ceil(16).max(1);
+            assert_eq!(g.memory_bytes(), rows + upper_bytes(&flat));
         }
+    }
+
+    /// Bytes of `flat`'s upper layers once parsed: ids, offsets and neighbours.
+    fn upper_bytes(flat: &build::FlatGraph) -> usize {
+        flat.upper
+            .iter()
+            .map(|l| 4 * (2 * l.len() + 1 + l.iter().map(|(_, nb)| nb.len()).sum::<usize>()))
+            .sum()
     }
 
     /// A list longer than any collection's `2 m` is refused before rows of its
@@ -888,10 +904,11 @@ mod tests {
             upper: Vec::new(),
         };
         let err = Graph::parse(&flat.to_bytes(), n).expect_err("overlong list");
-        assert!(
-            err.contains("layer-0 list of 513 neighbours, at most 512"),
-            "{err}"
+        let expected = format!(
+            "layer-0 list of {} neighbours, at most {MAX_LIST0}",
+            MAX_LIST0 + 1
         );
+        assert!(err.contains(&expected), "{err}");
         // One list of 512 among lists of 1: rows would cost a hundred times the
         // lists, so they stay packed, and walks read the same lists.
         let mut fits = flat;
@@ -920,7 +937,7 @@ mod tests {
                     *o = -octet_quant::kernels::l2sq_f32(q, &v[p as usize * dim..][..dim]);
                 }
             };
-            for ef in [10, 40] {
+            for ef in [4, 10, 40] {
                 let seen = std::cell::RefCell::new(Vec::new());
                 let note = |p: u32| seen.borrow_mut().push(p);
                 let list = g.search_gather_all(10, ef, gather, |_| {}, note);

@@ -106,9 +106,19 @@ pub fn read_config(path: &Path) -> Result<Architecture> {
     Ok(Architecture::Llama(cfg))
 }
 
+/// Whether an integer tensor's name says it holds a quantised checkpoint's weights
+/// (`*.weight` as bitsandbytes stores them, GPTQ / AWQ `qweight`, `qzeros`,
+/// `g_idx`): refused, where buffers are left out.
+fn looks_quantised(name: &str) -> bool {
+    ["weight", "qzeros", "g_idx"]
+        .iter()
+        .any(|end| name.ends_with(end))
+}
+
 /// Decodes every float tensor of one safetensors file into `out` as f32. Integer
-/// and boolean tensors (buffers such as BERT's `position_ids`, never weights) are
-/// named in `left_out` instead; any other dtype is an error.
+/// and boolean buffers (BERT's `position_ids`) are named in `left_out` instead;
+/// integer weights ([`looks_quantised`]: a quantised checkpoint) and any other
+/// dtype are errors.
 fn read_safetensors_file(
     path: &Path,
     out: &mut BTreeMap<String, NamedTensor>,
@@ -128,6 +138,14 @@ fn read_safetensors_file(
         });
     }
     for (name, view) in st.iter() {
+        // Read, or left out, from an earlier file.
+        let left = |l: &String| l.strip_prefix(name).is_some_and(|r| r.starts_with(" ("));
+        if out.contains_key(name) || left_out.iter().any(left) {
+            return Err(ModelError::DuplicateTensor {
+                path: path.to_path_buf(),
+                tensor: name.to_owned(),
+            });
+        }
         let shape = view.shape().to_vec();
         checked_elements(name, &shape).map_err(|e| e.in_file(path))?;
         let raw = view.data();
@@ -152,7 +170,9 @@ fn read_safetensors_file(
             | Dtype::U32
             | Dtype::I32
             | Dtype::U64
-            | Dtype::I64 => {
+            | Dtype::I64
+                if !looks_quantised(name) =>
+            {
                 left_out.push(format!("{name} ({:?} {shape:?})", view.dtype()));
                 continue;
             }
@@ -164,12 +184,6 @@ fn read_safetensors_file(
                 });
             }
         };
-        if out.contains_key(name) {
-            return Err(ModelError::DuplicateTensor {
-                path: path.to_path_buf(),
-                tensor: name.to_owned(),
-            });
-        }
         let t = NamedTensor::new(name.to_owned(), shape, data).map_err(|e| e.in_file(path))?;
         out.insert(name.to_owned(), t);
     }
@@ -213,5 +227,15 @@ mod tests {
         write(("scale", Dtype::F64, vec![4], &f64s));
         let err = read_hf(dir.path()).expect_err("f64").to_string();
         assert!(err.contains("tensor `scale` has dtype F64"), "{err}");
+        // Integer weights are a quantised checkpoint, not a buffer: refused.
+        let q: Vec<u8> = (0..4i32).flat_map(|i| i.to_le_bytes()).collect();
+        for name in ["proj.qweight", "proj.weight", "proj.qzeros", "proj.g_idx"] {
+            write((name, Dtype::I32, vec![1, 4], &q));
+            let err = read_hf(dir.path()).expect_err(name).to_string();
+            assert!(
+                err.contains(&format!("tensor `{name}` has dtype I32")),
+                "{err}"
+            );
+        }
     }
 }

@@ -265,7 +265,8 @@ pub fn probe_gains(
                 } else {
                     1.0 / p.members.len() as f64
                 };
-                // The proxy gain, scaled far below any measured perplexity, breaks
+                // The proxy gain, scaled far below any measured perplexity or
+                // log-perplexity, breaks
                 // ties: where no layer's probe moves the perplexity (high levels),
                 // the order within the level is the balanced one.
                 out[i][level - 1] = p.removed * share + own * PROBE_TIE;
