@@ -160,6 +160,22 @@ fn exercise(seg: &SealedSegment) {
         hits.iter()
             .all(|h| (h.point as usize) < n && h.point % 2 == 0)
     );
+    // The unfiltered walk: one sorted list over layer 0's rows (or packed lists).
+    let gather = |ids: &[u32], out: &mut [f32]| {
+        for (&p, o) in ids.iter().zip(out.iter_mut()) {
+            *o = score(p);
+        }
+    };
+    let expanded = std::cell::RefCell::new(Vec::new());
+    let all = seg
+        .graph
+        .search_gather_all(5, 16, gather, |_| {}, |p| expanded.borrow_mut().push(p));
+    let expanded = expanded.into_inner();
+    assert!(all.len() <= 5.min(n));
+    assert!(
+        all.iter()
+            .all(|h| (h.point as usize) < n && expanded.contains(&h.point))
+    );
 }
 
 /// Checks `data` as a whole component file (body and footer) against a manifest
