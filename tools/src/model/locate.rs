@@ -25,3 +25,18 @@ pub fn smollm2() -> Option<PathBuf> {
         None
     }
 }
+
+/// The all-MiniLM-L6-v2 folder (fp32 `model.safetensors`, `config.json`,
+/// `tokenizer.json`), if it has been fetched; as [`smollm2`] otherwise.
+pub fn minilm() -> Option<PathBuf> {
+    let dir = models_dir().join("minilm");
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipping: {} is absent (run scripts/fetch_models.sh)",
+            dir.join("model.safetensors").display()
+        );
+        None
+    }
+}

@@ -26,6 +26,7 @@ pub mod palette;
 pub mod plan;
 pub mod prepare;
 pub mod probe;
+pub mod retrieval;
 pub mod size;
 pub mod stack;
 pub mod sweep;
@@ -59,6 +60,8 @@ enum WeightsCommand {
     Eval(eval::EvalArgs),
     /// Perplexity vs bits per weight: reference, RTN, k-quants, palettes, BitStack.
     Sweep(Box<sweep::SweepArgs>),
+    /// A compressed sentence-embedding model's retrieval recall and query cosine.
+    Retrieval(retrieval::RetrievalArgs),
     /// Redraw a sweep's plot (and table) from its --json output.
     SweepPlot(sweep_plot::SweepPlotArgs),
     /// Re-encode resident matrices (the embedding) as palettes, keeping every BitStack block.
@@ -79,6 +82,7 @@ pub fn run(args: WeightsArgs) -> Result<()> {
         WeightsCommand::Measure(a) => measure::run(a),
         WeightsCommand::Eval(a) => eval::run(a),
         WeightsCommand::Sweep(a) => sweep::run(*a),
+        WeightsCommand::Retrieval(a) => retrieval::run(a),
         WeightsCommand::SweepPlot(a) => sweep_plot::run(a),
         WeightsCommand::Repack(a) => gpu_pack::run(a),
         #[cfg(feature = "cuda")]

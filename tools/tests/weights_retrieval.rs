@@ -1,0 +1,74 @@
+//! `octet weights retrieval` on the real all-MiniLM-L6-v2 (fetched by
+//! `scripts/fetch_models.sh`) and the shared MiniLM data; skips with a message when
+//! either is absent.
+
+mod weights_common;
+
+use octet_tests::data::shared_data;
+use octet_tools::model::locate::minilm;
+use weights_common::*;
+
+#[test]
+fn the_forward_pass_reproduces_the_shared_embeddings_and_kquants_lose_recall() {
+    let Some(model) = minilm() else { return };
+    let files = ["queries.jsonl", "queries.fvecs", "base.fvecs", "gt.ivecs"];
+    let Some(data) = shared_data("retrieval", &files) else {
+        return;
+    };
+    let dir = tmp();
+    let js = path_in(&dir, "r.json");
+    let d = |f: &str| data.join(f).to_str().expect("utf-8").to_owned();
+    let (q, qv, b, g) = (d(files[0]), d(files[1]), d(files[2]), d(files[3]));
+    let common = [
+        "weights",
+        "retrieval",
+        "--input",
+        p(&model),
+        "--queries",
+        &q,
+        "--base",
+        &b,
+        "--gt",
+        &g,
+    ];
+    let mut args = common.to_vec();
+    args.extend([
+        "--query-vectors",
+        &qv,
+        "--max-queries",
+        "12",
+        "--kquants",
+        "q2k",
+    ]);
+    args.extend(["--json", p(&js)]);
+    let out = run_ok(&args);
+    // The reference forward pass is sentence-transformers' embedding, to float
+    // rounding: its search finds the exact neighbours.
+    let line = out
+        .lines()
+        .find(|l| l.contains("mean cosine"))
+        .expect("check line");
+    let cos: f64 = line
+        .split("mean cosine ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("cosine");
+    assert!(cos > 0.9999, "{line}");
+    let rows = json(&std::fs::read_to_string(&js).expect("json"));
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["method"], "reference (fp32)");
+    assert!(rows[0]["recall"].as_f64().expect("recall") >= 0.99);
+    let q2k = &rows[1];
+    assert_eq!(q2k["method"], "Q2_K");
+    assert!((q2k["bits_per_weight"].as_f64().expect("bits") - 2.625).abs() < 1e-9);
+    let cos2 = q2k["cosine_mean"].as_f64().expect("cos");
+    assert!(cos2 < 0.999 && cos2 > 0.3, "{q2k}");
+    assert!(q2k["recall"].as_f64().expect("recall") < rows[0]["recall"].as_f64().expect("r"));
+    // A k past the ground truth's width is named.
+    let mut args = common.to_vec();
+    args.extend(["--k", "101"]);
+    let err = run_err(&args);
+    assert!(err.contains("--k 101: expected 1..=100"), "{err}");
+}
