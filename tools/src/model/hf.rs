@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
 use super::{
-    Architecture, LlamaConfig, MAX_TENSORS, Model, ModelError, NamedTensor, Result,
+    Architecture, LeftOut, LlamaConfig, MAX_TENSORS, Model, ModelError, NamedTensor, Result,
     TokenizerSource, checked_elements,
 };
 
@@ -122,7 +122,7 @@ fn looks_quantised(name: &str) -> bool {
 fn read_safetensors_file(
     path: &Path,
     out: &mut BTreeMap<String, NamedTensor>,
-    left_out: &mut Vec<String>,
+    left_out: &mut Vec<LeftOut>,
 ) -> Result<()> {
     let bytes = fs::read(path).map_err(io("reading", path))?;
     // `deserialize` checks the header length against its own cap and that every
@@ -139,8 +139,7 @@ fn read_safetensors_file(
     }
     for (name, view) in st.iter() {
         // Read, or left out, from an earlier file.
-        let left = |l: &String| l.strip_prefix(name).is_some_and(|r| r.starts_with(" ("));
-        if out.contains_key(name) || left_out.iter().any(left) {
+        if out.contains_key(name) || left_out.iter().any(|l| l.name == name) {
             return Err(ModelError::DuplicateTensor {
                 path: path.to_path_buf(),
                 tensor: name.to_owned(),
@@ -173,7 +172,11 @@ fn read_safetensors_file(
             | Dtype::I64
                 if !looks_quantised(name) =>
             {
-                left_out.push(format!("{name} ({:?} {shape:?})", view.dtype()));
+                left_out.push(LeftOut {
+                    name: name.to_owned(),
+                    dtype: format!("{:?}", view.dtype()),
+                    shape,
+                });
                 continue;
             }
             other => {
@@ -222,7 +225,8 @@ mod tests {
         write(("embeddings.position_ids", Dtype::I64, vec![1, 4], &ids));
         let model = read_hf(dir.path()).expect("read");
         assert_eq!(model.tensors.keys().collect::<Vec<_>>(), ["dense.weight"]);
-        assert_eq!(model.left_out, ["embeddings.position_ids (I64 [1, 4])"]);
+        let left: Vec<String> = model.left_out.iter().map(ToString::to_string).collect();
+        assert_eq!(left, ["embeddings.position_ids (I64 [1, 4])"]);
         let f64s: Vec<u8> = (0..4).flat_map(|i| f64::from(i).to_le_bytes()).collect();
         write(("scale", Dtype::F64, vec![4], &f64s));
         let err = read_hf(dir.path()).expect_err("f64").to_string();

@@ -273,9 +273,25 @@ pub struct Model {
     pub tensors: BTreeMap<String, NamedTensor>,
     /// Tokenizer source found next to the weights, if any.
     pub tokenizer: Option<TokenizerSource>,
-    /// Tensors of the checkpoint that were not read, each as `name (dtype
-    /// [shape])`: integer and boolean buffers, which are not weights.
-    pub left_out: Vec<String>,
+    /// Tensors of the checkpoint that were not read: integer and boolean
+    /// buffers, which are not weights.
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A tensor a checkpoint holds that was not read (see [`Model::left_out`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    pub name: String,
+    /// The file's dtype, as safetensors names it (`I64`).
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+impl std::fmt::Display for LeftOut {
+    /// `name (dtype [shape])`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} {:?})", self.name, self.dtype, self.shape)
+    }
 }
 
 /// Where a tokenizer comes from.

@@ -248,7 +248,12 @@ pub fn read_model(path: &Path) -> Result<Model> {
                 "note: {}: {} non-float tensor(s) left out (buffers, not weights): {}",
                 path.display(),
                 model.left_out.len(),
-                model.left_out.join(", ")
+                model
+                    .left_out
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         Ok(model)

@@ -48,6 +48,13 @@ impl LayerProbe {
     fn label(&self) -> String {
         self.layer.map_or("-".into(), |l| l.to_string())
     }
+
+    /// The perplexity removed as log-perplexity, `ln(baseline / probe)`, from the
+    /// probe's `baseline`. `removed` is clamped to `[0, baseline)` (a probe's
+    /// perplexity is above zero).
+    fn log_removed(&self, baseline: f64) -> f64 {
+        (baseline / (baseline - self.removed).max(f64::MIN_POSITIVE)).ln()
+    }
 }
 
 impl<'a> Prober<'a> {
@@ -196,7 +203,7 @@ impl<'a> Prober<'a> {
             } else {
                 (half_ppl / ppl).ln()
             };
-            let first_log = (base_ppl / (base_ppl - p.removed).max(f64::MIN_POSITIVE)).ln();
+            let first_log = p.log_removed(base_ppl);
             out.push(LayerProbe {
                 layer: p.layer,
                 members: p.members.clone(),
@@ -247,9 +254,7 @@ pub fn probe_gains(
             probes = prober.second_pass(nested, level, base_ppl, &probes)?;
         } else if log {
             for p in &mut probes {
-                // `removed` is clamped to [0, base): the probe's perplexity is
-                // above zero.
-                p.removed = (base_ppl / (base_ppl - p.removed).max(f64::MIN_POSITIVE)).ln();
+                p.removed = p.log_removed(base_ppl);
             }
         }
         for p in probes {

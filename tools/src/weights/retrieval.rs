@@ -14,12 +14,13 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use clap::Args;
+use octet_quant::Metric;
 use octet_quant::checkpoint::Reader;
+use octet_quant::eval::{exact_top_k, recall_at};
 use octet_quant::kernels::dot_f32;
 use octet_quant::vecio::{Vectors, read_fvecs, read_ivecs};
 use octet_tools::model::peers::KQuant;
 use octet_tools::model::{LinearSelection, Model};
-use rayon::prelude::*;
 use serde::Serialize;
 use tokenizers::Tokenizer;
 
@@ -242,26 +243,17 @@ impl Bench {
     }
 
     /// recall@k of `queries` searched exactly over the base vectors.
-    fn recall(&self, queries: &[Vec<f32>]) -> f64 {
-        let hits: usize = queries
-            .par_iter()
-            .zip(&self.truth)
-            .map(|(q, truth)| {
-                let mut scored: Vec<(f32, u32)> = self
-                    .base
-                    .rows()
-                    .enumerate()
-                    .map(|(i, b)| (dot_f32(q, b), i as u32))
-                    .collect();
-                let k = self.k.min(scored.len());
-                scored.select_nth_unstable_by(k.saturating_sub(1), |a, b| b.0.total_cmp(&a.0));
-                scored[..k]
-                    .iter()
-                    .filter(|(_, i)| truth.contains(i))
-                    .count()
-            })
-            .sum();
-        hits as f64 / (self.truth.len() * self.k) as f64
+    fn recall(&self, queries: &[Vec<f32>]) -> Result<f64> {
+        let dim = self.base.dim;
+        if let Some(q) = queries.iter().find(|q| q.len() != dim) {
+            bail!(
+                "the model embeds {} dimensions, the base vectors have {dim}",
+                q.len()
+            );
+        }
+        let flat: Vec<f32> = queries.concat();
+        let found = exact_top_k(&self.base.data, &flat, dim, Metric::Dot, self.k);
+        Ok(recall_at(&found, &self.truth, self.k))
     }
 
     fn row(
@@ -280,7 +272,7 @@ impl Bench {
         let row = Row {
             method,
             bits_per_weight: bits,
-            recall: self.recall(&emb),
+            recall: self.recall(&emb)?,
             cosine_mean: cos.iter().sum::<f64>() / cos.len() as f64,
             cosine_min: cos.iter().copied().fold(f64::INFINITY, f64::min),
         };
