@@ -102,7 +102,7 @@ impl ScaledLayout {
         self.cols.div_ceil(self.group_cols)
     }
 
-    fn code_row_bytes(&self) -> usize {
+    pub(crate) fn code_row_bytes(&self) -> usize {
         index_row_bytes(2 * self.blocks(), CODE_BITS)
     }
 

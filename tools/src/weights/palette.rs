@@ -16,8 +16,8 @@ use clap::Args;
 use octet_quant::bitstack::OrderPolicy;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
 use octet_quant::palette::{
-    GptqConfig, GptqReport, NestedPalette, PaletteConfig, PaletteTensor, ScaledPalette,
-    nest_rescaled_at, nest_scaled, palettize, palettize_gptq, palettize_scaled, scaled_gptq,
+    GptqConfig, GptqReport, JointFit, NestedPalette, PaletteConfig, PaletteTensor, ScaledPalette,
+    nest_rescaled_joint, nest_scaled, palettize, palettize_gptq, palettize_scaled, scaled_gptq,
 };
 use serde::Serialize;
 
@@ -68,6 +68,15 @@ pub struct PaletteArgs {
     /// own corrections, the base's resident), wider ones split them.
     #[arg(long, value_name = "BITS", requires = "nested_rescale_bits")]
     nested_fit: Option<u8>,
+    /// With --nested-fit above --bits: rounds that re-choose the fit width's levels
+    /// for every width from --bits to the fit together (each width's relative
+    /// error counts alike), instead of each weight's nearest level at the fit.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "nested_fit")]
+    nested_joint_rounds: usize,
+    /// With --nested-joint-rounds: the rounds also re-fit the stored block scales
+    /// and offsets to every width from --bits to the fit together.
+    #[arg(long, requires = "nested_joint_rounds")]
+    nested_joint_params: bool,
     /// With --nested-top: load the refinement steps level by level (every linear
     /// gets its n-th step before any gets its n+1-th; within a level, by error
     /// removed per byte) instead of purely by error removed per byte.
@@ -280,7 +289,7 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                         None => {
                             nest_scaled(&t.data, rows, cols, imp.as_deref(), args.bits, top, gc)
                         }
-                        Some(rb) => nest_rescaled_at(
+                        Some(rb) => nest_rescaled_joint(
                             &t.data,
                             rows,
                             cols,
@@ -290,6 +299,10 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                             top,
                             gc,
                             rb,
+                            JointFit {
+                                rounds: args.nested_joint_rounds,
+                                params: args.nested_joint_params,
+                            },
                         ),
                     }
                     .with_context(|| format!("nested palette of `{name}`"))?;
@@ -347,6 +360,15 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         writer.add_metadata("palette.nested_rescale_bits", &rb.to_string())?;
         let fit = args.nested_fit.unwrap_or(args.bits);
         writer.add_metadata("palette.nested_fit", &fit.to_string())?;
+        if args.nested_joint_params {
+            writer.add_metadata("palette.nested_joint_params", "true")?;
+        }
+        if args.nested_joint_rounds > 0 {
+            writer.add_metadata(
+                "palette.nested_joint_rounds",
+                &args.nested_joint_rounds.to_string(),
+            )?;
+        }
     }
     // Nested palettes need no step at the smallest budget: their bases stand alone.
     let ordering = match (args.nested_top, args.nested_balanced || args.nested_probe) {

@@ -17,7 +17,9 @@ use clap::{Args, ValueEnum};
 use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
 use octet_quant::checkpoint::MappedCheckpoint;
 use octet_quant::checkpoint::{BlockOrdering, Budget, CheckpointWriter, Reader};
-use octet_quant::palette::{NestedPalette, PaletteConfig, nest_rescaled_at, nest_scaled_at};
+use octet_quant::palette::{
+    JointFit, NestedPalette, PaletteConfig, nest_rescaled_joint, nest_scaled_at,
+};
 use octet_tools::model::calib;
 use octet_tools::model::llama::LlamaForward;
 use octet_tools::model::peers::{KQuant, Rtn};
@@ -202,6 +204,15 @@ pub struct SweepArgs {
     /// corrections every narrower width, the base included, gets its own.
     #[arg(long)]
     adaptive_fit: Option<u8>,
+    /// Rounds that re-choose the fit width's levels for every width from the base
+    /// to the fit together (`nest_rescaled_joint`; needs --adaptive-fit above the
+    /// base and block corrections): 0 keeps the fit width's own nearest levels.
+    #[arg(long, default_value_t = 0)]
+    adaptive_joint_rounds: usize,
+    /// With --adaptive-joint-rounds: the rounds also re-fit the stored block scales
+    /// and offsets to every width from the base to the fit together.
+    #[arg(long)]
+    adaptive_joint_params: bool,
     /// Bits of each block's scale/offset correction in every refinement step (0:
     /// none, the steps keep the base's block parameters; 1..=8: format version 4),
     /// one adaptive curve per value.
@@ -851,7 +862,21 @@ fn fit_one(
     let imp = prep.calib.as_ref().and_then(|c| c.stats.mean_square(name));
     match rescale_bits {
         0 => nest_scaled_at(&t.data, rows, cols, imp.as_deref(), base, fit, top, gc),
-        rb => nest_rescaled_at(&t.data, rows, cols, imp.as_deref(), base, fit, top, gc, rb),
+        rb => nest_rescaled_joint(
+            &t.data,
+            rows,
+            cols,
+            imp.as_deref(),
+            base,
+            fit,
+            top,
+            gc,
+            rb,
+            JointFit {
+                rounds: args.adaptive_joint_rounds,
+                params: args.adaptive_joint_params,
+            },
+        ),
     }
     .with_context(|| format!("nested palette of `{name}`"))
 }
