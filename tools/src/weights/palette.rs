@@ -69,8 +69,8 @@ pub struct PaletteArgs {
     #[arg(long, value_name = "BITS", requires = "nested_rescale_bits")]
     nested_fit: Option<u8>,
     /// With --nested-fit above --bits: rounds that re-choose the fit width's levels
-    /// for every width from --bits to the fit together (each width's relative
-    /// error counts alike), instead of each weight's nearest level at the fit.
+    /// for every width from --bits to the fit together (the sum of their weighted
+    /// squared errors), instead of each weight's nearest level at the fit.
     #[arg(long, value_name = "N", default_value_t = 0, requires = "nested_fit")]
     nested_joint_rounds: usize,
     /// With --nested-joint-rounds: the rounds also re-fit the stored block scales
