@@ -555,6 +555,20 @@ fn nested_palettes_write_one_file_whose_prefixes_evaluate() {
         ],
         "rescaled nested palette",
     );
+    // Fitted at 3 bits for the widths 2 and 3 together (indices and block codes).
+    nested_file_prefixes_evaluate(
+        &[
+            "--nested-rescale-bits",
+            "2",
+            "--nested-fit",
+            "3",
+            "--nested-joint-rounds",
+            "2",
+            "--nested-joint-params",
+            "--nested-balanced",
+        ],
+        "rescaled nested palette",
+    );
     // The same, ordered within each level by perplexity probes per layer.
     nested_file_prefixes_evaluate(
         &[
