@@ -35,7 +35,7 @@ use crate::error::{QuantError, Result, check_batch};
 
 /// Bits of each block's scale and offset code.
 pub const CODE_BITS: u8 = 6;
-const CODE_MAX: f32 = ((1 << CODE_BITS) - 1) as f32;
+pub(crate) const CODE_MAX: f32 = ((1 << CODE_BITS) - 1) as f32;
 /// Fitting rounds.
 const ROUNDS: usize = 6;
 
