@@ -301,7 +301,24 @@ impl LlamaForward {
 
     /// Runs `tokens` and returns the final normalised hidden states `[tokens, hidden]`,
     /// recording every linear's input into `record` when given.
-    pub fn hidden(&self, tokens: &[u32], mut record: Option<&mut InputNorms>) -> Result<Tensor> {
+    pub fn hidden(&self, tokens: &[u32], record: Option<&mut InputNorms>) -> Result<Tensor> {
+        let x = self.stream(tokens, 0, None, record, None)?;
+        Ok(rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?)
+    }
+
+    /// The residual stream after the last layer for `tokens`, running the layers
+    /// from `from` on: from `x`, the stream entering layer `from`, or from the
+    /// embeddings when `x` is `None` (then `from` is 0). Records every linear's
+    /// input into `record`, and pushes the stream entering each layer run (and the
+    /// one leaving the last) onto `keep`, when given.
+    fn stream(
+        &self,
+        tokens: &[u32],
+        from: usize,
+        x: Option<Tensor>,
+        mut record: Option<&mut InputNorms>,
+        mut keep: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor> {
         let t = tokens.len();
         if t == 0 || t > self.cfg.max_position_embeddings {
             return Err(ModelError::SequenceLength {
@@ -318,9 +335,17 @@ impl LlamaForward {
         let eps = self.cfg.rms_norm_eps;
         let (cos, sin) = self.rope_tables(t)?;
         let mask = self.causal_mask(t)?;
-        let ids = Tensor::new(tokens, self.device())?;
-        let mut x = self.embed.index_select(&ids, 0)?.to_dtype(DType::F32)?;
-        for (l, layer) in self.layers.iter().enumerate() {
+        let mut x = match x {
+            Some(x) => x,
+            None => {
+                let ids = Tensor::new(tokens, self.device())?;
+                self.embed.index_select(&ids, 0)?.to_dtype(DType::F32)?
+            }
+        };
+        for (l, layer) in self.layers.iter().enumerate().skip(from) {
+            if let Some(k) = keep.as_deref_mut() {
+                k.push(x.clone());
+            }
             let a = rms_norm(&x, &layer.attn_norm, eps)?;
             if let Some(r) = record.as_deref_mut() {
                 r.record(l, LinearInput::Attn, &a)?;
@@ -360,11 +385,14 @@ impl LlamaForward {
             }
             x = (x + linear(&hmid, &layer.down)?)?;
         }
+        if let Some(k) = keep {
+            k.push(x.clone());
+        }
         if let Some(r) = record {
             r.samples += 1;
             r.tokens += t;
         }
-        Ok(rms_norm(&x, &self.norm, eps)?)
+        Ok(x)
     }
 
     /// Logits `[tokens, vocab]` for every position.
@@ -382,6 +410,55 @@ impl LlamaForward {
     /// Negative log-likelihood (nats) of each of `tokens[1..]` given the tokens
     /// before it: entry `i` is `-log p(tokens[i + 1] | tokens[..=i])`.
     pub fn token_nlls(&self, tokens: &[u32]) -> Result<Vec<f64>> {
+        let n = Self::fed(tokens)?;
+        let x = self.stream(&tokens[..n], 0, None, None, None)?;
+        self.nlls_of(tokens, &x)
+    }
+
+    /// What [`LlamaForward::token_nlls_from`] resumes from: the residual stream
+    /// entering each layer and the one leaving the last (`layers + 1` tensors of
+    /// `[tokens.len() - 1, hidden]`) when [`LlamaForward::token_nlls`] runs `tokens`.
+    pub fn nll_states(&self, tokens: &[u32]) -> Result<Vec<Tensor>> {
+        let n = Self::fed(tokens)?;
+        let mut keep = Vec::with_capacity(self.layers.len() + 1);
+        self.stream(&tokens[..n], 0, None, None, Some(&mut keep))?;
+        Ok(keep)
+    }
+
+    /// [`LlamaForward::token_nlls`] with the layers before `from` skipped: `states`
+    /// are [`LlamaForward::nll_states`] of the same tokens from a model whose layers
+    /// before `from` are this one's, so the result is the same as running them all.
+    /// `from` may be the layer count (only the final norm and the LM head run).
+    pub fn token_nlls_from(
+        &self,
+        tokens: &[u32],
+        from: usize,
+        states: &[Tensor],
+    ) -> Result<Vec<f64>> {
+        let n = Self::fed(tokens)?;
+        let layers = self.layers.len();
+        if states.len() != layers + 1 || from > layers {
+            return Err(ModelError::Parameter {
+                name: "resume layer",
+                value: format!("{from} with {} saved states", states.len()),
+                expected: format!("a layer in 0..={layers} and {} saved states", layers + 1),
+            });
+        }
+        let x = &states[from];
+        let expected = [n, self.cfg.hidden_size];
+        if x.dims() != expected {
+            return Err(ModelError::Shape {
+                tensor: format!("saved residual stream entering layer {from}"),
+                expected: expected.to_vec(),
+                actual: x.dims().to_vec(),
+            });
+        }
+        let x = self.stream(&tokens[..n], from, Some(x.clone()), None, None)?;
+        self.nlls_of(tokens, &x)
+    }
+
+    /// The tokens a scoring run feeds (all but the last), at least 2 given.
+    fn fed(tokens: &[u32]) -> Result<usize> {
         if tokens.len() < 2 {
             return Err(ModelError::TooFewTokens {
                 what: "a perplexity sequence".into(),
@@ -389,8 +466,14 @@ impl LlamaForward {
                 needed: 2,
             });
         }
-        let n = tokens.len() - 1;
-        let logits = self.logits(&tokens[..n])?;
+        Ok(tokens.len() - 1)
+    }
+
+    /// The negative log-likelihoods of `tokens[1..]` from `x`, the residual
+    /// stream after the last layer for `tokens[..len - 1]`.
+    fn nlls_of(&self, tokens: &[u32], x: &Tensor) -> Result<Vec<f64>> {
+        let h = rms_norm(x, &self.norm, self.cfg.rms_norm_eps)?;
+        let logits = linear(&h, &self.lm_head)?;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let targets = Tensor::new(&tokens[1..], self.device())?.unsqueeze(1)?;
         let picked: Vec<f32> = logp.gather(&targets, 1)?.squeeze(1)?.to_vec1()?;
@@ -646,5 +729,77 @@ mod tests {
             .expect_err("missing tensor")
             .to_string();
         assert!(e.contains("model.layers.1.mlp.up_proj.weight"), "{e}");
+    }
+
+    /// A run resumed from saved streams at any layer up to the first one changed
+    /// scores exactly as a full run; resumed past it, it misses the change.
+    #[test]
+    fn resuming_from_saved_streams_matches_a_full_run() {
+        use crate::model::ppl::{SavedRun, perplexity};
+        let cfg = tiny_config();
+        let layers = cfg.num_hidden_layers;
+        let base = LlamaForward::new(&cfg, &random_weights(&cfg, 5)).expect("weights complete");
+        let tokens: Vec<u32> = (0..50u32).map(|i| (i * 37 + 11) % 128).collect();
+        let states = base.nll_states(&tokens[..20]).expect("states");
+        assert_eq!(states.len(), layers + 1);
+        let full = base.token_nlls(&tokens[..20]).expect("nll");
+        for from in 0..=layers {
+            let got = base
+                .token_nlls_from(&tokens[..20], from, &states)
+                .expect("resume");
+            assert_eq!(got, full, "from {from}");
+        }
+        let mut changed = base.clone();
+        let zero = Tensor::zeros(
+            (cfg.hidden_size, cfg.intermediate_size),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .expect("zeros");
+        changed
+            .set_linear("model.layers.1.mlp.down_proj.weight", zero)
+            .expect("same shape");
+        let want = changed.token_nlls(&tokens[..20]).expect("nll");
+        for from in 0..=1 {
+            let got = changed
+                .token_nlls_from(&tokens[..20], from, &states)
+                .expect("resume");
+            assert_eq!(got, want, "from {from}");
+        }
+        let past = changed
+            .token_nlls_from(&tokens[..20], 2, &states)
+            .expect("resume");
+        assert_eq!(past, full);
+        assert_ne!(past, want);
+        // Windowed perplexity, overlapping and not.
+        for (ctx, stride) in [(16, 16), (16, 8)] {
+            let (run, p) = SavedRun::new(&base, &tokens, ctx, stride).expect("run");
+            let plain = perplexity(&base, &tokens, ctx, stride, |_, _| {}).expect("ppl");
+            assert_eq!(p.nll_sum, plain.nll_sum);
+            assert_eq!(p.tokens, plain.tokens);
+            let want = perplexity(&changed, &tokens, ctx, stride, |_, _| {}).expect("ppl");
+            for from in 0..=1 {
+                let got = run.perplexity_from(&changed, from).expect("resume");
+                assert_eq!(
+                    got.nll_sum, want.nll_sum,
+                    "ctx {ctx} stride {stride} from {from}"
+                );
+            }
+        }
+        // A layer past the end, too few states, states of other tokens: refused.
+        let e = base
+            .token_nlls_from(&tokens[..20], layers + 1, &states)
+            .expect_err("no such layer")
+            .to_string();
+        assert!(e.contains("resume layer"), "{e}");
+        assert!(
+            base.token_nlls_from(&tokens[..20], 0, &states[..1])
+                .is_err()
+        );
+        let e = base
+            .token_nlls_from(&tokens[..12], 0, &states)
+            .expect_err("other tokens")
+            .to_string();
+        assert!(e.contains("entering layer 0"), "{e}");
     }
 }

@@ -92,9 +92,25 @@ pub fn perplexity(
     ids: &[u32],
     ctx: usize,
     stride: usize,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<Perplexity> {
     let plan = windows(ids.len(), ctx, stride)?;
+    score(
+        ids,
+        &plan,
+        |_, w| forward.token_nlls(&ids[w.begin..w.end]),
+        progress,
+    )
+}
+
+/// Scores the windows of `plan` over `ids`, `nlls(i, window)` giving window `i`'s
+/// negative log-likelihoods as [`LlamaForward::token_nlls`] does.
+fn score(
+    ids: &[u32],
+    plan: &[Window],
+    mut nlls: impl FnMut(usize, &Window) -> Result<Vec<f64>>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Perplexity> {
     if plan.is_empty() {
         return Err(ModelError::TooFewTokens {
             what: "the text".into(),
@@ -105,14 +121,12 @@ pub fn perplexity(
     let mut nll_sum = 0.0;
     let mut tokens = 0;
     for (i, w) in plan.iter().enumerate() {
-        let nll = forward
-            .token_nlls(&ids[w.begin..w.end])
-            .map_err(|e| ModelError::Window {
-                index: i,
-                begin: w.begin,
-                end: w.end,
-                source: Box::new(e),
-            })?;
+        let nll = nlls(i, w).map_err(|e| ModelError::Window {
+            index: i,
+            begin: w.begin,
+            end: w.end,
+            source: Box::new(e),
+        })?;
         // nll[j] scores token begin + 1 + j.
         let skip = w.first_scored - w.begin - 1;
         for v in &nll[skip..] {
@@ -127,6 +141,63 @@ pub fn perplexity(
         nll_sum,
         perplexity: (nll_sum / tokens as f64).exp(),
     })
+}
+
+/// A perplexity run that kept every window's residual stream at every layer, so
+/// that a model differing from it only from some layer on is scored by running
+/// those layers alone ([`SavedRun::perplexity_from`]): a probe that changes layer
+/// `l` of `L` costs `(L - l) / L` of a full run's layers.
+#[derive(Debug)]
+pub struct SavedRun {
+    ids: Vec<u32>,
+    plan: Vec<Window>,
+    /// Per window, [`LlamaForward::nll_states`].
+    states: Vec<Vec<candle_core::Tensor>>,
+}
+
+impl SavedRun {
+    /// Runs `forward` on `ids` as [`perplexity`] does, keeping the streams; returns
+    /// the run and its perplexity.
+    pub fn new(
+        forward: &LlamaForward,
+        ids: &[u32],
+        ctx: usize,
+        stride: usize,
+    ) -> Result<(Self, Perplexity)> {
+        let plan = windows(ids.len(), ctx, stride)?;
+        let mut states = Vec::with_capacity(plan.len());
+        for (i, w) in plan.iter().enumerate() {
+            let s = forward
+                .nll_states(&ids[w.begin..w.end])
+                .map_err(|e| ModelError::Window {
+                    index: i,
+                    begin: w.begin,
+                    end: w.end,
+                    source: Box::new(e),
+                })?;
+            states.push(s);
+        }
+        let run = SavedRun {
+            ids: ids.to_vec(),
+            plan,
+            states,
+        };
+        let layers = run.states.first().map_or(0, |s| s.len().saturating_sub(1));
+        let ppl = run.perplexity_from(forward, layers)?;
+        Ok((run, ppl))
+    }
+
+    /// The perplexity of `forward` on the saved run's tokens, running only its
+    /// layers from `from` on: the same as [`perplexity`] when `forward`'s layers
+    /// before `from` are those of the model the run was saved from.
+    pub fn perplexity_from(&self, forward: &LlamaForward, from: usize) -> Result<Perplexity> {
+        score(
+            &self.ids,
+            &self.plan,
+            |i, w| forward.token_nlls_from(&self.ids[w.begin..w.end], from, &self.states[i]),
+            |_, _| {},
+        )
+    }
 }
 
 /// Tokenises the evaluation text at `path` (no special tokens added), keeping at

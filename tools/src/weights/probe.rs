@@ -8,8 +8,9 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use candle_core::{Device, Tensor};
 use octet_quant::palette::NestedPalette;
+use octet_tools::model::llama::LinearInput;
 use octet_tools::model::llama::LlamaForward;
-use octet_tools::model::ppl::perplexity;
+use octet_tools::model::ppl::SavedRun;
 
 use super::prepare::Prepared;
 
@@ -102,8 +103,23 @@ impl<'a> Prober<'a> {
         Ok(f)
     }
 
-    fn ppl(&self, f: &LlamaForward) -> Result<f64> {
-        Ok(perplexity(f, &self.ids, PROBE_CTX, PROBE_CTX, |_, _| {})?.perplexity)
+    /// A probe's baseline: its perplexity, its streams saved for the probes.
+    fn baseline(&self, f: &LlamaForward) -> Result<(SavedRun, f64)> {
+        let (run, p) = SavedRun::new(f, &self.ids, PROBE_CTX, PROBE_CTX)?;
+        Ok((run, p.perplexity))
+    }
+
+    /// The perplexity of `probe`, which differs from the model `run` was saved
+    /// from only in the linears `changed`: the layers before the first of them are
+    /// not run again.
+    fn ppl_from(&self, run: &SavedRun, probe: &LlamaForward, changed: &[usize]) -> Result<f64> {
+        let from = changed
+            .iter()
+            .map(|&i| LinearInput::of(&self.prep.linears[i]).map(|(l, _)| l))
+            .min()
+            .flatten()
+            .unwrap_or(0);
+        Ok(run.perplexity_from(probe, from)?.perplexity)
     }
 
     /// With every linear at `level - 1` steps, each layer in turn gets its
@@ -112,7 +128,7 @@ impl<'a> Prober<'a> {
         let linears = &self.prep.linears;
         let tensor = |i: usize, steps: usize| self.tensor(nested, i, steps);
         let baseline = self.all_at(nested, level - 1)?;
-        let base_ppl = self.ppl(&baseline)?;
+        let (run, base_ppl) = self.baseline(&baseline)?;
         let mut out = Vec::new();
         for (layer, members) in &self.groups {
             let members: Vec<usize> = members
@@ -127,7 +143,7 @@ impl<'a> Prober<'a> {
             for &i in &members {
                 probe.set_linear(&linears[i], tensor(i, level)?)?;
             }
-            let removed = (base_ppl - self.ppl(&probe)?).max(0.0);
+            let removed = (base_ppl - self.ppl_from(&run, &probe, &members)?).max(0.0);
             out.push(LayerProbe {
                 layer: *layer,
                 members,
@@ -187,7 +203,7 @@ impl<'a> Prober<'a> {
                 }
             }
         }
-        let half_ppl = self.ppl(&half)?;
+        let (run, half_ppl) = self.baseline(&half)?;
         let mut out = Vec::with_capacity(first.len());
         for (p, &u) in first.iter().zip(&up) {
             let mut probe = half.clone();
@@ -196,7 +212,7 @@ impl<'a> Prober<'a> {
             for &i in &p.members {
                 probe.set_linear(&linears[i], tensor(i, steps)?)?;
             }
-            let ppl = self.ppl(&probe)?;
+            let ppl = self.ppl_from(&run, &probe, &p.members)?;
             // ln(without / with) at the halfway point.
             let second = if u {
                 (ppl / half_ppl).ln()
