@@ -178,7 +178,7 @@ pub fn nest_rescaled_at(
 }
 
 /// How [`nest_rescaled_joint`] serves the widths below the fit width.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JointFit {
     /// Rounds that re-choose the fit width's levels for every width from the base
     /// to the fit together.
@@ -186,6 +186,20 @@ pub struct JointFit {
     /// In each round, also re-fit the stored block scales and offsets (their 6-bit
     /// codes) to all those widths at once.
     pub params: bool,
+    /// The weight of the fit width's error in the sum, each merged width's being
+    /// 1: above 1 the fit width (and the widths split from it) keeps closer to its
+    /// own palette, below 1 the merged widths gain more.
+    pub fit_weight: f64,
+}
+
+impl Default for JointFit {
+    fn default() -> Self {
+        JointFit {
+            rounds: 0,
+            params: false,
+            fit_weight: 1.0,
+        }
+    }
 }
 
 /// As [`nest_rescaled_at`], with the widths below the fit served as `joint` says.
@@ -196,7 +210,8 @@ pub struct JointFit {
 /// `joint.rounds`, each round fits every merged width (table and corrections) to
 /// the current indices, then gives each weight the fine level, among the two either
 /// side of its nearest, that minimises the sum over the widths `base_bits..=fit_bits`
-/// of its importance-weighted squared errors, and moves the
+/// of its importance-weighted squared errors (the fit width's weighted by
+/// `joint.fit_weight`), and moves the
 /// fine levels to the weighted means of what they hold. With `joint.params` the
 /// round also re-fits each block's stored scale and offset to the same sum (least
 /// squares, then the best of the neighbouring 6-bit codes). The round of least
@@ -229,6 +244,12 @@ pub fn nest_rescaled_joint(
         return Err(QuantError::InvalidConfig {
             field: "rescale_bits",
             reason: format!("{rescale_bits}: expected 1..={MAX_RESCALE_BITS}"),
+        });
+    }
+    if !(joint.fit_weight.is_finite() && joint.fit_weight > 0.0) {
+        return Err(QuantError::InvalidConfig {
+            field: "fit_weight",
+            reason: format!("{}: expected a finite weight above 0", joint.fit_weight),
         });
     }
     // Validates shape, bits, group and importance.
@@ -426,7 +447,7 @@ fn joint_fit(
             let fg: Vec<[f32; 2]> = st.codes.iter().map(|&k| st.entries[k]).collect();
             fitted.push((shift, st.table, fg));
         }
-        errs.push(fit.error(&table, &idx, &identity));
+        errs.push(joint.fit_weight * fit.error(&table, &idx, &identity));
         fitted.push((0, table.clone(), identity.clone()));
         // The plain sum, not each width's error relative to its own: a narrow width
         // has the larger error and moves perplexity most (on SmolLM2 the 2-bit
@@ -460,6 +481,7 @@ fn joint_fit(
                         fg: fg[b],
                         shift: *shift,
                         table: tw,
+                        weight: if *shift == 0 { joint.fit_weight } else { 1.0 },
                     }
                 })
                 .collect();
@@ -475,7 +497,7 @@ fn joint_fit(
                         .iter()
                         .map(|a| {
                             let v = a.s * a.table[k >> a.shift] + a.o;
-                            f64::from(x - v).powi(2)
+                            a.weight * f64::from(x - v).powi(2)
                         })
                         .sum();
                     if cost < pick.0 {
@@ -487,7 +509,7 @@ fn joint_fit(
                 let mi = t.m[i % cols];
                 for w in &at {
                     let a = f64::from(w.fg[0] * w.table[k >> w.shift] + w.fg[1]);
-                    let (wt, x) = (mi, f64::from(x));
+                    let (wt, x) = (mi * w.weight, f64::from(x));
                     q[0] += wt * a * a;
                     q[1] += wt * a;
                     q[2] += wt;
@@ -568,6 +590,8 @@ struct WidthAt<'a> {
     fg: [f32; 2],
     shift: u8,
     table: &'a [f32],
+    /// Its weight in the sum.
+    weight: f64,
 }
 
 /// The tensor being fitted and its base's block parameters.
@@ -944,7 +968,11 @@ mod tests {
     }
 
     fn rounds(rounds: usize, params: bool) -> JointFit {
-        JointFit { rounds, params }
+        JointFit {
+            rounds,
+            params,
+            ..JointFit::default()
+        }
     }
 
     #[test]
@@ -996,6 +1024,49 @@ mod tests {
             nest_rescaled_joint(&w, 4, 64, None, 2, 2, 4, 32, 2, rounds(3, true)).expect("fits"),
             nest_rescaled_at(&w, 4, 64, None, 2, 2, 4, 32, 2).expect("fits")
         );
+    }
+
+    /// Weighted by `fit_weight`, the sum the rounds keep is never above the plain
+    /// fit's; a heavy weight keeps the fit width at its own palette's error.
+    #[test]
+    fn the_fit_weight_trades_the_fit_width_against_the_merged_ones() {
+        for (rows, cols, g, seed) in [(7, 129, 32, 3), (9, 96, 32, 11)] {
+            let w = blocky(rows, cols, seed, true);
+            let plain = nest_rescaled_at(&w, rows, cols, None, 2, 4, 5, g, 2).expect("fits");
+            let errs =
+                |p: &NestedPalette| -> [f64; 3] { [0, 1, 2].map(|n| sq_err(&w, &p.decode(n))) };
+            let ep = errs(&plain);
+            for fit_weight in [0.25, 4.0, 1e6] {
+                let joint = JointFit {
+                    rounds: 3,
+                    params: true,
+                    fit_weight,
+                };
+                let p =
+                    nest_rescaled_joint(&w, rows, cols, None, 2, 4, 5, g, 2, joint).expect("fits");
+                let e = errs(&p);
+                let sum = |e: [f64; 3]| e[0] + e[1] + fit_weight * e[2];
+                assert!(
+                    sum(e) <= sum(ep) * 1.001,
+                    "{rows}x{cols} weight {fit_weight}: {e:?} against {ep:?}"
+                );
+                if fit_weight >= 1e6 {
+                    assert!(e[2] <= ep[2] * 1.001, "{e:?} against {ep:?}");
+                }
+            }
+        }
+        let w = blocky(4, 64, 2, true);
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let joint = JointFit {
+                rounds: 1,
+                params: false,
+                fit_weight: bad,
+            };
+            let e = nest_rescaled_joint(&w, 4, 64, None, 2, 3, 4, 32, 2, joint)
+                .expect_err("no such weight")
+                .to_string();
+            assert!(e.contains("fit_weight"), "{e}");
+        }
     }
 
     #[test]

@@ -77,6 +77,16 @@ pub struct PaletteArgs {
     /// and offsets to every width from --bits to the fit together.
     #[arg(long, requires = "nested_joint_rounds")]
     nested_joint_params: bool,
+    /// With --nested-joint-rounds: the weight of the fit width's error in that sum,
+    /// each narrower width's being 1 (above 1 the fit width and the wider ones keep
+    /// closer to the fixed palette at the fit).
+    #[arg(
+        long,
+        value_name = "W",
+        default_value_t = 1.0,
+        requires = "nested_joint_rounds"
+    )]
+    nested_joint_fit_weight: f64,
     /// With --nested-top: load the refinement steps level by level (every linear
     /// gets its n-th step before any gets its n+1-th; within a level, by error
     /// removed per byte) instead of purely by error removed per byte.
@@ -302,6 +312,7 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                             JointFit {
                                 rounds: args.nested_joint_rounds,
                                 params: args.nested_joint_params,
+                                fit_weight: args.nested_joint_fit_weight,
                             },
                         ),
                     }
@@ -368,6 +379,12 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                 "palette.nested_joint_rounds",
                 &args.nested_joint_rounds.to_string(),
             )?;
+            if args.nested_joint_fit_weight != 1.0 {
+                writer.add_metadata(
+                    "palette.nested_joint_fit_weight",
+                    &args.nested_joint_fit_weight.to_string(),
+                )?;
+            }
         }
     }
     // Nested palettes need no step at the smallest budget: their bases stand alone.

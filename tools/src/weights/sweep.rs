@@ -213,6 +213,10 @@ pub struct SweepArgs {
     /// and offsets to every width from the base to the fit together.
     #[arg(long)]
     adaptive_joint_params: bool,
+    /// With --adaptive-joint-rounds: the weight of the fit width's error in that
+    /// sum, each narrower width's being 1.
+    #[arg(long, default_value_t = 1.0)]
+    adaptive_joint_fit_weight: f64,
     /// Bits of each block's scale/offset correction in every refinement step (0:
     /// none, the steps keep the base's block parameters; 1..=8: format version 4),
     /// one adaptive curve per value.
@@ -875,6 +879,7 @@ fn fit_one(
             JointFit {
                 rounds: args.adaptive_joint_rounds,
                 params: args.adaptive_joint_params,
+                fit_weight: args.adaptive_joint_fit_weight,
             },
         ),
     }
