@@ -72,3 +72,104 @@ fn the_forward_pass_reproduces_the_shared_embeddings_and_kquants_lose_recall() {
     let err = run_err(&args);
     assert!(err.contains("--k 101: expected 1..=100"), "{err}");
 }
+
+/// With calibration text, MiniLM's linears get activation statistics from its own
+/// BERT encoder: the palettes weight by them and the k-quants take them as their
+/// importance matrix.
+#[test]
+fn a_bert_model_is_calibrated_for_palettes_and_kquants() {
+    let Some(model) = minilm() else { return };
+    let files = ["queries.jsonl", "base.fvecs", "gt.ivecs"];
+    let Some(data) = shared_data("retrieval", &files) else {
+        return;
+    };
+    let text = concat!(env!("CARGO_MANIFEST_DIR"), "/src/model/calib_text.txt");
+    let dir = tmp();
+    let out = path_in(&dir, "ml.octet");
+    run_ok(&[
+        "weights",
+        "palette",
+        "--input",
+        p(&model),
+        "--output",
+        p(&out),
+        "--bits",
+        "3",
+        "--group-cols",
+        "32",
+        "--calib",
+        text,
+        "--calib-samples",
+        "4",
+        "--calib-seq-len",
+        "64",
+    ]);
+    let meta = run_ok(&["weights", "inspect", p(&out)]);
+    assert!(
+        meta.contains("octet.scales: activation-aware: 4 sequences, 256 tokens"),
+        "{meta}"
+    );
+    let d = |f: &str| data.join(f).to_str().expect("utf-8").to_owned();
+    let (q, b, g) = (d(files[0]), d(files[1]), d(files[2]));
+    let run = |calib: bool| {
+        let js = path_in(&dir, if calib { "c.json" } else { "u.json" });
+        let mut args = vec![
+            "weights",
+            "retrieval",
+            "--input",
+            p(&model),
+            "--queries",
+            &q,
+            "--base",
+            &b,
+            "--gt",
+            &g,
+            "--max-queries",
+            "12",
+            "--kquants",
+            "q3k",
+            "--json",
+            p(&js),
+        ];
+        if calib {
+            args.extend([
+                "--calib",
+                text,
+                "--calib-samples",
+                "4",
+                "--calib-seq-len",
+                "64",
+            ]);
+        }
+        let stdout = run_ok(&args);
+        if calib {
+            assert!(
+                stdout.contains("importance matrix: 4 sequences"),
+                "{stdout}"
+            );
+        }
+        json(&std::fs::read_to_string(&js).expect("json"))
+    };
+    let (plain, calibrated) = (run(false), run(true));
+    assert_eq!(plain[1]["method"], "Q3_K");
+    assert_eq!(calibrated[1]["method"], "Q3_K + imatrix");
+    // The importance matrix changes the quantisation, so the embeddings move.
+    let cos = |r: &serde_json::Value| r[1]["cosine_mean"].as_f64().expect("cosine");
+    assert_ne!(cos(&plain), cos(&calibrated));
+    // --calib-samples without --calib is refused by name.
+    let err = run_err(&[
+        "weights",
+        "retrieval",
+        "--input",
+        p(&model),
+        "--queries",
+        &q,
+        "--base",
+        &b,
+        "--gt",
+        &g,
+        "--calib-samples",
+        "4",
+    ]);
+    assert!(err.contains("--calib"), "{err}");
+}

@@ -14,7 +14,7 @@ use super::{
 };
 
 /// The largest `config.json` we parse (real ones are a few KiB).
-const MAX_CONFIG_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Model types the llama forward pass runs as they are (no biases, SwiGLU, RMSNorm).
 const LLAMA_MODEL_TYPES: [&str; 2] = ["llama", "mistral"];
 

@@ -52,8 +52,27 @@ pub enum LinearInput {
 }
 
 impl LinearInput {
-    /// Which input a Hugging Face linear name reads, and its layer.
+    /// Which input a Hugging Face linear name reads, and its layer: llama's
+    /// (`model.layers.N.*`) or BERT's (`encoder.layer.N.*`, optionally under
+    /// `bert.`), whose four inputs are the same four.
     pub fn of(name: &str) -> Option<(usize, LinearInput)> {
+        if let Some(rest) = name
+            .strip_prefix("bert.")
+            .unwrap_or(name)
+            .strip_prefix("encoder.layer.")
+        {
+            let (layer, part) = rest.split_once('.')?;
+            let input = match part {
+                "attention.self.query.weight"
+                | "attention.self.key.weight"
+                | "attention.self.value.weight" => LinearInput::Attn,
+                "attention.output.dense.weight" => LinearInput::AttnOut,
+                "intermediate.dense.weight" => LinearInput::Mlp,
+                "output.dense.weight" => LinearInput::MlpHidden,
+                _ => return None,
+            };
+            return Some((layer.parse().ok()?, input));
+        }
         let (layer, part) = split_layer(name)?;
         let input = match part {
             "self_attn.q_proj.weight" | "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => {
@@ -94,13 +113,23 @@ pub struct InputNorms {
 impl InputNorms {
     /// Empty statistics for `cfg`'s layers and widths.
     pub fn new(cfg: &LlamaConfig) -> Self {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Self::for_widths(
+            cfg.num_hidden_layers,
+            cfg.hidden_size,
+            cfg.intermediate_size,
+        )
+    }
+
+    /// Empty statistics for `layers` layers whose first three inputs are `hidden`
+    /// wide and whose last (the MLP's hidden activation) is `intermediate` wide.
+    pub fn for_widths(layers: usize, hidden: usize, intermediate: usize) -> Self {
+        let (h, i) = (hidden, intermediate);
         let widths = || [vec![0.0; h], vec![0.0; h], vec![0.0; h], vec![0.0; i]];
         Self {
             samples: 0,
             tokens: 0,
-            norm_sums: (0..cfg.num_hidden_layers).map(|_| widths()).collect(),
-            sq_sums: (0..cfg.num_hidden_layers).map(|_| widths()).collect(),
+            norm_sums: (0..layers).map(|_| widths()).collect(),
+            sq_sums: (0..layers).map(|_| widths()).collect(),
             grams: None,
         }
     }
@@ -123,12 +152,19 @@ impl InputNorms {
         }
     }
 
+    /// Closes a recorded sequence of `tokens` tokens.
+    pub(crate) fn end_sample(&mut self, tokens: usize) {
+        self.samples += 1;
+        self.tokens += tokens;
+    }
+
     /// Number of sequences recorded.
     pub fn samples(&self) -> usize {
         self.samples
     }
 
-    fn record(&mut self, layer: usize, input: LinearInput, x: &Tensor) -> Result<()> {
+    /// Adds `x`, `[tokens, channels]`, the input `input` of layer `layer` saw.
+    pub(crate) fn record(&mut self, layer: usize, input: LinearInput, x: &Tensor) -> Result<()> {
         // x is [tokens, channels]: per-channel sum of squares over the tokens.
         let sq: Vec<f32> = x.sqr()?.sum(0)?.to_vec1()?;
         let idx = input as usize;
@@ -389,8 +425,7 @@ impl LlamaForward {
             k.push(x.clone());
         }
         if let Some(r) = record {
-            r.samples += 1;
-            r.tokens += t;
+            r.end_sample(t);
         }
         Ok(x)
     }

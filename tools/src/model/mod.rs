@@ -13,6 +13,7 @@
 //! compares against ([`peers`]: round-to-nearest and candle's k-quants), and where
 //! the real checkpoints the tests use are fetched to ([`locate`]).
 
+pub mod bert;
 pub mod calib;
 pub mod error;
 pub mod gguf;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter, Manifest};
+use octet_tools::model::bert::{self, BertForward};
 use octet_tools::model::calib::{self, CalibShape};
 use octet_tools::model::llama::{InputNorms, LlamaForward};
 use octet_tools::model::{Architecture, Model, NamedTensor};
@@ -36,8 +37,9 @@ pub struct Prepared {
 /// The outcome of running the model over calibration text.
 #[derive(Debug)]
 pub struct Calibrated {
-    /// The forward pass, kept for perplexity-based ordering.
-    pub forward: LlamaForward,
+    /// The forward pass, kept for perplexity-based ordering (llama only: a BERT
+    /// model is calibrated, not scored by perplexity).
+    pub forward: Option<LlamaForward>,
     /// The token sequences used.
     pub seqs: Vec<Vec<u32>>,
     /// Per-input-channel statistics.
@@ -65,6 +67,39 @@ pub fn prepare(
     let t1 = Instant::now();
     let (calib, scales_note) = match &model.arch {
         _ if calib_args.no_calib => (None, "uniform (--no-calib)".to_owned()),
+        Architecture::Other { name } if name == "bert" => {
+            if gram {
+                bail!(
+                    "{}: --gptq fits palettes to a llama model's calibration activations; this is a BERT model",
+                    input.input.display()
+                );
+            }
+            let cfg = bert::config_of(&model)?;
+            let tok = calib::load_tokenizer(&model, calib_args.tokenizer.as_deref())?;
+            let text = calib::read_text(calib_args.calib.as_deref())?;
+            let tensors = calib::to_candle(&model, &Device::Cpu)?;
+            let forward = BertForward::new(&cfg, &tensors)?;
+            drop(tensors);
+            let shape: CalibShape = calib_args.shape();
+            let pb = if quiet {
+                indicatif::ProgressBar::hidden()
+            } else {
+                bar(shape.max_samples as u64, "calibrating")
+            };
+            let (stats, seqs) = bert::calibrate(&cfg, &forward, &tok, &text, shape, |d, _| {
+                pb.set_position(d as u64)
+            })?;
+            pb.finish_and_clear();
+            let note = calib_note(&stats, &seqs, calib_args);
+            (
+                Some(Calibrated {
+                    forward: None,
+                    seqs,
+                    stats,
+                }),
+                note,
+            )
+        }
         Architecture::Other { name } => (
             None,
             format!(
@@ -93,18 +128,10 @@ pub fn prepare(
                     pb.set_position(d as u64)
                 })?;
             pb.finish_and_clear();
-            let tokens: usize = seqs.iter().map(Vec::len).sum();
-            let source = calib_args
-                .calib
-                .as_ref()
-                .map_or("built-in sample".to_owned(), |p| p.display().to_string());
-            let note = format!(
-                "activation-aware: {} sequences, {tokens} tokens of {source}",
-                stats.samples()
-            );
+            let note = calib_note(&stats, &seqs, calib_args);
             (
                 Some(Calibrated {
-                    forward,
+                    forward: Some(forward),
                     seqs,
                     stats,
                 }),
@@ -126,6 +153,19 @@ pub fn prepare(
         read_s,
         calib_s: t1.elapsed().as_secs_f64(),
     })
+}
+
+/// How a calibration went, in words.
+fn calib_note(stats: &InputNorms, seqs: &[Vec<u32>], calib_args: &CalibArgs) -> String {
+    let tokens: usize = seqs.iter().map(Vec::len).sum();
+    let source = calib_args
+        .calib
+        .as_ref()
+        .map_or("built-in sample".to_owned(), |p| p.display().to_string());
+    format!(
+        "activation-aware: {} sequences, {tokens} tokens of {source}",
+        stats.samples()
+    )
 }
 
 impl Prepared {

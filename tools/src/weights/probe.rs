@@ -65,6 +65,13 @@ impl<'a> Prober<'a> {
                 "perplexity probes (the probe order, --adaptive-mix) need calibration text (--calib, not --no-calib)"
             );
         };
+        let Some(forward) = &calib.forward else {
+            bail!(
+                "perplexity probes (the probe order, --adaptive-mix) run llama-family models only; {} is `{}`",
+                prep.model.source.display(),
+                prep.model.arch.name()
+            );
+        };
         let ids = calib
             .seqs
             .iter()
@@ -78,7 +85,7 @@ impl<'a> Prober<'a> {
         }
         Ok(Prober {
             prep,
-            forward: &calib.forward,
+            forward,
             ids,
             groups,
         })

@@ -19,6 +19,9 @@ use octet_quant::checkpoint::Reader;
 use octet_quant::eval::{exact_top_k, recall_at};
 use octet_quant::kernels::dot_f32;
 use octet_quant::vecio::{Vectors, read_fvecs, read_ivecs};
+use octet_tools::model::bert::{self, BertForward};
+use octet_tools::model::calib::{self, CalibShape};
+use octet_tools::model::llama::InputNorms;
 use octet_tools::model::peers::KQuant;
 use octet_tools::model::{LinearSelection, Model};
 use serde::Serialize;
@@ -57,10 +60,21 @@ pub struct RetrievalArgs {
     /// below each (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "3,4,5,6")]
     pub bits: Vec<f64>,
-    /// k-quants of the same linears as peers (comma-separated; no importance
-    /// matrix: the embedding model has no calibration pass here).
+    /// k-quants of the same linears as peers (comma-separated; with --calib they
+    /// get its importance matrix, as `octet weights palette --calib` palettes do).
     #[arg(long, value_delimiter = ',')]
     pub kquants: Vec<KQuantArg>,
+    /// Calibration text for the k-quants' importance matrix (the mean square of
+    /// every linear's input columns over the text, run through this model's BERT
+    /// encoder); without it they get none.
+    #[arg(long, value_name = "TEXT")]
+    pub calib: Option<PathBuf>,
+    /// With --calib: the most calibration sequences.
+    #[arg(long, default_value_t = 64, requires = "calib")]
+    pub calib_samples: usize,
+    /// With --calib: tokens per calibration sequence, [CLS] and [SEP] included.
+    #[arg(long, default_value_t = 256, requires = "calib")]
+    pub calib_seq_len: usize,
     /// Neighbours per query whose recall is measured.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
@@ -242,6 +256,34 @@ impl Bench {
         Ok(out)
     }
 
+    /// Every linear input's statistics over the calibration text at `path`, run
+    /// through [`BertForward`] (the importance matrix of the k-quants).
+    fn calibrate(&self, path: &Path, samples: usize, seq_len: usize) -> Result<InputNorms> {
+        let text = calib::read_text(Some(path))?;
+        let tensors = calib::to_candle(&self.model, &Device::Cpu)?;
+        let forward = BertForward::new(&self.config, &tensors)?;
+        drop(tensors);
+        let shape = CalibShape {
+            seq_len,
+            max_samples: samples,
+        };
+        let (stats, seqs) = bert::calibrate(
+            &self.config,
+            &forward,
+            &self.tokenizer,
+            &text,
+            shape,
+            |_, _| {},
+        )?;
+        let tokens: usize = seqs.iter().map(Vec::len).sum();
+        println!(
+            "importance matrix: {} sequences, {tokens} tokens of {}",
+            stats.samples(),
+            path.display()
+        );
+        Ok(stats)
+    }
+
     /// recall@k of `queries` searched exactly over the base vectors.
     fn recall(&self, queries: &[Vec<f32>]) -> Result<f64> {
         let dim = self.base.dim;
@@ -320,6 +362,10 @@ pub fn run(args: RetrievalArgs) -> Result<()> {
         "cos min"
     );
     let mut rows = vec![bench.row("reference (fp32)".into(), 32.0, &reference, &none)?];
+    let stats = match &args.calib {
+        Some(path) => Some(bench.calibrate(path, args.calib_samples, args.calib_seq_len)?),
+        None => None,
+    };
     for &kq in &args.kquants {
         let kq = KQuant::from(kq);
         let selection = LinearSelection::from_patterns(None, None)?;
@@ -331,14 +377,18 @@ pub fn run(args: RetrievalArgs) -> Result<()> {
             .filter(|t| selection.is_linear(t))
         {
             let (rows_, cols) = (t.shape[0], t.shape[1]);
-            replaced.insert(t.name.clone(), kq.apply(&t.data, rows_, cols, None)?);
+            let imp = stats.as_ref().and_then(|s| s.mean_square(&t.name));
+            replaced.insert(
+                t.name.clone(),
+                kq.apply(&t.data, rows_, cols, imp.as_deref())?,
+            );
         }
-        rows.push(bench.row(
-            kq.name().to_owned(),
-            kq.bits_per_weight(),
-            &reference,
-            &replaced,
-        )?);
+        let label = if stats.is_some() {
+            format!("{} + imatrix", kq.name())
+        } else {
+            kq.name().to_owned()
+        };
+        rows.push(bench.row(label, kq.bits_per_weight(), &reference, &replaced)?);
     }
     for path in &args.files {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

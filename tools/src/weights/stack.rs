@@ -314,7 +314,10 @@ fn ppl_ordering(
     } else {
         bar(total_evals as u64, "perplexity ordering")
     };
-    let mut forward = c.forward.clone();
+    let Some(forward) = &c.forward else {
+        bail!("the perplexity block order (--order ppl) runs llama-family models only");
+    };
+    let mut forward = forward.clone();
     let mut current = vec![usize::MAX; matrices.len()];
     let mut evals = 0usize;
     let mut eval = |counts: &[usize]| -> Result<f64> {

@@ -450,8 +450,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
     };
     let tok = calib::load_tokenizer(&prep.model, args.calib.tokenizer.as_deref())?;
     let ids = tokenize_text(&tok, &args.text, args.window.max_tokens, cfg.vocab_size)?;
-    let base = match &prep.calib {
-        Some(c) => c.forward.clone(),
+    let base = match prep.calib.as_ref().and_then(|c| c.forward.as_ref()) {
+        Some(f) => f.clone(),
         None => LlamaForward::new(cfg, &calib::to_candle(&prep.model, &Device::Cpu)?)?,
     };
     let weights: u64 = prep
