@@ -79,7 +79,8 @@ pub fn budget_row(m: &Manifest, budget: &Budget) -> BudgetRow {
 }
 
 /// The largest budget of `m` at or below each target in bits per weight over the
-/// compressed tensors; targets below the smallest budget are skipped with a note.
+/// compressed tensors; targets below the smallest budget, and targets that land on
+/// a budget an earlier one already gave, are skipped with a note.
 pub fn budgets_within(m: &Manifest, targets: &[f64], label: &str) -> Result<Vec<Budget>> {
     let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
     // Bits over the linears grow with the block count: the most blocks within target.
@@ -104,7 +105,16 @@ pub fn budgets_within(m: &Manifest, targets: &[f64], label: &str) -> Result<Vec<
                 b = mid - 1;
             }
         }
-        out.push(Budget::fit(m, BudgetLimit::Blocks(a))?);
+        let budget = Budget::fit(m, BudgetLimit::Blocks(a))?;
+        // A file's whole length (or one step) can answer several targets: measure it once.
+        if out.iter().any(|b: &Budget| b.n_blocks == budget.n_blocks) {
+            eprintln!(
+                "{label}: {target} bits/weight is the same budget ({} blocks) as an earlier target; measured once",
+                budget.n_blocks
+            );
+            continue;
+        }
+        out.push(budget);
     }
     Ok(out)
 }
@@ -238,4 +248,38 @@ pub fn run(args: InspectArgs) -> Result<()> {
         print_budget_table(&report.budgets);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use octet_quant::checkpoint::Reader;
+
+    use super::*;
+
+    /// The committed v4 fixture: targets below its smallest budget are skipped,
+    /// each other target gets the largest budget within it, once.
+    #[test]
+    fn each_budget_within_the_targets_is_measured_once() {
+        let bytes = include_bytes!("../../../quant/src/checkpoint/fixtures/v4.octet");
+        let reader = Reader::new(bytes).expect("fixture reads");
+        let m = reader.manifest();
+        let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
+        let bits = |n: usize| {
+            let b = Budget::fit(m, BudgetLimit::Blocks(n)).expect("budget");
+            budget_row(m, &b).compressed_bits_per_weight
+        };
+        let (smallest, full) = (bits(lo), bits(hi));
+        assert!(smallest < full);
+        let targets = [smallest - 0.5, smallest, full, full + 1.0, full + 2.0];
+        let got: Vec<usize> = budgets_within(m, &targets, "fixture")
+            .expect("budgets")
+            .iter()
+            .map(|b| b.n_blocks)
+            .collect();
+        assert_eq!(got, vec![lo, hi]);
+        for b in budgets_within(m, &[(smallest + full) / 2.0], "fixture").expect("budgets") {
+            assert!(bits(b.n_blocks) <= (smallest + full) / 2.0);
+            assert!(b.n_blocks == hi || bits(b.n_blocks + 1) > (smallest + full) / 2.0);
+        }
+    }
 }
