@@ -67,6 +67,16 @@ pub struct BertForward {
     layers: Vec<Layer>,
 }
 
+/// Splits `encoder.layer.{i}.{part}` (optionally under `bert.`) into `(i, part)`.
+pub fn split_layer(name: &str) -> Option<(usize, &str)> {
+    let rest = name
+        .strip_prefix("bert.")
+        .unwrap_or(name)
+        .strip_prefix("encoder.layer.")?;
+    let (layer, part) = rest.split_once('.')?;
+    Some((layer.parse().ok()?, part))
+}
+
 /// The statistics every linear input of `cfg`'s layers gets recorded into.
 pub fn input_norms(cfg: &BertConfig) -> InputNorms {
     InputNorms::for_widths(
@@ -173,6 +183,46 @@ impl BertForward {
             embed_norm: norm("embeddings.LayerNorm")?,
             layers,
         })
+    }
+
+    /// Replaces the weight of the linear `name` (a Hugging Face BERT linear name,
+    /// `encoder.layer.N.*.weight`) with `w` of the same shape; its bias stays.
+    pub fn set_linear(&mut self, name: &str, w: Tensor) -> Result<()> {
+        let not_linear = || ModelError::NotLinear {
+            name: name.to_owned(),
+        };
+        let (l, part) = split_layer(name).ok_or_else(not_linear)?;
+        let layer = self.layers.get_mut(l).ok_or_else(|| ModelError::NoLayer {
+            name: name.to_owned(),
+            layer: l,
+        })?;
+        let slot = match part {
+            "attention.self.query.weight" => &mut layer.q.w,
+            "attention.self.key.weight" => &mut layer.k.w,
+            "attention.self.value.weight" => &mut layer.v.w,
+            "attention.output.dense.weight" => &mut layer.o.w,
+            "intermediate.dense.weight" => &mut layer.up.w,
+            "output.dense.weight" => &mut layer.down.w,
+            _ => return Err(not_linear()),
+        };
+        if slot.dims() != w.dims() {
+            return Err(ModelError::Shape {
+                tensor: name.to_owned(),
+                expected: slot.dims().to_vec(),
+                actual: w.dims().to_vec(),
+            });
+        }
+        *slot = w.to_dtype(DType::F32)?;
+        Ok(())
+    }
+
+    /// The sentence embedding of `tokens`: the last hidden states' mean over the
+    /// tokens, at unit length (sentence-transformers' mean pooling).
+    pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut v: Vec<f32> = self.hidden(tokens, None)?.mean(0)?.to_vec1()?;
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        v.iter_mut().for_each(|x| *x /= norm);
+        Ok(v)
     }
 
     /// The last layer's hidden states `[tokens, hidden]` for `tokens` (token type 0,
@@ -344,6 +394,33 @@ pub fn calibrate(
     Ok((stats, seqs))
 }
 
+/// Short sequences for probing a BERT model, from [`calibrate`]'s: their tokens
+/// between [CLS] and [SEP], at most `max_tokens` of them, cut into pieces of
+/// `len - 2` and wrapped again (sentence embeddings are of short texts; the
+/// calibration sequences are long).
+pub fn short_sequences(seqs: &[Vec<u32>], len: usize, max_tokens: usize) -> Vec<Vec<u32>> {
+    let Some(first) = seqs.iter().find(|s| s.len() >= 3) else {
+        return Vec::new();
+    };
+    let (cls, sep) = (first[0], first[first.len() - 1]);
+    let inner: Vec<u32> = seqs
+        .iter()
+        .filter(|s| s.len() >= 3)
+        .flat_map(|s| s[1..s.len() - 1].iter().copied())
+        .take(max_tokens)
+        .collect();
+    inner
+        .chunks(len.max(3) - 2)
+        .map(|c| {
+            let mut v = Vec::with_capacity(c.len() + 2);
+            v.push(cls);
+            v.extend_from_slice(c);
+            v.push(sep);
+            v
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use candle_nn::VarBuilder;
@@ -462,6 +539,55 @@ mod tests {
         }
         assert_eq!(stats.samples(), 1);
         assert!(stats.mean_square("pooler.dense.weight").is_none());
+    }
+
+    #[test]
+    fn set_linear_changes_the_embedding_and_checks_names_and_shapes() {
+        let cfg = tiny();
+        let w = weights(&cfg, 6);
+        let mut model = BertForward::new(&cfg, &w).expect("complete");
+        let tokens = [1u32, 7, 9, 4, 2];
+        let before = model.embed(&tokens).expect("embeds");
+        let norm: f32 = before.iter().map(|x| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-5);
+        let name = "encoder.layer.1.intermediate.dense.weight";
+        let zero = Tensor::zeros((48, 32), DType::F32, &Device::Cpu).expect("zeros");
+        model.set_linear(name, zero).expect("same shape");
+        assert_ne!(model.embed(&tokens).expect("embeds"), before);
+        // Putting the weight back restores the embedding exactly.
+        model.set_linear(name, w[name].clone()).expect("same shape");
+        assert_eq!(model.embed(&tokens).expect("embeds"), before);
+        let wrong = Tensor::zeros((3, 3), DType::F32, &Device::Cpu).expect("zeros");
+        assert!(model.set_linear(name, wrong.clone()).is_err());
+        assert!(
+            model
+                .set_linear("pooler.dense.weight", wrong.clone())
+                .is_err()
+        );
+        assert!(
+            model
+                .set_linear("encoder.layer.5.output.dense.weight", wrong)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn short_sequences_rewrap_the_calibration_tokens() {
+        let seqs = vec![vec![101, 1, 2, 3, 4, 5, 102], vec![101, 6, 7, 102]];
+        assert_eq!(
+            short_sequences(&seqs, 4, 100),
+            vec![
+                vec![101, 1, 2, 102],
+                vec![101, 3, 4, 102],
+                vec![101, 5, 6, 102],
+                vec![101, 7, 102]
+            ]
+        );
+        assert_eq!(
+            short_sequences(&seqs, 5, 4),
+            vec![vec![101, 1, 2, 3, 102], vec![101, 4, 102]]
+        );
+        assert!(short_sequences(&[vec![1, 2]], 5, 4).is_empty());
     }
 
     #[test]

@@ -213,8 +213,8 @@ pub enum ModelError {
         /// The tensor.
         tensor: String,
     },
-    /// A name that is not one of a llama layer's linear weights.
-    #[error("`{name}` is not a llama linear weight")]
+    /// A name that is not one of a layer's linear weights (llama or BERT).
+    #[error("`{name}` is not a linear weight of the model's layers")]
     NotLinear {
         /// The name given.
         name: String,

@@ -56,12 +56,7 @@ impl LinearInput {
     /// (`model.layers.N.*`) or BERT's (`encoder.layer.N.*`, optionally under
     /// `bert.`), whose four inputs are the same four.
     pub fn of(name: &str) -> Option<(usize, LinearInput)> {
-        if let Some(rest) = name
-            .strip_prefix("bert.")
-            .unwrap_or(name)
-            .strip_prefix("encoder.layer.")
-        {
-            let (layer, part) = rest.split_once('.')?;
+        if let Some((layer, part)) = super::bert::split_layer(name) {
             let input = match part {
                 "attention.self.query.weight"
                 | "attention.self.key.weight"
@@ -71,7 +66,7 @@ impl LinearInput {
                 "output.dense.weight" => LinearInput::MlpHidden,
                 _ => return None,
             };
-            return Some((layer.parse().ok()?, input));
+            return Some((layer, input));
         }
         let (layer, part) = split_layer(name)?;
         let input = match part {

@@ -40,6 +40,8 @@ pub struct Calibrated {
     /// The forward pass, kept for perplexity-based ordering (llama only: a BERT
     /// model is calibrated, not scored by perplexity).
     pub forward: Option<LlamaForward>,
+    /// A BERT model's encoder, kept for the embedding probes.
+    pub bert: Option<BertForward>,
     /// The token sequences used.
     pub seqs: Vec<Vec<u32>>,
     /// Per-input-channel statistics.
@@ -78,7 +80,7 @@ pub fn prepare(
             let tok = calib::load_tokenizer(&model, calib_args.tokenizer.as_deref())?;
             let text = calib::read_text(calib_args.calib.as_deref())?;
             let tensors = calib::to_candle(&model, &Device::Cpu)?;
-            let forward = BertForward::new(&cfg, &tensors)?;
+            let bert_forward = BertForward::new(&cfg, &tensors)?;
             drop(tensors);
             let shape: CalibShape = calib_args.shape();
             let pb = if quiet {
@@ -86,7 +88,7 @@ pub fn prepare(
             } else {
                 bar(shape.max_samples as u64, "calibrating")
             };
-            let (stats, seqs) = bert::calibrate(&cfg, &forward, &tok, &text, shape, |d, _| {
+            let (stats, seqs) = bert::calibrate(&cfg, &bert_forward, &tok, &text, shape, |d, _| {
                 pb.set_position(d as u64)
             })?;
             pb.finish_and_clear();
@@ -94,6 +96,7 @@ pub fn prepare(
             (
                 Some(Calibrated {
                     forward: None,
+                    bert: Some(bert_forward),
                     seqs,
                     stats,
                 }),
@@ -132,6 +135,7 @@ pub fn prepare(
             (
                 Some(Calibrated {
                     forward: Some(forward),
+                    bert: None,
                     seqs,
                     stats,
                 }),

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use candle_core::{Device, Tensor};
+use octet_quant::kernels::dot_f32;
 use octet_quant::palette::NestedPalette;
+use octet_tools::model::bert::{self, BertForward};
 use octet_tools::model::llama::LinearInput;
 use octet_tools::model::llama::LlamaForward;
 use octet_tools::model::ppl::SavedRun;
@@ -27,12 +29,57 @@ fn layer_of(name: &str) -> Option<usize> {
     name.split('.').find_map(|c| c.parse().ok())
 }
 
-/// Perplexity probes on the first [`PROBE_TOKENS`] calibration tokens, the
-/// linears grouped by layer.
+/// Calibration tokens the probes of a BERT model embed, in short sentences of
+/// [`PROBE_SENTENCE`] tokens ([CLS] and [SEP] included).
+const PROBE_BERT_TOKENS: usize = 4096;
+const PROBE_SENTENCE: usize = 64;
+
+/// What the probes run and score, lower being better: a language model's
+/// perplexity on the first [`PROBE_TOKENS`] calibration tokens, or how far a
+/// sentence-embedding model's embeddings of short calibration sentences move from
+/// the unmodified model's (mean of `1 - cosine`).
+enum Net<'a> {
+    Llama {
+        forward: &'a LlamaForward,
+        ids: Vec<u32>,
+    },
+    Bert {
+        forward: &'a BertForward,
+        sentences: Vec<Vec<u32>>,
+        reference: Vec<Vec<f32>>,
+    },
+}
+
+/// A model of [`Net`] with some linears replaced.
+#[derive(Clone)]
+enum Probe {
+    Llama(LlamaForward),
+    Bert(BertForward),
+}
+
+impl Probe {
+    fn set_linear(&mut self, name: &str, w: Tensor) -> Result<()> {
+        match self {
+            Probe::Llama(f) => f.set_linear(name, w)?,
+            // A BERT linear outside the encoder layers (the pooler) does not reach
+            // a mean-pooled embedding: its probe removes nothing.
+            Probe::Bert(_) if bert::split_layer(name).is_none() => {}
+            Probe::Bert(f) => f.set_linear(name, w)?,
+        }
+        Ok(())
+    }
+}
+
+/// What the probes from one baseline reuse: a language model's saved streams.
+enum Saved {
+    Llama(SavedRun),
+    Bert,
+}
+
+/// Probes of a model, the linears grouped by layer.
 struct Prober<'a> {
     prep: &'a Prepared,
-    forward: &'a LlamaForward,
-    ids: Vec<u32>,
+    net: Net<'a>,
     groups: std::collections::BTreeMap<Option<usize>, Vec<usize>>,
 }
 
@@ -62,33 +109,61 @@ impl<'a> Prober<'a> {
     fn new(prep: &'a Prepared) -> Result<Self> {
         let Some(calib) = &prep.calib else {
             bail!(
-                "perplexity probes (the probe order, --adaptive-mix) need calibration text (--calib, not --no-calib)"
+                "probes (the probe order, --adaptive-mix) need calibration text (--calib, not --no-calib)"
             );
         };
-        let Some(forward) = &calib.forward else {
-            bail!(
-                "perplexity probes (the probe order, --adaptive-mix) run llama-family models only; {} is `{}`",
+        let net = match (&calib.forward, &calib.bert) {
+            (Some(forward), _) => Net::Llama {
+                forward,
+                ids: calib
+                    .seqs
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .take(PROBE_TOKENS)
+                    .collect(),
+            },
+            (None, Some(forward)) => {
+                let sentences =
+                    bert::short_sequences(&calib.seqs, PROBE_SENTENCE, PROBE_BERT_TOKENS);
+                let reference = sentences
+                    .iter()
+                    .map(|s| forward.embed(s))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Net::Bert {
+                    forward,
+                    sentences,
+                    reference,
+                }
+            }
+            (None, None) => bail!(
+                "probes run llama-family language models and BERT embedding models; {} is `{}`",
                 prep.model.source.display(),
                 prep.model.arch.name()
-            );
+            ),
         };
-        let ids = calib
-            .seqs
-            .iter()
-            .flatten()
-            .copied()
-            .take(PROBE_TOKENS)
-            .collect();
         let mut groups: std::collections::BTreeMap<Option<usize>, Vec<usize>> = Default::default();
         for (i, name) in prep.linears.iter().enumerate() {
             groups.entry(layer_of(name)).or_default().push(i);
         }
-        Ok(Prober {
-            prep,
-            forward,
-            ids,
-            groups,
-        })
+        Ok(Prober { prep, net, groups })
+    }
+
+    /// A score or a change of score, printed: perplexities to 3 decimals,
+    /// embedding distances (about 0.001-0.3) to 6.
+    fn fmt(&self, v: f64) -> String {
+        match self.net {
+            Net::Llama { .. } => format!("{v:.3}"),
+            Net::Bert { .. } => format!("{v:.6}"),
+        }
+    }
+
+    /// What a probe's score is, in words.
+    fn what(&self) -> &'static str {
+        match self.net {
+            Net::Llama { .. } => "perplexity",
+            Net::Bert { .. } => "embedding distance",
+        }
     }
 
     /// Linear `i` rebuilt with `steps` steps.
@@ -102,31 +177,66 @@ impl<'a> Prober<'a> {
     }
 
     /// The model with every linear at `steps` steps.
-    fn all_at(&self, nested: &[&NestedPalette], steps: usize) -> Result<LlamaForward> {
-        let mut f = self.forward.clone();
+    fn all_at(&self, nested: &[&NestedPalette], steps: usize) -> Result<Probe> {
+        let mut f = match &self.net {
+            Net::Llama { forward, .. } => Probe::Llama((*forward).clone()),
+            Net::Bert { forward, .. } => Probe::Bert((*forward).clone()),
+        };
         for (i, name) in self.prep.linears.iter().enumerate() {
             f.set_linear(name, self.tensor(nested, i, steps)?)?;
         }
         Ok(f)
     }
 
-    /// A probe's baseline: its perplexity, its streams saved for the probes.
-    fn baseline(&self, f: &LlamaForward) -> Result<(SavedRun, f64)> {
-        let (run, p) = SavedRun::new(f, &self.ids, PROBE_CTX, PROBE_CTX)?;
-        Ok((run, p.perplexity))
+    /// The mean `1 - cosine` of `f`'s embeddings of the probe sentences to the
+    /// unmodified model's (at least `f64::MIN_POSITIVE`, a score above zero).
+    fn distance(&self, f: &BertForward) -> Result<f64> {
+        let Net::Bert {
+            sentences,
+            reference,
+            ..
+        } = &self.net
+        else {
+            bail!("an embedding distance needs a BERT model");
+        };
+        let mut sum = 0.0;
+        for (s, r) in sentences.iter().zip(reference) {
+            let e = f.embed(s)?;
+            sum += 1.0 - f64::from(dot_f32(&e, r));
+        }
+        Ok((sum / sentences.len().max(1) as f64).max(f64::MIN_POSITIVE))
     }
 
-    /// The perplexity of `probe`, which differs from the model `run` was saved
-    /// from only in the linears `changed`: the layers before the first of them are
-    /// not run again.
-    fn ppl_from(&self, run: &SavedRun, probe: &LlamaForward, changed: &[usize]) -> Result<f64> {
-        let from = changed
-            .iter()
-            .map(|&i| LinearInput::of(&self.prep.linears[i]).map(|(l, _)| l))
-            .min()
-            .flatten()
-            .unwrap_or(0);
-        Ok(run.perplexity_from(probe, from)?.perplexity)
+    /// A probe's baseline: its score, and (for a language model) its streams saved
+    /// for the probes.
+    fn baseline(&self, f: &Probe) -> Result<(Saved, f64)> {
+        match (f, &self.net) {
+            (Probe::Llama(f), Net::Llama { ids, .. }) => {
+                let (run, p) = SavedRun::new(f, ids, PROBE_CTX, PROBE_CTX)?;
+                Ok((Saved::Llama(run), p.perplexity))
+            }
+            (Probe::Bert(f), _) => Ok((Saved::Bert, self.distance(f)?)),
+            (Probe::Llama(_), Net::Bert { .. }) => bail!("a llama probe of a BERT model"),
+        }
+    }
+
+    /// The score of `probe`, which differs from the baseline `saved` came from only
+    /// in the linears `changed`: a language model's layers before the first of them
+    /// are not run again.
+    fn ppl_from(&self, saved: &Saved, probe: &Probe, changed: &[usize]) -> Result<f64> {
+        match (saved, probe) {
+            (Saved::Llama(run), Probe::Llama(f)) => {
+                let from = changed
+                    .iter()
+                    .map(|&i| LinearInput::of(&self.prep.linears[i]).map(|(l, _)| l))
+                    .min()
+                    .flatten()
+                    .unwrap_or(0);
+                Ok(run.perplexity_from(f, from)?.perplexity)
+            }
+            (_, Probe::Bert(f)) => self.distance(f),
+            (Saved::Bert, Probe::Llama(_)) => bail!("a llama probe from a BERT baseline"),
+        }
     }
 
     /// With every linear at `level - 1` steps, each layer in turn gets its
@@ -159,10 +269,12 @@ impl<'a> Prober<'a> {
         }
         let line: Vec<String> = out
             .iter()
-            .map(|p| format!("{}:{:.3}", p.label(), p.removed))
+            .map(|p| format!("{}:{}", p.label(), self.fmt(p.removed)))
             .collect();
         eprintln!(
-            "probe level {level}: baseline perplexity {base_ppl:.3}; removed per layer {}",
+            "probe level {level}: baseline {} {}; removed per layer {}",
+            self.what(),
+            self.fmt(base_ppl),
             line.join(" ")
         );
         Ok((base_ppl, out))
@@ -234,7 +346,10 @@ impl<'a> Prober<'a> {
             });
         }
         eprintln!(
-            "probe level {level}, second pass: halfway perplexity {half_ppl:.3}; log-perplexity per layer {}",
+            "probe level {level}, second pass: halfway {} {}; log-{} per layer {}",
+            self.what(),
+            self.fmt(half_ppl),
+            self.what(),
             out.iter()
                 .map(|p| format!("{}:{:.4}", p.label(), p.removed))
                 .collect::<Vec<_>>()
