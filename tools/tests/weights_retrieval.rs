@@ -8,6 +8,23 @@ use octet_tests::data::shared_data;
 use octet_tools::model::locate::minilm;
 use weights_common::*;
 
+/// `weights retrieval` of `model` with the shared data's queries, base vectors and
+/// exact neighbours.
+fn retrieval_args<'a>(model: &'a str, q: &'a str, b: &'a str, g: &'a str) -> Vec<&'a str> {
+    vec![
+        "weights",
+        "retrieval",
+        "--input",
+        model,
+        "--queries",
+        q,
+        "--base",
+        b,
+        "--gt",
+        g,
+    ]
+}
+
 #[test]
 fn the_forward_pass_reproduces_the_shared_embeddings_and_kquants_lose_recall() {
     let Some(model) = minilm() else { return };
@@ -19,19 +36,8 @@ fn the_forward_pass_reproduces_the_shared_embeddings_and_kquants_lose_recall() {
     let js = path_in(&dir, "r.json");
     let d = |f: &str| data.join(f).to_str().expect("utf-8").to_owned();
     let (q, qv, b, g) = (d(files[0]), d(files[1]), d(files[2]), d(files[3]));
-    let common = [
-        "weights",
-        "retrieval",
-        "--input",
-        p(&model),
-        "--queries",
-        &q,
-        "--base",
-        &b,
-        "--gt",
-        &g,
-    ];
-    let mut args = common.to_vec();
+    let common = retrieval_args(p(&model), &q, &b, &g);
+    let mut args = common.clone();
     args.extend([
         "--query-vectors",
         &qv,
@@ -67,7 +73,7 @@ fn the_forward_pass_reproduces_the_shared_embeddings_and_kquants_lose_recall() {
     assert!(cos2 < 0.999 && cos2 > 0.3, "{q2k}");
     assert!(q2k["recall"].as_f64().expect("recall") < rows[0]["recall"].as_f64().expect("r"));
     // A k past the ground truth's width is named.
-    let mut args = common.to_vec();
+    let mut args = common.clone();
     args.extend(["--k", "101"]);
     let err = run_err(&args);
     assert!(err.contains("--k 101: expected 1..=100"), "{err}");
@@ -84,9 +90,17 @@ fn a_bert_model_is_calibrated_for_palettes_and_kquants() {
         return;
     };
     let text = concat!(env!("CARGO_MANIFEST_DIR"), "/src/model/calib_text.txt");
+    let calib = [
+        "--calib",
+        text,
+        "--calib-samples",
+        "4",
+        "--calib-seq-len",
+        "64",
+    ];
     let dir = tmp();
     let out = path_in(&dir, "ml.octet");
-    run_ok(&[
+    let mut args = vec![
         "weights",
         "palette",
         "--input",
@@ -97,13 +111,9 @@ fn a_bert_model_is_calibrated_for_palettes_and_kquants() {
         "3",
         "--group-cols",
         "32",
-        "--calib",
-        text,
-        "--calib-samples",
-        "4",
-        "--calib-seq-len",
-        "64",
-    ]);
+    ];
+    args.extend(calib);
+    run_ok(&args);
     let meta = run_ok(&["weights", "inspect", p(&out)]);
     assert!(
         meta.contains("octet.scales: activation-aware: 4 sequences, 256 tokens"),
@@ -129,13 +139,8 @@ fn a_bert_model_is_calibrated_for_palettes_and_kquants() {
             "--nested-rescale-bits",
             "2",
             "--nested-probe",
-            "--calib",
-            text,
-            "--calib-samples",
-            "4",
-            "--calib-seq-len",
-            "64",
         ])
+        .args(calib)
         .output()
         .expect("runs");
     let stderr = String::from_utf8_lossy(&probed.stderr);
@@ -149,38 +154,15 @@ fn a_bert_model_is_calibrated_for_palettes_and_kquants() {
     assert!(meta.contains("palette.nested_order: probe"), "{meta}");
     let d = |f: &str| data.join(f).to_str().expect("utf-8").to_owned();
     let (q, b, g) = (d(files[0]), d(files[1]), d(files[2]));
-    let run = |calib: bool| {
-        let js = path_in(&dir, if calib { "c.json" } else { "u.json" });
-        let mut args = vec![
-            "weights",
-            "retrieval",
-            "--input",
-            p(&model),
-            "--queries",
-            &q,
-            "--base",
-            &b,
-            "--gt",
-            &g,
-            "--max-queries",
-            "12",
-            "--kquants",
-            "q3k",
-            "--json",
-            p(&js),
-        ];
-        if calib {
-            args.extend([
-                "--calib",
-                text,
-                "--calib-samples",
-                "4",
-                "--calib-seq-len",
-                "64",
-            ]);
+    let run = |calibrated: bool| {
+        let js = path_in(&dir, if calibrated { "c.json" } else { "u.json" });
+        let mut args = retrieval_args(p(&model), &q, &b, &g);
+        args.extend(["--max-queries", "12", "--kquants", "q3k", "--json", p(&js)]);
+        if calibrated {
+            args.extend(calib);
         }
         let stdout = run_ok(&args);
-        if calib {
+        if calibrated {
             assert!(
                 stdout.contains("importance matrix: 4 sequences"),
                 "{stdout}"
@@ -195,19 +177,8 @@ fn a_bert_model_is_calibrated_for_palettes_and_kquants() {
     let cos = |r: &serde_json::Value| r[1]["cosine_mean"].as_f64().expect("cosine");
     assert_ne!(cos(&plain), cos(&calibrated));
     // --calib-samples without --calib is refused by name.
-    let err = run_err(&[
-        "weights",
-        "retrieval",
-        "--input",
-        p(&model),
-        "--queries",
-        &q,
-        "--base",
-        &b,
-        "--gt",
-        &g,
-        "--calib-samples",
-        "4",
-    ]);
+    let mut args = retrieval_args(p(&model), &q, &b, &g);
+    args.extend(["--calib-samples", "4"]);
+    let err = run_err(&args);
     assert!(err.contains("--calib"), "{err}");
 }

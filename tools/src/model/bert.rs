@@ -15,7 +15,7 @@ use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 
 use tokenizers::Tokenizer;
 
-use super::calib::{CalibShape, sequences};
+use super::calib::{CalibShape, record_sequences, sequences};
 use super::llama::{InputNorms, LinearInput};
 use super::{Model, ModelError, Result};
 
@@ -188,14 +188,10 @@ impl BertForward {
     /// Replaces the weight of the linear `name` (a Hugging Face BERT linear name,
     /// `encoder.layer.N.*.weight`) with `w` of the same shape; its bias stays.
     pub fn set_linear(&mut self, name: &str, w: Tensor) -> Result<()> {
+        let (layer, part) = super::llama::layer_named(&mut self.layers, name, split_layer)?;
         let not_linear = || ModelError::NotLinear {
             name: name.to_owned(),
         };
-        let (l, part) = split_layer(name).ok_or_else(not_linear)?;
-        let layer = self.layers.get_mut(l).ok_or_else(|| ModelError::NoLayer {
-            name: name.to_owned(),
-            layer: l,
-        })?;
         let slot = match part {
             "attention.self.query.weight" => &mut layer.q.w,
             "attention.self.key.weight" => &mut layer.k.w,
@@ -205,15 +201,7 @@ impl BertForward {
             "output.dense.weight" => &mut layer.down.w,
             _ => return Err(not_linear()),
         };
-        if slot.dims() != w.dims() {
-            return Err(ModelError::Shape {
-                tensor: name.to_owned(),
-                expected: slot.dims().to_vec(),
-                actual: w.dims().to_vec(),
-            });
-        }
-        *slot = w.to_dtype(DType::F32)?;
-        Ok(())
+        super::llama::replace_weight(slot, name, w)
     }
 
     /// The sentence embedding of `tokens`: the last hidden states' mean over the
@@ -337,7 +325,7 @@ pub fn calibrate(
     tok: &Tokenizer,
     text: &str,
     shape: CalibShape,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<(InputNorms, Vec<Vec<u32>>)> {
     let len = shape.seq_len.min(cfg.max_position_embeddings);
     if len < 3 {
@@ -382,15 +370,12 @@ pub fn calibrate(
         })
         .collect();
     let mut stats = input_norms(cfg);
-    for (i, s) in seqs.iter().enumerate() {
-        forward
-            .hidden(s, Some(&mut stats))
-            .map_err(|e| ModelError::CalibSequence {
-                index: i,
-                source: Box::new(e),
-            })?;
-        progress(i + 1, seqs.len());
-    }
+    record_sequences(
+        &seqs,
+        &mut stats,
+        |s, r| forward.hidden(s, Some(r)),
+        progress,
+    )?;
     Ok((stats, seqs))
 }
 

@@ -246,23 +246,39 @@ pub fn collect_input_norms(
     forward: &LlamaForward,
     seqs: &[Vec<u32>],
     gram: bool,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<InputNorms> {
     let mut stats = if gram {
         InputNorms::with_gram(cfg)
     } else {
         InputNorms::new(cfg)
     };
+    record_sequences(
+        seqs,
+        &mut stats,
+        |s, r| forward.hidden(s, Some(r)),
+        progress,
+    )?;
+    Ok(stats)
+}
+
+/// Runs every sequence through `run`, which records its linears' inputs into
+/// `stats`; a failing sequence is named. `progress(done, total)` is called after
+/// each sequence.
+pub(crate) fn record_sequences(
+    seqs: &[Vec<u32>],
+    stats: &mut InputNorms,
+    mut run: impl FnMut(&[u32], &mut InputNorms) -> Result<Tensor>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<()> {
     for (i, s) in seqs.iter().enumerate() {
-        forward
-            .hidden(s, Some(&mut stats))
-            .map_err(|e| ModelError::CalibSequence {
-                index: i,
-                source: Box::new(e),
-            })?;
+        run(s, stats).map_err(|e| ModelError::CalibSequence {
+            index: i,
+            source: Box::new(e),
+        })?;
         progress(i + 1, seqs.len());
     }
-    Ok(stats)
+    Ok(())
 }
 
 #[cfg(test)]

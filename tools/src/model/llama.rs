@@ -513,14 +513,10 @@ impl LlamaForward {
     /// Replaces the weight `name` (a Hugging Face linear name) with `w` of the same
     /// shape, for evaluating one compressed layer at a time.
     pub fn set_linear(&mut self, name: &str, w: Tensor) -> Result<()> {
+        let (layer, part) = layer_named(&mut self.layers, name, split_layer)?;
         let not_linear = || ModelError::NotLinear {
             name: name.to_owned(),
         };
-        let (l, part) = split_layer(name).ok_or_else(not_linear)?;
-        let layer = self.layers.get_mut(l).ok_or_else(|| ModelError::NoLayer {
-            name: name.to_owned(),
-            layer: l,
-        })?;
         let slot = match part {
             "self_attn.q_proj.weight" => &mut layer.q,
             "self_attn.k_proj.weight" => &mut layer.k,
@@ -531,16 +527,39 @@ impl LlamaForward {
             "mlp.down_proj.weight" => &mut layer.down,
             _ => return Err(not_linear()),
         };
-        if slot.dims() != w.dims() {
-            return Err(ModelError::Shape {
-                tensor: name.to_owned(),
-                expected: slot.dims().to_vec(),
-                actual: w.dims().to_vec(),
-            });
-        }
-        *slot = w.to_dtype(slot.dtype())?;
-        Ok(())
+        replace_weight(slot, name, w)
     }
+}
+
+/// The layer the weight `name` belongs to, as `split` reads its number, and the
+/// rest of the name.
+pub(crate) fn layer_named<'a, 'n, T>(
+    layers: &'a mut [T],
+    name: &'n str,
+    split: fn(&str) -> Option<(usize, &str)>,
+) -> Result<(&'a mut T, &'n str)> {
+    let (l, part) = split(name).ok_or_else(|| ModelError::NotLinear {
+        name: name.to_owned(),
+    })?;
+    let layer = layers.get_mut(l).ok_or_else(|| ModelError::NoLayer {
+        name: name.to_owned(),
+        layer: l,
+    })?;
+    Ok((layer, part))
+}
+
+/// Puts `w` in `slot` (the weight `name`), in `slot`'s dtype, after checking that
+/// their shapes agree.
+pub(crate) fn replace_weight(slot: &mut Tensor, name: &str, w: Tensor) -> Result<()> {
+    if slot.dims() != w.dims() {
+        return Err(ModelError::Shape {
+            tensor: name.to_owned(),
+            expected: slot.dims().to_vec(),
+            actual: w.dims().to_vec(),
+        });
+    }
+    *slot = w.to_dtype(slot.dtype())?;
+    Ok(())
 }
 
 #[cfg(test)]
