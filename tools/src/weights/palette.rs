@@ -94,8 +94,10 @@ pub struct PaletteArgs {
     nested_balanced: bool,
     /// With --nested-top: level by level as --nested-balanced, but within a level
     /// the layers are ordered by the perplexity their step removes on the
-    /// calibration text (one probe per layer and level; needs calibration). Each
-    /// layer's share is split over its linears by error removed.
+    /// calibration text (a BERT model: how far its step moves the embeddings of
+    /// short calibration sentences toward the unmodified model's); one probe per
+    /// layer and level, needs calibration. Each layer's share is split over its
+    /// linears by error removed.
     #[arg(long, requires = "nested_top", conflicts_with = "nested_balanced")]
     nested_probe: bool,
     #[command(flatten)]

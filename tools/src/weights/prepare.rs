@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::{CalibArgs, InputArgs, bar};
 
-/// A checkpoint read, with its linears chosen and (for llama) calibrated.
+/// A checkpoint read, with its linears chosen and (for llama and BERT) calibrated.
 #[derive(Debug)]
 pub struct Prepared {
     /// The model.

@@ -1,7 +1,8 @@
 //! The probe order of a nested palette file: which linears get a refinement level
-//! first, measured by perplexity on calibration tokens instead of assumed from the
-//! weight error (`octet weights palette --nested-probe`, `octet weights sweep
-//! --adaptive-order probe`).
+//! first, measured on calibration text instead of assumed from the weight error
+//! (`octet weights palette --nested-probe`, `octet weights sweep --adaptive-order
+//! probe`): by perplexity for a llama-family language model, by how far the
+//! sentence embeddings move for a BERT embedding model.
 
 use std::time::Instant;
 
@@ -126,6 +127,9 @@ impl<'a> Prober<'a> {
             (None, Some(forward)) => {
                 let sentences =
                     bert::short_sequences(&calib.seqs, PROBE_SENTENCE, PROBE_BERT_TOKENS);
+                if sentences.is_empty() {
+                    bail!("the calibration text gave no sentence to probe with");
+                }
                 let reference = sentences
                     .iter()
                     .map(|s| forward.embed(s))
