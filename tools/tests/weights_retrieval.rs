@@ -119,39 +119,56 @@ fn a_bert_model_is_calibrated_for_palettes_and_kquants() {
         meta.contains("octet.scales: activation-aware: 4 sequences, 256 tokens"),
         "{meta}"
     );
-    // The probe order of a nested file: each layer's step scored by how far the
-    // embeddings of short calibration sentences move (the pooler moves none).
+    // The probe order of a nested file: each layer's step (or each linear's)
+    // scored by how far the embeddings of short calibration sentences move (the
+    // pooler moves none). Returns the first level's probe line and the file's
+    // metadata.
     let nested = path_in(&dir, "nested.octet");
-    let probed = octet()
-        .args([
-            "weights",
-            "palette",
-            "--input",
-            p(&model),
-            "--output",
-            p(&nested),
-            "--bits",
-            "2",
-            "--group-cols",
-            "32",
-            "--nested-top",
-            "3",
-            "--nested-rescale-bits",
-            "2",
-            "--nested-probe",
-        ])
-        .args(calib)
-        .output()
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&probed.stderr);
-    assert!(probed.status.success(), "{stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("probe level 1: baseline embedding distance"))
-        .unwrap_or_else(|| panic!("{stderr}"));
-    assert!(line.contains(" -:0.000000 0:"), "{line}");
-    let meta = run_ok(&["weights", "inspect", p(&nested)]);
+    let probe = |extra: &[&str]| -> (String, String) {
+        let out = octet()
+            .args([
+                "weights",
+                "palette",
+                "--input",
+                p(&model),
+                "--output",
+                p(&nested),
+                "--bits",
+                "2",
+                "--group-cols",
+                "32",
+                "--nested-top",
+                "3",
+                "--nested-rescale-bits",
+                "2",
+                "--nested-probe",
+            ])
+            .args(extra)
+            .args(calib)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("probe level 1: baseline embedding distance"))
+            .unwrap_or_else(|| panic!("{stderr}"))
+            .to_owned();
+        (line, run_ok(&["weights", "inspect", p(&nested)]))
+    };
+    let (line, meta) = probe(&[]);
+    assert!(line.contains("removed per layer -:0.000000 0:"), "{line}");
     assert!(meta.contains("palette.nested_order: probe"), "{meta}");
+    let (line, meta) = probe(&["--nested-probe-each-linear"]);
+    assert!(
+        line.contains("removed per linear encoder.layer.0.attention.output.dense.weight:"),
+        "{line}"
+    );
+    assert_eq!(line.matches(".weight:").count(), 37, "{line}");
+    assert!(
+        meta.contains("palette.nested_order: probe, each linear"),
+        "{meta}"
+    );
     let d = |f: &str| data.join(f).to_str().expect("utf-8").to_owned();
     let (q, b, g) = (d(files[0]), d(files[1]), d(files[2]));
     let run = |calibrated: bool| {

@@ -77,27 +77,34 @@ enum Saved {
     Bert,
 }
 
-/// Probes of a model, the linears grouped by layer.
+/// What one probe changes: every linear of a layer at once, or one linear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    /// A layer's linears together (30 probes a level on SmolLM2, 7 on MiniLM).
+    Layer,
+    /// Each linear alone (210 probes a level on SmolLM2, 37 on MiniLM).
+    Linear,
+}
+
+/// Probes of a model, the linears grouped by layer or one by one: each group's
+/// label and members, in order.
 struct Prober<'a> {
     prep: &'a Prepared,
     net: Net<'a>,
-    groups: std::collections::BTreeMap<Option<usize>, Vec<usize>>,
+    grain: Grain,
+    groups: Vec<(String, Vec<usize>)>,
 }
 
-/// One layer's probe at one level: the linears that have a step there and the
+/// One group's probe at one level: the linears that have a step there and the
 /// perplexity giving them that step removes (clamped at 0).
 struct LayerProbe {
-    layer: Option<usize>,
+    /// The layer's number (`-` for linears outside any layer), or the linear's name.
+    label: String,
     members: Vec<usize>,
     removed: f64,
 }
 
 impl LayerProbe {
-    /// The layer's number, `-` for linears outside any layer.
-    fn label(&self) -> String {
-        self.layer.map_or("-".into(), |l| l.to_string())
-    }
-
     /// The perplexity removed as log-perplexity, `ln(baseline / probe)`, from the
     /// probe's `baseline`. `removed` is clamped to `[0, baseline)` (a probe's
     /// perplexity is above zero).
@@ -107,7 +114,7 @@ impl LayerProbe {
 }
 
 impl<'a> Prober<'a> {
-    fn new(prep: &'a Prepared) -> Result<Self> {
+    fn new(prep: &'a Prepared, grain: Grain) -> Result<Self> {
         let Some(calib) = &prep.calib else {
             bail!(
                 "probes (the probe order, --adaptive-mix) need calibration text (--calib, not --no-calib)"
@@ -146,11 +153,31 @@ impl<'a> Prober<'a> {
                 prep.model.arch.name()
             ),
         };
-        let mut groups: std::collections::BTreeMap<Option<usize>, Vec<usize>> = Default::default();
-        for (i, name) in prep.linears.iter().enumerate() {
-            groups.entry(layer_of(name)).or_default().push(i);
-        }
-        Ok(Prober { prep, net, groups })
+        let groups = match grain {
+            Grain::Layer => {
+                let mut by_layer: std::collections::BTreeMap<Option<usize>, Vec<usize>> =
+                    Default::default();
+                for (i, name) in prep.linears.iter().enumerate() {
+                    by_layer.entry(layer_of(name)).or_default().push(i);
+                }
+                by_layer
+                    .into_iter()
+                    .map(|(l, m)| (l.map_or("-".into(), |l| l.to_string()), m))
+                    .collect()
+            }
+            Grain::Linear => prep
+                .linears
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (name.clone(), vec![i]))
+                .collect(),
+        };
+        Ok(Prober {
+            prep,
+            net,
+            grain,
+            groups,
+        })
     }
 
     /// A score or a change of score, printed: perplexities to 3 decimals,
@@ -159,6 +186,14 @@ impl<'a> Prober<'a> {
         match self.net {
             Net::Llama { .. } => format!("{v:.3}"),
             Net::Bert { .. } => format!("{v:.6}"),
+        }
+    }
+
+    /// What one probe changes, in words.
+    fn per(&self) -> &'static str {
+        match self.grain {
+            Grain::Layer => "layer",
+            Grain::Linear => "linear",
         }
     }
 
@@ -251,7 +286,7 @@ impl<'a> Prober<'a> {
         let baseline = self.all_at(nested, level - 1)?;
         let (run, base_ppl) = self.baseline(&baseline)?;
         let mut out = Vec::new();
-        for (layer, members) in &self.groups {
+        for (label, members) in &self.groups {
             let members: Vec<usize> = members
                 .iter()
                 .copied()
@@ -266,19 +301,20 @@ impl<'a> Prober<'a> {
             }
             let removed = (base_ppl - self.ppl_from(&run, &probe, &members)?).max(0.0);
             out.push(LayerProbe {
-                layer: *layer,
+                label: label.clone(),
                 members,
                 removed,
             });
         }
         let line: Vec<String> = out
             .iter()
-            .map(|p| format!("{}:{}", p.label(), self.fmt(p.removed)))
+            .map(|p| format!("{}:{}", p.label, self.fmt(p.removed)))
             .collect();
         eprintln!(
-            "probe level {level}: baseline {} {}; removed per layer {}",
+            "probe level {level}: baseline {} {}; removed per {} {}",
             self.what(),
             self.fmt(base_ppl),
+            self.per(),
             line.join(" ")
         );
         Ok((base_ppl, out))
@@ -344,18 +380,19 @@ impl<'a> Prober<'a> {
             };
             let first_log = p.log_removed(base_ppl);
             out.push(LayerProbe {
-                layer: p.layer,
+                label: p.label.clone(),
                 members: p.members.clone(),
                 removed: (first_log + second).max(0.0),
             });
         }
         eprintln!(
-            "probe level {level}, second pass: halfway {} {}; log-{} per layer {}",
+            "probe level {level}, second pass: halfway {} {}; log-{} per {} {}",
             self.what(),
             self.fmt(half_ppl),
             self.what(),
+            self.per(),
             out.iter()
-                .map(|p| format!("{}:{:.4}", p.label(), p.removed))
+                .map(|p| format!("{}:{:.4}", p.label, p.removed))
                 .collect::<Vec<_>>()
                 .join(" ")
         );
@@ -382,8 +419,9 @@ pub fn probe_gains(
     nested: &[&NestedPalette],
     twice: bool,
     log: bool,
+    grain: Grain,
 ) -> Result<Vec<Vec<f64>>> {
-    let prober = Prober::new(prep)?;
+    let prober = Prober::new(prep, grain)?;
     let levels = nested.iter().map(|p| p.steps.len()).max().unwrap_or(0);
     let mut out: Vec<Vec<f64>> = nested
         .iter()
@@ -432,7 +470,7 @@ pub fn hot_linears(prep: &Prepared, nested: &[&NestedPalette], share: f64) -> Re
     if share <= 0.0 {
         return Ok(Vec::new());
     }
-    let prober = Prober::new(prep)?;
+    let prober = Prober::new(prep, Grain::Layer)?;
     let total: f64 = prep
         .linears
         .iter()

@@ -31,7 +31,7 @@ use super::eval::WindowArgs;
 use super::inspect::{budget_row, budgets_within};
 use super::palette::palettize_linear;
 use super::prepare::{Prepared, prepare};
-use super::probe::{hot_linears, probe_gains, set_gains};
+use super::probe::{Grain, hot_linears, probe_gains, set_gains};
 use super::{CalibArgs, GptqArgs, InputArgs, bar};
 
 /// `--kquants`.
@@ -743,8 +743,13 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
                 AdaptiveOrder::Probe | AdaptiveOrder::ProbeTwice | AdaptiveOrder::ProbeGreedy => {
                     let twice = order == AdaptiveOrder::ProbeTwice;
                     let log = order == AdaptiveOrder::ProbeGreedy;
-                    let gains =
-                        probe_gains(cx.prep, &nested.iter().collect::<Vec<_>>(), twice, log)?;
+                    let gains = probe_gains(
+                        cx.prep,
+                        &nested.iter().collect::<Vec<_>>(),
+                        twice,
+                        log,
+                        Grain::Layer,
+                    )?;
                     let mut p = nested.clone();
                     p.iter_mut().zip(&gains).for_each(|(p, g)| set_gains(p, g));
                     probed = p;
