@@ -127,6 +127,32 @@ pub fn nest_scaled(
     )
 }
 
+/// Checks a nesting's widths: `base <= fit <= top <= MAX_BITS`.
+pub(super) fn check_widths(base_bits: u8, fit_bits: u8, top_bits: u8) -> Result<()> {
+    if top_bits < base_bits || top_bits > MAX_BITS || !(base_bits..=top_bits).contains(&fit_bits) {
+        return Err(QuantError::InvalidConfig {
+            field: "top_bits",
+            reason: format!(
+                "base {base_bits}, fit {fit_bits}, top {top_bits}: expected base <= fit <= top <= {MAX_BITS}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Each column's weight in a nesting's errors: its importance floored at 1e-3 of
+/// the mean (so no column is ignored), or 1 for every column without importance.
+pub(super) fn column_weights(importance: Option<&[f32]>, cols: usize) -> Vec<f64> {
+    match importance {
+        Some(imp) => {
+            let mean = imp.iter().map(|&x| f64::from(x)).sum::<f64>() / cols as f64;
+            let floor = (1e-3 * mean).max(f64::MIN_POSITIVE);
+            imp.iter().map(|&x| f64::from(x).max(floor)).collect()
+        }
+        None => vec![1.0; cols],
+    }
+}
+
 /// As [`nest_scaled`], but the scaled palette (its block scales and offsets, which
 /// every prefix shares) is fitted at `fit_bits` (`base_bits..=top_bits`): the widths
 /// from `base_bits` up to `fit_bits` are that palette's levels merged in adjacent
@@ -144,24 +170,10 @@ pub fn nest_scaled_at(
     top_bits: u8,
     group_cols: usize,
 ) -> Result<NestedPalette> {
-    if top_bits < base_bits || top_bits > MAX_BITS || !(base_bits..=top_bits).contains(&fit_bits) {
-        return Err(QuantError::InvalidConfig {
-            field: "top_bits",
-            reason: format!(
-                "base {base_bits}, fit {fit_bits}, top {top_bits}: expected base <= fit <= top <= {MAX_BITS}"
-            ),
-        });
-    }
+    check_widths(base_bits, fit_bits, top_bits)?;
     // Validates shape, bits, group and importance.
     let base = palettize_scaled(w, rows, cols, importance, fit_bits, group_cols)?;
-    let imp: Vec<f64> = match importance {
-        Some(imp) => {
-            let mean = imp.iter().map(|&x| f64::from(x)).sum::<f64>() / cols as f64;
-            let floor = (1e-3 * mean).max(f64::MIN_POSITIVE);
-            imp.iter().map(|&x| f64::from(x).max(floor)).collect()
-        }
-        None => vec![1.0; cols],
-    };
+    let imp = column_weights(importance, cols);
     let l = base.layout;
     let nb = l.blocks();
     let grids = base.block_grids();

@@ -231,15 +231,7 @@ pub fn nest_rescaled_joint(
     rescale_bits: u8,
     joint: JointFit,
 ) -> Result<NestedPalette> {
-    let max = super::nested::MAX_BITS;
-    if top_bits < base_bits || top_bits > max || !(base_bits..=top_bits).contains(&fit_bits) {
-        return Err(QuantError::InvalidConfig {
-            field: "top_bits",
-            reason: format!(
-                "base {base_bits}, fit {fit_bits}, top {top_bits}: expected base <= fit <= top <= {max}"
-            ),
-        });
-    }
+    super::nested::check_widths(base_bits, fit_bits, top_bits)?;
     if !(1..=MAX_RESCALE_BITS).contains(&rescale_bits) {
         return Err(QuantError::InvalidConfig {
             field: "rescale_bits",
@@ -254,14 +246,7 @@ pub fn nest_rescaled_joint(
     }
     // Validates shape, bits, group and importance.
     let fixed = palettize_scaled(w, rows, cols, importance, fit_bits, group_cols)?;
-    let m: Vec<f64> = match importance {
-        Some(imp) => {
-            let mean = imp.iter().map(|&x| f64::from(x)).sum::<f64>() / cols as f64;
-            let floor = (1e-3 * mean).max(f64::MIN_POSITIVE);
-            imp.iter().map(|&x| f64::from(x).max(floor)).collect()
-        }
-        None => vec![1.0; cols],
-    };
+    let m = super::nested::column_weights(importance, cols);
     let l = fixed.layout;
     let nb = l.blocks();
     let mut fixed = fixed;

@@ -58,8 +58,6 @@ pub struct BertForward {
     heads: usize,
     head_dim: usize,
     eps: f64,
-    max_positions: usize,
-    vocab: usize,
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
@@ -169,8 +167,6 @@ impl BertForward {
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
             eps: cfg.layer_norm_eps,
-            max_positions: cfg.max_position_embeddings,
-            vocab: cfg.vocab_size,
             word: get("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?,
             position: get(
                 "embeddings.position_embeddings.weight",
@@ -217,13 +213,15 @@ impl BertForward {
     /// no padding), recording every linear's input into `record` when given.
     pub fn hidden(&self, tokens: &[u32], mut record: Option<&mut InputNorms>) -> Result<Tensor> {
         let t = tokens.len();
-        if t == 0 || t > self.max_positions {
+        // The embedding tables' rows are the positions and the vocabulary.
+        let (max_positions, vocab) = (self.position.dim(0)?, self.word.dim(0)?);
+        if t == 0 || t > max_positions {
             return Err(ModelError::SequenceLength {
                 tokens: t,
-                max: self.max_positions,
+                max: max_positions,
             });
         }
-        super::calib::check_vocab(tokens, self.vocab)?;
+        super::calib::check_vocab(tokens, vocab)?;
         let dev = Device::Cpu;
         let ids = Tensor::new(tokens, &dev)?;
         let x = self
