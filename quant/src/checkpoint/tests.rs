@@ -1,6 +1,6 @@
 use super::testutil::{
     Encoded, Kind, SynthTensor, fixture_model, fixture_model_v2, fixture_model_v3,
-    fixture_model_v4, llama_like, write,
+    fixture_model_v4, fixture_model_v5, llama_like, write,
 };
 use super::*;
 use crate::bitstack::{BitStackMatrix, OrderPolicy};
@@ -192,6 +192,9 @@ fn sections(m: &Manifest) -> Vec<(String, Section)> {
                 out.push((format!("tensor `{n}` scaled palette"), *data))
             }
             Encoding::RescaledNestedPalette {
+                resident, steps, ..
+            }
+            | Encoding::LeanNestedPalette {
                 resident, steps, ..
             } => {
                 out.push((format!("tensor `{n}` nested palette base"), resident[0]));
@@ -465,6 +468,28 @@ const FIXTURE_V4: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/src/checkpoint/fixtures/v4.octet"
 );
+
+const FIXTURE_V5: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/checkpoint/fixtures/v5.octet"
+);
+
+/// Writes the committed v5 fixture: `cargo test -p octet-quant -- --ignored regenerate_v5_fixture`.
+#[test]
+#[ignore]
+fn regenerate_v5_fixture() {
+    let (file, _, _) = write(&fixture_model_v5(), 3, &BlockOrdering::default());
+    std::fs::write(FIXTURE_V5, file).expect("write fixture");
+}
+
+#[test]
+fn v5_fixture_opens_and_decodes() {
+    // 3 + 3 refinement steps, two of them without a correction.
+    assert_eq!(
+        fixture_opens_and_decodes(FIXTURE_V5, &fixture_model_v5(), 6),
+        5
+    );
+}
 
 /// Writes the committed v4 fixture: `cargo test -p octet-quant -- --ignored regenerate_v4_fixture`.
 #[test]

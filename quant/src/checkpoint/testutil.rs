@@ -36,6 +36,9 @@ pub(crate) enum Kind {
         top: u8,
         group_cols: usize,
         rescale: u8,
+        /// Step `i` carries no correction where bit `i` is set (a lean palette,
+        /// format version 5).
+        strip: u64,
     },
 }
 
@@ -270,6 +273,7 @@ pub(crate) fn fixture_model_v4() -> Vec<SynthTensor> {
                 top: 4,
                 group_cols: 16,
                 rescale: 2,
+                strip: 0,
             },
             r,
         ),
@@ -282,13 +286,52 @@ pub(crate) fn fixture_model_v4() -> Vec<SynthTensor> {
                 top: 4,
                 group_cols: 16,
                 rescale: 1,
+                strip: 0,
             },
             r,
         ),
     ]
 }
 
-/// Every fixture model (v1 to v4) written once, with every budget its manifest
+/// The model of the committed v5 fixture: an f16 tensor and two lean rescaled
+/// nested palettes, one fitted above its base width (a base correction, its fit
+/// width's step without a correction), one at its base width (its second step
+/// without).
+pub(crate) fn fixture_model_v5() -> Vec<SynthTensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2029);
+    let r = &mut rng;
+    vec![
+        tensor("embed.weight", &[4, 16], Kind::F16, r),
+        tensor(
+            "layers.0.mlp.up_proj.weight",
+            &[10, 40],
+            Kind::RescaledNestedPalette {
+                base: 2,
+                fit: 3,
+                top: 5,
+                group_cols: 16,
+                rescale: 2,
+                strip: 0b1,
+            },
+            r,
+        ),
+        tensor(
+            "layers.0.mlp.down_proj.weight",
+            &[8, 33],
+            Kind::RescaledNestedPalette {
+                base: 2,
+                fit: 2,
+                top: 5,
+                group_cols: 16,
+                rescale: 1,
+                strip: 0b10,
+            },
+            r,
+        ),
+    ]
+}
+
+/// Every fixture model (v1 to v5) written once, with every budget its manifest
 /// allows, from the smallest to the whole file.
 pub(crate) fn every_fixture_budget() -> Vec<(Vec<u8>, Manifest, Vec<Budget>)> {
     [
@@ -296,6 +339,7 @@ pub(crate) fn every_fixture_budget() -> Vec<(Vec<u8>, Manifest, Vec<Budget>)> {
         fixture_model_v2(),
         fixture_model_v3(),
         fixture_model_v4(),
+        fixture_model_v5(),
     ]
     .iter()
     .map(|model| {
@@ -379,8 +423,9 @@ pub(crate) fn write(
                 top,
                 group_cols,
                 rescale,
+                strip,
             } => {
-                let p = crate::palette::nest_rescaled_at(
+                let mut p = crate::palette::nest_rescaled_at(
                     &t.w,
                     t.shape[0],
                     t.shape[1],
@@ -392,6 +437,11 @@ pub(crate) fn write(
                     *rescale,
                 )
                 .expect("rescaled nested palette");
+                for (i, step) in p.steps.iter_mut().enumerate() {
+                    if strip >> i & 1 == 1 {
+                        step.rescale = None;
+                    }
+                }
                 wr.add_nested_palette(&t.name, &p)
                     .expect("add rescaled nested palette");
                 enc.push(Encoded::NestedPalette(p));

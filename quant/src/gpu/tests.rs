@@ -184,7 +184,8 @@ fn a_scaled_palette_is_a_nested_job_with_no_step() {
 }
 
 /// Scaled palettes and nested ones of every kind: plain (v3), rescaled fitted at
-/// the base width, and rescaled fitted above it (whose base carries its own
+/// the base width, rescaled fitted above it (whose base carries its own
+/// correction), and lean (v5: the steps whose bit of `seed` is set carry no
 /// correction), beside an f16 tensor.
 #[allow(clippy::too_many_arguments)]
 fn palette_checkpoint(
@@ -212,6 +213,15 @@ fn palette_checkpoint(
             nest_rescaled_at(&m, rows, cols, None, base, f, top, group, rescale).expect("nests");
         w.add_nested_palette(name, &p).expect("adds");
     }
+    let m = draw(&mut rng, rows * cols);
+    let mut p =
+        nest_rescaled_at(&m, rows, cols, None, base, fit, top, group, rescale).expect("nests");
+    for (i, step) in p.steps.iter_mut().enumerate() {
+        if seed >> i & 1 == 1 {
+            step.rescale = None;
+        }
+    }
+    w.add_nested_palette("l", &p).expect("adds");
     w.add_f16("h", &[cols], &draw(&mut rng, cols))
         .expect("adds");
     let mut bytes = Vec::new();

@@ -48,7 +48,9 @@ pub use pack::{
     index_row_bytes, pack_row, unpack_indices, unpack_indices_scalar, unpack_lookup,
     unpack_lookup_scalar,
 };
-pub use rescaled::{JointFit, Rescale, nest_rescaled, nest_rescaled_at, nest_rescaled_joint};
+pub use rescaled::{
+    Corrections, JointFit, Rescale, nest_rescaled, nest_rescaled_at, nest_rescaled_joint,
+};
 pub use scaled::{ScaledLayout, ScaledPalette, palettize_scaled};
 
 use half::f16;

@@ -60,7 +60,9 @@ pub struct NestedStep {
     pub gain: f64,
     /// Per-block correction of the base's block scales and offsets at this step's
     /// width (format version 4, [`super::rescaled`]); `None` in a plain nested
-    /// palette, whose every width uses the base's block parameters.
+    /// palette, whose every width uses the base's block parameters, and in a
+    /// rescaled step that keeps the last loaded step's correction (format version
+    /// 5, [`super::rescaled::Corrections`]).
     pub rescale: Option<super::rescaled::Rescale>,
 }
 
@@ -83,6 +85,19 @@ pub fn plane_row_bytes(cols: usize) -> usize {
 }
 
 impl NestedPalette {
+    /// The block correction that applies with `n` steps loaded: the last of them
+    /// that has one (a step without keeps the one before), the base's own with no
+    /// step, none where no loaded step has one.
+    pub fn correction_at(&self, n: usize) -> Option<&super::rescaled::Rescale> {
+        match n.min(self.steps.len()) {
+            0 => self.base_rescale.as_ref(),
+            n => self.steps[..n]
+                .iter()
+                .rev()
+                .find_map(|s| s.rescale.as_ref()),
+        }
+    }
+
     /// The tensor rebuilt with the base and its first `n_steps` steps (clamped to
     /// the steps there are), `rows x cols` row-major.
     pub fn decode(&self, n_steps: usize) -> Vec<f32> {
@@ -93,11 +108,7 @@ impl NestedPalette {
         };
         let planes: Vec<&[u8]> = self.steps[..n].iter().map(|s| s.plane.as_slice()).collect();
         let params: Vec<f32> = self.base.params.iter().map(|v| v.to_f32()).collect();
-        let rescale = match n {
-            0 => self.base_rescale.as_ref(),
-            _ => self.steps[n - 1].rescale.as_ref(),
-        }
-        .map(|r| r.view());
+        let rescale = self.correction_at(n).map(|r| r.view());
         let parts = NestedParts {
             table: &table,
             params: &params,

@@ -190,6 +190,28 @@ pub struct JointFit {
     /// 1: above 1 the fit width (and the widths split from it) keeps closer to its
     /// own palette, below 1 the merged widths gain more.
     pub fit_weight: f64,
+    /// Which steps carry a block correction.
+    pub corrections: Corrections,
+}
+
+/// Which refinement steps of a rescaled nested palette carry their own block
+/// correction.
+///
+/// Only the last loaded correction applies, so every earlier one is dead weight
+/// once a later step loads: at 6 bits a palette from 2 bits with 2-bit codes per 32
+/// weights carries 0.19 bits per weight of corrections it does not use. A step
+/// without a correction keeps the last loaded step's correction (none: the base's
+/// block parameters as stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Corrections {
+    /// Every step carries one (format version 4).
+    #[default]
+    Every,
+    /// A step carries one only when it removes at least as much weighted squared
+    /// error per byte as the step's own table and plane do under the correction it
+    /// would otherwise keep (format version 5 when a step has none). On MiniLM
+    /// (fit 3, 2-bit codes) the fit width's and the 5- and 6-bit steps' go.
+    WherePaying,
 }
 
 impl Default for JointFit {
@@ -198,6 +220,7 @@ impl Default for JointFit {
             rounds: 0,
             params: false,
             fit_weight: 1.0,
+            corrections: Corrections::Every,
         }
     }
 }
@@ -320,41 +343,50 @@ pub fn nest_rescaled_joint(
                     codes: base.codes,
                     indices,
                 };
-                base_rescale = Some(fit.rescale(&st, rescale_bits));
+                base_rescale = fit.rescale(&st, rescale_bits);
             } else {
                 steps.push(fit.nested_step(&st, prev, rescale_bits));
             }
             prev = st.err;
         }
         // The fit width: the fixed palette, corrected only where that helps.
-        let plain = fit.error(&table, &idx, &identity);
-        let mut st = fit.step(table.clone(), idx.clone(), &identity, rescale_bits, false);
-        if plain <= st.err {
-            st = StepFit {
-                table: table.clone(),
-                idx: idx.clone(),
-                entries: vec![[1.0, 0.0]; 1 << rescale_bits],
-                codes: vec![0; rows * nb],
-                err: plain,
-            };
-        }
+        let plain = StepFit {
+            table: table.clone(),
+            idx: idx.clone(),
+            err: fit.error(&table, &idx, &identity),
+            fg: identity.clone(),
+            correction: None,
+        };
+        let corrected = fit.step(table.clone(), idx.clone(), &identity, rescale_bits, false);
+        let st = match joint.corrections {
+            // A correction that removes nothing is stored as the identity.
+            Corrections::Every if plain.err <= corrected.err => StepFit {
+                correction: Some((vec![[1.0, 0.0]; 1 << rescale_bits], vec![0; rows * nb])),
+                ..plain
+            },
+            Corrections::Every => corrected,
+            Corrections::WherePaying => fit.paying(prev, plain, corrected, fit_bits, rescale_bits),
+        };
         steps.push(fit.nested_step(&st, prev, rescale_bits));
         prev = st.err;
-        table = st.table;
-        idx = st.idx;
-        fg = st.codes.iter().map(|&k| st.entries[k]).collect();
+        (table, idx, fg) = (st.table, st.idx, st.fg);
     }
-    for _ in fit_bits..top_bits {
+    for width in fit_bits + 1..=top_bits {
         // Split in the previous width's corrected coordinates.
         let (u, c) = fit.coords(Some(&fg));
         let (_, split) = split_step(&u, &c, &mut idx, &table, rows, cols);
         drop((u, c));
-        let st = fit.step(split, idx, &fg, rescale_bits, true);
+        let st = match joint.corrections {
+            Corrections::Every => fit.step(split, idx, &fg, rescale_bits, true),
+            Corrections::WherePaying => {
+                let kept = fit.keep(split.clone(), idx.clone(), &fg);
+                let fresh = fit.step(split, idx, &fg, rescale_bits, true);
+                fit.paying(prev, kept, fresh, width, rescale_bits)
+            }
+        };
         steps.push(fit.nested_step(&st, prev, rescale_bits));
         prev = st.err;
-        table = st.table;
-        idx = st.idx;
-        fg = st.codes.iter().map(|&k| st.entries[k]).collect();
+        (table, idx, fg) = (st.table, st.idx, st.fg);
     }
     Ok(NestedPalette {
         base,
@@ -429,8 +461,7 @@ fn joint_fit(
             let merged = super::nested::merged_table(&u, &c, &idx, &table, shift);
             let st = fit.step(merged, coarse, &identity, rescale_bits, false);
             errs.push(st.err);
-            let fg: Vec<[f32; 2]> = st.codes.iter().map(|&k| st.entries[k]).collect();
-            fitted.push((shift, st.table, fg));
+            fitted.push((shift, st.table, st.fg));
         }
         errs.push(joint.fit_weight * fit.error(&table, &idx, &identity));
         fitted.push((0, table.clone(), identity.clone()));
@@ -590,13 +621,14 @@ struct Fit<'a> {
     nb: usize,
 }
 
-/// One fitted step: table, indices, correction entries and each block's code (all
-/// values as stored, f16-exact), and its weighted squared error.
+/// One fitted step: table, indices, each block's effective correction, the
+/// correction it stores (entries and each block's code; `None` when it keeps the
+/// one before), all values as stored (f16-exact), and its weighted squared error.
 struct StepFit {
     table: Vec<f32>,
     idx: Vec<u8>,
-    entries: Vec<[f32; 2]>,
-    codes: Vec<usize>,
+    fg: Vec<[f32; 2]>,
+    correction: Option<(Vec<[f32; 2]>, Vec<usize>)>,
     err: f64,
 }
 
@@ -659,17 +691,17 @@ impl Fit<'_> {
         e
     }
 
-    /// The correction of a fitted width.
-    fn rescale(&self, st: &StepFit, bits: u8) -> Rescale {
-        Rescale {
+    /// The correction a fitted width stores, if any.
+    fn rescale(&self, st: &StepFit, bits: u8) -> Option<Rescale> {
+        let (entries, codes) = st.correction.as_ref()?;
+        Some(Rescale {
             bits,
-            entries: st
-                .entries
+            entries: entries
                 .iter()
                 .map(|e| [f16::from_f32(e[0]), f16::from_f32(e[1])])
                 .collect(),
-            codes: self.pack_codes(&st.codes, bits),
-        }
+            codes: self.pack_codes(codes, bits),
+        })
     }
 
     /// A fitted width as a refinement step from a width of error `prev`.
@@ -678,8 +710,32 @@ impl Fit<'_> {
             table: st.table.iter().map(|&v| f16::from_f32(v)).collect(),
             plane: self.plane(&st.idx),
             gain: prev - st.err,
-            rescale: Some(self.rescale(st, bits)),
+            rescale: self.rescale(st, bits),
         }
+    }
+
+    /// Of a width reaching `width` bits from one of error `prev`, fitted keeping
+    /// the correction before (`kept`) and with its own `bits`-bit one (`fresh`):
+    /// `fresh` if its correction removes at least as much error per byte as the
+    /// step's table and plane do in `kept`, else `kept`.
+    fn paying(&self, prev: f64, kept: StepFit, fresh: StepFit, width: u8, bits: u8) -> StepFit {
+        let step_bytes = (self.rows * plane_row_bytes(self.cols) + (2usize << width)) as f64;
+        let correction_bytes =
+            (self.rows * index_row_bytes(self.nb, bits) + (4usize << bits)) as f64;
+        let by_step = (prev - kept.err).max(0.0) / step_bytes;
+        let by_correction = (kept.err - fresh.err) / correction_bytes;
+        if by_correction > 0.0 && by_correction >= by_step {
+            fresh
+        } else {
+            kept
+        }
+    }
+
+    /// A width fitted under the fixed corrections `fg`, storing none: rounds of
+    /// each weight's last bit re-chosen and each level moved to the weighted mean of
+    /// what it holds, as [`Fit::step`] does, keeping the round of least error.
+    fn keep(&self, split: Vec<f32>, idx: Vec<u8>, fg: &[[f32; 2]]) -> StepFit {
+        self.fit_step(split, idx, fg, None, true)
     }
 
     /// Fits a width from an initial table and indices, starting from corrections
@@ -693,7 +749,18 @@ impl Fit<'_> {
         bits: u8,
         rechoose: bool,
     ) -> StepFit {
-        let k = 1usize << bits;
+        self.fit_step(split, idx, fg, Some(bits), rechoose)
+    }
+
+    /// [`Fit::step`] (`bits` set) or [`Fit::keep`] (`None`: `fg` stays).
+    fn fit_step(
+        &self,
+        split: Vec<f32>,
+        idx: Vec<u8>,
+        fg: &[[f32; 2]],
+        bits: Option<u8>,
+        rechoose: bool,
+    ) -> StepFit {
         let nblocks = self.rows * self.nb;
         let mut table: Vec<f32> = split.iter().map(|&v| f16r(v)).collect();
         let mut idx = idx;
@@ -701,6 +768,24 @@ impl Fit<'_> {
         let mut best: Option<StepFit> = None;
         let mut ideal = fg.to_vec();
         for round in 0..ROUNDS {
+            let Some(bits) = bits else {
+                // No correction of its own: the error under `fg`, then (3)-(4).
+                let err = self.error(&table, &idx, fg);
+                if best.as_ref().is_none_or(|x| err < x.err) {
+                    best = Some(StepFit {
+                        table: table.clone(),
+                        idx: idx.clone(),
+                        fg: fg.to_vec(),
+                        correction: None,
+                        err,
+                    });
+                }
+                if round + 1 < ROUNDS {
+                    self.rechoose_and_move(&mut table, &mut idx, fg, rechoose);
+                }
+                continue;
+            };
+            let k = 1usize << bits;
             // (1) Each block's least-squares [f, g] and its error metric.
             let mut metric = vec![[0f64; 3]; nblocks];
             for (b, range) in self.blocks() {
@@ -746,53 +831,63 @@ impl Fit<'_> {
                 best = Some(StepFit {
                     table: table.clone(),
                     idx: idx.clone(),
-                    entries: entries.clone(),
-                    codes: codes.clone(),
+                    fg: cfg.clone(),
+                    correction: Some((entries.clone(), codes.clone())),
                     err,
                 });
             }
-            if round + 1 == ROUNDS {
-                break;
-            }
-            // (3) Re-choose each weight's last bit, (4) move the levels.
-            let (mut num, mut den) = (vec![0f64; table.len()], vec![0f64; table.len()]);
-            for (b, range) in self.blocks() {
-                let (s, o) = self.grid(b, cfg[b]);
-                for i in range {
-                    let p = usize::from(idx[i] >> 1) << 1;
-                    let x = self.w[i];
-                    let (ea, eb) = (
-                        (x - (s * table[p] + o)).abs(),
-                        (x - (s * table[p + 1] + o)).abs(),
-                    );
-                    let q = match rechoose {
-                        true if eb < ea => p + 1,
-                        true => p,
-                        false => usize::from(idx[i]),
-                    };
-                    idx[i] = q as u8;
-                    let mi = self.m[i % self.cols];
-                    num[q] += mi * f64::from(s) * f64::from(x - o);
-                    den[q] += mi * f64::from(s) * f64::from(s);
-                }
-            }
-            for (t, (n, d)) in table.iter_mut().zip(num.iter().zip(&den)) {
-                if *d > 0.0 {
-                    let v = (n / d) as f32;
-                    if v.is_finite() {
-                        *t = f16r(v);
-                    }
-                }
+            if round + 1 < ROUNDS {
+                self.rechoose_and_move(&mut table, &mut idx, &cfg, rechoose);
             }
         }
         // ROUNDS >= 1, so a round was kept.
         best.unwrap_or(StepFit {
             table,
             idx,
-            entries,
-            codes: vec![0; nblocks],
+            fg: fg.to_vec(),
+            correction: bits.map(|_| (entries, vec![0; nblocks])),
             err: f64::INFINITY,
         })
+    }
+
+    /// (3) Re-choose each weight's last bit (with `rechoose`), (4) move each level
+    /// to the weighted mean of what it holds, under the corrections `cfg`.
+    fn rechoose_and_move(
+        &self,
+        table: &mut [f32],
+        idx: &mut [u8],
+        cfg: &[[f32; 2]],
+        rechoose: bool,
+    ) {
+        let (mut num, mut den) = (vec![0f64; table.len()], vec![0f64; table.len()]);
+        for (b, range) in self.blocks() {
+            let (s, o) = self.grid(b, cfg[b]);
+            for i in range {
+                let p = usize::from(idx[i] >> 1) << 1;
+                let x = self.w[i];
+                let (ea, eb) = (
+                    (x - (s * table[p] + o)).abs(),
+                    (x - (s * table[p + 1] + o)).abs(),
+                );
+                let q = match rechoose {
+                    true if eb < ea => p + 1,
+                    true => p,
+                    false => usize::from(idx[i]),
+                };
+                idx[i] = q as u8;
+                let mi = self.m[i % self.cols];
+                num[q] += mi * f64::from(s) * f64::from(x - o);
+                den[q] += mi * f64::from(s) * f64::from(s);
+            }
+        }
+        for (t, (n, d)) in table.iter_mut().zip(num.iter().zip(&den)) {
+            if *d > 0.0 {
+                let v = (n / d) as f32;
+                if v.is_finite() {
+                    *t = f16r(v);
+                }
+            }
+        }
     }
 
     /// The last bit of every index, as a step's plane.
@@ -1026,6 +1121,7 @@ mod tests {
                     rounds: 3,
                     params: true,
                     fit_weight,
+                    ..JointFit::default()
                 };
                 let p =
                     nest_rescaled_joint(&w, rows, cols, None, 2, 4, 5, g, 2, joint).expect("fits");
@@ -1046,12 +1142,57 @@ mod tests {
                 rounds: 1,
                 params: false,
                 fit_weight: bad,
+                ..JointFit::default()
             };
             let e = nest_rescaled_joint(&w, 4, 64, None, 2, 3, 4, 32, 2, joint)
                 .expect_err("no such weight")
                 .to_string();
             assert!(e.contains("fit_weight"), "{e}");
         }
+    }
+
+    /// Where paying, a fit drops the corrections that remove less error per byte
+    /// than their step's plane, and is still a nesting whose every step lowers the
+    /// error by its gain, decoded with the last loaded correction that exists.
+    #[test]
+    fn corrections_where_paying_drop_some_and_keep_the_gains_exact() {
+        let mut dropped = 0;
+        for (rows, cols, g, seed, fit) in [(16, 256, 32, 3, 3), (9, 160, 16, 7, 2)] {
+            let w = blocky(rows, cols, seed, true);
+            let every = JointFit {
+                rounds: 2,
+                params: true,
+                ..JointFit::default()
+            };
+            let lean = JointFit {
+                corrections: Corrections::WherePaying,
+                ..every
+            };
+            let e =
+                nest_rescaled_joint(&w, rows, cols, None, 2, fit, 6, g, 2, every).expect("fits");
+            let p = nest_rescaled_joint(&w, rows, cols, None, 2, fit, 6, g, 2, lean).expect("fits");
+            assert!(e.steps.iter().all(|s| s.rescale.is_some()));
+            // The base and the widths below the fit are the same fit either way.
+            assert_eq!(p.base, e.base);
+            assert_eq!(p.base_rescale, e.base_rescale);
+            dropped += p.steps.iter().filter(|s| s.rescale.is_none()).count();
+            let mut prev = sq_err(&w, &p.decode(0));
+            for n in 1..=p.steps.len() {
+                let got = sq_err(&w, &p.decode(n));
+                let rel = (prev - got - p.steps[n - 1].gain).abs() / prev;
+                assert!(
+                    rel < 1e-3,
+                    "step {n}: gain {} vs {}",
+                    p.steps[n - 1].gain,
+                    prev - got
+                );
+                prev = got;
+                // The correction that applies is the last loaded one that exists.
+                let want = p.steps[..n].iter().rev().find_map(|s| s.rescale.as_ref());
+                assert_eq!(p.correction_at(n), want);
+            }
+        }
+        assert!(dropped >= 2, "{dropped} corrections dropped");
     }
 
     #[test]

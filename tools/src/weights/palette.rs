@@ -16,8 +16,9 @@ use clap::Args;
 use octet_quant::bitstack::OrderPolicy;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
 use octet_quant::palette::{
-    GptqConfig, GptqReport, JointFit, NestedPalette, PaletteConfig, PaletteTensor, ScaledPalette,
-    nest_rescaled_joint, nest_scaled, palettize, palettize_gptq, palettize_scaled, scaled_gptq,
+    Corrections, GptqConfig, GptqReport, JointFit, NestedPalette, PaletteConfig, PaletteTensor,
+    ScaledPalette, nest_rescaled_joint, nest_scaled, palettize, palettize_gptq, palettize_scaled,
+    scaled_gptq,
 };
 use serde::Serialize;
 
@@ -87,6 +88,14 @@ pub struct PaletteArgs {
         requires = "nested_joint_rounds"
     )]
     nested_joint_fit_weight: f64,
+    /// With --nested-rescale-bits: every refinement step carries its own block
+    /// correction (format version 4), as files before the twelfth session did.
+    /// Without it a step carries one only where it removes at least as much error
+    /// per byte as the step's table and plane (format version 5 when one has none):
+    /// only the last loaded correction applies, so the others are bytes no budget
+    /// uses.
+    #[arg(long, requires = "nested_rescale_bits")]
+    nested_every_correction: bool,
     /// With --nested-top: load the refinement steps level by level (every linear
     /// gets its n-th step before any gets its n+1-th; within a level, by error
     /// removed per byte) instead of purely by error removed per byte.
@@ -104,6 +113,20 @@ pub struct PaletteArgs {
     /// together (7x the probes on a llama model, 6x on BERT).
     #[arg(long, requires = "nested_probe")]
     nested_probe_each_linear: bool,
+    /// With --nested-probe: probe the first level a second time halfway up (the
+    /// probes the first pass favours given their step), and order that level by
+    /// the log-score each step moves at both points.
+    #[arg(
+        long,
+        requires = "nested_probe",
+        conflicts_with = "nested_probe_greedy"
+    )]
+    nested_probe_twice: bool,
+    /// With --nested-probe: order across levels instead of level by level, by the
+    /// log-score each step removes per byte (each linear's steps in turn), so a
+    /// sensitive linear's second step may come before a robust one's first.
+    #[arg(long, requires = "nested_probe")]
+    nested_probe_greedy: bool,
     #[command(flatten)]
     calib: CalibArgs,
     #[command(flatten)]
@@ -204,6 +227,15 @@ impl Fitted {
             Fitted::Nested(p) => w.add_nested_palette(name, p),
         }
         .with_context(|| format!("storing `{name}`"))
+    }
+}
+
+/// Which steps of a rescaled nested palette carry a block correction:
+/// `--nested-every-correction` / `--adaptive-every-correction`.
+pub(super) fn corrections(every: bool) -> Corrections {
+    match every {
+        true => Corrections::Every,
+        false => Corrections::WherePaying,
     }
 }
 
@@ -319,6 +351,7 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                                 rounds: args.nested_joint_rounds,
                                 params: args.nested_joint_params,
                                 fit_weight: args.nested_joint_fit_weight,
+                                corrections: corrections(args.nested_every_correction),
                             },
                         ),
                     }
@@ -345,8 +378,8 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         let gains = super::probe::probe_gains(
             &prep,
             &nested,
-            false,
-            false,
+            args.nested_probe_twice,
+            args.nested_probe_greedy,
             if args.nested_probe_each_linear {
                 super::probe::Grain::Linear
             } else {
@@ -390,6 +423,10 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         if args.nested_joint_params {
             writer.add_metadata("palette.nested_joint_params", "true")?;
         }
+        // Files with a correction in every step carry no key, as before it existed.
+        if !args.nested_every_correction {
+            writer.add_metadata("palette.nested_corrections", "where paying")?;
+        }
         if args.nested_joint_rounds > 0 {
             writer.add_metadata(
                 "palette.nested_joint_rounds",
@@ -404,22 +441,32 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         }
     }
     // Nested palettes need no step at the smallest budget: their bases stand alone.
-    let ordering = match (args.nested_top, args.nested_balanced || args.nested_probe) {
+    let level_by_level = (args.nested_balanced || args.nested_probe) && !args.nested_probe_greedy;
+    let ordering = match (args.nested_top, level_by_level) {
         (Some(_), true) => BlockOrdering::Policy(OrderPolicy::Balanced),
         (Some(_), false) => BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 }),
         (None, _) => BlockOrdering::default(),
     };
     if args.nested_top.is_some() {
-        let name = if args.nested_probe_each_linear {
-            "probe, each linear"
-        } else if args.nested_probe {
-            "probe"
+        let name = if args.nested_probe {
+            let variant = if args.nested_probe_greedy {
+                "probe-greedy"
+            } else if args.nested_probe_twice {
+                "probe-twice"
+            } else {
+                "probe"
+            };
+            if args.nested_probe_each_linear {
+                format!("{variant}, each linear")
+            } else {
+                variant.to_string()
+            }
         } else if args.nested_balanced {
-            "balanced"
+            "balanced".to_string()
         } else {
-            "greedy"
+            "greedy".to_string()
         };
-        writer.add_metadata("palette.nested_order", name)?;
+        writer.add_metadata("palette.nested_order", &name)?;
     }
     let manifest = finish_to(writer, &ordering, &args.output)?;
     let write_s = t_write.elapsed().as_secs_f64();

@@ -217,6 +217,11 @@ pub struct SweepArgs {
     /// sum, each narrower width's being 1.
     #[arg(long, default_value_t = 1.0)]
     adaptive_joint_fit_weight: f64,
+    /// Every refinement step of a rescaled adaptive file carries its own block
+    /// correction (as files before the twelfth session did); see
+    /// `octet weights palette --nested-every-correction`.
+    #[arg(long)]
+    adaptive_every_correction: bool,
     /// Bits of each block's scale/offset correction in every refinement step (0:
     /// none, the steps keep the base's block parameters; 1..=8: format version 4),
     /// one adaptive curve per value.
@@ -885,6 +890,7 @@ fn fit_one(
                 rounds: args.adaptive_joint_rounds,
                 params: args.adaptive_joint_params,
                 fit_weight: args.adaptive_joint_fit_weight,
+                corrections: super::palette::corrections(args.adaptive_every_correction),
             },
         ),
     }

@@ -9,6 +9,7 @@
 //! | [`Encoding::ScaledPalette`] | `scaled_palette.rs` | table, row parameters, block codes, indices | - | v2 |
 //! | [`Encoding::NestedPalette`] | `nested_palette.rs` | a scaled palette base | one per extra bit (table, bit plane), in the global order | v3 |
 //! | [`Encoding::RescaledNestedPalette`] | `nested_palette.rs` | a scaled palette base | one per extra bit (table, bit plane, block corrections), in the global order | v4 |
+//! | [`Encoding::LeanNestedPalette`] | `nested_palette.rs` | a scaled palette base | one per extra bit (table, bit plane, block corrections where the step has them), in the global order | v5 |
 //!
 //! Everything else in the checkpoint code (layout, validation, reading, budgets, the
 //! GPU plan) and in `octet weights` (inspect, plan, repack) goes through the trait: it
@@ -134,6 +135,27 @@ mod variants {
             /// file follows the global order.
             steps: Vec<BlockEntry>,
         },
+        /// A rescaled nested palette some of whose steps carry no block correction
+        /// and keep the last loaded step's ([`crate::palette::Corrections`]). The
+        /// same fields as [`Encoding::RescaledNestedPalette`] (so the archived enum
+        /// keeps its size); a step's section is laid out as
+        /// [`super::NestedStepLayout::rescaled`] or, without a correction, as
+        /// [`super::NestedStepLayout::new`], told apart by its length. Format
+        /// version 5.
+        LeanNestedPalette {
+            /// Bits per index of the base (2..=8).
+            bits: u8,
+            /// Weights per block along a row.
+            group_cols: u32,
+            /// Bits of each block's correction code wherever there is one (1..=8).
+            rescale_bits: u8,
+            /// The base, then (a palette fitted above its base width) the base's own
+            /// correction, as in [`Encoding::RescaledNestedPalette`].
+            resident: Vec<Section>,
+            /// Refinement steps in order; where each lies in the file follows the
+            /// global order.
+            steps: Vec<BlockEntry>,
+        },
     }
 }
 
@@ -185,6 +207,7 @@ impl Encoding {
                 bits: *bits,
                 group_cols: *group_cols,
                 rescale_bits: None,
+                lean: false,
                 base: *base,
                 base_rescale: None,
                 resident_count: 1,
@@ -196,10 +219,18 @@ impl Encoding {
                 rescale_bits,
                 resident,
                 steps,
+            }
+            | Encoding::LeanNestedPalette {
+                bits,
+                group_cols,
+                rescale_bits,
+                resident,
+                steps,
             } => Box::new(nested_palette::Nested {
                 bits: *bits,
                 group_cols: *group_cols,
                 rescale_bits: Some(*rescale_bits),
+                lean: matches!(self, Encoding::LeanNestedPalette { .. }),
                 // Validation refuses any count but 1 or 2 before a section is used.
                 base: resident.first().copied().unwrap_or(Section {
                     offset: 0,
@@ -286,6 +317,7 @@ pub(crate) fn archived_block_count(e: &ArchivedEncoding) -> usize {
         ArchivedEncoding::BitStack { blocks, .. } => blocks.len(),
         ArchivedEncoding::NestedPalette { steps, .. } => steps.len(),
         ArchivedEncoding::RescaledNestedPalette { steps, .. } => steps.len(),
+        ArchivedEncoding::LeanNestedPalette { steps, .. } => steps.len(),
         _ => 0,
     }
 }

@@ -13,6 +13,13 @@
 //! ([`crate::palette::rescaled`]): the step section gains the correction table
 //! (`2^rescale_bits` pairs of f16) and the packed codes, laid out by
 //! [`NestedStepLayout::rescaled`]; only the last loaded step's correction applies.
+//!
+//! [`Encoding::LeanNestedPalette`] (format version 5) lets a step of a rescaled
+//! palette carry no correction ([`crate::palette::Corrections::WherePaying`]): its
+//! section is then laid out by [`NestedStepLayout::new`] (strictly shorter than the
+//! rescaled layout, so the length tells them apart), and the correction that
+//! applies is the last loaded step's that has one (none: the base's block
+//! parameters as stored; the base's own correction serves only the base alone).
 
 use half::f16;
 
@@ -145,8 +152,11 @@ impl NestedStepLayout {
 pub(super) struct Nested<'a> {
     pub bits: u8,
     pub group_cols: u32,
-    /// `Some` for [`Encoding::RescaledNestedPalette`].
+    /// `Some` for [`Encoding::RescaledNestedPalette`] and
+    /// [`Encoding::LeanNestedPalette`].
     pub rescale_bits: Option<u8>,
+    /// [`Encoding::LeanNestedPalette`]: a step may carry no correction.
+    pub lean: bool,
     pub base: Section,
     /// The base's own correction (rescaled palettes fitted above the base width).
     pub base_rescale: Option<Section>,
@@ -169,6 +179,54 @@ impl Nested<'_> {
         }
         Ok(())
     }
+
+    /// The layout of step `l` of a `rows x cols` tensor whose section is `len`
+    /// bytes: the encoding's own, or (a lean palette) the plain one of a step that
+    /// carries no correction; `None` if neither has that length.
+    fn step_layout(
+        &self,
+        rows: usize,
+        cols: usize,
+        l: usize,
+        len: u64,
+    ) -> Option<NestedStepLayout> {
+        let bits = self
+            .bits
+            .checked_add(u8::try_from(l).ok()?)?
+            .checked_add(1)?;
+        let own = NestedStepLayout::of(
+            rows,
+            cols,
+            bits,
+            self.group_cols as usize,
+            self.rescale_bits,
+        )?;
+        if own.len as u64 == len {
+            return Some(own);
+        }
+        let plain = NestedStepLayout::new(rows, cols, bits)?;
+        (self.lean && plain.len as u64 == len).then_some(plain)
+    }
+
+    /// The length step `l`'s section should have, in words, for an error.
+    fn step_want(&self, rows: usize, cols: usize, l: usize) -> String {
+        let bits = self.bits + l as u8 + 1;
+        let own = NestedStepLayout::of(
+            rows,
+            cols,
+            bits,
+            self.group_cols as usize,
+            self.rescale_bits,
+        );
+        let plain = NestedStepLayout::new(rows, cols, bits);
+        match (own, plain, self.lean) {
+            (Some(o), Some(p), true) => {
+                format!("{} (with a correction) or {} (without)", o.len, p.len)
+            }
+            (Some(o), _, _) => o.len.to_string(),
+            _ => "a valid layout".into(),
+        }
+    }
 }
 
 /// A correction's parts in `bytes` laid out by `sl`, as decoding applies them.
@@ -189,9 +247,10 @@ pub(super) fn f16s(b: &[u8]) -> Vec<f32> {
 
 impl<'a> TensorEncoding<'a> for Nested<'a> {
     fn name(&self) -> &'static str {
-        match self.rescale_bits {
-            None => "nested palette",
-            Some(_) => "rescaled nested palette",
+        match (self.rescale_bits, self.lean) {
+            (None, _) => "nested palette",
+            (Some(_), false) => "rescaled nested palette",
+            (Some(_), true) => "lean rescaled nested palette",
         }
     }
 
@@ -205,9 +264,10 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
     }
 
     fn min_version(&self) -> u32 {
-        match self.rescale_bits {
-            None => 3,
-            Some(_) => 4,
+        match (self.rescale_bits, self.lean) {
+            (None, _) => 3,
+            (Some(_), false) => 4,
+            (Some(_), true) => 5,
         }
     }
 
@@ -232,18 +292,30 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
                 base,
                 steps: blocks,
             },
-            Some(rescale_bits) => Encoding::RescaledNestedPalette {
-                bits: self.bits,
-                group_cols: self.group_cols,
-                rescale_bits,
-                resident: std::iter::once(base)
+            Some(rescale_bits) => {
+                let resident = std::iter::once(base)
                     .chain(
                         self.base_rescale
                             .map(|s| resident.get(1).copied().unwrap_or(s)),
                     )
-                    .collect(),
-                steps: blocks,
-            },
+                    .collect();
+                match self.lean {
+                    false => Encoding::RescaledNestedPalette {
+                        bits: self.bits,
+                        group_cols: self.group_cols,
+                        rescale_bits,
+                        resident,
+                        steps: blocks,
+                    },
+                    true => Encoding::LeanNestedPalette {
+                        bits: self.bits,
+                        group_cols: self.group_cols,
+                        rescale_bits,
+                        resident,
+                        steps: blocks,
+                    },
+                }
+            }
         }
     }
 
@@ -280,15 +352,18 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
             t.section(s, want, "nested palette base correction")?;
         }
         for (l, s) in self.steps.iter().enumerate() {
-            let want = NestedStepLayout::of(
-                rows,
-                cols,
-                bits + l as u8 + 1,
-                group_cols as usize,
-                self.rescale_bits,
-            )
-            .map(|x| x.len);
-            t.section(&s.section, want, &format!("refinement step {l}"))?;
+            let what = format!("refinement step {l}");
+            match self.step_layout(rows, cols, l, s.section.len) {
+                Some(sl) => t.section(&s.section, Some(sl.len), &what)?,
+                None => {
+                    return Err(t.error(format!(
+                        "tensor `{}` {what}: {} bytes, expected {}",
+                        t.name,
+                        s.section.len,
+                        self.step_want(rows, cols, l)
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -338,18 +413,15 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
         for (l, s) in self.steps[..n].iter().enumerate() {
             let what = format!("refinement step {l}");
             let bytes = t.section(&s.section, &what)?;
-            let sl = NestedStepLayout::of(
-                rows,
-                cols,
-                self.bits + l as u8 + 1,
-                self.group_cols as usize,
-                self.rescale_bits,
-            )
-            .filter(|x| x.len == bytes.len())
-            .ok_or_else(|| t.error(format!("tensor `{name}` {what}: bad layout")))?;
+            let sl = self
+                .step_layout(rows, cols, l, bytes.len() as u64)
+                .ok_or_else(|| t.error(format!("tensor `{name}` {what}: bad layout")))?;
             if l + 1 == n {
                 table = f16s(&bytes[sl.table.0..sl.table.0 + sl.table.1]);
-                rescale = self.rescale_bits.map(|bits| rescale_view(bytes, &sl, bits));
+            }
+            // The last loaded correction applies; a step without one keeps it.
+            if let Some(bits) = self.rescale_bits.filter(|_| sl.entries.1 > 0) {
+                rescale = Some(rescale_view(bytes, &sl, bits));
             }
             planes.push(&bytes[sl.plane.0..sl.plane.0 + sl.plane.1]);
         }
@@ -397,14 +469,17 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
         let mut plane_offsets = Vec::with_capacity(n);
         for (k, s) in self.steps[..n].iter().enumerate() {
             let what = format!("refinement step {k}");
-            let sl =
-                NestedStepLayout::of(rows, cols, self.bits + k as u8 + 1, gc, self.rescale_bits)
-                    .ok_or_else(|| bad(&what))?;
+            let sl = self
+                .step_layout(rows, cols, k, s.section.len)
+                .ok_or_else(|| bad(&what))?;
             let off = t.inside(&s.section, sl.len as u64, &what)?;
             plane_offsets.push(off + sl.plane.0 as u64);
             if k + 1 == n {
                 table_offset = off + sl.table.0 as u64;
-                rescale = self.rescale_bits.map(|bits| RescaleJob {
+            }
+            // The last loaded correction applies; a step without one keeps it.
+            if let Some(bits) = self.rescale_bits.filter(|_| sl.entries.1 > 0) {
+                rescale = Some(RescaleJob {
                     bits,
                     entries_offset: off + sl.entries.0 as u64,
                     codes_offset: off + sl.codes.0 as u64,
@@ -479,31 +554,25 @@ impl EncodeTensor for NestedPalette {
         }
         let group_cols = u32::try_from(l.group_cols)
             .map_err(|_| invalid(format!("block of {} weights exceeds u32", l.group_cols)))?;
-        // Every step rescaled with the same code width, or none; a base correction
-        // only in a rescaled palette, with that width.
+        // Every correction (the base's, the steps') of one code width; a palette
+        // with corrections whose steps do not all have one is lean (version 5).
         let rescale_bits = self
-            .steps
-            .first()
-            .and_then(|s| s.rescale.as_ref())
-            .or(self.base_rescale.as_ref())
-            .map(|r| r.bits);
-        if let Some(i) = self
-            .steps
+            .base_rescale
             .iter()
-            .position(|s| s.rescale.as_ref().map(|r| r.bits) != rescale_bits)
-        {
+            .chain(self.steps.iter().filter_map(|s| s.rescale.as_ref()))
+            .map(|r| r.bits)
+            .next();
+        if let Some(i) = self.steps.iter().position(|s| {
+            s.rescale
+                .as_ref()
+                .is_some_and(|r| Some(r.bits) != rescale_bits)
+        }) {
             return Err(invalid(format!(
-                "step {i}: block corrections differ from step 0's (every step has them with the same width, or none does)"
+                "step {i}: block corrections of another code width than the palette's first ({} bits)",
+                rescale_bits.unwrap_or(0)
             )));
         }
-        if let Some(r) = &self.base_rescale
-            && Some(r.bits) != rescale_bits
-        {
-            return Err(invalid(format!(
-                "the base correction's {}-bit codes differ from the steps'",
-                r.bits
-            )));
-        }
+        let lean = rescale_bits.is_some() && self.steps.iter().any(|s| s.rescale.is_none());
         let base = spill(&self.base.section_bytes())?;
         let base_rescale = match &self.base_rescale {
             None => None,
@@ -523,7 +592,8 @@ impl EncodeTensor for NestedPalette {
         let mut steps = Vec::with_capacity(self.steps.len());
         for (i, s) in self.steps.iter().enumerate() {
             let bits = l.bits + i as u8 + 1;
-            let sl = NestedStepLayout::of(l.rows, l.cols, bits, l.group_cols, rescale_bits)
+            let step_bits = s.rescale.as_ref().map(|r| r.bits);
+            let sl = NestedStepLayout::of(l.rows, l.cols, bits, l.group_cols, step_bits)
                 .ok_or_else(|| invalid(format!("step {i}: bad or overflowing layout")))?;
             if s.table.len() * 2 != sl.table.1 || s.plane.len() != sl.plane.1 {
                 return Err(invalid(format!(
@@ -563,6 +633,13 @@ impl EncodeTensor for NestedPalette {
                 base,
                 steps,
             },
+            Some(rescale_bits) if lean => Encoding::LeanNestedPalette {
+                bits: l.bits,
+                group_cols,
+                rescale_bits,
+                resident: std::iter::once(base).chain(base_rescale).collect(),
+                steps,
+            },
             Some(rescale_bits) => Encoding::RescaledNestedPalette {
                 bits: l.bits,
                 group_cols,
@@ -579,6 +656,7 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
+    use super::NestedStepLayout;
     use crate::bitstack::OrderPolicy;
     use crate::checkpoint::testutil::structured;
     use crate::checkpoint::{
@@ -592,14 +670,16 @@ mod tests {
     /// Three nested palettes of odd shapes (2..5 bits, 2..4 bits, 3..6 bits) and an
     /// f16 tensor, written in gain-per-byte order.
     fn model(seed: u64) -> (Vec<u8>, Manifest, Vec<(String, NestedPalette)>) {
-        model_with(seed, None)
+        model_with(seed, None, 0)
     }
 
     /// As [`model`], the palettes rescaled with `rescale`-bit block corrections
-    /// when given (format version 4).
+    /// when given (format version 4), and step `i`'s correction dropped where bit
+    /// `i` of `strip` is set (a lean palette, format version 5).
     fn model_with(
         seed: u64,
         rescale: Option<u8>,
+        strip: u64,
     ) -> (Vec<u8>, Manifest, Vec<(String, NestedPalette)>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut wr = CheckpointWriter::in_memory();
@@ -620,6 +700,12 @@ mod tests {
                 Some(rb) => nest_rescaled(&w, rows, cols, None, base, top, g, rb),
             }
             .expect("fits");
+            let mut p = p;
+            for (i, step) in p.steps.iter_mut().enumerate() {
+                if strip >> i & 1 == 1 {
+                    step.rescale = None;
+                }
+            }
             wr.add_nested_palette(name, &p).expect("add");
             nested.push((name.to_string(), p));
         }
@@ -634,21 +720,29 @@ mod tests {
 
     #[test]
     fn every_prefix_rebuilds_what_the_writer_encoded() {
-        every_prefix_rebuilds(None, 3);
-        every_prefix_rebuilds(Some(1), 4);
-        every_prefix_rebuilds(Some(3), 4);
+        every_prefix_rebuilds(None, 0, 3);
+        every_prefix_rebuilds(Some(1), 0, 4);
+        every_prefix_rebuilds(Some(3), 0, 4);
+        // Lean: the first step without a correction, the second without, the
+        // first and third without, every step without.
+        every_prefix_rebuilds(Some(2), 0b1, 5);
+        every_prefix_rebuilds(Some(2), 0b10, 5);
+        every_prefix_rebuilds(Some(1), 0b101, 5);
+        every_prefix_rebuilds(Some(2), 0b111, 5);
     }
 
-    fn every_prefix_rebuilds(rescale: Option<u8>, version: u32) {
-        let (file, m, nested) = model_with(1, rescale);
+    fn every_prefix_rebuilds(rescale: Option<u8>, strip: u64, version: u32) {
+        let (file, m, nested) = model_with(1, rescale, strip);
         assert_eq!(
             u32::from_le_bytes([file[8], file[9], file[10], file[11]]),
             version
         );
-        let want = if rescale.is_some() {
-            "rescaled nested palette"
-        } else {
-            "nested palette"
+        // `a` has three steps and no base correction: with none of its steps
+        // corrected it has no correction at all, a plain nested palette.
+        let want = match (rescale, strip) {
+            (None, _) | (Some(_), 0b111) => "nested palette",
+            (Some(_), 0) => "rescaled nested palette",
+            (Some(_), _) => "lean rescaled nested palette",
         };
         let t = m.tensor_index("a").expect("a");
         assert_eq!(m.tensors[t].encoding.name(), want);
@@ -696,19 +790,25 @@ mod tests {
 
     #[test]
     fn a_flipped_or_missing_byte_names_the_section() {
-        flipped_or_missing(None);
-        flipped_or_missing(Some(2));
+        flipped_or_missing(None, 0);
+        flipped_or_missing(Some(2), 0);
+        flipped_or_missing(Some(2), 0b10);
     }
 
-    fn flipped_or_missing(rescale: Option<u8>) {
-        let (file, m, _) = model_with(3, rescale);
+    fn flipped_or_missing(rescale: Option<u8>, strip: u64) {
+        let (file, m, _) = model_with(3, rescale, strip);
         let full = Budget::fit(&m, BudgetLimit::Full).expect("full");
         let (base, base_rescale, steps) = match m.tensor_index("b").map(|t| &m.tensors[t].encoding)
         {
             Some(Encoding::NestedPalette { base, steps, .. }) => (base, None, steps),
-            Some(Encoding::RescaledNestedPalette {
-                resident, steps, ..
-            }) => (&resident[0], resident.get(1).copied(), steps),
+            Some(
+                Encoding::RescaledNestedPalette {
+                    resident, steps, ..
+                }
+                | Encoding::LeanNestedPalette {
+                    resident, steps, ..
+                },
+            ) => (&resident[0], resident.get(1).copied(), steps),
             _ => panic!("tensor b is a nested palette"),
         };
         assert_eq!(base_rescale.is_some(), rescale.is_some());
@@ -756,7 +856,7 @@ mod tests {
 
     #[test]
     fn rescaled_parameters_and_version_are_checked() {
-        let (file, m, _) = model_with(4, Some(2));
+        let (file, m, _) = model_with(4, Some(2), 0);
         let t = m.tensor_index("c").expect("c");
         for rb in [0u8, 9] {
             let mut bad = m.clone();
@@ -790,6 +890,81 @@ mod tests {
             r.contains("version 3") && r.contains("rescaled nested palette"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn lean_steps_and_version_are_checked() {
+        // Step 1 of every palette carries no correction.
+        let (file, m, nested) = model_with(5, Some(2), 0b10);
+        let a = m.tensor_index("a").expect("a");
+        let Encoding::LeanNestedPalette {
+            bits,
+            group_cols,
+            rescale_bits,
+            resident,
+            steps,
+        } = m.tensors[a].encoding.clone()
+        else {
+            panic!("tensor a is lean");
+        };
+        let (rows, cols) = (9, 65);
+        let plain = NestedStepLayout::new(rows, cols, bits + 2).expect("layout");
+        let full = NestedStepLayout::rescaled(rows, cols, bits + 2, group_cols as usize, 2)
+            .expect("layout");
+        assert_eq!(steps[1].section.len, plain.len as u64);
+        assert!(full.len > plain.len);
+        // The same sections under the version-4 encoding: step 1 is refused.
+        let mut strict = m.clone();
+        strict.tensors[a].encoding = Encoding::RescaledNestedPalette {
+            bits,
+            group_cols,
+            rescale_bits,
+            resident: resident.clone(),
+            steps: steps.clone(),
+        };
+        let r = reason(Reader::new(&with_manifest(&file, &strict)).expect_err("strict"));
+        assert!(r.contains("tensor `a` refinement step 1"), "{r}");
+        // A step section of neither length is refused, naming both.
+        let mut odd = m.clone();
+        if let Encoding::LeanNestedPalette { steps, .. } = &mut odd.tensors[a].encoding {
+            steps[1].section.len += 1;
+        }
+        let r = reason(Reader::new(&with_manifest(&file, &odd)).expect_err("odd length"));
+        assert!(
+            r.contains("tensor `a` refinement step 1")
+                && r.contains(&format!(
+                    "{} (with a correction) or {} (without)",
+                    full.len, plain.len
+                )),
+            "{r}"
+        );
+        // A lean palette under a version-4 header.
+        let mut old = file.clone();
+        old[8..12].copy_from_slice(&4u32.to_le_bytes());
+        assert!(crate::checkpoint::reseal(&mut old));
+        let r = reason(Reader::new(&old).expect_err("old header"));
+        assert!(
+            r.contains("version 4") && r.contains("lean rescaled nested palette"),
+            "{r}"
+        );
+        // With step 1 the last loaded, step 0's correction applies.
+        let p = &nested[0].1;
+        assert!(p.steps[1].rescale.is_none() && p.steps[0].rescale.is_some());
+        assert_eq!(p.correction_at(2), p.steps[0].rescale.as_ref());
+        assert_eq!(p.correction_at(3), p.steps[2].rescale.as_ref());
+    }
+
+    #[test]
+    fn corrections_of_two_widths_are_refused() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let w = structured(5, 64, &mut rng);
+        let mut p = nest_rescaled(&w, 5, 64, None, 2, 4, 32, 2).expect("fits");
+        let other = nest_rescaled(&w, 5, 64, None, 2, 4, 32, 1).expect("fits");
+        p.steps[1].rescale = other.steps[1].rescale.clone();
+        let err = CheckpointWriter::in_memory()
+            .add_nested_palette("p", &p)
+            .expect_err("two widths");
+        assert!(reason(err).contains("step 1"));
     }
 
     #[test]
