@@ -113,9 +113,9 @@ pub struct PaletteArgs {
     /// together (7x the probes on a llama model, 6x on BERT).
     #[arg(long, requires = "nested_probe")]
     nested_probe_each_linear: bool,
-    /// With --nested-probe: probe the first level a second time halfway up (the
-    /// probes the first pass favours given their step), and order that level by
-    /// the log-score each step moves at both points.
+    /// With --nested-probe: probe every level a second time halfway up (the
+    /// probes the first pass favours given their step), and order each level by
+    /// the log-score each step moves at both points (twice the probes).
     #[arg(
         long,
         requires = "nested_probe",
@@ -378,7 +378,11 @@ pub fn run(args: PaletteArgs) -> Result<()> {
         let gains = super::probe::probe_gains(
             &prep,
             &nested,
-            args.nested_probe_twice,
+            if args.nested_probe_twice {
+                usize::MAX
+            } else {
+                0
+            },
             args.nested_probe_greedy,
             if args.nested_probe_each_linear {
                 super::probe::Grain::Linear

@@ -406,8 +406,8 @@ impl<'a> Prober<'a> {
 /// gets its linears' step `l`, and the perplexity that removes on calibration text
 /// (clamped at 0) is split over those linears in proportion to their own gains
 /// (which also break ties, at [`PROBE_TIE`]). Costs one baseline and one probe per
-/// layer and level. With `twice`, level 1 is probed again halfway up
-/// ([`Prober::second_pass`]; one more baseline and probe per layer).
+/// layer and level. The first `twice` levels are probed again halfway up
+/// ([`Prober::second_pass`]; one more baseline and probe per layer and level).
 ///
 /// With `log`, every level's gains are log-perplexities, `ln(baseline / probe)`:
 /// one currency across levels, for an order that lets a sensitive layer's second
@@ -417,7 +417,7 @@ impl<'a> Prober<'a> {
 pub fn probe_gains(
     prep: &Prepared,
     nested: &[&NestedPalette],
-    twice: bool,
+    twice: usize,
     log: bool,
     grain: Grain,
 ) -> Result<Vec<Vec<f64>>> {
@@ -430,7 +430,7 @@ pub fn probe_gains(
     let t0 = Instant::now();
     for level in 1..=levels {
         let (base_ppl, mut probes) = prober.level(nested, level)?;
-        if twice && level == 1 {
+        if level <= twice {
             probes = prober.second_pass(nested, level, base_ppl, &probes)?;
         } else if log {
             for p in &mut probes {

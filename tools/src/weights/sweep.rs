@@ -746,7 +746,8 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
             let probed;
             let steps = match order {
                 AdaptiveOrder::Probe | AdaptiveOrder::ProbeTwice | AdaptiveOrder::ProbeGreedy => {
-                    let twice = order == AdaptiveOrder::ProbeTwice;
+                    // probe-twice probes the first level twice.
+                    let twice = usize::from(order == AdaptiveOrder::ProbeTwice);
                     let log = order == AdaptiveOrder::ProbeGreedy;
                     let gains = probe_gains(
                         cx.prep,
