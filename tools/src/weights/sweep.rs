@@ -223,7 +223,8 @@ pub struct SweepArgs {
     #[arg(long)]
     adaptive_every_correction: bool,
     /// Bits of each block's scale/offset correction in every refinement step (0:
-    /// none, the steps keep the base's block parameters; 1..=8: format version 4),
+    /// none, the steps keep the base's block parameters; 1..=8: format version 4, 5
+    /// where a step carries none, see --adaptive-every-correction),
     /// one adaptive curve per value.
     #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "0")]
     adaptive_rescale_bits: Vec<u8>,
@@ -232,6 +233,10 @@ pub struct SweepArgs {
     /// step before any gets its n+1-th; within a level, error removed per byte).
     #[arg(long, value_enum, value_delimiter = ',', num_args = 1.., default_value = "greedy")]
     adaptive_order: Vec<AdaptiveOrder>,
+    /// With a probe order: probe each linear alone instead of each layer's linears
+    /// together (7x the probes on a llama model).
+    #[arg(long)]
+    adaptive_probe_each_linear: bool,
     /// `FIT:RESCALE:SHARE`, e.g. `4:2:0.3`: after fitting every linear as the other
     /// --adaptive-* flags say, probe the first refinement step of each layer on the
     /// calibration text, and refit the linears of the layers it helps most (per
@@ -754,7 +759,11 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
                         &nested.iter().collect::<Vec<_>>(),
                         twice,
                         log,
-                        Grain::Layer,
+                        if args.adaptive_probe_each_linear {
+                            Grain::Linear
+                        } else {
+                            Grain::Layer
+                        },
                     )?;
                     let mut p = nested.clone();
                     p.iter_mut().zip(&gains).for_each(|(p, g)| set_gains(p, g));
