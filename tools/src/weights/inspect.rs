@@ -218,13 +218,21 @@ pub fn run(args: InspectArgs) -> Result<()> {
         report.total_weights,
         human_bytes(report.data_start)
     );
+    // The encoding column as wide as its longest name.
+    let w = report
+        .tensors_by_encoding
+        .keys()
+        .map(|k| k.len())
+        .chain([8])
+        .max()
+        .unwrap_or(8);
     println!(
-        "{:<10} {:>8} {:>14} {:>12} {:>8}",
+        "{:<w$} {:>8} {:>14} {:>12} {:>8}",
         "encoding", "tensors", "weights", "bytes", "bits/w"
     );
     for (k, c) in &report.tensors_by_encoding {
         println!(
-            "{:<10} {:>8} {:>14} {:>12} {:>8.3}",
+            "{:<w$} {:>8} {:>14} {:>12} {:>8.3}",
             k,
             c.tensors,
             c.weights,
@@ -242,7 +250,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     }
     if report.block_count > 0 {
         println!(
-            "{} BitStack blocks in global order; every budget loads at least {} (one per matrix)",
+            "{} blocks (BitStack levels, refinement steps) in global order; every budget loads at least {}",
             report.block_count, report.min_blocks
         );
         print_budget_table(&report.budgets);
