@@ -192,6 +192,11 @@ pub struct JointFit {
     pub fit_weight: f64,
     /// Which steps carry a block correction.
     pub corrections: Corrections,
+    /// The weight in the sum of the width one bit above the fit, as the split of
+    /// the fit width's levels would give it (each weight its nearer child): above 0
+    /// a round also chooses the fit width's levels for the width split from them.
+    /// 0 (the default) leaves it out.
+    pub upper_weight: f64,
 }
 
 /// Which refinement steps of a rescaled nested palette carry their own block
@@ -221,6 +226,7 @@ impl Default for JointFit {
             params: false,
             fit_weight: 1.0,
             corrections: Corrections::Every,
+            upper_weight: 0.0,
         }
     }
 }
@@ -259,6 +265,15 @@ pub fn nest_rescaled_joint(
         return Err(QuantError::InvalidConfig {
             field: "rescale_bits",
             reason: format!("{rescale_bits}: expected 1..={MAX_RESCALE_BITS}"),
+        });
+    }
+    if !(joint.upper_weight.is_finite() && joint.upper_weight >= 0.0) {
+        return Err(QuantError::InvalidConfig {
+            field: "upper_weight",
+            reason: format!(
+                "{}: expected a finite weight of 0 or more",
+                joint.upper_weight
+            ),
         });
     }
     if !(joint.fit_weight.is_finite() && joint.fit_weight > 0.0) {
@@ -465,6 +480,15 @@ fn joint_fit(
         }
         errs.push(joint.fit_weight * fit.error(&table, &idx, &identity));
         fitted.push((0, table.clone(), identity.clone()));
+        // The width above the fit as the split of the current levels gives it:
+        // the children of every level, and each weight's nearer child.
+        let upper = (joint.upper_weight > 0.0 && fit_bits < super::nested::MAX_BITS).then(|| {
+            let mut split_idx = idx.clone();
+            let (_, children) =
+                super::nested::split_step(&u, &c, &mut split_idx, &table, rows, cols);
+            errs.push(joint.upper_weight * fit.error(&children, &split_idx, &identity));
+            children
+        });
         // The plain sum, not each width's error relative to its own: a narrow width
         // has the larger error and moves perplexity most (on SmolLM2 the 2-bit
         // width's squared error is about 6x the 3-bit one's, and its relative error
@@ -501,6 +525,24 @@ fn joint_fit(
                     }
                 })
                 .collect();
+            // The split width's nearer child of level `k` for `x` on the block's
+            // grid, and its weighted error.
+            let (s0, o0) = fit.grid(b, [1.0, 0.0]);
+            let child = |k: usize, x: f32| -> (f32, f64) {
+                let Some(ch) = &upper else {
+                    return (0.0, 0.0);
+                };
+                let (lo, hi) = (ch[2 * k], ch[2 * k + 1]);
+                let (ea, eb) = (
+                    f64::from(x - (s0 * lo + o0)).powi(2),
+                    f64::from(x - (s0 * hi + o0)).powi(2),
+                );
+                if eb < ea {
+                    (hi, joint.upper_weight * eb)
+                } else {
+                    (lo, joint.upper_weight * ea)
+                }
+            };
             // Sums for the block's joint least squares in (s, o).
             let mut q = [0f64; 6];
             for i in range {
@@ -515,7 +557,8 @@ fn joint_fit(
                             let v = a.s * a.table[k >> a.shift] + a.o;
                             a.weight * f64::from(x - v).powi(2)
                         })
-                        .sum();
+                        .sum::<f64>()
+                        + child(k, x).1;
                     if cost < pick.0 {
                         pick = (cost, k);
                     }
@@ -523,9 +566,14 @@ fn joint_fit(
                 let k = pick.1;
                 idx[i] = k as u8;
                 let mi = t.m[i % cols];
-                for w in &at {
-                    let a = f64::from(w.fg[0] * w.table[k >> w.shift] + w.fg[1]);
-                    let (wt, x) = (mi * w.weight, f64::from(x));
+                // Each width's (value in block coordinates, weight); the split
+                // width's value is the nearer child.
+                let terms = at
+                    .iter()
+                    .map(|w| (w.fg[0] * w.table[k >> w.shift] + w.fg[1], w.weight))
+                    .chain(upper.as_ref().map(|_| (child(k, x).0, joint.upper_weight)));
+                for (a, weight) in terms {
+                    let (a, wt, x) = (f64::from(a), mi * weight, f64::from(x));
                     q[0] += wt * a * a;
                     q[1] += wt * a;
                     q[2] += wt;
@@ -1193,6 +1241,53 @@ mod tests {
             }
         }
         assert!(dropped >= 2, "{dropped} corrections dropped");
+    }
+
+    /// The width above the fit in the joint sum: weight 0 is the plain joint fit
+    /// to the bit; a heavy weight lowers the width above the fit (decoded as the
+    /// file gives it, after its own split and rounds) and, with it, the fit width,
+    /// at the base width's cost.
+    #[test]
+    fn the_upper_weight_serves_the_width_split_from_the_fit() {
+        let joint = JointFit {
+            rounds: 3,
+            params: true,
+            ..JointFit::default()
+        };
+        for (rows, cols, g, seed) in [(12, 256, 32, 3), (9, 160, 32, 11)] {
+            let w = blocky(rows, cols, seed, true);
+            let fit = |upper_weight: f64| {
+                let j = JointFit {
+                    upper_weight,
+                    ..joint
+                };
+                nest_rescaled_joint(&w, rows, cols, None, 2, 3, 5, g, 2, j).expect("fits")
+            };
+            let plain = fit(0.0);
+            assert_eq!(
+                plain,
+                nest_rescaled_joint(&w, rows, cols, None, 2, 3, 5, g, 2, joint).expect("fits")
+            );
+            // Widths 2, 3 and 4 are prefixes 0, 1 and 2.
+            let errs =
+                |p: &NestedPalette| -> [f64; 3] { [0, 1, 2].map(|n| sq_err(&w, &p.decode(n))) };
+            let ep = errs(&plain);
+            let e = errs(&fit(4.0));
+            eprintln!("{rows}x{cols}: widths 2..4 {e:?} against {ep:?}");
+            assert!(e[2] < ep[2], "{e:?} against {ep:?}");
+            assert!(e[1] + e[2] < ep[1] + ep[2], "{e:?} against {ep:?}");
+        }
+        let w = blocky(4, 64, 2, true);
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let j = JointFit {
+                upper_weight: bad,
+                ..joint
+            };
+            let e = nest_rescaled_joint(&w, 4, 64, None, 2, 3, 4, 32, 2, j)
+                .expect_err("no such weight")
+                .to_string();
+            assert!(e.contains("upper_weight"), "{e}");
+        }
     }
 
     #[test]

@@ -88,6 +88,15 @@ pub struct PaletteArgs {
         requires = "nested_joint_rounds"
     )]
     nested_joint_fit_weight: f64,
+    /// With --nested-joint-rounds: the weight in that sum of the width one bit
+    /// above the fit, as splitting the fit width's levels gives it (0: left out).
+    #[arg(
+        long,
+        value_name = "W",
+        default_value_t = 0.0,
+        requires = "nested_joint_rounds"
+    )]
+    nested_joint_upper_weight: f64,
     /// With --nested-rescale-bits: every refinement step carries its own block
     /// correction (format version 4), as files before the twelfth session did.
     /// Without it a step carries one only where it removes at least as much error
@@ -352,6 +361,7 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                                 params: args.nested_joint_params,
                                 fit_weight: args.nested_joint_fit_weight,
                                 corrections: corrections(args.nested_every_correction),
+                                upper_weight: args.nested_joint_upper_weight,
                             },
                         ),
                     }
@@ -436,6 +446,12 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                 "palette.nested_joint_rounds",
                 &args.nested_joint_rounds.to_string(),
             )?;
+            if args.nested_joint_upper_weight != 0.0 {
+                writer.add_metadata(
+                    "palette.nested_joint_upper_weight",
+                    &args.nested_joint_upper_weight.to_string(),
+                )?;
+            }
             if args.nested_joint_fit_weight != 1.0 {
                 writer.add_metadata(
                     "palette.nested_joint_fit_weight",

@@ -217,6 +217,10 @@ pub struct SweepArgs {
     /// sum, each narrower width's being 1.
     #[arg(long, default_value_t = 1.0)]
     adaptive_joint_fit_weight: f64,
+    /// With --adaptive-joint-rounds: the weight in that sum of the width one bit
+    /// above the fit, as splitting the fit width's levels gives it (0: left out).
+    #[arg(long, default_value_t = 0.0)]
+    adaptive_joint_upper_weight: f64,
     /// Every refinement step of a rescaled adaptive file carries its own block
     /// correction (as files before the twelfth session did); see
     /// `octet weights palette --nested-every-correction`.
@@ -901,6 +905,7 @@ fn fit_one(
                 params: args.adaptive_joint_params,
                 fit_weight: args.adaptive_joint_fit_weight,
                 corrections: super::palette::corrections(args.adaptive_every_correction),
+                upper_weight: args.adaptive_joint_upper_weight,
             },
         ),
     }
