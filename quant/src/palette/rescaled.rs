@@ -1039,7 +1039,7 @@ fn kmeans(x: &[[f32; 2]], a: &[[f64; 3]], k: usize, init: Option<&[[f32; 2]]>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::palette::tests::{blocky, sq_err};
+    use crate::palette::tests::{assert_gains_exact, blocky, sq_err};
     use crate::palette::{nest_scaled, palettize_scaled};
 
     #[test]
@@ -1129,18 +1129,7 @@ mod tests {
                 lowered += 1;
             }
             // Still a nesting whose every step lowers the error by its gain.
-            let mut prev = sq_err(&w, &joint.decode(0));
-            for n in 1..=3 {
-                let e = sq_err(&w, &joint.decode(n));
-                let rel = (prev - e - joint.steps[n - 1].gain).abs() / prev;
-                assert!(
-                    rel < 1e-3,
-                    "step {n}: gain {} vs {}",
-                    joint.steps[n - 1].gain,
-                    prev - e
-                );
-                prev = e;
-            }
+            assert_gains_exact(&w, &joint, |_| {});
         }
         assert!(
             lowered >= 4,
@@ -1224,21 +1213,11 @@ mod tests {
             assert_eq!(p.base, e.base);
             assert_eq!(p.base_rescale, e.base_rescale);
             dropped += p.steps.iter().filter(|s| s.rescale.is_none()).count();
-            let mut prev = sq_err(&w, &p.decode(0));
-            for n in 1..=p.steps.len() {
-                let got = sq_err(&w, &p.decode(n));
-                let rel = (prev - got - p.steps[n - 1].gain).abs() / prev;
-                assert!(
-                    rel < 1e-3,
-                    "step {n}: gain {} vs {}",
-                    p.steps[n - 1].gain,
-                    prev - got
-                );
-                prev = got;
-                // The correction that applies is the last loaded one that exists.
+            // The correction that applies is the last loaded one that exists.
+            assert_gains_exact(&w, &p, |n| {
                 let want = p.steps[..n].iter().rev().find_map(|s| s.rescale.as_ref());
                 assert_eq!(p.correction_at(n), want);
-            }
+            });
         }
         assert!(dropped >= 2, "{dropped} corrections dropped");
     }

@@ -34,6 +34,24 @@ pub(super) fn sq_err(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum()
 }
 
+/// Every step of `p` lowers the squared error to `w` of the decoded tensor by its
+/// recorded gain (to 1e-3 of the error before it); `check(n)` runs at each prefix.
+pub(super) fn assert_gains_exact(
+    w: &[f32],
+    p: &super::NestedPalette,
+    mut check: impl FnMut(usize),
+) {
+    let mut prev = sq_err(w, &p.decode(0));
+    for n in 1..=p.steps.len() {
+        let got = sq_err(w, &p.decode(n));
+        let gain = p.steps[n - 1].gain;
+        let rel = (prev - got - gain).abs() / prev;
+        assert!(rel < 1e-3, "step {n}: gain {gain} vs {}", prev - got);
+        check(n);
+        prev = got;
+    }
+}
+
 fn f16_round(w: &[f32]) -> Vec<f32> {
     w.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
 }

@@ -180,6 +180,29 @@ impl Nested<'_> {
         Ok(())
     }
 
+    /// Step `l`'s layouts: the encoding's own and (a lean palette) the plain one of
+    /// a step without a correction; `None` where out of range or overflowing.
+    fn step_layouts(
+        &self,
+        rows: usize,
+        cols: usize,
+        l: usize,
+    ) -> (Option<NestedStepLayout>, Option<NestedStepLayout>) {
+        let Some(bits) = u8::try_from(l)
+            .ok()
+            .and_then(|l| self.bits.checked_add(l)?.checked_add(1))
+        else {
+            return (None, None);
+        };
+        let gc = self.group_cols as usize;
+        let own = NestedStepLayout::of(rows, cols, bits, gc, self.rescale_bits);
+        let plain = self
+            .lean
+            .then(|| NestedStepLayout::new(rows, cols, bits))
+            .flatten();
+        (own, plain)
+    }
+
     /// The layout of step `l` of a `rows x cols` tensor whose section is `len`
     /// bytes: the encoding's own, or (a lean palette) the plain one of a step that
     /// carries no correction; `None` if neither has that length.
@@ -190,40 +213,18 @@ impl Nested<'_> {
         l: usize,
         len: u64,
     ) -> Option<NestedStepLayout> {
-        let bits = self
-            .bits
-            .checked_add(u8::try_from(l).ok()?)?
-            .checked_add(1)?;
-        let own = NestedStepLayout::of(
-            rows,
-            cols,
-            bits,
-            self.group_cols as usize,
-            self.rescale_bits,
-        )?;
-        if own.len as u64 == len {
-            return Some(own);
-        }
-        let plain = NestedStepLayout::new(rows, cols, bits)?;
-        (self.lean && plain.len as u64 == len).then_some(plain)
+        let (own, plain) = self.step_layouts(rows, cols, l);
+        [own, plain]
+            .into_iter()
+            .flatten()
+            .find(|x| x.len as u64 == len)
     }
 
     /// The length step `l`'s section should have, in words, for an error.
     fn step_want(&self, rows: usize, cols: usize, l: usize) -> String {
-        let bits = self.bits + l as u8 + 1;
-        let own = NestedStepLayout::of(
-            rows,
-            cols,
-            bits,
-            self.group_cols as usize,
-            self.rescale_bits,
-        );
-        let plain = NestedStepLayout::new(rows, cols, bits);
-        match (own, plain, self.lean) {
-            (Some(o), Some(p), true) => {
-                format!("{} (with a correction) or {} (without)", o.len, p.len)
-            }
-            (Some(o), _, _) => o.len.to_string(),
+        match self.step_layouts(rows, cols, l) {
+            (Some(o), Some(p)) => format!("{} (with a correction) or {} (without)", o.len, p.len),
+            (Some(o), None) => o.len.to_string(),
             _ => "a valid layout".into(),
         }
     }
@@ -854,6 +855,19 @@ mod tests {
         f
     }
 
+    /// `file` under a header of `version` is refused, naming the version and the
+    /// encoding `what`.
+    fn refused_under(file: &[u8], version: u32, what: &str) {
+        let mut old = file.to_vec();
+        old[8..12].copy_from_slice(&version.to_le_bytes());
+        assert!(crate::checkpoint::reseal(&mut old));
+        let r = reason(Reader::new(&old).expect_err("old header"));
+        assert!(
+            r.contains(&format!("version {version}")) && r.contains(what),
+            "{r}"
+        );
+    }
+
     #[test]
     fn rescaled_parameters_and_version_are_checked() {
         let (file, m, _) = model_with(4, Some(2), 0);
@@ -882,14 +896,7 @@ mod tests {
         let r = reason(Reader::new(&f).expect_err("lengths"));
         assert!(r.contains("tensor `a` refinement step 0"), "{r}");
         // A version-4 encoding under a version-3 header.
-        let mut old = file.clone();
-        old[8..12].copy_from_slice(&3u32.to_le_bytes());
-        assert!(crate::checkpoint::reseal(&mut old));
-        let r = reason(Reader::new(&old).expect_err("old header"));
-        assert!(
-            r.contains("version 3") && r.contains("rescaled nested palette"),
-            "{r}"
-        );
+        refused_under(&file, 3, "rescaled nested palette");
     }
 
     #[test]
@@ -939,14 +946,7 @@ mod tests {
             "{r}"
         );
         // A lean palette under a version-4 header.
-        let mut old = file.clone();
-        old[8..12].copy_from_slice(&4u32.to_le_bytes());
-        assert!(crate::checkpoint::reseal(&mut old));
-        let r = reason(Reader::new(&old).expect_err("old header"));
-        assert!(
-            r.contains("version 4") && r.contains("lean rescaled nested palette"),
-            "{r}"
-        );
+        refused_under(&file, 4, "lean rescaled nested palette");
         // With step 1 the last loaded, step 0's correction applies.
         let p = &nested[0].1;
         assert!(p.steps[1].rescale.is_none() && p.steps[0].rescale.is_some());
