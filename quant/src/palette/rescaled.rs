@@ -526,22 +526,20 @@ fn joint_fit(
                 })
                 .collect();
             // The split width's nearer child of level `k` for `x` on the block's
-            // grid, and its weighted error.
+            // grid, and its weighted error (`None` without the split width).
             let (s0, o0) = fit.grid(b, [1.0, 0.0]);
-            let child = |k: usize, x: f32| -> (f32, f64) {
-                let Some(ch) = &upper else {
-                    return (0.0, 0.0);
-                };
+            let child = |k: usize, x: f32| -> Option<(f32, f64)> {
+                let ch = upper.as_ref()?;
                 let (lo, hi) = (ch[2 * k], ch[2 * k + 1]);
                 let (ea, eb) = (
                     f64::from(x - (s0 * lo + o0)).powi(2),
                     f64::from(x - (s0 * hi + o0)).powi(2),
                 );
-                if eb < ea {
+                Some(if eb < ea {
                     (hi, joint.upper_weight * eb)
                 } else {
                     (lo, joint.upper_weight * ea)
-                }
+                })
             };
             // Sums for the block's joint least squares in (s, o).
             let mut q = [0f64; 6];
@@ -549,8 +547,9 @@ fn joint_fit(
                 let x = t.w[i];
                 let near = super::nearest_sorted(&table, u[i]);
                 let (lo, hi) = (near.saturating_sub(2), (near + 2).min(table.len() - 1));
-                let mut pick = (f64::INFINITY, near);
+                let mut pick = (f64::INFINITY, near, None);
                 for k in lo..=hi {
+                    let split = child(k, x);
                     let cost: f64 = at
                         .iter()
                         .map(|a| {
@@ -558,12 +557,12 @@ fn joint_fit(
                             a.weight * f64::from(x - v).powi(2)
                         })
                         .sum::<f64>()
-                        + child(k, x).1;
+                        + split.map_or(0.0, |c| c.1);
                     if cost < pick.0 {
-                        pick = (cost, k);
+                        pick = (cost, k, split);
                     }
                 }
-                let k = pick.1;
+                let (_, k, split) = pick;
                 idx[i] = k as u8;
                 let mi = t.m[i % cols];
                 // Each width's (value in block coordinates, weight); the split
@@ -571,7 +570,7 @@ fn joint_fit(
                 let terms = at
                     .iter()
                     .map(|w| (w.fg[0] * w.table[k >> w.shift] + w.fg[1], w.weight))
-                    .chain(upper.as_ref().map(|_| (child(k, x).0, joint.upper_weight)));
+                    .chain(split.map(|(v, _)| (v, joint.upper_weight)));
                 for (a, weight) in terms {
                     let (a, wt, x) = (f64::from(a), mi * weight, f64::from(x));
                     q[0] += wt * a * a;

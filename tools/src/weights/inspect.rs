@@ -223,9 +223,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         .tensors_by_encoding
         .keys()
         .map(|k| k.len())
-        .chain([8])
-        .max()
-        .unwrap_or(8);
+        .fold("encoding".len(), usize::max);
     println!(
         "{:<w$} {:>8} {:>14} {:>12} {:>8}",
         "encoding", "tensors", "weights", "bytes", "bits/w"

@@ -394,11 +394,7 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                 0
             },
             args.nested_probe_greedy,
-            if args.nested_probe_each_linear {
-                super::probe::Grain::Linear
-            } else {
-                super::probe::Grain::Layer
-            },
+            super::probe::Grain::each_linear(args.nested_probe_each_linear),
         )?;
         let nested = palettes.iter_mut().filter_map(|(p, _, _)| match p {
             Fitted::Nested(n) => Some(n),

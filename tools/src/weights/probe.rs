@@ -86,6 +86,17 @@ pub enum Grain {
     Linear,
 }
 
+impl Grain {
+    /// [`Grain::Linear`] with `each_linear` (`--nested-probe-each-linear`,
+    /// `--adaptive-probe-each-linear`), else [`Grain::Layer`].
+    pub fn each_linear(each_linear: bool) -> Grain {
+        match each_linear {
+            true => Grain::Linear,
+            false => Grain::Layer,
+        }
+    }
+}
+
 /// Probes of a model, the linears grouped by layer or one by one: each group's
 /// label and members, in order.
 struct Prober<'a> {

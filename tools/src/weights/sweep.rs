@@ -763,11 +763,7 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
                         &nested.iter().collect::<Vec<_>>(),
                         twice,
                         log,
-                        if args.adaptive_probe_each_linear {
-                            Grain::Linear
-                        } else {
-                            Grain::Layer
-                        },
+                        Grain::each_linear(args.adaptive_probe_each_linear),
                     )?;
                     let mut p = nested.clone();
                     p.iter_mut().zip(&gains).for_each(|(p, g)| set_gains(p, g));

@@ -230,6 +230,35 @@ impl Nested<'_> {
     }
 }
 
+/// A rescaled nested palette's manifest entry: [`Encoding::LeanNestedPalette`]
+/// (version 5) when some step carries no correction, else
+/// [`Encoding::RescaledNestedPalette`] (version 4); the fields are the same.
+fn rescaled_variant(
+    lean: bool,
+    bits: u8,
+    group_cols: u32,
+    rescale_bits: u8,
+    resident: Vec<Section>,
+    steps: Vec<BlockEntry>,
+) -> Encoding {
+    match lean {
+        false => Encoding::RescaledNestedPalette {
+            bits,
+            group_cols,
+            rescale_bits,
+            resident,
+            steps,
+        },
+        true => Encoding::LeanNestedPalette {
+            bits,
+            group_cols,
+            rescale_bits,
+            resident,
+            steps,
+        },
+    }
+}
+
 /// A correction's parts in `bytes` laid out by `sl`, as decoding applies them.
 fn rescale_view<'b>(bytes: &'b [u8], sl: &NestedStepLayout, bits: u8) -> RescaleView<'b> {
     let e = f16s(&bytes[sl.entries.0..sl.entries.0 + sl.entries.1]);
@@ -300,22 +329,14 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
                             .map(|s| resident.get(1).copied().unwrap_or(s)),
                     )
                     .collect();
-                match self.lean {
-                    false => Encoding::RescaledNestedPalette {
-                        bits: self.bits,
-                        group_cols: self.group_cols,
-                        rescale_bits,
-                        resident,
-                        steps: blocks,
-                    },
-                    true => Encoding::LeanNestedPalette {
-                        bits: self.bits,
-                        group_cols: self.group_cols,
-                        rescale_bits,
-                        resident,
-                        steps: blocks,
-                    },
-                }
+                rescaled_variant(
+                    self.lean,
+                    self.bits,
+                    self.group_cols,
+                    rescale_bits,
+                    resident,
+                    blocks,
+                )
             }
         }
     }
@@ -634,20 +655,14 @@ impl EncodeTensor for NestedPalette {
                 base,
                 steps,
             },
-            Some(rescale_bits) if lean => Encoding::LeanNestedPalette {
-                bits: l.bits,
+            Some(rescale_bits) => rescaled_variant(
+                lean,
+                l.bits,
                 group_cols,
                 rescale_bits,
-                resident: std::iter::once(base).chain(base_rescale).collect(),
+                std::iter::once(base).chain(base_rescale).collect(),
                 steps,
-            },
-            Some(rescale_bits) => Encoding::RescaledNestedPalette {
-                bits: l.bits,
-                group_cols,
-                rescale_bits,
-                resident: std::iter::once(base).chain(base_rescale).collect(),
-                steps,
-            },
+            ),
         })
     }
 }
