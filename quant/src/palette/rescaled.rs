@@ -197,6 +197,10 @@ pub struct JointFit {
     /// a round also chooses the fit width's levels for the width split from them.
     /// 0 (the default) leaves it out.
     pub upper_weight: f64,
+    /// How many widths above the fit `upper_weight` serves, each split from the one
+    /// below as the file would split it (each weight its nearer child): 1 (the
+    /// default) or 2. The split widths' block corrections are left out.
+    pub upper_widths: u8,
 }
 
 /// Which refinement steps of a rescaled nested palette carry their own block
@@ -227,6 +231,7 @@ impl Default for JointFit {
             fit_weight: 1.0,
             corrections: Corrections::Every,
             upper_weight: 0.0,
+            upper_widths: 1,
         }
     }
 }
@@ -274,6 +279,12 @@ pub fn nest_rescaled_joint(
                 "{}: expected a finite weight of 0 or more",
                 joint.upper_weight
             ),
+        });
+    }
+    if !(1..=2).contains(&joint.upper_widths) {
+        return Err(QuantError::InvalidConfig {
+            field: "upper_widths",
+            reason: format!("{}: expected 1 or 2", joint.upper_widths),
         });
     }
     if !(joint.fit_weight.is_finite() && joint.fit_weight > 0.0) {
@@ -480,14 +491,23 @@ fn joint_fit(
         }
         errs.push(joint.fit_weight * fit.error(&table, &idx, &identity));
         fitted.push((0, table.clone(), identity.clone()));
-        // The width above the fit as the split of the current levels gives it:
-        // the children of every level, and each weight's nearer child.
+        // The widths above the fit as the splits of the current levels give them:
+        // the children of every level (and with two widths their children), and
+        // each weight's nearer child.
         let upper = (joint.upper_weight > 0.0 && fit_bits < super::nested::MAX_BITS).then(|| {
             let mut split_idx = idx.clone();
-            let (_, children) =
-                super::nested::split_step(&u, &c, &mut split_idx, &table, rows, cols);
-            errs.push(joint.upper_weight * fit.error(&children, &split_idx, &identity));
-            children
+            let mut tables = Vec::with_capacity(usize::from(joint.upper_widths));
+            let mut parent = table.clone();
+            for width in fit_bits + 1..=(fit_bits + joint.upper_widths).min(super::nested::MAX_BITS)
+            {
+                let (_, children) =
+                    super::nested::split_step(&u, &c, &mut split_idx, &parent, rows, cols);
+                errs.push(joint.upper_weight * fit.error(&children, &split_idx, &identity));
+                debug_assert_eq!(children.len(), 1 << width);
+                parent = children.clone();
+                tables.push(children);
+            }
+            tables
         });
         // The plain sum, not each width's error relative to its own: a narrow width
         // has the larger error and moves perplexity most (on SmolLM2 the 2-bit
@@ -525,31 +545,35 @@ fn joint_fit(
                     }
                 })
                 .collect();
-            // The split width's nearer child of level `k` for `x` on the block's
-            // grid, and its weighted error (`None` without the split width).
+            // Down the split widths from level `k`, for `x` on the block's grid:
+            // each width's nearer child (its value pushed into `values`) and their
+            // summed weighted error.
             let (s0, o0) = fit.grid(b, [1.0, 0.0]);
-            let child = |k: usize, x: f32| -> Option<(f32, f64)> {
-                let ch = upper.as_ref()?;
-                let (lo, hi) = (ch[2 * k], ch[2 * k + 1]);
-                let (ea, eb) = (
-                    f64::from(x - (s0 * lo + o0)).powi(2),
-                    f64::from(x - (s0 * hi + o0)).powi(2),
-                );
-                Some(if eb < ea {
-                    (hi, joint.upper_weight * eb)
-                } else {
-                    (lo, joint.upper_weight * ea)
-                })
+            let descend = |k: usize, x: f32, values: &mut Vec<f32>| -> f64 {
+                values.clear();
+                let (mut at, mut cost) = (k, 0.0);
+                for ch in upper.iter().flatten() {
+                    let (lo, hi) = (ch[2 * at], ch[2 * at + 1]);
+                    let (ea, eb) = (
+                        f64::from(x - (s0 * lo + o0)).powi(2),
+                        f64::from(x - (s0 * hi + o0)).powi(2),
+                    );
+                    let up = usize::from(eb < ea);
+                    at = 2 * at + up;
+                    values.push(ch[at]);
+                    cost += joint.upper_weight * ea.min(eb);
+                }
+                cost
             };
+            let mut split = Vec::new();
             // Sums for the block's joint least squares in (s, o).
             let mut q = [0f64; 6];
             for i in range {
                 let x = t.w[i];
                 let near = super::nearest_sorted(&table, u[i]);
                 let (lo, hi) = (near.saturating_sub(2), (near + 2).min(table.len() - 1));
-                let mut pick = (f64::INFINITY, near, None);
+                let mut pick = (f64::INFINITY, near);
                 for k in lo..=hi {
-                    let split = child(k, x);
                     let cost: f64 = at
                         .iter()
                         .map(|a| {
@@ -557,20 +581,21 @@ fn joint_fit(
                             a.weight * f64::from(x - v).powi(2)
                         })
                         .sum::<f64>()
-                        + split.map_or(0.0, |c| c.1);
+                        + descend(k, x, &mut split);
                     if cost < pick.0 {
-                        pick = (cost, k, split);
+                        pick = (cost, k);
                     }
                 }
-                let (_, k, split) = pick;
+                let (_, k) = pick;
+                descend(k, x, &mut split);
                 idx[i] = k as u8;
                 let mi = t.m[i % cols];
-                // Each width's (value in block coordinates, weight); the split
+                // Each width's (value in block coordinates, weight); a split
                 // width's value is the nearer child.
                 let terms = at
                     .iter()
                     .map(|w| (w.fg[0] * w.table[k >> w.shift] + w.fg[1], w.weight))
-                    .chain(split.map(|(v, _)| (v, joint.upper_weight)));
+                    .chain(split.iter().map(|&v| (v, joint.upper_weight)));
                 for (a, weight) in terms {
                     let (a, wt, x) = (f64::from(a), mi * weight, f64::from(x));
                     q[0] += wt * a * a;
@@ -1266,6 +1291,66 @@ mod tests {
                 .to_string();
             assert!(e.contains("upper_weight"), "{e}");
         }
+    }
+
+    /// Serving two widths above the fit lowers the second one (split from the
+    /// first as the file splits it) against the plain fit; 1 is the default and
+    /// only 1 or 2 are taken.
+    #[test]
+    fn the_upper_weight_serves_two_widths_when_asked() {
+        let joint = JointFit {
+            rounds: 3,
+            params: true,
+            upper_weight: 4.0,
+            ..JointFit::default()
+        };
+        for (rows, cols, g, seed) in [(12, 256, 32, 5), (9, 160, 32, 13)] {
+            let w = blocky(rows, cols, seed, true);
+            let fit = |j: JointFit| nest_rescaled_joint(&w, rows, cols, None, 2, 3, 6, g, 2, j);
+            let one = fit(joint).expect("fits");
+            assert_eq!(
+                one,
+                fit(JointFit {
+                    upper_widths: 1,
+                    ..joint
+                })
+                .expect("fits")
+            );
+            let plain = fit(JointFit {
+                upper_weight: 0.0,
+                ..joint
+            })
+            .expect("fits");
+            let two = fit(JointFit {
+                upper_widths: 2,
+                ..joint
+            })
+            .expect("fits");
+            assert_ne!(one, two);
+            // Widths 4 and 5 are prefixes 2 and 3.
+            let errs = |p: &NestedPalette| -> [f64; 2] { [2, 3].map(|n| sq_err(&w, &p.decode(n))) };
+            let (ep, e1, e2) = (errs(&plain), errs(&one), errs(&two));
+            eprintln!("{rows}x{cols}: widths 4, 5 plain {ep:?}, one {e1:?}, two {e2:?}");
+            assert!(e2[1] < ep[1], "{e2:?} against {ep:?}");
+            assert!(e2[0] + e2[1] < ep[0] + ep[1], "{e2:?} against {ep:?}");
+        }
+        let w = blocky(4, 64, 2, true);
+        for bad in [0, 3] {
+            let j = JointFit {
+                upper_widths: bad,
+                ..joint
+            };
+            let e = nest_rescaled_joint(&w, 4, 64, None, 2, 3, 4, 32, 2, j)
+                .expect_err("no such width count")
+                .to_string();
+            assert!(e.contains("upper_widths"), "{e}");
+        }
+        // At the widest fit the second width does not exist; it is left out.
+        let j = JointFit {
+            upper_widths: 2,
+            ..joint
+        };
+        nest_rescaled_joint(&w, 4, 64, None, 2, 7, 8, 32, 2, j).expect("fits");
     }
 
     #[test]

@@ -97,6 +97,15 @@ pub struct PaletteArgs {
         requires = "nested_joint_rounds"
     )]
     nested_joint_upper_weight: f64,
+    /// With --nested-joint-upper-weight: how many widths above the fit it serves,
+    /// 1 or 2 (the second split from the first as the file splits it).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        requires = "nested_joint_upper_weight"
+    )]
+    nested_joint_upper_widths: u8,
     /// With --nested-rescale-bits: every refinement step carries its own block
     /// correction (format version 4), as files before the twelfth session did.
     /// Without it a step carries one only where it removes at least as much error
@@ -362,6 +371,7 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                                 fit_weight: args.nested_joint_fit_weight,
                                 corrections: corrections(args.nested_every_correction),
                                 upper_weight: args.nested_joint_upper_weight,
+                                upper_widths: args.nested_joint_upper_widths,
                             },
                         ),
                     }
@@ -447,6 +457,12 @@ pub fn run(args: PaletteArgs) -> Result<()> {
                     "palette.nested_joint_upper_weight",
                     &args.nested_joint_upper_weight.to_string(),
                 )?;
+                if args.nested_joint_upper_widths != 1 {
+                    writer.add_metadata(
+                        "palette.nested_joint_upper_widths",
+                        &args.nested_joint_upper_widths.to_string(),
+                    )?;
+                }
             }
             if args.nested_joint_fit_weight != 1.0 {
                 writer.add_metadata(

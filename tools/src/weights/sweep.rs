@@ -221,6 +221,10 @@ pub struct SweepArgs {
     /// above the fit, as splitting the fit width's levels gives it (0: left out).
     #[arg(long, default_value_t = 0.0)]
     adaptive_joint_upper_weight: f64,
+    /// With --adaptive-joint-upper-weight: how many widths above the fit it
+    /// serves, 1 or 2.
+    #[arg(long, default_value_t = 1)]
+    adaptive_joint_upper_widths: u8,
     /// Every refinement step of a rescaled adaptive file carries its own block
     /// correction (as files before the twelfth session did); see
     /// `octet weights palette --nested-every-correction`.
@@ -902,6 +906,7 @@ fn fit_one(
                 fit_weight: args.adaptive_joint_fit_weight,
                 corrections: super::palette::corrections(args.adaptive_every_correction),
                 upper_weight: args.adaptive_joint_upper_weight,
+                upper_widths: args.adaptive_joint_upper_widths,
             },
         ),
     }
