@@ -584,6 +584,83 @@ fn nested_palettes_write_one_file_whose_prefixes_evaluate() {
     );
 }
 
+/// `--adaptive` writes the measured recipe in one flag; an explicit flag beside it
+/// wins, `--nested-balanced` turns its probes off, and what it cannot combine with
+/// is refused by name.
+#[test]
+fn the_adaptive_flag_writes_the_recipe() {
+    let dir = tmp();
+    let model = tiny_llama(25, None);
+    let input = path_in(&dir, "model");
+    write_hf_folder(&input, &model);
+    let file = path_in(&dir, "a.octet");
+    let palette = |extra: &[&str]| {
+        let mut a = vec![
+            "weights",
+            "palette",
+            "--input",
+            p(&input),
+            "--output",
+            p(&file),
+            "--adaptive",
+            "--calib-seq-len",
+            "32",
+            "--calib-samples",
+            "4",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        json(&run_ok(&a))
+    };
+    let inspect = || json(&run_ok(&["weights", "inspect", p(&file), "--json"]));
+    let report = palette(&[]);
+    assert_eq!(report["bits"], 2);
+    assert_eq!(report["group_cols"], 32);
+    // Widths 2..=6: four steps for each of the 14 linears, none at the smallest
+    // budget.
+    let budgets = report["budgets"].as_array().expect("budgets");
+    assert_eq!(budgets[0]["blocks"], 0);
+    assert_eq!(budgets.last().expect("last")["blocks"], 14 * 4);
+    let info = inspect();
+    let meta = &info["metadata"];
+    assert_eq!(meta["palette.nested_order"], "probe", "{meta}");
+    assert_eq!(meta["palette.nested_joint_rounds"], "3", "{meta}");
+    assert_eq!(meta["palette.nested_joint_upper_weight"], "1", "{meta}");
+    assert_eq!(meta["palette.nested_corrections"], "where paying", "{meta}");
+    let by_encoding = info["tensors_by_encoding"].as_object().expect("encodings");
+    let nested: u64 = ["lean rescaled nested palette", "rescaled nested palette"]
+        .iter()
+        .filter_map(|e| by_encoding.get(*e))
+        .map(|c| c["tensors"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(nested, 14, "{by_encoding:?}");
+    // Explicit flags win; the balanced order replaces the probes.
+    let report = palette(&["--nested-top", "4", "--nested-balanced"]);
+    let budgets = report["budgets"].as_array().expect("budgets");
+    assert_eq!(budgets.last().expect("last")["blocks"], 14 * 2);
+    assert_eq!(inspect()["metadata"]["palette.nested_order"], "balanced");
+    for (bad, named) in [
+        ("--no-calib", "--no-calib"),
+        ("--gptq", "--gptq"),
+        ("--group=4", "--group"),
+    ] {
+        let err = run_err(&[
+            "weights",
+            "palette",
+            "--input",
+            p(&input),
+            "--output",
+            p(&file),
+            "--adaptive",
+            bad,
+        ]);
+        assert!(
+            err.contains("cannot be used with") && err.contains(named),
+            "{bad}: {err}"
+        );
+    }
+}
+
 /// A rescaled nested palette with corrections only where they pay (the default):
 /// on this model some steps drop theirs, so it is lean (format version 5).
 const LEAN: &[&str] = &["lean rescaled nested palette"];

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::builder::ArgPredicate;
+use clap::{ArgGroup, Args};
 use octet_quant::bitstack::OrderPolicy;
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
 use octet_quant::palette::{
@@ -29,14 +30,40 @@ use super::{CalibArgs, GptqArgs, InputArgs, bar};
 
 /// Arguments of `octet weights palette`.
 #[derive(Debug, Args)]
+// `--adaptive` fills in the flags of its recipe as defaults, which `requires` does
+// not see: a flag that requires one of them is satisfied by `--adaptive` too.
+#[command(group(ArgGroup::new("group_cols_or_adaptive").args(["group_cols", "adaptive"]).multiple(true)))]
+#[command(group(ArgGroup::new("nested_top_or_adaptive").args(["nested_top", "adaptive"]).multiple(true)))]
+#[command(group(ArgGroup::new("nested_rescale_bits_or_adaptive").args(["nested_rescale_bits", "adaptive"]).multiple(true)))]
+#[command(group(ArgGroup::new("nested_fit_or_adaptive").args(["nested_fit", "adaptive"]).multiple(true)))]
+#[command(group(ArgGroup::new("nested_joint_rounds_or_adaptive").args(["nested_joint_rounds", "adaptive"]).multiple(true)))]
+#[command(group(ArgGroup::new("nested_probe_or_adaptive").args(["nested_probe", "adaptive"]).multiple(true)))]
+#[command(group(ArgGroup::new("nested_joint_upper_weight_or_adaptive").args(["nested_joint_upper_weight", "adaptive"]).multiple(true)))]
 pub struct PaletteArgs {
     #[command(flatten)]
     input: InputArgs,
     /// The .octet file to write.
     #[arg(long, short = 'o', value_name = "FILE.octet")]
     output: PathBuf,
+    /// One budget-adaptive file with the measured recipe (README, "Adaptive"):
+    /// a 2-bit scaled palette base in blocks of 32, refinement steps up to 6 bits
+    /// with 2-bit block corrections where they pay, fitted at 3 bits jointly with
+    /// the widths below it and the one above (3 rounds, block codes included,
+    /// upper weight 1), ordered level by level by perplexity probes per layer.
+    /// Shorthand for `--bits 2 --group-cols 32 --nested-top 6
+    /// --nested-rescale-bits 2 --nested-fit 3 --nested-joint-rounds 3
+    /// --nested-joint-params --nested-joint-upper-weight 1 --nested-probe`; any of
+    /// those given explicitly wins; with --nested-balanced the order is level by
+    /// level without probes (a few minutes instead of about seven on SmolLM2-135M).
+    /// Needs calibration.
+    #[arg(long, conflicts_with_all = ["group", "gptq", "no_calib"])]
+    adaptive: bool,
     /// Bits per index, 2..=8 (a table of 2^bits centroids).
-    #[arg(long, default_value_t = 4)]
+    #[arg(
+        long,
+        default_value_t = 4,
+        default_value_if("adaptive", ArgPredicate::Equals("true".into()), "2")
+    )]
     bits: u8,
     /// Output channels (rows) per lookup table; without it, one table per tensor.
     #[arg(long, value_name = "N", conflicts_with = "group_cols")]
@@ -44,7 +71,11 @@ pub struct PaletteArgs {
     /// Scaled palettes: one table per tensor applied to every block of N weights of
     /// a row through the block's own 6-bit scale and offset (32 follows llama.cpp's
     /// block size; 4 bits then cost about 4.4 bits per weight).
-    #[arg(long, value_name = "N")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_if("adaptive", ArgPredicate::Equals("true".into()), "32")
+    )]
     group_cols: Option<usize>,
     /// Budget-adaptive (format version 3): a scaled palette of --bits bits as the
     /// always-loaded base, plus refinement steps of one bit per weight up to this many
@@ -54,29 +85,50 @@ pub struct PaletteArgs {
     #[arg(
         long,
         value_name = "BITS",
-        requires = "group_cols",
-        conflicts_with = "gptq"
+        requires = "group_cols_or_adaptive",
+        conflicts_with = "gptq",
+        default_value_if("adaptive", ArgPredicate::Equals("true".into()), "6")
     )]
     nested_top: Option<u8>,
     /// With --nested-top: every refinement step also re-fits the block scales and
     /// offsets for its width, as an N-bit code per block into a per-step table of
     /// corrections (1..=8; format version 4). Without it the steps keep the base's.
-    #[arg(long, value_name = "N", requires = "nested_top")]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "nested_top_or_adaptive",
+        default_value_if("adaptive", ArgPredicate::Equals("true".into()), "2")
+    )]
     nested_rescale_bits: Option<u8>,
     /// With --nested-rescale-bits: fit the block scales, offsets and index tree at
     /// this width (--bits..=--nested-top; default --bits): the palette at this width
     /// is the fixed scaled palette, narrower widths merge its levels (each with its
     /// own corrections, the base's resident), wider ones split them.
-    #[arg(long, value_name = "BITS", requires = "nested_rescale_bits")]
+    #[arg(
+        long,
+        value_name = "BITS",
+        requires = "nested_rescale_bits_or_adaptive",
+        default_value_if("adaptive", ArgPredicate::Equals("true".into()), "3")
+    )]
     nested_fit: Option<u8>,
     /// With --nested-fit above --bits: rounds that re-choose the fit width's levels
     /// for every width from --bits to the fit together (the sum of their weighted
     /// squared errors), instead of each weight's nearest level at the fit.
-    #[arg(long, value_name = "N", default_value_t = 0, requires = "nested_fit")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        requires = "nested_fit_or_adaptive",
+        default_value_if("adaptive", ArgPredicate::Equals("true".into()), "3")
+    )]
     nested_joint_rounds: usize,
     /// With --nested-joint-rounds: the rounds also re-fit the stored block scales
     /// and offsets to every width from --bits to the fit together.
-    #[arg(long, requires = "nested_joint_rounds")]
+    #[arg(
+        long,
+        requires = "nested_joint_rounds_or_adaptive",
+        default_value_if("adaptive", ArgPredicate::Equals("true".into()), "true")
+    )]
     nested_joint_params: bool,
     /// With --nested-joint-rounds: the weight of the fit width's error in that sum,
     /// each narrower width's being 1 (above 1 the fit width and the wider ones keep
@@ -85,7 +137,7 @@ pub struct PaletteArgs {
         long,
         value_name = "W",
         default_value_t = 1.0,
-        requires = "nested_joint_rounds"
+        requires = "nested_joint_rounds_or_adaptive"
     )]
     nested_joint_fit_weight: f64,
     /// With --nested-joint-rounds: the weight in that sum of the width one bit
@@ -94,7 +146,8 @@ pub struct PaletteArgs {
         long,
         value_name = "W",
         default_value_t = 0.0,
-        requires = "nested_joint_rounds"
+        requires = "nested_joint_rounds_or_adaptive",
+        default_value_if("adaptive", ArgPredicate::Equals("true".into()), "1")
     )]
     nested_joint_upper_weight: f64,
     /// With --nested-joint-upper-weight: how many widths above the fit it serves,
@@ -103,7 +156,7 @@ pub struct PaletteArgs {
         long,
         value_name = "N",
         default_value_t = 1,
-        requires = "nested_joint_upper_weight"
+        requires = "nested_joint_upper_weight_or_adaptive"
     )]
     nested_joint_upper_widths: u8,
     /// With --nested-rescale-bits: every refinement step carries its own block
@@ -112,12 +165,12 @@ pub struct PaletteArgs {
     /// per byte as the step's table and plane (format version 5 when one has none):
     /// only the last loaded correction applies, so the others are bytes no budget
     /// uses.
-    #[arg(long, requires = "nested_rescale_bits")]
+    #[arg(long, requires = "nested_rescale_bits_or_adaptive")]
     nested_every_correction: bool,
     /// With --nested-top: load the refinement steps level by level (every linear
     /// gets its n-th step before any gets its n+1-th; within a level, by error
     /// removed per byte) instead of purely by error removed per byte.
-    #[arg(long, requires = "nested_top")]
+    #[arg(long, requires = "nested_top_or_adaptive")]
     nested_balanced: bool,
     /// With --nested-top: level by level as --nested-balanced, but within a level
     /// the layers are ordered by the perplexity their step removes on the
@@ -125,25 +178,30 @@ pub struct PaletteArgs {
     /// short calibration sentences toward the unmodified model's); one probe per
     /// layer and level, needs calibration. Each layer's share is split over its
     /// linears by error removed.
-    #[arg(long, requires = "nested_top", conflicts_with = "nested_balanced")]
+    #[arg(
+        long,
+        requires = "nested_top_or_adaptive",
+        conflicts_with = "nested_balanced",
+        default_value_if("adaptive", ArgPredicate::Equals("true".into()), "true")
+    )]
     nested_probe: bool,
     /// With --nested-probe: probe each linear alone instead of each layer's
     /// together (7x the probes on a llama model, 6x on BERT).
-    #[arg(long, requires = "nested_probe")]
+    #[arg(long, requires = "nested_probe_or_adaptive")]
     nested_probe_each_linear: bool,
     /// With --nested-probe: probe every level a second time halfway up (the
     /// probes the first pass favours given their step), and order each level by
     /// the log-score each step moves at both points (twice the probes).
     #[arg(
         long,
-        requires = "nested_probe",
+        requires = "nested_probe_or_adaptive",
         conflicts_with = "nested_probe_greedy"
     )]
     nested_probe_twice: bool,
     /// With --nested-probe: order across levels instead of level by level, by the
     /// log-score each step removes per byte (each linear's steps in turn), so a
     /// sensitive linear's second step may come before a robust one's first.
-    #[arg(long, requires = "nested_probe")]
+    #[arg(long, requires = "nested_probe_or_adaptive")]
     nested_probe_greedy: bool,
     #[command(flatten)]
     calib: CalibArgs,
@@ -317,7 +375,12 @@ pub fn palettize_linear(
 }
 
 /// Runs `octet weights palette`.
-pub fn run(args: PaletteArgs) -> Result<()> {
+pub fn run(mut args: PaletteArgs) -> Result<()> {
+    // `--adaptive --nested-balanced`: the recipe's probes give way to the balanced
+    // order asked for (an explicit `--nested-probe` with it is refused by clap).
+    if args.adaptive && args.nested_balanced {
+        args.nested_probe = false;
+    }
     let cfg = PaletteConfig {
         bits: args.bits,
         group_rows: args.group,
