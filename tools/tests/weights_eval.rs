@@ -775,4 +775,31 @@ fn nested_file_prefixes_evaluate(extra_args: &[&str], encodings: &[&str]) {
         f(&base, "linear_bits_per_weight") + 2.5 < f(&full, "linear_bits_per_weight"),
         "{base} {full}"
     );
+    // `--linear-bits` picks the budget `measure --bits` picked for the same target;
+    // below the smallest budget it is refused with that budget's bits.
+    let at = eval(&[
+        "--linear-bits",
+        &pick[0]["compressed_bits_per_weight"].to_string(),
+    ]);
+    assert_eq!(
+        f(&at, "linear_bits_per_weight"),
+        f(&rows[1], "compressed_bits_per_weight"),
+        "{at}"
+    );
+    let err = run_err(&[
+        "weights",
+        "eval",
+        "--model",
+        p(&file),
+        "--tokenizer",
+        p(&tokenizer),
+        "--text",
+        p(&text),
+        "--linear-bits",
+        "1.5",
+    ]);
+    assert!(
+        err.contains("--linear-bits 1.5: below the smallest budget"),
+        "{err}"
+    );
 }

@@ -97,10 +97,10 @@ pub fn load(path: &Path, budget: &BudgetArgs, dtype: DType) -> Result<EvalModel>
         .is_some_and(|e| e.eq_ignore_ascii_case("octet"));
     if is_octet {
         let ckpt = MappedCheckpoint::open(path)?;
-        let limit = budget.limit(ReserveArgs { reserve: 10.0 })?;
         let reader = ckpt
             .reader()
             .with_context(|| format!("reading {}", path.display()))?;
+        let limit = budget.limit(ReserveArgs { reserve: 10.0 }, reader.manifest())?;
         let config = reader
             .manifest()
             .metadata
@@ -133,11 +133,9 @@ pub fn load(path: &Path, budget: &BudgetArgs, dtype: DType) -> Result<EvalModel>
             ),
         })
     } else {
-        if budget.limit(ReserveArgs { reserve: 10.0 })?
-            != octet_quant::checkpoint::BudgetLimit::Full
-        {
+        if budget.given() {
             bail!(
-                "{}: --budget, --bits, --blocks and --device-memory apply to .octet files only",
+                "{}: --budget, --bits, --linear-bits, --blocks and --device-memory apply to .octet files only",
                 path.display()
             );
         }

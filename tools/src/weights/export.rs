@@ -108,7 +108,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let reader = ckpt
         .reader()
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let limit = args.budget.limit(args.reserve)?;
+    let limit = args.budget.limit(args.reserve, reader.manifest())?;
     let budget =
         Budget::fit(reader.manifest(), limit).with_context(|| format!("planning {limit:?}"))?;
     // Rebuild from the budget's prefix only, as the loader does.

@@ -78,34 +78,48 @@ pub fn budget_row(m: &Manifest, budget: &Budget) -> BudgetRow {
     }
 }
 
+/// Bits per weight over the compressed tensors of `m`'s first `n` blocks.
+fn linear_bits_at(m: &Manifest, n: usize) -> Result<f64> {
+    Ok(budget_row(m, &Budget::fit(m, BudgetLimit::Blocks(n))?).compressed_bits_per_weight)
+}
+
+/// The largest budget of `m` at or below `target` bits per weight over the
+/// compressed tensors, or `Err` with the smallest budget's bits when even that is
+/// above it.
+pub fn budget_within(m: &Manifest, target: f64) -> Result<std::result::Result<Budget, f64>> {
+    let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
+    let smallest = linear_bits_at(m, lo)?;
+    if smallest > target {
+        return Ok(Err(smallest));
+    }
+    // Bits over the linears grow with the block count: the most blocks within target.
+    let (mut a, mut b) = (lo, hi);
+    while a < b {
+        let mid = (a + b).div_ceil(2);
+        if linear_bits_at(m, mid)? <= target {
+            a = mid;
+        } else {
+            b = mid - 1;
+        }
+    }
+    Ok(Ok(Budget::fit(m, BudgetLimit::Blocks(a))?))
+}
+
 /// The largest budget of `m` at or below each target in bits per weight over the
 /// compressed tensors; targets below the smallest budget, and targets that land on
 /// a budget an earlier one already gave, are skipped with a note.
 pub fn budgets_within(m: &Manifest, targets: &[f64], label: &str) -> Result<Vec<Budget>> {
-    let (lo, hi) = (m.min_blocks as usize, m.block_order.len());
-    // Bits over the linears grow with the block count: the most blocks within target.
-    let bits_at = |n: usize| -> Result<f64> {
-        Ok(budget_row(m, &Budget::fit(m, BudgetLimit::Blocks(n))?).compressed_bits_per_weight)
-    };
     let mut out = Vec::new();
     for &target in targets {
-        if bits_at(lo)? > target {
-            eprintln!(
-                "{label}: {target} bits/weight is below the smallest budget ({:.3}); skipped",
-                bits_at(lo)?
-            );
-            continue;
-        }
-        let (mut a, mut b) = (lo, hi);
-        while a < b {
-            let mid = (a + b).div_ceil(2);
-            if bits_at(mid)? <= target {
-                a = mid;
-            } else {
-                b = mid - 1;
+        let budget = match budget_within(m, target)? {
+            Ok(b) => b,
+            Err(smallest) => {
+                eprintln!(
+                    "{label}: {target} bits/weight is below the smallest budget ({smallest:.3}); skipped"
+                );
+                continue;
             }
-        }
-        let budget = Budget::fit(m, BudgetLimit::Blocks(a))?;
+        };
         // A file's whole length (or one step) can answer several targets: measure it once.
         if out.iter().any(|b: &Budget| b.n_blocks == budget.n_blocks) {
             eprintln!(

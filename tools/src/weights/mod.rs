@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use octet_quant::checkpoint::BudgetLimit;
+use octet_quant::checkpoint::{BudgetLimit, Manifest};
 use octet_tools::model::{LinearSelection, Model, calib, gguf, hf};
 
 pub mod eval;
@@ -189,6 +189,11 @@ pub struct BudgetArgs {
     /// resident f16 tensors included).
     #[arg(long, value_name = "BITS")]
     pub bits: Option<f64>,
+    /// The largest budget of at most this many bits per weight over the compressed
+    /// tensors (the linears), as `measure --bits`, `sweep` and `retrieval --bits`
+    /// count them.
+    #[arg(long, value_name = "BITS")]
+    pub linear_bits: Option<f64>,
     /// Exactly this many blocks of the global order.
     #[arg(long, value_name = "N")]
     pub blocks: Option<usize>,
@@ -203,8 +208,28 @@ pub struct ReserveArgs {
 }
 
 impl BudgetArgs {
-    /// The loader's limit these flags describe.
-    pub fn limit(&self, reserve: ReserveArgs) -> Result<BudgetLimit> {
+    /// Whether any budget was asked for.
+    pub fn given(&self) -> bool {
+        self.budget.is_some()
+            || self.device_memory.is_some()
+            || self.bits.is_some()
+            || self.linear_bits.is_some()
+            || self.blocks.is_some()
+    }
+
+    /// The loader's limit these flags describe for the file whose manifest is `m`.
+    pub fn limit(&self, reserve: ReserveArgs, m: &Manifest) -> Result<BudgetLimit> {
+        if let Some(b) = self.linear_bits {
+            if !(b.is_finite() && b >= 0.0) {
+                anyhow::bail!("--linear-bits {b}: expected a finite number of bits, 0 or more");
+            }
+            let budget = inspect::budget_within(m, b)?.map_err(|smallest| {
+                anyhow::anyhow!(
+                    "--linear-bits {b}: below the smallest budget, {smallest:.4} bits per weight over the compressed tensors"
+                )
+            })?;
+            return Ok(BudgetLimit::Blocks(budget.n_blocks));
+        }
         if let Some(b) = self.budget {
             return Ok(BudgetLimit::Bytes(b.0));
         }

@@ -114,7 +114,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let reader = ckpt
         .reader()
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let limit = args.budget.limit(args.reserve)?;
+    let limit = args.budget.limit(args.reserve, reader.manifest())?;
     let budget =
         Budget::fit(reader.manifest(), limit).with_context(|| format!("planning {limit:?}"))?;
     let m = reader.manifest();
