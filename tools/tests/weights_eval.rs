@@ -748,8 +748,8 @@ fn nested_file_prefixes_evaluate(extra_args: &[&str], encodings: &[&str]) {
             .all(|r| r["load_s"].as_f64().expect("load") > 0.0)
     );
     let tokenizer = input.join("tokenizer.json");
-    let eval = |extra: &[&str]| {
-        let out = path_in(&dir, "e.json");
+    let out = path_in(&dir, "e.json");
+    let eval_args = |extra: &[&str]| {
         let mut a = vec![
             "weights",
             "eval",
@@ -761,11 +761,14 @@ fn nested_file_prefixes_evaluate(extra_args: &[&str], encodings: &[&str]) {
             p(&text),
             "--ctx",
             "40",
-            "--json",
-            p(&out),
         ];
         a.extend_from_slice(extra);
-        run_ok(&a);
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let eval = |extra: &[&str]| {
+        let mut a = eval_args(extra);
+        a.extend(["--json".to_owned(), p(&out).to_owned()]);
+        run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
         json(&std::fs::read_to_string(&out).expect("json"))
     };
     let (base, full) = (eval(&["--blocks", "0"]), eval(&[]));
@@ -786,18 +789,12 @@ fn nested_file_prefixes_evaluate(extra_args: &[&str], encodings: &[&str]) {
         f(&rows[1], "compressed_bits_per_weight"),
         "{at}"
     );
-    let err = run_err(&[
-        "weights",
-        "eval",
-        "--model",
-        p(&file),
-        "--tokenizer",
-        p(&tokenizer),
-        "--text",
-        p(&text),
-        "--linear-bits",
-        "1.5",
-    ]);
+    let err = run_err(
+        &eval_args(&["--linear-bits", "1.5"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert!(
         err.contains("--linear-bits 1.5: below the smallest budget"),
         "{err}"
