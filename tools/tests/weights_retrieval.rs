@@ -169,6 +169,13 @@ fn a_bert_model_is_calibrated_for_palettes_and_kquants() {
         meta.contains("palette.nested_order: probe, each linear"),
         "{meta}"
     );
+    // `--adaptive` probes a BERT model's linears one by one.
+    let (line, meta) = probe(&["--adaptive"]);
+    assert_eq!(line.matches(".weight:").count(), 37, "{line}");
+    assert!(
+        meta.contains("palette.nested_order: probe, each linear"),
+        "{meta}"
+    );
     let d = |f: &str| data.join(f).to_str().expect("utf-8").to_owned();
     let (q, b, g) = (d(files[0]), d(files[1]), d(files[2]));
     let run = |calibrated: bool| {
