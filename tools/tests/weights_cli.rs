@@ -121,6 +121,25 @@ fn stack_inspect_plan_export_round_trip() {
         "--json",
     ]));
     assert!(bits["budget"]["bits_per_weight"].as_f64().expect("f64") <= 5.5);
+    // Over the compressed tensors only: the largest budget within, named as asked.
+    let full = json(&run_ok(&["weights", "plan", p(&file), "--json"]));
+    let all_linear = full["budget"]["compressed_bits_per_weight"]
+        .as_f64()
+        .expect("f64");
+    let target = (all_linear * 0.6).to_string();
+    let linear = json(&run_ok(&[
+        "weights",
+        "plan",
+        p(&file),
+        "--linear-bits",
+        &target,
+        "--json",
+    ]));
+    let got = linear["budget"]["compressed_bits_per_weight"]
+        .as_f64()
+        .expect("f64");
+    assert!(got <= all_linear * 0.6 && got > 0.0, "{linear}");
+    assert_eq!(linear["limit"], format!("LinearBits({target})"));
     let human = run_ok(&[
         "weights",
         "plan",

@@ -120,7 +120,11 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let m = reader.manifest();
     let report = PlanReport {
         file: args.file.clone(),
-        limit: format!("{limit:?}"),
+        limit: match args.budget.linear_bits {
+            // The request as given, then the block count it became.
+            Some(b) => format!("LinearBits({b})"),
+            None => format!("{limit:?}"),
+        },
         budget: budget_row(m, &budget),
         file_bytes: m.file_len,
         dense_f32_bytes: m.total_weights() * 4,
@@ -133,8 +137,8 @@ pub fn run(args: PlanArgs) -> Result<()> {
     }
     let b = &report.budget;
     println!(
-        "{:?} -> {} blocks, prefix {} of {} ({:.1}%), {:.3} bits/weight overall, {:.3} over compressed tensors",
-        limit,
+        "{} -> {} blocks, prefix {} of {} ({:.1}%), {:.3} bits/weight overall, {:.3} over compressed tensors",
+        report.limit,
         b.blocks,
         human_bytes(b.prefix_bytes),
         human_bytes(report.file_bytes),
