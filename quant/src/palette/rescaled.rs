@@ -49,6 +49,8 @@ use crate::error::{QuantError, Result};
 pub const MAX_RESCALE_BITS: u8 = 8;
 /// Alternation rounds per step.
 const ROUNDS: usize = 4;
+/// The most widths above the fit that [`JointFit::upper_weight`] serves.
+pub const MAX_UPPER_WIDTHS: u8 = 2;
 /// Weighted k-means iterations per round.
 const KMEANS_ITERS: usize = 8;
 
@@ -199,7 +201,8 @@ pub struct JointFit {
     pub upper_weight: f64,
     /// How many widths above the fit `upper_weight` serves, each split from the one
     /// below as the file would split it (each weight its nearer child): 1 (the
-    /// default) or 2. The split widths' block corrections are left out.
+    /// default) to [`MAX_UPPER_WIDTHS`]. The split widths' block corrections are
+    /// left out.
     pub upper_widths: u8,
 }
 
@@ -281,10 +284,10 @@ pub fn nest_rescaled_joint(
             ),
         });
     }
-    if !(1..=2).contains(&joint.upper_widths) {
+    if !(1..=MAX_UPPER_WIDTHS).contains(&joint.upper_widths) {
         return Err(QuantError::InvalidConfig {
             field: "upper_widths",
-            reason: format!("{}: expected 1 or 2", joint.upper_widths),
+            reason: format!("{}: expected 1..={MAX_UPPER_WIDTHS}", joint.upper_widths),
         });
     }
     if !(joint.fit_weight.is_finite() && joint.fit_weight > 0.0) {
@@ -496,15 +499,14 @@ fn joint_fit(
         // each weight's nearer child.
         let upper = (joint.upper_weight > 0.0 && fit_bits < super::nested::MAX_BITS).then(|| {
             let mut split_idx = idx.clone();
-            let mut tables = Vec::with_capacity(usize::from(joint.upper_widths));
-            let mut parent = table.clone();
+            let mut tables: Vec<Vec<f32>> = Vec::with_capacity(usize::from(joint.upper_widths));
             for width in fit_bits + 1..=(fit_bits + joint.upper_widths).min(super::nested::MAX_BITS)
             {
+                let parent = tables.last().unwrap_or(&table);
                 let (_, children) =
-                    super::nested::split_step(&u, &c, &mut split_idx, &parent, rows, cols);
+                    super::nested::split_step(&u, &c, &mut split_idx, parent, rows, cols);
                 errs.push(joint.upper_weight * fit.error(&children, &split_idx, &identity));
                 debug_assert_eq!(children.len(), 1 << width);
-                parent = children.clone();
                 tables.push(children);
             }
             tables
@@ -545,35 +547,32 @@ fn joint_fit(
                     }
                 })
                 .collect();
-            // Down the split widths from level `k`, for `x` on the block's grid:
-            // each width's nearer child (its value pushed into `values`) and their
-            // summed weighted error.
+            // Down the split widths from level `k`, for `x` on the block's grid.
             let (s0, o0) = fit.grid(b, [1.0, 0.0]);
-            let descend = |k: usize, x: f32, values: &mut Vec<f32>| -> f64 {
-                values.clear();
-                let (mut at, mut cost) = (k, 0.0);
-                for ch in upper.iter().flatten() {
+            let descend = |k: usize, x: f32| -> Descent {
+                let (mut at, mut d) = (k, Descent::default());
+                for (ch, value) in upper.iter().flatten().zip(&mut d.values) {
                     let (lo, hi) = (ch[2 * at], ch[2 * at + 1]);
                     let (ea, eb) = (
                         f64::from(x - (s0 * lo + o0)).powi(2),
                         f64::from(x - (s0 * hi + o0)).powi(2),
                     );
-                    let up = usize::from(eb < ea);
-                    at = 2 * at + up;
-                    values.push(ch[at]);
-                    cost += joint.upper_weight * ea.min(eb);
+                    at = 2 * at + usize::from(eb < ea);
+                    *value = ch[at];
+                    d.n += 1;
+                    d.cost += joint.upper_weight * ea.min(eb);
                 }
-                cost
+                d
             };
-            let mut split = Vec::new();
             // Sums for the block's joint least squares in (s, o).
             let mut q = [0f64; 6];
             for i in range {
                 let x = t.w[i];
                 let near = super::nearest_sorted(&table, u[i]);
                 let (lo, hi) = (near.saturating_sub(2), (near + 2).min(table.len() - 1));
-                let mut pick = (f64::INFINITY, near);
+                let mut pick = (f64::INFINITY, near, Descent::default());
                 for k in lo..=hi {
+                    let split = descend(k, x);
                     let cost: f64 = at
                         .iter()
                         .map(|a| {
@@ -581,13 +580,12 @@ fn joint_fit(
                             a.weight * f64::from(x - v).powi(2)
                         })
                         .sum::<f64>()
-                        + descend(k, x, &mut split);
+                        + split.cost;
                     if cost < pick.0 {
-                        pick = (cost, k);
+                        pick = (cost, k, split);
                     }
                 }
-                let (_, k) = pick;
-                descend(k, x, &mut split);
+                let (_, k, split) = pick;
                 idx[i] = k as u8;
                 let mi = t.m[i % cols];
                 // Each width's (value in block coordinates, weight); a split
@@ -595,7 +593,11 @@ fn joint_fit(
                 let terms = at
                     .iter()
                     .map(|w| (w.fg[0] * w.table[k >> w.shift] + w.fg[1], w.weight))
-                    .chain(split.iter().map(|&v| (v, joint.upper_weight)));
+                    .chain(
+                        split.values[..split.n]
+                            .iter()
+                            .map(|&v| (v, joint.upper_weight)),
+                    );
                 for (a, weight) in terms {
                     let (a, wt, x) = (f64::from(a), mi * weight, f64::from(x));
                     q[0] += wt * a * a;
@@ -660,6 +662,15 @@ fn joint_fit(
     // The stored table is the kept round's (the caller re-derives the rest).
     fixed.table = table.iter().map(|&v| f16::from_f32(v)).collect();
     (table, idx)
+}
+
+/// A weight's way down the split widths of [`joint_fit`] from a fit level: each
+/// width's nearer child (`values[..n]`) and their summed weighted squared error.
+#[derive(Debug, Clone, Copy, Default)]
+struct Descent {
+    cost: f64,
+    values: [f32; MAX_UPPER_WIDTHS as usize],
+    n: usize,
 }
 
 /// A round of [`joint_fit`] kept as the best so far.
