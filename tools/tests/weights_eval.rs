@@ -639,12 +639,27 @@ fn the_adaptive_flag_writes_the_recipe() {
     let budgets = report["budgets"].as_array().expect("budgets");
     assert_eq!(budgets.last().expect("last")["blocks"], 14 * 2);
     assert_eq!(inspect()["metadata"]["palette.nested_order"], "balanced");
+    // What cannot go with the recipe is refused by name, and so are probe flags
+    // beside the balanced order (they would be ignored).
+    let balanced = |probe| ["--nested-balanced", probe];
     for (bad, named) in [
-        ("--no-calib", "--no-calib"),
-        ("--gptq", "--gptq"),
-        ("--group=4", "--group"),
+        (&["--no-calib"][..], "--no-calib"),
+        (&["--gptq"][..], "--gptq"),
+        (&["--group=4"][..], "--group"),
+        (
+            &balanced("--nested-probe-each-linear")[..],
+            "--nested-probe-each-linear",
+        ),
+        (
+            &balanced("--nested-probe-twice")[..],
+            "--nested-probe-twice",
+        ),
+        (
+            &balanced("--nested-probe-greedy")[..],
+            "--nested-probe-greedy",
+        ),
     ] {
-        let err = run_err(&[
+        let mut a = vec![
             "weights",
             "palette",
             "--input",
@@ -652,11 +667,12 @@ fn the_adaptive_flag_writes_the_recipe() {
             "--output",
             p(&file),
             "--adaptive",
-            bad,
-        ]);
+        ];
+        a.extend_from_slice(bad);
+        let err = run_err(&a);
         assert!(
             err.contains("cannot be used with") && err.contains(named),
-            "{bad}: {err}"
+            "{bad:?}: {err}"
         );
     }
 }

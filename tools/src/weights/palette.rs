@@ -171,7 +171,11 @@ pub struct PaletteArgs {
     /// With --nested-top: load the refinement steps level by level (every linear
     /// gets its n-th step before any gets its n+1-th; within a level, by error
     /// removed per byte) instead of purely by error removed per byte.
-    #[arg(long, requires = "nested_top_or_adaptive")]
+    #[arg(
+        long,
+        requires = "nested_top_or_adaptive",
+        conflicts_with_all = ["nested_probe_each_linear", "nested_probe_twice", "nested_probe_greedy"]
+    )]
     nested_balanced: bool,
     /// With --nested-top: level by level as --nested-balanced, but within a level
     /// the layers are ordered by the perplexity their step removes on the

@@ -121,7 +121,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let report = PlanReport {
         file: args.file.clone(),
         limit: match args.budget.linear_bits {
-            // The request as given, then the block count it became.
+            // The request as given, not the block count it became.
             Some(b) => format!("LinearBits({b})"),
             None => format!("{limit:?}"),
         },
