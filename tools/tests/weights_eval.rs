@@ -571,17 +571,20 @@ fn nested_palettes_write_one_file_whose_prefixes_evaluate() {
         ],
         LEAN,
     );
-    // The same, ordered within each level by perplexity probes per layer.
-    nested_file_prefixes_evaluate(
-        &[
+    // The same, ordered within each level by perplexity probes per layer, and
+    // with the level ends opened (half of each level's weights probed again at
+    // its end).
+    for seams in [&[][..], &["--nested-probe-seams", "0.5"]] {
+        let mut a = vec![
             "--nested-rescale-bits",
             "2",
             "--nested-fit",
             "3",
             "--nested-probe",
-        ],
-        LEAN,
-    );
+        ];
+        a.extend_from_slice(seams);
+        nested_file_prefixes_evaluate(&a, LEAN);
+    }
 }
 
 /// `--adaptive` writes the measured recipe in one flag; an explicit flag beside it
@@ -639,10 +642,21 @@ fn the_adaptive_flag_writes_the_recipe() {
     let budgets = report["budgets"].as_array().expect("budgets");
     assert_eq!(budgets.last().expect("last")["blocks"], 14 * 2);
     assert_eq!(inspect()["metadata"]["palette.nested_order"], "balanced");
+    // Open level ends are named in the order.
+    palette(&["--nested-top", "4", "--nested-probe-seams", "0.25"]);
+    assert_eq!(
+        inspect()["metadata"]["palette.nested_order"],
+        "probe, seams 0.25"
+    );
     // What cannot go with the recipe is refused by name, and so are probe flags
-    // beside the balanced order (they would be ignored).
+    // beside the balanced order (they would be ignored) and a seam share out of
+    // range.
     let balanced = |probe| ["--nested-balanced", probe];
     for (bad, named) in [
+        (
+            &["--nested-probe-seams=0.6"][..],
+            "expected a share from 0 to 0.5",
+        ),
         (&["--no-calib"][..], "--no-calib"),
         (&["--gptq"][..], "--gptq"),
         (&["--group=4"][..], "--group"),
@@ -658,6 +672,10 @@ fn the_adaptive_flag_writes_the_recipe() {
             &balanced("--nested-probe-greedy")[..],
             "--nested-probe-greedy",
         ),
+        (
+            &balanced("--nested-probe-seams=0.5")[..],
+            "--nested-probe-seams",
+        ),
     ] {
         let mut a = vec![
             "weights",
@@ -670,10 +688,8 @@ fn the_adaptive_flag_writes_the_recipe() {
         ];
         a.extend_from_slice(bad);
         let err = run_err(&a);
-        assert!(
-            err.contains("cannot be used with") && err.contains(named),
-            "{bad:?}: {err}"
-        );
+        let why = named.starts_with("expected") || err.contains("cannot be used with");
+        assert!(why && err.contains(named), "{bad:?}: {err}");
     }
 }
 

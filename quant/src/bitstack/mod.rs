@@ -44,7 +44,9 @@ pub use decompose::decompose;
 pub use kernel::{
     accumulate_signed_product, accumulate_signed_product_scalar, pack_signs, sign_row_bytes,
 };
-pub use order::{BlockId, MatrixBlocks, OrderPolicy, global_order, score_levels_by_eval};
+pub use order::{
+    BlockId, MatrixBlocks, OrderPolicy, Seam, global_order, score_levels_by_eval, seam_order,
+};
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;

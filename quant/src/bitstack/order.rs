@@ -167,6 +167,157 @@ pub fn global_order(matrices: &[MatrixBlocks], policy: OrderPolicy) -> Result<Ve
     Ok(order)
 }
 
+/// Values measured at one level end (every matrix with its first `level + 1`
+/// blocks), for [`seam_order`]: what each of some matrices' block `level` would
+/// cost if it were unloaded (the tail of its level) and what each matrix's block
+/// `level + 1` gains if loaded, in one currency (say perplexity moved) per byte
+/// of the block or not, as long as `tail` and `head` agree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seam {
+    /// The level whose end the values are measured at.
+    pub level: u32,
+    /// `(matrix, value)`: what unloading the matrix's block `level` costs.
+    pub tail: Vec<(u32, f64)>,
+    /// `(matrix, value)`: what loading the matrix's block `level + 1` gains.
+    pub head: Vec<(u32, f64)>,
+}
+
+/// A level-by-level order (as [`OrderPolicy::Balanced`] gives it) with each
+/// level end opened up: the blocks of level `l` that `seams` name in a tail, and
+/// as many bytes of level `l + 1`'s first blocks, are reordered among themselves
+/// by value per byte, so a block of the next level that gains more than a late
+/// block of this one costs comes before it. Each matrix's blocks stay in level
+/// order (a block of level `l + 1` waits for its own level-`l` block), and every
+/// other block keeps its place. At the old level end the prefix then holds the
+/// zone's most valuable bytes instead of all of level `l`.
+///
+/// A tail block that an earlier seam already moved (it headed that seam) stays
+/// where it went. Errors if `balanced` is not level by level, a seam names a
+/// level, a matrix or a value (NaN) that does not fit, or two seams share a level.
+pub fn seam_order(
+    balanced: &[BlockId],
+    matrices: &[MatrixBlocks],
+    seams: &[Seam],
+) -> Result<Vec<BlockId>> {
+    let bad = |reason: String| QuantError::InvalidConfig {
+        field: "seams",
+        reason,
+    };
+    if balanced.windows(2).any(|w| w[1].level < w[0].level) {
+        return Err(bad("the order to open is not level by level".into()));
+    }
+    let max_level = balanced.iter().map(|b| b.level + 1).max().unwrap_or(0) as usize;
+    let mut runs: Vec<Vec<BlockId>> = vec![Vec::new(); max_level];
+    for b in balanced {
+        runs[b.level as usize].push(*b);
+    }
+    let bytes = |b: &BlockId| {
+        matrices
+            .get(b.matrix as usize)
+            .map_or(1, |m| m.bytes_per_block.max(1))
+    };
+    // For each level, the zone after it (between it and the next level).
+    let mut zones: Vec<Vec<BlockId>> = vec![Vec::new(); max_level];
+    let mut seen = vec![false; max_level];
+    for seam in seams {
+        let l = seam.level as usize;
+        if l + 1 >= max_level || seen[l] {
+            return Err(bad(format!(
+                "a seam at level {l}: expected one per level below {}",
+                max_level.saturating_sub(1)
+            )));
+        }
+        seen[l] = true;
+        let mut value = std::collections::HashMap::new();
+        for &(m, v) in &seam.tail {
+            value.insert(
+                BlockId {
+                    matrix: m,
+                    level: seam.level,
+                },
+                v,
+            );
+        }
+        for &(m, v) in &seam.head {
+            value.insert(
+                BlockId {
+                    matrix: m,
+                    level: seam.level + 1,
+                },
+                v,
+            );
+        }
+        if let Some((b, v)) = value.iter().find(|(_, v)| v.is_nan()) {
+            return Err(bad(format!(
+                "matrix {} level {} is NaN ({v})",
+                b.matrix, b.level
+            )));
+        }
+        // The tail: the named blocks of level l still in its run.
+        let (tail, core): (Vec<BlockId>, Vec<BlockId>) = runs[l]
+            .iter()
+            .partition(|b| seam.tail.iter().any(|t| t.0 == b.matrix));
+        if let Some(&(m, _)) = seam
+            .tail
+            .iter()
+            .chain(&seam.head)
+            .find(|t| t.0 as usize >= matrices.len())
+        {
+            return Err(bad(format!(
+                "the seam at level {l} names matrix {m}, only {} exist",
+                matrices.len()
+            )));
+        }
+        runs[l] = core;
+        // The head: as many bytes of level l + 1's first valued blocks.
+        let want: u64 = tail.iter().map(bytes).sum();
+        let mut got = 0u64;
+        let mut head = Vec::new();
+        let mut rest = Vec::new();
+        for b in std::mem::take(&mut runs[l + 1]) {
+            if got < want && value.contains_key(&b) {
+                got += bytes(&b);
+                head.push(b);
+            } else {
+                rest.push(b);
+            }
+        }
+        runs[l + 1] = rest;
+        let mut zone: Vec<BlockId> = tail.into_iter().chain(head).collect();
+        let per_byte = |b: &BlockId| value[b] / bytes(b) as f64;
+        zone.sort_by(|a, b| per_byte(b).total_cmp(&per_byte(a)));
+        // A matrix's level l + 1 block waits for its level l block.
+        let lower: std::collections::HashSet<u32> = zone
+            .iter()
+            .filter(|b| b.level as usize == l)
+            .map(|b| b.matrix)
+            .collect();
+        let mut waiting = std::collections::HashMap::new();
+        let mut emitted = std::collections::HashSet::new();
+        for b in zone {
+            if b.level as usize == l + 1
+                && lower.contains(&b.matrix)
+                && !emitted.contains(&b.matrix)
+            {
+                waiting.insert(b.matrix, b);
+                continue;
+            }
+            zones[l].push(b);
+            if b.level as usize == l {
+                emitted.insert(b.matrix);
+                if let Some(w) = waiting.remove(&b.matrix) {
+                    zones[l].push(w);
+                }
+            }
+        }
+    }
+    Ok(runs
+        .into_iter()
+        .zip(zones)
+        .flat_map(|(run, zone)| run.into_iter().chain(zone))
+        .collect())
+}
+
 /// Scores every block by the reference's perplexity protocol, through `eval`.
 ///
 /// `levels[m]` is the number of blocks matrix `m` has. `eval(counts)` must return the
@@ -272,6 +423,115 @@ mod tests {
             if let (Some(lo), Some(hi)) = (live.iter().min(), counts.iter().max()) {
                 assert!(hi - lo <= 1, "{counts:?}");
             }
+        }
+    }
+
+    fn seam(level: u32, tail: &[(u32, f64)], head: &[(u32, f64)]) -> Seam {
+        Seam {
+            level,
+            tail: tail.to_vec(),
+            head: head.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_seam_lets_a_valuable_next_level_block_pass_a_late_one() {
+        let m = [mb(1, &[3.0, 1.0]), mb(1, &[2.0, 1.0]), mb(1, &[1.0, 1.0])];
+        let balanced = global_order(&m, OrderPolicy::Balanced).expect("order");
+        assert_eq!(
+            balanced,
+            ids(&[(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)])
+        );
+        // Unloading matrix 2's first block costs 1; matrix 0's second gains 5.
+        let got = seam_order(
+            &balanced,
+            &m,
+            &[seam(0, &[(2, 1.0)], &[(0, 5.0), (1, 0.5)])],
+        )
+        .expect("seams");
+        assert_eq!(got, ids(&[(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (2, 1)]));
+        // Worth less than the tail: nothing moves.
+        let got = seam_order(&balanced, &m, &[seam(0, &[(2, 1.0)], &[(0, 0.5)])]).expect("seams");
+        assert_eq!(got, balanced);
+    }
+
+    #[test]
+    fn a_seam_compares_value_per_byte_and_keeps_each_matrix_in_level_order() {
+        // Matrix 1's blocks are 4x the bytes: its second block's 8 is 2 per byte,
+        // below matrix 0's tail cost of 3 per byte.
+        let m = [mb(1, &[1.0, 1.0]), mb(4, &[1.0, 1.0])];
+        let balanced = ids(&[(1, 0), (0, 0), (1, 1), (0, 1)]);
+        let got = seam_order(&balanced, &m, &[seam(0, &[(0, 3.0)], &[(1, 8.0)])]).expect("seams");
+        assert_eq!(got, balanced);
+        // Matrix 0's own next block is worth more than its tail block costs: it
+        // still waits for it.
+        let got = seam_order(&balanced, &m, &[seam(0, &[(0, 1.0)], &[(0, 50.0)])]).expect("seams");
+        assert_eq!(got, ids(&[(1, 0), (0, 0), (0, 1), (1, 1)]));
+    }
+
+    #[test]
+    fn seams_that_do_not_fit_are_refused() {
+        let m = [mb(1, &[1.0, 1.0]), mb(1, &[1.0, 1.0])];
+        let balanced = global_order(&m, OrderPolicy::Balanced).expect("order");
+        let refused = |s: &[Seam]| seam_order(&balanced, &m, s).is_err();
+        assert!(
+            refused(&[seam(1, &[(0, 1.0)], &[])]),
+            "no level 2 to open into"
+        );
+        assert!(refused(&[seam(0, &[(2, 1.0)], &[])]), "no matrix 2");
+        assert!(refused(&[seam(0, &[(0, f64::NAN)], &[])]));
+        assert!(refused(&[seam(0, &[], &[]), seam(0, &[], &[])]));
+        let greedy = ids(&[(0, 0), (0, 1), (1, 0), (1, 1)]);
+        assert!(seam_order(&greedy, &m, &[]).is_err(), "not level by level");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn seam_orders_are_valid_and_move_only_their_zones(
+            levels in proptest::collection::vec(1usize..5, 1..8),
+            bytes in proptest::collection::vec(1u64..5, 8),
+            values in proptest::collection::vec(0.0f64..10.0, 64),
+            share in 0usize..4,
+        ) {
+            let m: Vec<MatrixBlocks> = levels
+                .iter()
+                .zip(&bytes)
+                .enumerate()
+                .map(|(i, (&n, &b))| mb(b, &values[i * 5..i * 5 + n]))
+                .collect();
+            let balanced = global_order(&m, OrderPolicy::Balanced).expect("order");
+            let max_level = levels.iter().copied().max().unwrap_or(0) as u32;
+            let mut k = 40;
+            let mut v = || { k = (k + 7) % 64; values[k] };
+            let seams: Vec<Seam> = (0..max_level.saturating_sub(1))
+                .map(|l| {
+                    let at = |lv: u32| -> Vec<u32> {
+                        (0..m.len() as u32)
+                            .filter(|&i| m[i as usize].importance.len() as u32 > lv)
+                            .collect()
+                    };
+                    Seam {
+                        level: l,
+                        tail: at(l).into_iter().filter(|i| (*i as usize) % 4 < share).map(|i| (i, v())).collect(),
+                        head: at(l + 1).into_iter().map(|i| (i, v())).collect(),
+                    }
+                })
+                .collect();
+            let got = seam_order(&balanced, &m, &seams).expect("seams");
+            // Every block once, each matrix's in level order.
+            let mut next = vec![0usize; m.len()];
+            for b in &got {
+                proptest::prop_assert_eq!(b.level as usize, next[b.matrix as usize]);
+                next[b.matrix as usize] += 1;
+            }
+            proptest::prop_assert!(next.iter().zip(&m).all(|(&n, mb)| n == mb.importance.len()));
+            // Blocks outside every zone keep their relative order.
+            let zone = |b: &BlockId| seams.iter().any(|s| {
+                (b.level == s.level && s.tail.iter().any(|t| t.0 == b.matrix))
+                    || (b.level == s.level + 1)
+            });
+            let fixed = |o: &[BlockId]| o.iter().filter(|b| !zone(b)).copied().collect::<Vec<_>>();
+            proptest::prop_assert_eq!(fixed(&got), fixed(&balanced));
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::builder::ArgPredicate;
 use clap::{ArgGroup, Args};
-use octet_quant::bitstack::OrderPolicy;
+use octet_quant::bitstack::{MatrixBlocks, OrderPolicy, Seam, global_order, seam_order};
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
 use octet_quant::palette::{
     Corrections, GptqConfig, GptqReport, JointFit, NestedPalette, PaletteConfig, PaletteTensor,
@@ -174,7 +174,7 @@ pub struct PaletteArgs {
     #[arg(
         long,
         requires = "nested_top_or_adaptive",
-        conflicts_with_all = ["nested_probe_each_linear", "nested_probe_twice", "nested_probe_greedy"]
+        conflicts_with_all = ["nested_probe_each_linear", "nested_probe_twice", "nested_probe_greedy", "nested_probe_seams"]
     )]
     nested_balanced: bool,
     /// With --nested-top: level by level as --nested-balanced, but within a level
@@ -208,6 +208,23 @@ pub struct PaletteArgs {
     /// sensitive linear's second step may come before a robust one's first.
     #[arg(long, requires = "nested_probe_or_adaptive")]
     nested_probe_greedy: bool,
+    /// With --nested-probe: open each level end. The linears holding this share
+    /// of the weights whose step at a level removed the least are probed again
+    /// at the level's end (what unloading the step costs there), beside the next
+    /// level's first probes from the same model; those last steps and as many
+    /// bytes of the next level's first are then ordered together by value per
+    /// byte, so where the next level's best step gains more than a late one
+    /// costs, it comes first (each linear's steps stay in order). 0 (the default)
+    /// keeps the levels closed. At most 0.5.
+    #[arg(
+        long,
+        value_name = "SHARE",
+        default_value_t = 0.0,
+        requires = "nested_probe_or_adaptive",
+        conflicts_with = "nested_probe_greedy",
+        value_parser = seam_share
+    )]
+    nested_probe_seams: f64,
     #[command(flatten)]
     calib: CalibArgs,
     #[command(flatten)]
@@ -461,6 +478,8 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     pb.finish_and_clear();
     let mut palettes = palettes;
+    // Level ends measured as seams (`--nested-probe-seams`), the linears by index.
+    let mut seams = Vec::new();
     if args.nested_probe {
         let nested: Vec<&NestedPalette> = palettes
             .iter()
@@ -469,7 +488,7 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
                 _ => None,
             })
             .collect();
-        let gains = super::probe::probe_gains(
+        let probed = super::probe::probe_with_seams(
             &prep,
             &nested,
             if args.nested_probe_twice {
@@ -479,14 +498,16 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
             },
             args.nested_probe_greedy,
             super::probe::Grain::each_linear(args.nested_probe_each_linear),
+            args.nested_probe_seams,
         )?;
         let nested = palettes.iter_mut().filter_map(|(p, _, _)| match p {
             Fitted::Nested(n) => Some(n),
             _ => None,
         });
-        for (n, g) in nested.zip(&gains) {
+        for (n, g) in nested.zip(&probed.gains) {
             super::probe::set_gains(n, g);
         }
+        seams = probed.seams;
     }
     let compress_s = t_compress.elapsed().as_secs_f64();
 
@@ -549,6 +570,7 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     // Nested palettes need no step at the smallest budget: their bases stand alone.
     let level_by_level = (args.nested_balanced || args.nested_probe) && !args.nested_probe_greedy;
     let ordering = match (args.nested_top, level_by_level) {
+        (Some(_), true) if !seams.is_empty() => seam_ordering(&writer, &prep, &seams)?,
         (Some(_), true) => BlockOrdering::Policy(OrderPolicy::Balanced),
         (Some(_), false) => BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 }),
         (None, _) => BlockOrdering::default(),
@@ -562,11 +584,14 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
             } else {
                 "probe"
             };
+            let mut name = variant.to_string();
             if args.nested_probe_each_linear {
-                format!("{variant}, each linear")
-            } else {
-                variant.to_string()
+                name.push_str(", each linear");
             }
+            if args.nested_probe_seams > 0.0 {
+                name.push_str(&format!(", seams {}", args.nested_probe_seams));
+            }
+            name
         } else if args.nested_balanced {
             "balanced".to_string()
         } else {
@@ -669,4 +694,56 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
         report.summary.read_s, report.summary.calib_s, compress_s, write_s
     );
     Ok(())
+}
+
+/// `--nested-probe-seams`: a share of the weights from 0 to 0.5.
+fn seam_share(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|e| format!("`{s}`: expected a share from 0 to 0.5 ({e})"))?;
+    if !(0.0..=0.5).contains(&v) {
+        return Err(format!("`{s}`: expected a share from 0 to 0.5"));
+    }
+    Ok(v)
+}
+
+/// The level-by-level order with each measured level end opened
+/// ([`seam_order`]): the probes' linear indices mapped to the writer's matrices.
+fn seam_ordering<S: std::io::Read + std::io::Write + std::io::Seek>(
+    writer: &CheckpointWriter<S>,
+    prep: &Prepared,
+    seams: &[Seam],
+) -> Result<BlockOrdering> {
+    let matrices = writer.bitstack_matrices();
+    let index: std::collections::HashMap<&str, u32> = matrices
+        .iter()
+        .enumerate()
+        .map(|(m, (name, _))| (name.as_str(), m as u32))
+        .collect();
+    let to_matrix = |v: &[(u32, f64)]| -> Result<Vec<(u32, f64)>> {
+        v.iter()
+            .map(|&(i, x)| {
+                let name = &prep.linears[i as usize];
+                index
+                    .get(name.as_str())
+                    .map(|&m| (m, x))
+                    .with_context(|| format!("`{name}` has no refinement steps to order"))
+            })
+            .collect()
+    };
+    let seams = seams
+        .iter()
+        .map(|s| {
+            Ok(Seam {
+                level: s.level,
+                tail: to_matrix(&s.tail)?,
+                head: to_matrix(&s.head)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mbs: Vec<MatrixBlocks> = matrices.into_iter().map(|(_, m)| m).collect();
+    let balanced = global_order(&mbs, OrderPolicy::Balanced)?;
+    Ok(BlockOrdering::Explicit(seam_order(
+        &balanced, &mbs, &seams,
+    )?))
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use candle_core::{Device, Tensor};
+use octet_quant::bitstack::Seam;
 use octet_quant::kernels::dot_f32;
 use octet_quant::palette::NestedPalette;
 use octet_tools::model::bert::{self, BertForward};
@@ -97,13 +98,16 @@ impl Grain {
     }
 }
 
+/// A group of linears one probe changes: its label and members.
+type Group = (String, Vec<usize>);
+
 /// Probes of a model, the linears grouped by layer or one by one: each group's
 /// label and members, in order.
 struct Prober<'a> {
     prep: &'a Prepared,
     net: Net<'a>,
     grain: Grain,
-    groups: Vec<(String, Vec<usize>)>,
+    groups: Vec<Group>,
 }
 
 /// One group's probe at one level: the linears that have a step there and the
@@ -292,10 +296,49 @@ impl<'a> Prober<'a> {
     /// With every linear at `level - 1` steps, each layer in turn gets its
     /// linears' step `level`: the baseline perplexity and one probe per layer.
     fn level(&self, nested: &[&NestedPalette], level: usize) -> Result<(f64, Vec<LayerProbe>)> {
+        let (base_ppl, out, _) = self.level_with(nested, level, &[])?;
+        Ok((base_ppl, out))
+    }
+
+    /// As [`Prober::level`], and from the same baseline each group of `tail` (a
+    /// group's members, all with step `level - 1`) loses its step `level - 1`: what
+    /// that costs, one probe per group (the seams of [`probe_gains`]).
+    fn level_with(
+        &self,
+        nested: &[&NestedPalette],
+        level: usize,
+        tail: &[Group],
+    ) -> Result<(f64, Vec<LayerProbe>, Vec<LayerProbe>)> {
         let linears = &self.prep.linears;
         let tensor = |i: usize, steps: usize| self.tensor(nested, i, steps);
         let baseline = self.all_at(nested, level - 1)?;
         let (run, base_ppl) = self.baseline(&baseline)?;
+        let mut removals = Vec::with_capacity(tail.len());
+        for (label, members) in tail {
+            let mut probe = baseline.clone();
+            for &i in members {
+                probe.set_linear(&linears[i], tensor(i, level - 2)?)?;
+            }
+            let cost = (self.ppl_from(&run, &probe, members)? - base_ppl).max(0.0);
+            removals.push(LayerProbe {
+                label: label.clone(),
+                members: members.clone(),
+                removed: cost,
+            });
+        }
+        if !removals.is_empty() {
+            eprintln!(
+                "probe level {level}, seam: {} per {} its step {} costs {}",
+                self.what(),
+                self.per(),
+                level - 1,
+                removals
+                    .iter()
+                    .map(|p| format!("{}:{}", p.label, self.fmt(p.removed)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
         let mut out = Vec::new();
         for (label, members) in &self.groups {
             let members: Vec<usize> = members
@@ -328,7 +371,42 @@ impl<'a> Prober<'a> {
             self.per(),
             line.join(" ")
         );
-        Ok((base_ppl, out))
+        Ok((base_ppl, out, removals))
+    }
+
+    /// The groups whose step `level` (every member has it) removed the least per
+    /// weight by `gains` (one per linear and step, as [`probe_gains`] builds them),
+    /// taken from the least until they hold `share` of the weights with that step.
+    fn tail(
+        &self,
+        nested: &[&NestedPalette],
+        level: usize,
+        gains: &[Vec<f64>],
+        share: f64,
+    ) -> Vec<Group> {
+        let size = |i: usize| self.prep.model.tensors[&self.prep.linears[i]].data.len() as f64;
+        let mut at: Vec<(f64, f64, &Group)> = self
+            .groups
+            .iter()
+            .filter(|(_, m)| !m.is_empty() && m.iter().all(|&i| nested[i].steps.len() >= level))
+            .map(|g| {
+                let w: f64 = g.1.iter().map(|&i| size(i)).sum::<f64>().max(1.0);
+                let gain: f64 = g.1.iter().map(|&i| gains[i][level - 1]).sum();
+                (gain / w, w, g)
+            })
+            .collect();
+        at.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total: f64 = at.iter().map(|a| a.1).sum();
+        let mut taken = 0.0;
+        let mut out = Vec::new();
+        for (_, w, g) in at {
+            if taken + w > share * total {
+                break;
+            }
+            taken += w;
+            out.push(g.clone());
+        }
+        out
     }
 
     /// Weights in a layer's linears that have the step (at least 1).
@@ -432,15 +510,76 @@ pub fn probe_gains(
     log: bool,
     grain: Grain,
 ) -> Result<Vec<Vec<f64>>> {
+    Ok(probe_with_seams(prep, nested, twice, log, grain, 0.0)?.gains)
+}
+
+/// What [`probe_with_seams`] measured.
+pub struct Probed {
+    /// One gain per linear and step, as [`probe_gains`] returns them.
+    pub gains: Vec<Vec<f64>>,
+    /// At each level end below the last: what unloading each tail linear's step
+    /// there costs and what each linear's next step gains, both from the level
+    /// end, the score moved split over a group's linears by their own gains
+    /// ([`seam_order`](octet_quant::bitstack::seam_order); `matrix` is the index
+    /// into the linears).
+    pub seams: Vec<Seam>,
+}
+
+/// As [`probe_gains`], and with `seam_share` above 0 each level end is probed as
+/// a seam: the groups holding the `seam_share` of the weights whose step at that
+/// level removed the least per weight each lose it, from the same baseline as
+/// the next level's first pass (one probe per such group and level end), so
+/// that [`seam_order`](octet_quant::bitstack::seam_order) can weigh the last
+/// steps of a level against the first of the next in one currency.
+pub fn probe_with_seams(
+    prep: &Prepared,
+    nested: &[&NestedPalette],
+    twice: usize,
+    log: bool,
+    grain: Grain,
+    seam_share: f64,
+) -> Result<Probed> {
     let prober = Prober::new(prep, grain)?;
     let levels = nested.iter().map(|p| p.steps.len()).max().unwrap_or(0);
     let mut out: Vec<Vec<f64>> = nested
         .iter()
         .map(|p| p.steps.iter().map(|s| s.gain).collect())
         .collect();
+    let mut seams = Vec::new();
     let t0 = Instant::now();
+    // A group's measured score split over its linears by their own gains at `level`.
+    let split = |p: &LayerProbe, level: usize| -> Vec<(usize, f64)> {
+        let own = |i: usize| nested[i].steps[level - 1].gain.max(0.0);
+        let total: f64 = p.members.iter().map(|&i| own(i)).sum();
+        p.members
+            .iter()
+            .map(|&i| {
+                let share = if total > 0.0 {
+                    own(i) / total
+                } else {
+                    1.0 / p.members.len() as f64
+                };
+                (i, p.removed * share)
+            })
+            .collect()
+    };
     for level in 1..=levels {
-        let (base_ppl, mut probes) = prober.level(nested, level)?;
+        let tail = if seam_share > 0.0 && level >= 2 {
+            prober.tail(nested, level - 1, &out, seam_share)
+        } else {
+            Vec::new()
+        };
+        let (base_ppl, mut probes, removals) = prober.level_with(nested, level, &tail)?;
+        if seam_share > 0.0 && level >= 2 {
+            let pairs = |v: Vec<(usize, f64)>| -> Vec<(u32, f64)> {
+                v.into_iter().map(|(i, x)| (i as u32, x)).collect()
+            };
+            seams.push(Seam {
+                level: (level - 2) as u32,
+                tail: pairs(removals.iter().flat_map(|p| split(p, level - 1)).collect()),
+                head: pairs(probes.iter().flat_map(|p| split(p, level)).collect()),
+            });
+        }
         if level <= twice {
             probes = prober.second_pass(nested, level, base_ppl, &probes)?;
         } else if log {
@@ -449,28 +588,17 @@ pub fn probe_gains(
             }
         }
         for p in probes {
-            let total: f64 = p
-                .members
-                .iter()
-                .map(|&i| nested[i].steps[level - 1].gain.max(0.0))
-                .sum();
-            for &i in &p.members {
-                let own = nested[i].steps[level - 1].gain.max(0.0);
-                let share = if total > 0.0 {
-                    own / total
-                } else {
-                    1.0 / p.members.len() as f64
-                };
+            for (i, v) in split(&p, level) {
                 // The proxy gain, scaled far below any measured perplexity or
-                // log-perplexity, breaks
-                // ties: where no layer's probe moves the perplexity (high levels),
-                // the order within the level is the balanced one.
-                out[i][level - 1] = p.removed * share + own * PROBE_TIE;
+                // log-perplexity, breaks ties: where no layer's probe moves the
+                // perplexity (high levels), the order within the level is the
+                // balanced one.
+                out[i][level - 1] = v + nested[i].steps[level - 1].gain.max(0.0) * PROBE_TIE;
             }
         }
     }
     eprintln!("probes: {:.0}s", t0.elapsed().as_secs_f64());
-    Ok(out)
+    Ok(Probed { gains: out, seams })
 }
 
 /// The linears (indices into `prep.linears`) of the layers whose first refinement
