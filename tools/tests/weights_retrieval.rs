@@ -169,11 +169,12 @@ fn a_bert_model_is_calibrated_for_palettes_and_kquants() {
         meta.contains("palette.nested_order: probe, each linear"),
         "{meta}"
     );
-    // `--adaptive` probes a BERT model's linears one by one.
+    // `--adaptive` probes a BERT model's linears one by one and opens its level
+    // ends.
     let (line, meta) = probe(&["--adaptive"]);
     assert_eq!(line.matches(".weight:").count(), 37, "{line}");
     assert!(
-        meta.contains("palette.nested_order: probe, each linear"),
+        meta.contains("palette.nested_order: probe, each linear, seams 0.25"),
         "{meta}"
     );
     let d = |f: &str| data.join(f).to_str().expect("utf-8").to_owned();
