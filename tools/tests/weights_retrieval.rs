@@ -169,14 +169,17 @@ fn a_bert_model_is_calibrated_for_palettes_and_kquants() {
         meta.contains("palette.nested_order: probe, each linear"),
         "{meta}"
     );
-    // `--adaptive` probes a BERT model's linears one by one and opens its level
-    // ends.
+    // `--adaptive` probes a BERT model's linears one by one, opens its level
+    // ends and serves two widths above the fit at weight 4.
     let (line, meta) = probe(&["--adaptive"]);
     assert_eq!(line.matches(".weight:").count(), 37, "{line}");
-    assert!(
-        meta.contains("palette.nested_order: probe, each linear, seams 0.25"),
-        "{meta}"
-    );
+    for kv in [
+        "palette.nested_order: probe, each linear, seams 0.25",
+        "palette.nested_joint_upper_weight: 4",
+        "palette.nested_joint_upper_widths: 2",
+    ] {
+        assert!(meta.contains(kv), "{kv}: {meta}");
+    }
     let d = |f: &str| data.join(f).to_str().expect("utf-8").to_owned();
     let (q, b, g) = (d(files[0]), d(files[1]), d(files[2]));
     let run = |calibrated: bool| {

@@ -55,8 +55,10 @@ pub struct PaletteArgs {
     /// --nested-joint-params --nested-joint-upper-weight 1 --nested-probe`; any of
     /// those given explicitly wins; with --nested-balanced the order is level by
     /// level without probes (a few minutes instead of about eight on SmolLM2-135M).
-    /// A BERT model's probes are per linear (--nested-probe-each-linear). Needs
-    /// calibration.
+    /// A BERT model's probes are per linear (--nested-probe-each-linear), its
+    /// level ends open (--nested-probe-seams 0.25) and its upper weight 4 over
+    /// two widths (--nested-joint-upper-weight 4 --nested-joint-upper-widths 2).
+    /// Needs calibration.
     #[arg(long, conflicts_with_all = ["group", "gptq", "no_calib"])]
     adaptive: bool,
     /// Bits per index, 2..=8 (a table of 2^bits centroids).
@@ -142,24 +144,19 @@ pub struct PaletteArgs {
     )]
     nested_joint_fit_weight: f64,
     /// With --nested-joint-rounds: the weight in that sum of the width one bit
-    /// above the fit, as splitting the fit width's levels gives it (0: left out).
-    #[arg(
-        long,
-        value_name = "W",
-        default_value_t = 0.0,
-        requires = "nested_joint_rounds_or_adaptive",
-        default_value_if("adaptive", ArgPredicate::Equals("true".into()), "1")
-    )]
-    nested_joint_upper_weight: f64,
+    /// above the fit, as splitting the fit width's levels gives it (0, the
+    /// default: left out; --adaptive: 1, and 4 for a BERT model).
+    #[arg(long, value_name = "W", requires = "nested_joint_rounds_or_adaptive")]
+    nested_joint_upper_weight: Option<f64>,
     /// With --nested-joint-upper-weight: how many widths above the fit it serves,
-    /// 1 or 2 (the second split from the first as the file splits it).
+    /// 1 (the default) or 2 (the second split from the first as the file splits
+    /// it; --adaptive gives a BERT model 2).
     #[arg(
         long,
         value_name = "N",
-        default_value_t = 1,
         requires = "nested_joint_upper_weight_or_adaptive"
     )]
-    nested_joint_upper_widths: u8,
+    nested_joint_upper_widths: Option<u8>,
     /// With --nested-rescale-bits: every refinement step carries its own block
     /// correction (format version 4), as files before the twelfth session did.
     /// Without it a step carries one only where it removes at least as much error
@@ -425,11 +422,22 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     // a BERT model's level ends: on MiniLM 1.4 and 1.5 recall points more at 3.5
     // and 4.5 bits for about 70 s more probes (323 s), where SmolLM2's perplexity stayed
     // within 0.7% at every budget but 3.5 bits (2.5% worse there).
+    // With the seams open, upper weight 4 over two widths puts MiniLM at or above
+    // the k-quant line at all 9 budgets from 2.75 to 6 bits (weight 1: 7); a llama
+    // model keeps weight 1 (SmolLM2: 3.6% lower perplexity in geometric mean).
     if args.adaptive && prep.calib.as_ref().is_some_and(|c| c.bert.is_some()) {
         args.nested_probe_each_linear = true;
         args.nested_probe_seams.get_or_insert(ADAPTIVE_BERT_SEAMS);
+        if args.nested_joint_upper_weight.is_none() && args.nested_joint_upper_widths.is_none() {
+            args.nested_joint_upper_weight = Some(ADAPTIVE_BERT_UPPER.0);
+            args.nested_joint_upper_widths = Some(ADAPTIVE_BERT_UPPER.1);
+        }
     }
     let seam_share = args.nested_probe_seams.unwrap_or(0.0);
+    let upper_weight =
+        args.nested_joint_upper_weight
+            .unwrap_or(if args.adaptive { 1.0 } else { 0.0 });
+    let upper_widths = args.nested_joint_upper_widths.unwrap_or(1);
     let t_compress = Instant::now();
     let pb = if args.json {
         indicatif::ProgressBar::hidden()
@@ -466,8 +474,8 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
                                 params: args.nested_joint_params,
                                 fit_weight: args.nested_joint_fit_weight,
                                 corrections: corrections(args.nested_every_correction),
-                                upper_weight: args.nested_joint_upper_weight,
-                                upper_widths: args.nested_joint_upper_widths,
+                                upper_weight,
+                                upper_widths,
                             },
                         ),
                     }
@@ -552,15 +560,15 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
                 "palette.nested_joint_rounds",
                 &args.nested_joint_rounds.to_string(),
             )?;
-            if args.nested_joint_upper_weight != 0.0 {
+            if upper_weight != 0.0 {
                 writer.add_metadata(
                     "palette.nested_joint_upper_weight",
-                    &args.nested_joint_upper_weight.to_string(),
+                    &upper_weight.to_string(),
                 )?;
-                if args.nested_joint_upper_widths != 1 {
+                if upper_widths != 1 {
                     writer.add_metadata(
                         "palette.nested_joint_upper_widths",
-                        &args.nested_joint_upper_widths.to_string(),
+                        &upper_widths.to_string(),
                     )?;
                 }
             }
@@ -703,6 +711,9 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
 
 /// The seam share `--adaptive` gives a BERT model (`--nested-probe-seams`).
 const ADAPTIVE_BERT_SEAMS: f64 = 0.25;
+/// The upper weight and widths `--adaptive` gives a BERT model
+/// (`--nested-joint-upper-weight`, `--nested-joint-upper-widths`).
+const ADAPTIVE_BERT_UPPER: (f64, u8) = (4.0, 2);
 
 /// `--nested-probe-seams`: a share of the weights from 0 to 0.5.
 fn seam_share(s: &str) -> std::result::Result<f64, String> {
