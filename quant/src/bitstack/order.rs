@@ -253,10 +253,6 @@ pub fn seam_order(
                 b.matrix, b.level
             )));
         }
-        // The tail: the named blocks of level l still in its run.
-        let (tail, core): (Vec<BlockId>, Vec<BlockId>) = runs[l]
-            .iter()
-            .partition(|b| seam.tail.iter().any(|t| t.0 == b.matrix));
         if let Some(&(m, _)) = seam
             .tail
             .iter()
@@ -268,6 +264,10 @@ pub fn seam_order(
                 matrices.len()
             )));
         }
+        // The tail: the named blocks of level l still in its run.
+        let (tail, core): (Vec<BlockId>, Vec<BlockId>) = runs[l]
+            .iter()
+            .partition(|b| seam.tail.iter().any(|t| t.0 == b.matrix));
         runs[l] = core;
         // The head: as many bytes of level l + 1's first valued blocks.
         let want: u64 = tail.iter().map(bytes).sum();

@@ -219,7 +219,7 @@ pub struct PaletteArgs {
         value_name = "SHARE",
         requires = "nested_probe_or_adaptive",
         conflicts_with = "nested_probe_greedy",
-        value_parser = seam_share
+        value_parser = parse_seam_share
     )]
     nested_probe_seams: Option<f64>,
     #[command(flatten)]
@@ -716,7 +716,7 @@ const ADAPTIVE_BERT_SEAMS: f64 = 0.25;
 const ADAPTIVE_BERT_UPPER: (f64, u8) = (4.0, 2);
 
 /// `--nested-probe-seams`: a share of the weights from 0 to 0.5.
-fn seam_share(s: &str) -> std::result::Result<f64, String> {
+fn parse_seam_share(s: &str) -> std::result::Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|e| format!("`{s}`: expected a share from 0 to 0.5 ({e})"))?;

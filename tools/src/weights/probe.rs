@@ -384,13 +384,12 @@ impl<'a> Prober<'a> {
         gains: &[Vec<f64>],
         share: f64,
     ) -> Vec<Group> {
-        let size = |i: usize| self.prep.model.tensors[&self.prep.linears[i]].data.len() as f64;
         let mut at: Vec<(f64, f64, &Group)> = self
             .groups
             .iter()
             .filter(|(_, m)| !m.is_empty() && m.iter().all(|&i| nested[i].steps.len() >= level))
             .map(|g| {
-                let w: f64 = g.1.iter().map(|&i| size(i)).sum::<f64>().max(1.0);
+                let w = self.weights(&g.1);
                 let gain: f64 = g.1.iter().map(|&i| gains[i][level - 1]).sum();
                 (gain / w, w, g)
             })
@@ -409,15 +408,15 @@ impl<'a> Prober<'a> {
         out
     }
 
-    /// Weights in a layer's linears that have the step (at least 1).
-    fn weights(&self, p: &LayerProbe) -> f64 {
+    /// Weights in the linears `members` (at least 1).
+    fn weights(&self, members: &[usize]) -> f64 {
         let size = |i: usize| self.prep.model.tensors[&self.prep.linears[i]].data.len() as f64;
-        p.members.iter().map(|&i| size(i)).sum::<f64>().max(1.0)
+        members.iter().map(|&i| size(i)).sum::<f64>().max(1.0)
     }
 
     /// Indices of `probes`, the most perplexity removed per weight first.
     fn best_per_weight(&self, probes: &[LayerProbe]) -> Vec<usize> {
-        let per_weight = |p: &LayerProbe| p.removed / self.weights(p);
+        let per_weight = |p: &LayerProbe| p.removed / self.weights(&p.members);
         let mut rank: Vec<usize> = (0..probes.len()).collect();
         rank.sort_by(|&a, &b| per_weight(&probes[b]).total_cmp(&per_weight(&probes[a])));
         rank
@@ -564,13 +563,15 @@ pub fn probe_with_seams(
             .collect()
     };
     for level in 1..=levels {
-        let tail = if seam_share > 0.0 && level >= 2 {
+        // A level end below this level: probed as a seam.
+        let seam = seam_share > 0.0 && level >= 2;
+        let tail = if seam {
             prober.tail(nested, level - 1, &out, seam_share)
         } else {
             Vec::new()
         };
         let (base_ppl, mut probes, removals) = prober.level_with(nested, level, &tail)?;
-        if seam_share > 0.0 && level >= 2 {
+        if seam {
             let pairs = |v: Vec<(usize, f64)>| -> Vec<(u32, f64)> {
                 v.into_iter().map(|(i, x)| (i as u32, x)).collect()
             };
@@ -622,7 +623,7 @@ pub fn hot_linears(prep: &Prepared, nested: &[&NestedPalette], share: f64) -> Re
         if taken >= share * total {
             break;
         }
-        taken += prober.weights(&layers[r]);
+        taken += prober.weights(&layers[r].members);
         out.extend_from_slice(&layers[r].members);
     }
     out.sort_unstable();
