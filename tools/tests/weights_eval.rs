@@ -571,10 +571,19 @@ fn nested_palettes_write_one_file_whose_prefixes_evaluate() {
         ],
         LEAN,
     );
-    // The same, ordered within each level by perplexity probes per layer, and
-    // with the level ends opened (half of each level's weights probed again at
-    // its end).
-    for seams in [&[][..], &["--nested-probe-seams", "0.5"]] {
+    // The same, ordered within each level by perplexity probes per layer, with
+    // the level ends opened (half of each level's weights probed again at its
+    // end), and with each layer's gain split by the kinds' probes.
+    for seams in [
+        &[][..],
+        &["--nested-probe-seams", "0.5"],
+        &["--nested-probe-kinds"],
+        &[
+            "--nested-probe-each-linear-first",
+            "--nested-probe-levels",
+            "1",
+        ],
+    ] {
         let mut a = vec![
             "--nested-rescale-bits",
             "2",
@@ -626,7 +635,12 @@ fn the_adaptive_flag_writes_the_recipe() {
     assert_eq!(budgets.last().expect("last")["blocks"], 14 * 4);
     let info = inspect();
     let meta = &info["metadata"];
-    assert_eq!(meta["palette.nested_order"], "probe", "{meta}");
+    // A llama model: each linear probed at the first level, layers at the
+    // second, weight error above.
+    assert_eq!(
+        meta["palette.nested_order"], "probe, each linear first, 2 levels",
+        "{meta}"
+    );
     assert_eq!(meta["palette.nested_joint_rounds"], "3", "{meta}");
     assert_eq!(meta["palette.nested_joint_upper_weight"], "1", "{meta}");
     assert_eq!(meta["palette.nested_corrections"], "where paying", "{meta}");
@@ -642,12 +656,27 @@ fn the_adaptive_flag_writes_the_recipe() {
     let budgets = report["budgets"].as_array().expect("budgets");
     assert_eq!(budgets.last().expect("last")["blocks"], 14 * 2);
     assert_eq!(inspect()["metadata"]["palette.nested_order"], "balanced");
-    // Open level ends are named in the order.
-    palette(&["--nested-top", "4", "--nested-probe-seams", "0.25"]);
-    assert_eq!(
-        inspect()["metadata"]["palette.nested_order"],
-        "probe, seams 0.25"
-    );
+    // Open level ends and the kind split are named in the order.
+    for (flags, order) in [
+        (
+            &["--nested-probe-seams", "0.25"][..],
+            "probe, each linear first, 2 levels, seams 0.25",
+        ),
+        (&["--nested-probe-kinds"], "probe, kinds, 2 levels"),
+        (
+            &["--nested-probe-levels", "1"],
+            "probe, each linear first, 1 levels",
+        ),
+        (
+            &["--nested-probe-each-linear", "--nested-probe-levels", "3"],
+            "probe, each linear, 3 levels",
+        ),
+    ] {
+        let mut a = vec!["--nested-top", "4"];
+        a.extend_from_slice(flags);
+        palette(&a);
+        assert_eq!(inspect()["metadata"]["palette.nested_order"], order);
+    }
     // What cannot go with the recipe is refused by name, and so are probe flags
     // beside the balanced order (they would be ignored) and a seam share out of
     // range.
@@ -664,6 +693,27 @@ fn the_adaptive_flag_writes_the_recipe() {
             &balanced("--nested-probe-each-linear")[..],
             "--nested-probe-each-linear",
         ),
+        (
+            &balanced("--nested-probe-kinds")[..],
+            "--nested-probe-kinds",
+        ),
+        (
+            &["--nested-probe-kinds", "--nested-probe-each-linear"][..],
+            "--nested-probe-kinds",
+        ),
+        (
+            &["--nested-probe-each-linear-first", "--nested-probe-kinds"][..],
+            "--nested-probe-each-linear-first",
+        ),
+        (
+            &balanced("--nested-probe-levels=2")[..],
+            "--nested-probe-levels",
+        ),
+        (
+            &["--nested-probe-levels=2", "--nested-probe-greedy"][..],
+            "--nested-probe-levels",
+        ),
+        (&["--nested-probe-levels=0"][..], "--nested-probe-levels"),
         (
             &balanced("--nested-probe-twice")[..],
             "--nested-probe-twice",
@@ -688,7 +738,9 @@ fn the_adaptive_flag_writes_the_recipe() {
         ];
         a.extend_from_slice(bad);
         let err = run_err(&a);
-        let why = named.starts_with("expected") || err.contains("cannot be used with");
+        let why = named.starts_with("expected")
+            || err.contains("cannot be used with")
+            || err.contains("invalid value");
         assert!(why && err.contains(named), "{bad:?}: {err}");
     }
 }

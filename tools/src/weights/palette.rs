@@ -49,13 +49,15 @@ pub struct PaletteArgs {
     /// a 2-bit scaled palette base in blocks of 32, refinement steps up to 6 bits
     /// with 2-bit block corrections where they pay, fitted at 3 bits jointly with
     /// the widths below it and the one above (3 rounds, block codes included,
-    /// upper weight 1), ordered level by level by perplexity probes per layer.
+    /// upper weight 1), ordered level by level by perplexity probes: per linear
+    /// at the first level, per layer at the second, by weight error above.
     /// Shorthand for `--bits 2 --group-cols 32 --nested-top 6
     /// --nested-rescale-bits 2 --nested-fit 3 --nested-joint-rounds 3
-    /// --nested-joint-params --nested-joint-upper-weight 1 --nested-probe`; any of
-    /// those given explicitly wins; with --nested-balanced the order is level by
-    /// level without probes (a few minutes instead of about eight on SmolLM2-135M).
-    /// A BERT model's probes are per linear (--nested-probe-each-linear), its
+    /// --nested-joint-params --nested-joint-upper-weight 1 --nested-probe
+    /// --nested-probe-each-linear-first --nested-probe-levels 2`; any of those
+    /// given explicitly wins; with --nested-balanced the order is level by level
+    /// without probes (a few minutes instead of about ten on SmolLM2-135M).
+    /// A BERT model is probed per linear at every level (--nested-probe-each-linear), its
     /// level ends open (--nested-probe-seams 0.25) and its upper weight 4 over
     /// two widths (--nested-joint-upper-weight 4 --nested-joint-upper-widths 2).
     /// Needs calibration.
@@ -171,7 +173,7 @@ pub struct PaletteArgs {
     #[arg(
         long,
         requires = "nested_top_or_adaptive",
-        conflicts_with_all = ["nested_probe_each_linear", "nested_probe_twice", "nested_probe_greedy", "nested_probe_seams"]
+        conflicts_with_all = ["nested_probe_each_linear", "nested_probe_kinds", "nested_probe_each_linear_first", "nested_probe_levels", "nested_probe_twice", "nested_probe_greedy", "nested_probe_seams"]
     )]
     nested_balanced: bool,
     /// With --nested-top: level by level as --nested-balanced, but within a level
@@ -191,6 +193,39 @@ pub struct PaletteArgs {
     /// together (7x the probes on a llama model, 6x on BERT).
     #[arg(long, requires = "nested_probe_or_adaptive")]
     nested_probe_each_linear: bool,
+    /// With --nested-probe: besides each layer, probe each kind of linear
+    /// (`q_proj`, `v_proj`, ... of every layer at once), and split a layer's
+    /// measured gain over its linears by what their kinds removed per weight
+    /// instead of by their weight-error proxies (one more probe per kind and
+    /// level: 37 a level on SmolLM2 instead of 30).
+    #[arg(
+        long,
+        requires = "nested_probe_or_adaptive",
+        conflicts_with = "nested_probe_each_linear"
+    )]
+    nested_probe_kinds: bool,
+    /// With --nested-probe: probe each linear alone at the first level (2 to 3
+    /// bits, which decides the smallest budgets; a language model's probes there
+    /// score 512 calibration tokens instead of 1,024), each layer's linears
+    /// together above it.
+    #[arg(
+        long,
+        requires = "nested_probe_or_adaptive",
+        conflicts_with_all = ["nested_probe_each_linear", "nested_probe_kinds"]
+    )]
+    nested_probe_each_linear_first: bool,
+    /// With --nested-probe: probe only the first N levels (1 is the step from
+    /// --bits to one bit more); the levels above keep the balanced order's
+    /// weight-error gains, where probes on a small text measure little. Not with
+    /// --nested-probe-greedy (it compares gains across levels).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "nested_probe_or_adaptive",
+        conflicts_with = "nested_probe_greedy",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    nested_probe_levels: Option<u32>,
     /// With --nested-probe: probe every level a second time halfway up (the
     /// probes the first pass favours given their step), and order each level by
     /// the log-score each step moves at both points (twice the probes).
@@ -425,12 +460,27 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     // With the seams open, upper weight 4 over two widths puts MiniLM at or above
     // the k-quant line at all 9 budgets from 2.75 to 6 bits (weight 1: 7); a llama
     // model keeps weight 1 (SmolLM2: 3.6% lower perplexity in geometric mean).
+    //
+    // A llama model's first level is probed linear by linear on 512 tokens and
+    // only its first two levels are probed: on SmolLM2 72.5 at 2.75 bits instead
+    // of 89.5 (the k-quant line: 77.6) and 55.6 at 3.0 instead of 60.75, the
+    // budgets above as before, in under 10 minutes (each linear at every level:
+    // 35 minutes). A probe flag given explicitly wins.
+    let grain_given = args.nested_probe_each_linear
+        || args.nested_probe_each_linear_first
+        || args.nested_probe_kinds;
     if args.adaptive && prep.calib.as_ref().is_some_and(|c| c.bert.is_some()) {
-        args.nested_probe_each_linear = true;
+        args.nested_probe_each_linear |= !grain_given;
         args.nested_probe_seams.get_or_insert(ADAPTIVE_BERT_SEAMS);
         if args.nested_joint_upper_weight.is_none() && args.nested_joint_upper_widths.is_none() {
             args.nested_joint_upper_weight = Some(ADAPTIVE_BERT_UPPER.0);
             args.nested_joint_upper_widths = Some(ADAPTIVE_BERT_UPPER.1);
+        }
+    } else if args.adaptive && args.nested_probe {
+        args.nested_probe_each_linear_first |= !grain_given;
+        if !args.nested_probe_greedy {
+            args.nested_probe_levels
+                .get_or_insert(ADAPTIVE_LLAMA_PROBE_LEVELS);
         }
     }
     let seam_share = args.nested_probe_seams.unwrap_or(0.0);
@@ -510,8 +560,13 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
                 0
             },
             args.nested_probe_greedy,
-            super::probe::Grain::each_linear(args.nested_probe_each_linear),
+            super::probe::Grain::from_flags(
+                args.nested_probe_each_linear,
+                args.nested_probe_each_linear_first,
+                args.nested_probe_kinds,
+            ),
             seam_share,
+            args.nested_probe_levels.map_or(usize::MAX, |n| n as usize),
         )?;
         let nested = palettes.iter_mut().filter_map(|(p, _, _)| match p {
             Fitted::Nested(n) => Some(n),
@@ -600,6 +655,15 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
             let mut name = variant.to_string();
             if args.nested_probe_each_linear {
                 name.push_str(", each linear");
+            }
+            if args.nested_probe_kinds {
+                name.push_str(", kinds");
+            }
+            if args.nested_probe_each_linear_first {
+                name.push_str(", each linear first");
+            }
+            if let Some(n) = args.nested_probe_levels {
+                name.push_str(&format!(", {n} levels"));
             }
             if seam_share > 0.0 {
                 name.push_str(&format!(", seams {seam_share}"));
@@ -709,6 +773,8 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     Ok(())
 }
 
+/// The levels `--adaptive` probes in a llama model (`--nested-probe-levels`).
+const ADAPTIVE_LLAMA_PROBE_LEVELS: u32 = 2;
 /// The seam share `--adaptive` gives a BERT model (`--nested-probe-seams`).
 const ADAPTIVE_BERT_SEAMS: f64 = 0.25;
 /// The upper weight and widths `--adaptive` gives a BERT model

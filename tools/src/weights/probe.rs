@@ -21,6 +21,10 @@ use super::prepare::Prepared;
 /// Calibration tokens the probes score (4 windows of 256), taken from the
 /// calibration sequences, never from the evaluated text.
 const PROBE_TOKENS: usize = 1024;
+/// Calibration tokens of the first level's probes under [`Grain::LinearFirst`]
+/// (2 windows): there a step moves the perplexity most, and 210 probes at
+/// [`PROBE_TOKENS`] would cost SmolLM2 about 7 minutes.
+const FIRST_LEVEL_TOKENS: usize = 512;
 const PROBE_CTX: usize = 256;
 /// Weight of a step's own (proxy) gain beside its measured share: a tie-break only.
 const PROBE_TIE: f64 = 1e-12;
@@ -29,6 +33,18 @@ const PROBE_TIE: f64 = 1e-12;
 /// (`blk.7.attn_q.weight`, `model.layers.7.mlp.up_proj.weight`); `None` for none.
 fn layer_of(name: &str) -> Option<usize> {
     name.split('.').find_map(|c| c.parse().ok())
+}
+
+/// The kind of a linear: its name with the layer number left out
+/// (`blk.*.attn_q.weight`), the same for its peers in every layer.
+fn kind_of(name: &str) -> String {
+    name.split('.')
+        .map(|c| match c.parse::<usize>() {
+            Ok(_) => "*",
+            Err(_) => c,
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Calibration tokens the probes of a BERT model embed, in short sentences of
@@ -85,15 +101,33 @@ pub enum Grain {
     Layer,
     /// Each linear alone (210 probes a level on SmolLM2, 37 on MiniLM).
     Linear,
+    /// A layer's linears together, and each kind of linear (`q_proj`, `v_proj`,
+    /// ...) in every layer together: a layer's measured gain is split over its
+    /// linears by what their kind removed per weight, not by their weight-error
+    /// proxies (37 probes a level on SmolLM2, 13 on MiniLM).
+    LayerKind,
+    /// Each linear alone at the first level (2 to 3 bits, where a step moves
+    /// the score most and which decides the smallest budgets), on
+    /// [`FIRST_LEVEL_TOKENS`] of a language model's calibration tokens; each
+    /// layer's linears together at the levels above.
+    LinearFirst,
 }
 
 impl Grain {
     /// [`Grain::Linear`] with `each_linear` (`--nested-probe-each-linear`,
-    /// `--adaptive-probe-each-linear`), else [`Grain::Layer`].
-    pub fn each_linear(each_linear: bool) -> Grain {
-        match each_linear {
-            true => Grain::Linear,
-            false => Grain::Layer,
+    /// `--adaptive-probe-each-linear`), [`Grain::LinearFirst`] with
+    /// `linear_first` (`--nested-probe-each-linear-first`), [`Grain::LayerKind`]
+    /// with `kinds` (`--nested-probe-kinds`, `--adaptive-probe-kinds`), else
+    /// [`Grain::Layer`]. The flags exclude each other; the first set wins.
+    pub fn from_flags(each_linear: bool, linear_first: bool, kinds: bool) -> Grain {
+        if each_linear {
+            Grain::Linear
+        } else if linear_first {
+            Grain::LinearFirst
+        } else if kinds {
+            Grain::LayerKind
+        } else {
+            Grain::Layer
         }
     }
 }
@@ -108,6 +142,8 @@ struct Prober<'a> {
     net: Net<'a>,
     grain: Grain,
     groups: Vec<Group>,
+    /// With [`Grain::LayerKind`], the linears of each kind, else none.
+    kinds: Vec<Group>,
 }
 
 /// One group's probe at one level: the linears that have a step there and the
@@ -117,6 +153,10 @@ struct LayerProbe {
     label: String,
     members: Vec<usize>,
     removed: f64,
+    /// How `removed` is split over `members` (one non-negative weight each, in
+    /// proportion; equal shares where all are 0): their own proxy gains, or with
+    /// [`Grain::LayerKind`] what their kinds removed per weight times their size.
+    split: Vec<f64>,
 }
 
 impl LayerProbe {
@@ -124,12 +164,33 @@ impl LayerProbe {
     /// probe's `baseline`. `removed` is clamped to `[0, baseline)` (a probe's
     /// perplexity is above zero).
     fn log_removed(&self, baseline: f64) -> f64 {
-        (baseline / (baseline - self.removed).max(f64::MIN_POSITIVE)).ln()
+        log_removed(baseline, self.removed)
     }
 }
 
+/// Each probe of `out` splits what it removed over its members by
+/// `per_weight[i] * size(i)` (linear `i`'s value per weight times its weights),
+/// unless all its members' values are 0: then it keeps its split.
+fn split_by_value(out: &mut [LayerProbe], per_weight: &[f64], size: impl Fn(usize) -> f64) {
+    for p in out {
+        let split: Vec<f64> = p.members.iter().map(|&i| per_weight[i] * size(i)).collect();
+        if split.iter().sum::<f64>() > 0.0 {
+            p.split = split;
+        }
+    }
+}
+
+/// `removed` from a score of `baseline` as log-score, `ln(baseline / (baseline -
+/// removed))`, the probe's score kept above zero.
+fn log_removed(baseline: f64, removed: f64) -> f64 {
+    (baseline / (baseline - removed).max(f64::MIN_POSITIVE)).ln()
+}
+
 impl<'a> Prober<'a> {
-    fn new(prep: &'a Prepared, grain: Grain) -> Result<Self> {
+    /// Probes of `prep` at `grain` ([`Grain::LinearFirst`] probes as
+    /// [`Grain::Linear`]), a language model's on its first `tokens` calibration
+    /// tokens.
+    fn new(prep: &'a Prepared, grain: Grain, tokens: usize) -> Result<Self> {
         let Some(calib) = &prep.calib else {
             bail!(
                 "probes (the probe order, --adaptive-mix) need calibration text (--calib, not --no-calib)"
@@ -138,13 +199,7 @@ impl<'a> Prober<'a> {
         let net = match (&calib.forward, &calib.bert) {
             (Some(forward), _) => Net::Llama {
                 forward,
-                ids: calib
-                    .seqs
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .take(PROBE_TOKENS)
-                    .collect(),
+                ids: calib.seqs.iter().flatten().copied().take(tokens).collect(),
             },
             (None, Some(forward)) => {
                 let sentences =
@@ -168,30 +223,39 @@ impl<'a> Prober<'a> {
                 prep.model.arch.name()
             ),
         };
-        let groups = match grain {
-            Grain::Layer => {
-                let mut by_layer: std::collections::BTreeMap<Option<usize>, Vec<usize>> =
-                    Default::default();
-                for (i, name) in prep.linears.iter().enumerate() {
-                    by_layer.entry(layer_of(name)).or_default().push(i);
-                }
-                by_layer
-                    .into_iter()
-                    .map(|(l, m)| (l.map_or("-".into(), |l| l.to_string()), m))
-                    .collect()
+        let by_layer = || -> Vec<Group> {
+            let mut by: std::collections::BTreeMap<Option<usize>, Vec<usize>> = Default::default();
+            for (i, name) in prep.linears.iter().enumerate() {
+                by.entry(layer_of(name)).or_default().push(i);
             }
-            Grain::Linear => prep
-                .linears
-                .iter()
-                .enumerate()
-                .map(|(i, name)| (name.clone(), vec![i]))
-                .collect(),
+            by.into_iter()
+                .map(|(l, m)| (l.map_or("-".into(), |l| l.to_string()), m))
+                .collect()
+        };
+        let (groups, kinds) = match grain {
+            Grain::Layer => (by_layer(), Vec::new()),
+            Grain::LayerKind => {
+                let mut by: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+                for (i, name) in prep.linears.iter().enumerate() {
+                    by.entry(kind_of(name)).or_default().push(i);
+                }
+                (by_layer(), by.into_iter().collect())
+            }
+            Grain::Linear | Grain::LinearFirst => (
+                prep.linears
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| (name.clone(), vec![i]))
+                    .collect(),
+                Vec::new(),
+            ),
         };
         Ok(Prober {
             prep,
             net,
             grain,
             groups,
+            kinds,
         })
     }
 
@@ -207,8 +271,8 @@ impl<'a> Prober<'a> {
     /// What one probe changes, in words.
     fn per(&self) -> &'static str {
         match self.grain {
-            Grain::Layer => "layer",
-            Grain::Linear => "linear",
+            Grain::Layer | Grain::LayerKind => "layer",
+            Grain::Linear | Grain::LinearFirst => "linear",
         }
     }
 
@@ -324,6 +388,10 @@ impl<'a> Prober<'a> {
                 label: label.clone(),
                 members: members.clone(),
                 removed: cost,
+                split: members
+                    .iter()
+                    .map(|&i| nested[i].steps[level - 2].gain.max(0.0))
+                    .collect(),
             });
         }
         if !removals.is_empty() {
@@ -339,26 +407,10 @@ impl<'a> Prober<'a> {
                     .join(" ")
             );
         }
-        let mut out = Vec::new();
-        for (label, members) in &self.groups {
-            let members: Vec<usize> = members
-                .iter()
-                .copied()
-                .filter(|&i| nested[i].steps.len() >= level)
-                .collect();
-            if members.is_empty() {
-                continue;
-            }
-            let mut probe = baseline.clone();
-            for &i in &members {
-                probe.set_linear(&linears[i], tensor(i, level)?)?;
-            }
-            let removed = (base_ppl - self.ppl_from(&run, &probe, &members)?).max(0.0);
-            out.push(LayerProbe {
-                label: label.clone(),
-                members,
-                removed,
-            });
+        let mut out = self.gain_probes(nested, level, &baseline, &run, base_ppl, &self.groups)?;
+        if !self.kinds.is_empty() {
+            let kinds = self.gain_probes(nested, level, &baseline, &run, base_ppl, &self.kinds)?;
+            self.split_by_kind(level, base_ppl, &kinds, &mut out);
         }
         let line: Vec<String> = out
             .iter()
@@ -372,6 +424,74 @@ impl<'a> Prober<'a> {
             line.join(" ")
         );
         Ok((base_ppl, out, removals))
+    }
+
+    /// From the level's `baseline` (score `base_ppl`, saved as `run`), each of
+    /// `groups` gets its members' step `level` (members without one left out, a
+    /// group without any skipped): what that removes, split by the members' own
+    /// proxy gains.
+    fn gain_probes(
+        &self,
+        nested: &[&NestedPalette],
+        level: usize,
+        baseline: &Probe,
+        run: &Saved,
+        base_ppl: f64,
+        groups: &[Group],
+    ) -> Result<Vec<LayerProbe>> {
+        let mut out = Vec::new();
+        for (label, members) in groups {
+            let members: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&i| nested[i].steps.len() >= level)
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let mut probe = baseline.clone();
+            for &i in &members {
+                probe.set_linear(&self.prep.linears[i], self.tensor(nested, i, level)?)?;
+            }
+            let removed = (base_ppl - self.ppl_from(run, &probe, &members)?).max(0.0);
+            let split = members
+                .iter()
+                .map(|&i| nested[i].steps[level - 1].gain.max(0.0))
+                .collect();
+            out.push(LayerProbe {
+                label: label.clone(),
+                members,
+                removed,
+                split,
+            });
+        }
+        Ok(out)
+    }
+
+    /// With [`Grain::LayerKind`]: the layer probes `out` of level `level` split
+    /// what they removed by what their members' kinds removed per weight (as
+    /// log-score from `base_ppl`) in the probes `kinds`, times the members'
+    /// sizes. A layer whose kinds all removed nothing keeps its proxy split.
+    fn split_by_kind(
+        &self,
+        level: usize,
+        base_ppl: f64,
+        kinds: &[LayerProbe],
+        out: &mut [LayerProbe],
+    ) {
+        let mut per_weight = vec![0.0; self.prep.linears.len()];
+        let mut line = Vec::with_capacity(self.kinds.len());
+        for kind in kinds {
+            // Per weight in log-score: a kind's probe moves every layer at once,
+            // and log-scores of changes add where scores do not.
+            let value = kind.log_removed(base_ppl) / self.weights(&kind.members);
+            for &i in &kind.members {
+                per_weight[i] = value;
+            }
+            line.push(format!("{}:{}", kind.label, self.fmt(kind.removed)));
+        }
+        eprintln!("probe level {level}: removed per kind {}", line.join(" "));
+        split_by_value(out, &per_weight, |i| self.weights(&[i]));
     }
 
     /// The groups whose step `level` (every member has it) removed the least per
@@ -471,6 +591,7 @@ impl<'a> Prober<'a> {
                 label: p.label.clone(),
                 members: p.members.clone(),
                 removed: (first_log + second).max(0.0),
+                split: p.split.clone(),
             });
         }
         eprintln!(
@@ -509,7 +630,7 @@ pub fn probe_gains(
     log: bool,
     grain: Grain,
 ) -> Result<Vec<Vec<f64>>> {
-    Ok(probe_with_seams(prep, nested, twice, log, grain, 0.0)?.gains)
+    Ok(probe_with_seams(prep, nested, twice, log, grain, 0.0, usize::MAX)?.gains)
 }
 
 /// What [`probe_with_seams`] measured.
@@ -530,6 +651,10 @@ pub struct Probed {
 /// the next level's first pass (one probe per such group and level end), so
 /// that [`seam_order`](octet_quant::bitstack::seam_order) can weigh the last
 /// steps of a level against the first of the next in one currency.
+///
+/// Only the first `max_levels` levels are probed; the steps above them keep
+/// their own (proxy) gains, one currency within each of those levels, for the
+/// level-by-level order (not for `log`'s order across levels).
 pub fn probe_with_seams(
     prep: &Prepared,
     nested: &[&NestedPalette],
@@ -537,24 +662,37 @@ pub fn probe_with_seams(
     log: bool,
     grain: Grain,
     seam_share: f64,
+    max_levels: usize,
 ) -> Result<Probed> {
-    let prober = Prober::new(prep, grain)?;
-    let levels = nested.iter().map(|p| p.steps.len()).max().unwrap_or(0);
+    // The first level's probes, where they differ from the others'.
+    let (first, rest) = match grain {
+        Grain::LinearFirst => (
+            Some(Prober::new(prep, Grain::Linear, FIRST_LEVEL_TOKENS)?),
+            Prober::new(prep, Grain::Layer, PROBE_TOKENS)?,
+        ),
+        g => (None, Prober::new(prep, g, PROBE_TOKENS)?),
+    };
+    let levels = nested
+        .iter()
+        .map(|p| p.steps.len())
+        .max()
+        .unwrap_or(0)
+        .min(max_levels);
     let mut out: Vec<Vec<f64>> = nested
         .iter()
         .map(|p| p.steps.iter().map(|s| s.gain).collect())
         .collect();
     let mut seams = Vec::new();
     let t0 = Instant::now();
-    // A group's measured score split over its linears by their own gains at `level`.
-    let split = |p: &LayerProbe, level: usize| -> Vec<(usize, f64)> {
-        let own = |i: usize| nested[i].steps[level - 1].gain.max(0.0);
-        let total: f64 = p.members.iter().map(|&i| own(i)).sum();
+    // A group's measured score split over its linears by the probe's split.
+    let split = |p: &LayerProbe| -> Vec<(usize, f64)> {
+        let total: f64 = p.split.iter().sum();
         p.members
             .iter()
-            .map(|&i| {
+            .zip(&p.split)
+            .map(|(&i, &own)| {
                 let share = if total > 0.0 {
-                    own(i) / total
+                    own / total
                 } else {
                     1.0 / p.members.len() as f64
                 };
@@ -563,6 +701,10 @@ pub fn probe_with_seams(
             .collect()
     };
     for level in 1..=levels {
+        let prober = match (&first, level) {
+            (Some(first), 1) => first,
+            _ => &rest,
+        };
         // A level end below this level: probed as a seam.
         let seam = seam_share > 0.0 && level >= 2;
         let tail = if seam {
@@ -577,8 +719,8 @@ pub fn probe_with_seams(
             };
             seams.push(Seam {
                 level: (level - 2) as u32,
-                tail: pairs(removals.iter().flat_map(|p| split(p, level - 1)).collect()),
-                head: pairs(probes.iter().flat_map(|p| split(p, level)).collect()),
+                tail: pairs(removals.iter().flat_map(split).collect()),
+                head: pairs(probes.iter().flat_map(split).collect()),
             });
         }
         if level <= twice {
@@ -589,7 +731,7 @@ pub fn probe_with_seams(
             }
         }
         for p in probes {
-            for (i, v) in split(&p, level) {
+            for (i, v) in split(&p) {
                 // The proxy gain, scaled far below any measured perplexity or
                 // log-perplexity, breaks ties: where no layer's probe moves the
                 // perplexity (high levels), the order within the level is the
@@ -610,7 +752,7 @@ pub fn hot_linears(prep: &Prepared, nested: &[&NestedPalette], share: f64) -> Re
     if share <= 0.0 {
         return Ok(Vec::new());
     }
-    let prober = Prober::new(prep, Grain::Layer)?;
+    let prober = Prober::new(prep, Grain::Layer, PROBE_TOKENS)?;
     let total: f64 = prep
         .linears
         .iter()
@@ -647,5 +789,38 @@ mod tests {
         assert_eq!(layer_of("blk.7.attn_q.weight"), Some(7));
         assert_eq!(layer_of("model.layers.12.mlp.up_proj.weight"), Some(12));
         assert_eq!(layer_of("lm_head.weight"), None);
+    }
+
+    #[test]
+    fn a_layer_is_split_by_its_kinds_values_unless_all_are_zero() {
+        let probe = |members: Vec<usize>| LayerProbe {
+            label: "0".into(),
+            members,
+            removed: 1.0,
+            split: vec![1.0, 1.0],
+        };
+        // Linears 0 and 1 in one layer, 2 and 3 in another; linear 1 holds 3x the
+        // weights of linear 0, and its kind removed half as much per weight.
+        let mut out = [probe(vec![0, 1]), probe(vec![2, 3])];
+        let per_weight = [2.0, 1.0, 0.0, 0.0];
+        let size = [1.0, 3.0, 1.0, 1.0];
+        split_by_value(&mut out, &per_weight, |i| size[i]);
+        assert_eq!(out[0].split, vec![2.0, 3.0]);
+        // Kinds that removed nothing leave the proxy split in place.
+        assert_eq!(out[1].split, vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn kinds_leave_out_the_layer_number() {
+        assert_eq!(kind_of("blk.7.attn_q.weight"), "blk.*.attn_q.weight");
+        assert_eq!(
+            kind_of("model.layers.12.mlp.up_proj.weight"),
+            kind_of("model.layers.3.mlp.up_proj.weight")
+        );
+        assert_ne!(
+            kind_of("model.layers.3.mlp.up_proj.weight"),
+            kind_of("model.layers.3.mlp.down_proj.weight")
+        );
+        assert_eq!(kind_of("lm_head.weight"), "lm_head.weight");
     }
 }

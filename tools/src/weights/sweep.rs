@@ -245,6 +245,11 @@ pub struct SweepArgs {
     /// together (7x the probes on a llama model).
     #[arg(long)]
     adaptive_probe_each_linear: bool,
+    /// With a probe order: split each layer's measured gain over its linears by
+    /// what each kind of linear removes per weight, measured by one more probe per
+    /// kind (`palette --nested-probe-kinds`).
+    #[arg(long, conflicts_with = "adaptive_probe_each_linear")]
+    adaptive_probe_kinds: bool,
     /// `FIT:RESCALE:SHARE`, e.g. `4:2:0.3`: after fitting every linear as the other
     /// --adaptive-* flags say, probe the first refinement step of each layer on the
     /// calibration text, and refit the linears of the layers it helps most (per
@@ -767,7 +772,11 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
                         &nested.iter().collect::<Vec<_>>(),
                         twice,
                         log,
-                        Grain::each_linear(args.adaptive_probe_each_linear),
+                        Grain::from_flags(
+                            args.adaptive_probe_each_linear,
+                            false,
+                            args.adaptive_probe_kinds,
+                        ),
                     )?;
                     let mut p = nested.clone();
                     p.iter_mut().zip(&gains).for_each(|(p, g)| set_gains(p, g));
