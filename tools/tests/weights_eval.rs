@@ -335,10 +335,13 @@ fn the_probe_order_relays_the_same_steps_with_measured_gains() {
         "5",
         "--json",
         p(&js),
+    ]);
+    let mut orders = args.clone();
+    orders.extend([
         "--adaptive-order",
         "balanced,probe,probe-twice,probe-greedy",
     ]);
-    run_ok(&args);
+    run_ok(&orders);
     let r = json(&std::fs::read_to_string(&js).expect("json"));
     let rows = r["rows"].as_array().expect("rows");
     let curve = |order: &str| -> Vec<(f64, f64)> {
@@ -364,8 +367,40 @@ fn the_probe_order_relays_the_same_steps_with_measured_gains() {
         // 7 bits: the whole file, every step of every linear, in any order.
         assert_eq!(c[2], balanced[2]);
     }
+    // The llama recipe of `palette --adaptive`: each linear probed at the first
+    // level, layers at the second, the balanced order above.
+    let mut first = args.clone();
+    first.extend([
+        "--adaptive-order",
+        "probe",
+        "--adaptive-probe-each-linear-first",
+        "--adaptive-probe-levels",
+        "2",
+    ]);
+    run_ok(&first);
+    let r = json(&std::fs::read_to_string(&js).expect("json"));
+    let rows = r["rows"].as_array().expect("rows");
+    // One curve: named `adaptive`, as the JSON asks.
+    let probe: Vec<f64> = rows
+        .iter()
+        .filter(|x| x["method"] == "adaptive")
+        .map(|x| x["bits_per_weight"].as_f64().expect("f64"))
+        .collect();
+    assert_eq!(probe.len(), 3, "{rows:?}");
+    assert!(probe.iter().zip([3.5, 5.0, 7.0]).all(|(b, t)| *b <= t));
+    assert_eq!(probe[2], balanced[2].0);
+    // A level count cannot go with an order across levels.
+    let mut greedy_levels = args.clone();
+    greedy_levels.extend([
+        "--adaptive-order",
+        "probe-greedy",
+        "--adaptive-probe-levels",
+        "2",
+    ]);
+    let err = run_err(&greedy_levels);
+    assert!(err.contains("--adaptive-probe-levels"), "{err}");
     // Without calibration text there is nothing to probe with.
-    let mut no_calib = args.clone();
+    let mut no_calib = orders.clone();
     no_calib.push("--no-calib");
     let err = run_err(&no_calib);
     assert!(err.contains("need calibration text"), "{err}");

@@ -622,15 +622,17 @@ impl<'a> Prober<'a> {
 /// one currency across levels, for an order that lets a sensitive layer's second
 /// step come before a robust layer's first (`--adaptive-order probe-greedy`).
 /// Without it they are perplexity, comparable only within a level (the second
-/// pass's are log-perplexities either way).
+/// pass's are log-perplexities either way). Only the first `max_levels` levels
+/// are probed (`grain` says at what grain), as in [`probe_with_seams`].
 pub fn probe_gains(
     prep: &Prepared,
     nested: &[&NestedPalette],
     twice: usize,
     log: bool,
     grain: Grain,
+    max_levels: usize,
 ) -> Result<Vec<Vec<f64>>> {
-    Ok(probe_with_seams(prep, nested, twice, log, grain, 0.0, usize::MAX)?.gains)
+    Ok(probe_with_seams(prep, nested, twice, log, grain, 0.0, max_levels)?.gains)
 }
 
 /// What [`probe_with_seams`] measured.

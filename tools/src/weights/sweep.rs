@@ -250,6 +250,15 @@ pub struct SweepArgs {
     /// kind (`palette --nested-probe-kinds`).
     #[arg(long, conflicts_with = "adaptive_probe_each_linear")]
     adaptive_probe_kinds: bool,
+    /// With a probe order: probe each linear alone at the first level (on 512
+    /// calibration tokens), each layer's linears together above it (`palette
+    /// --nested-probe-each-linear-first`, the llama recipe of `palette --adaptive`).
+    #[arg(long, conflicts_with_all = ["adaptive_probe_each_linear", "adaptive_probe_kinds"])]
+    adaptive_probe_each_linear_first: bool,
+    /// With `probe` or `probe-twice`: probe only the first N levels, the levels
+    /// above in the balanced order (`palette --nested-probe-levels`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    adaptive_probe_levels: Option<u32>,
     /// `FIT:RESCALE:SHARE`, e.g. `4:2:0.3`: after fitting every linear as the other
     /// --adaptive-* flags say, probe the first refinement step of each layer on the
     /// calibration text, and refit the linears of the layers it helps most (per
@@ -767,6 +776,13 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
                     // probe-twice probes the first level twice.
                     let twice = usize::from(order == AdaptiveOrder::ProbeTwice);
                     let log = order == AdaptiveOrder::ProbeGreedy;
+                    let levels = match (args.adaptive_probe_levels, log) {
+                        (Some(_), true) => bail!(
+                            "--adaptive-probe-levels orders levels one by one; `probe-greedy` compares gains across all of them"
+                        ),
+                        (Some(n), false) => n as usize,
+                        (None, _) => usize::MAX,
+                    };
                     let gains = probe_gains(
                         cx.prep,
                         &nested.iter().collect::<Vec<_>>(),
@@ -774,9 +790,10 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
                         log,
                         Grain::from_flags(
                             args.adaptive_probe_each_linear,
-                            false,
+                            args.adaptive_probe_each_linear_first,
                             args.adaptive_probe_kinds,
                         ),
+                        levels,
                     )?;
                     let mut p = nested.clone();
                     p.iter_mut().zip(&gains).for_each(|(p, g)| set_gains(p, g));
