@@ -700,7 +700,7 @@ fn the_adaptive_flag_writes_the_recipe() {
         (&["--nested-probe-kinds"], "probe, kinds, 2 levels"),
         (
             &["--nested-probe-levels", "1"],
-            "probe, each linear first, 1 levels",
+            "probe, each linear first, 1 level",
         ),
         (
             &["--nested-probe-each-linear", "--nested-probe-levels", "3"],

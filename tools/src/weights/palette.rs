@@ -57,9 +57,10 @@ pub struct PaletteArgs {
     /// --nested-probe-each-linear-first --nested-probe-levels 2`; any of those
     /// given explicitly wins; with --nested-balanced the order is level by level
     /// without probes (a few minutes instead of about ten on SmolLM2-135M).
-    /// A BERT model is probed per linear at every level (--nested-probe-each-linear), its
-    /// level ends open (--nested-probe-seams 0.25) and its upper weight 4 over
-    /// two widths (--nested-joint-upper-weight 4 --nested-joint-upper-widths 2).
+    /// A BERT model is probed per linear at every level
+    /// (--nested-probe-each-linear), its level ends open (--nested-probe-seams
+    /// 0.25) and its upper weight 4 over two widths (--nested-joint-upper-weight
+    /// 4 --nested-joint-upper-widths 2).
     /// Needs calibration.
     #[arg(long, conflicts_with_all = ["group", "gptq", "no_calib"])]
     adaptive: bool,
@@ -663,7 +664,8 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
                 name.push_str(", each linear first");
             }
             if let Some(n) = args.nested_probe_levels {
-                name.push_str(&format!(", {n} levels"));
+                let s = if n == 1 { "" } else { "s" };
+                name.push_str(&format!(", {n} level{s}"));
             }
             if seam_share > 0.0 {
                 name.push_str(&format!(", seams {seam_share}"));
