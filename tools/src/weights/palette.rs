@@ -454,7 +454,7 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     }
     // `--adaptive` probes a BERT model's linears one by one: on MiniLM that order
     // was 1-6 recall points better at 5 of 7 budgets than the layer grain, for 148
-    // probes (a llama model keeps the layer grain: 7x its probes). It also opens
+    // probes (a llama model is probed so only at its first level, below). It also opens
     // a BERT model's level ends: on MiniLM 1.4 and 1.5 recall points more at 3.5
     // and 4.5 bits for about 70 s more probes (323 s), where SmolLM2's perplexity stayed
     // within 0.7% at every budget but 3.5 bits (2.5% worse there).

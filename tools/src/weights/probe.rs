@@ -223,24 +223,26 @@ impl<'a> Prober<'a> {
                 prep.model.arch.name()
             ),
         };
-        let by_layer = || -> Vec<Group> {
-            let mut by: std::collections::BTreeMap<Option<usize>, Vec<usize>> = Default::default();
-            for (i, name) in prep.linears.iter().enumerate() {
-                by.entry(layer_of(name)).or_default().push(i);
+        // The linears grouped by `key`, labelled by `label`, in key order.
+        fn grouped<K: Ord>(
+            linears: &[String],
+            key: impl Fn(&str) -> K,
+            label: impl Fn(K) -> String,
+        ) -> Vec<Group> {
+            let mut by: std::collections::BTreeMap<K, Vec<usize>> = Default::default();
+            for (i, name) in linears.iter().enumerate() {
+                by.entry(key(name)).or_default().push(i);
             }
-            by.into_iter()
-                .map(|(l, m)| (l.map_or("-".into(), |l| l.to_string()), m))
-                .collect()
+            by.into_iter().map(|(k, m)| (label(k), m)).collect()
+        }
+        let by_layer = || {
+            grouped(&prep.linears, layer_of, |l| {
+                l.map_or("-".into(), |l| l.to_string())
+            })
         };
         let (groups, kinds) = match grain {
             Grain::Layer => (by_layer(), Vec::new()),
-            Grain::LayerKind => {
-                let mut by: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
-                for (i, name) in prep.linears.iter().enumerate() {
-                    by.entry(kind_of(name)).or_default().push(i);
-                }
-                (by_layer(), by.into_iter().collect())
-            }
+            Grain::LayerKind => (by_layer(), grouped(&prep.linears, kind_of, |k| k)),
             Grain::Linear | Grain::LinearFirst => (
                 prep.linears
                     .iter()
