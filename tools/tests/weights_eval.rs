@@ -407,6 +407,92 @@ fn the_probe_order_relays_the_same_steps_with_measured_gains() {
 }
 
 #[test]
+fn a_bitstack_block_on_the_palette_residual_is_measured_at_every_width() {
+    // `--adaptive-bitstack-residual`: at each width, every linear at that width
+    // alone and with one BitStack block of its residual, both evaluated.
+    let (dir, input, text) = sweep_inputs(37);
+    let js = path_in(&dir, "b.json");
+    let mut args = sweep_args(&input, &text);
+    args.extend(ONLY_ADAPTIVE);
+    args.extend([
+        "--adaptive-bits",
+        "3.5",
+        "--adaptive-top",
+        "4",
+        "--adaptive-rescale-bits",
+        "2",
+        "--adaptive-order",
+        "balanced",
+        "--adaptive-bitstack-residual",
+        "--json",
+        p(&js),
+    ]);
+    let rows = |extra: &[&str]| -> Vec<(String, String, f64, f64)> {
+        let mut a = args.clone();
+        a.extend(extra);
+        run_ok(&a);
+        let r = json(&std::fs::read_to_string(&js).expect("json"));
+        r["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter(|x| x["method"] != "reference" && x["method"] != "adaptive")
+            .map(|x| {
+                let f = |k: &str| x[k].as_f64().expect("f64");
+                let s = |k: &str| x[k].as_str().expect("str").to_owned();
+                (
+                    s("method"),
+                    s("setting"),
+                    f("bits_per_weight"),
+                    f("relative_error"),
+                )
+            })
+            .collect()
+    };
+    let r = rows(&[]);
+    let settings: Vec<(&str, &str)> = r.iter().map(|x| (x.0.as_str(), x.1.as_str())).collect();
+    assert_eq!(
+        settings,
+        [
+            ("adaptive width", "2 bits"),
+            ("adaptive + bitstack", "2 bits + 1 block"),
+            ("adaptive width", "3 bits"),
+            ("adaptive + bitstack", "3 bits + 1 block"),
+            ("adaptive width", "4 bits"),
+            ("adaptive + bitstack", "4 bits + 1 block"),
+        ],
+        "{r:?}"
+    );
+    for pair in r.chunks(2) {
+        let (alone, block) = (&pair[0], &pair[1]);
+        // A block costs at least a sign bit per weight, and takes error away.
+        assert!(block.2 >= alone.2 + 1.0, "{pair:?}");
+        assert!(block.3 < alone.3, "{pair:?}");
+    }
+    for pair in r.iter().step_by(2).collect::<Vec<_>>().windows(2) {
+        assert!(pair[1].2 > pair[0].2 && pair[1].3 < pair[0].3, "{pair:?}");
+    }
+    // A rank-2 block costs more bits than a rank-1 one; the palette rows stay.
+    let r1 = rows(&["--adaptive-bitstack-rank", "1"]);
+    let r2 = rows(&["--adaptive-bitstack-rank", "2"]);
+    assert!(r2[1].2 > r1[1].2, "{r2:?} vs {r1:?}");
+    assert_eq!(r1[0], r2[0]);
+    // The rank needs the measurement, and is at least 1.
+    let mut no_flag: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--adaptive-bitstack-residual")
+        .collect();
+    no_flag.extend(["--adaptive-bitstack-rank", "1"]);
+    let err = run_err(&no_flag);
+    assert!(err.contains("--adaptive-bitstack-residual"), "{err}");
+    let mut zero = args.clone();
+    zero.extend(["--adaptive-bitstack-rank", "0"]);
+    let err = run_err(&zero);
+    assert!(err.contains("--adaptive-bitstack-rank"), "{err}");
+}
+
+#[test]
 fn a_mixed_fit_refits_what_the_probes_favour_and_reports_width_errors() {
     // `--adaptive-mix FIT:RESCALE:SHARE` refits the layers whose first step the
     // probes favour at FIT bits; `--adaptive-width-errors` reports every width.
@@ -663,11 +749,11 @@ fn the_adaptive_flag_writes_the_recipe() {
     let report = palette(&[]);
     assert_eq!(report["bits"], 2);
     assert_eq!(report["group_cols"], 32);
-    // Widths 2..=6: four steps for each of the 14 linears, none at the smallest
+    // Widths 2..=8: six steps for each of the 14 linears, none at the smallest
     // budget.
     let budgets = report["budgets"].as_array().expect("budgets");
     assert_eq!(budgets[0]["blocks"], 0);
-    assert_eq!(budgets.last().expect("last")["blocks"], 14 * 4);
+    assert_eq!(budgets.last().expect("last")["blocks"], 14 * 6);
     let info = inspect();
     let meta = &info["metadata"];
     // A llama model: each linear probed at the first level, layers at the

@@ -174,7 +174,7 @@ fn a_bert_model_is_calibrated_for_palettes_and_kquants() {
     let (line, meta) = probe(&["--adaptive"]);
     assert_eq!(line.matches(".weight:").count(), 37, "{line}");
     for kv in [
-        "palette.nested_order: probe, each linear, seams 0.25",
+        "palette.nested_order: probe, each linear, 4 levels, seams 0.25",
         "palette.nested_joint_upper_weight: 4",
         "palette.nested_joint_upper_widths: 2",
     ] {

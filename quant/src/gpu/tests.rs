@@ -240,7 +240,7 @@ proptest! {
         cols in prop::sample::select(vec![1usize, 7, 65, 129]),
         group in prop::sample::select(vec![1usize, 5, 32, 1000]),
         base in 2u8..=4,
-        extra in 0u8..=3,
+        extra in 0u8..=4,
         fit_at in 0u8..=3,
         rescale in 1u8..=4,
         seed in any::<u64>(),

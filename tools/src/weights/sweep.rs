@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
-use octet_quant::bitstack::{BitStackConfig, OrderPolicy, decompose};
+use octet_quant::bitstack::{BitStackConfig, OrderPolicy, RankPolicy, decompose};
 use octet_quant::checkpoint::MappedCheckpoint;
 use octet_quant::checkpoint::{BlockOrdering, Budget, CheckpointWriter, Reader};
 use octet_quant::palette::{
@@ -272,6 +272,18 @@ pub struct SweepArgs {
     /// `adaptive_width_errors`): which widths its nesting serves well.
     #[arg(long)]
     adaptive_width_errors: bool,
+    /// Also measure BitStack on what each adaptive file's palettes leave: at every
+    /// width, every linear at that width plus one activation-aware BitStack block
+    /// of its residual (sign bits and rank-k factors, the default rank policy;
+    /// method `adaptive + bitstack`), beside every linear at that width alone
+    /// (method `adaptive width`): whether a block beats the palette's next step.
+    #[arg(long)]
+    adaptive_bitstack_residual: bool,
+    /// The rank of those blocks' factors (default: the BitStack ladder's policy,
+    /// a quarter of a block's bytes in factors, at most 16).
+    #[arg(long, value_name = "K", requires = "adaptive_bitstack_residual",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    adaptive_bitstack_rank: Option<u32>,
     /// Bits the adaptive file's last refinement step reaches.
     #[arg(long, default_value_t = 6)]
     adaptive_top: u8,
@@ -763,6 +775,9 @@ fn adaptive_ladder(cx: &mut Ctx<'_>, args: &SweepArgs) -> Result<()> {
             );
             cx.width_errors.push(WidthErrors { method, widths });
         }
+        if args.adaptive_bitstack_residual {
+            bitstack_residual(cx, &nested, args.adaptive_base, args.adaptive_bitstack_rank)?;
+        }
         for &order in &args.adaptive_order {
             let method = if several {
                 format!("adaptive r{rb} {}", order.name())
@@ -878,6 +893,87 @@ fn width_errors(prep: &Prepared, nested: &[NestedPalette], base: u8) -> Vec<Widt
             }
         })
         .collect()
+}
+
+/// `--adaptive-bitstack-residual`: at each width of `nested`, every linear at
+/// that width alone and with one BitStack block of its residual, evaluated; the
+/// bits count the palette's loaded sections and the block's signs, factors and
+/// f32 scales, over the replaced linears.
+fn bitstack_residual(
+    cx: &mut Ctx<'_>,
+    nested: &[NestedPalette],
+    base: u8,
+    rank: Option<u32>,
+) -> Result<()> {
+    let prep = cx.prep;
+    let levels = nested.iter().map(|p| p.steps.len()).min().unwrap_or(0);
+    let bytes = nested_file(prep, nested, OrderPolicy::Balanced)?;
+    let reader = Reader::new(&bytes)?;
+    let m = reader.manifest();
+    let index: Vec<usize> = prep
+        .linears
+        .iter()
+        .map(|name| {
+            m.tensors
+                .iter()
+                .position(|t| &t.name == name)
+                .with_context(|| format!("`{name}` is not in the adaptive file"))
+        })
+        .collect::<Result<_>>()?;
+    let weights: u64 = index.iter().map(|&t| m.tensors[t].numel()).sum();
+    let mut cfg = BitStackConfig {
+        n_iter: 1,
+        ..Default::default()
+    };
+    if let Some(k) = rank {
+        cfg.rank = RankPolicy::Fixed(k as usize);
+    }
+    for n in 0..=levels {
+        let width = usize::from(base) + n;
+        let palette_bytes: u64 = index
+            .iter()
+            .map(|&t| m.tensors[t].encoding.loaded_bytes(n))
+            .sum();
+        let t0 = Instant::now();
+        let (alone, (with_block, block_bytes)): (Replaced, (Replaced, Vec<u64>)) = prep
+            .linears
+            .par_iter()
+            .zip(nested)
+            .map(|(name, p)| {
+                let t = &prep.model.tensors[name];
+                let (rows, cols) = (t.shape[0], t.shape[1]);
+                let d = p.decode(n);
+                let resid: Vec<f32> = t.data.iter().zip(&d).map(|(w, q)| w - q).collect();
+                let scales = prep.calib.as_ref().and_then(|c| c.stats.scales(name));
+                let s = decompose(&resid, rows, cols, scales.as_deref(), &cfg)
+                    .with_context(|| format!("BitStack block of `{name}`'s residual"))?;
+                let fix = s.rebuild(1)?;
+                let both = d.iter().zip(&fix).map(|(a, b)| a + b).collect();
+                let stored = s.block_bytes() + s.scales.as_ref().map_or(0, |v| 4 * v.len());
+                Ok((d, (both, stored as u64)))
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        let quantise_s = t0.elapsed().as_secs_f64();
+        let bits = |b: u64| 8.0 * b as f64 / weights.max(1) as f64;
+        let block_total: u64 = block_bytes.iter().sum();
+        cx.record(
+            "adaptive width",
+            format!("{width} bits"),
+            bits(palette_bytes),
+            Some(alone),
+            0.0,
+        )?;
+        cx.record(
+            "adaptive + bitstack",
+            format!("{width} bits + 1 block"),
+            bits(palette_bytes + block_total),
+            Some(with_block),
+            quantise_s,
+        )?;
+    }
+    Ok(())
 }
 
 /// Fits a nested scaled palette to every linear (importance-weighted when
