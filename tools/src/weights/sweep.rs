@@ -914,9 +914,7 @@ fn bitstack_residual(
         .linears
         .iter()
         .map(|name| {
-            m.tensors
-                .iter()
-                .position(|t| &t.name == name)
+            m.tensor_index(name)
                 .with_context(|| format!("`{name}` is not in the adaptive file"))
         })
         .collect::<Result<_>>()?;
