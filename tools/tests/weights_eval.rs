@@ -678,6 +678,20 @@ fn nested_palettes_write_one_file_whose_prefixes_evaluate() {
         ],
         &["rescaled nested palette"],
     );
+    // Format version 6: 2-bit corrections up to the fit width, 3-bit above it.
+    nested_file_prefixes_evaluate(
+        &[
+            "--nested-rescale-bits",
+            "2",
+            "--nested-upper-rescale-bits",
+            "3",
+            "--nested-fit",
+            "3",
+            "--nested-balanced",
+            "--nested-every-correction",
+        ],
+        &["mixed rescaled nested palette"],
+    );
     // Fitted at 3 bits for the widths 2 and 3 together (indices and block codes).
     nested_file_prefixes_evaluate(
         &[
@@ -835,6 +849,10 @@ fn the_adaptive_flag_writes_the_recipe() {
             "--nested-probe-levels",
         ),
         (&["--nested-probe-levels=0"][..], "--nested-probe-levels"),
+        (
+            &["--nested-upper-rescale-bits=9"][..],
+            "--nested-upper-rescale-bits",
+        ),
         (
             &balanced("--nested-probe-twice")[..],
             "--nested-probe-twice",

@@ -63,13 +63,14 @@ use crate::error::QuantError;
 pub const MAGIC: [u8; 8] = *b"OCTETWGT";
 /// The newest format version this code reads and writes. A file is written at the
 /// oldest version that can hold all its encodings
-/// ([`TensorEncoding::min_version`]): version 5 when it holds a lean rescaled
+/// ([`TensorEncoding::min_version`]): version 6 when it holds a rescaled nested
+/// palette with corrections of several widths, version 5 when it holds a lean rescaled
 /// nested palette, version 4 when it holds a rescaled nested
 /// palette, version 3 when it holds a nested palette,
 /// version 2 when it holds a scaled palette, version 1 otherwise, so files stay
 /// readable by the oldest reader that knows all their encodings.
 /// The table of versions and encodings is `docs/checkpoint-format.md`.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// The oldest format version this code reads.
 ///
 /// A version-1 file holding a scaled palette is accepted too: the release that

@@ -1,6 +1,6 @@
 use super::testutil::{
     Encoded, Kind, SynthTensor, fixture_model, fixture_model_v2, fixture_model_v3,
-    fixture_model_v4, fixture_model_v5, llama_like, write,
+    fixture_model_v4, fixture_model_v5, fixture_model_v6, llama_like, write,
 };
 use super::*;
 use crate::bitstack::{BitStackMatrix, OrderPolicy};
@@ -195,6 +195,9 @@ fn sections(m: &Manifest) -> Vec<(String, Section)> {
                 resident, steps, ..
             }
             | Encoding::LeanNestedPalette {
+                resident, steps, ..
+            }
+            | Encoding::MixedNestedPalette {
                 resident, steps, ..
             } => {
                 out.push((format!("tensor `{n}` nested palette base"), resident[0]));
@@ -473,6 +476,28 @@ const FIXTURE_V5: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/src/checkpoint/fixtures/v5.octet"
 );
+
+const FIXTURE_V6: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/checkpoint/fixtures/v6.octet"
+);
+
+/// Writes the committed v6 fixture: `cargo test -p octet-quant -- --ignored regenerate_v6_fixture`.
+#[test]
+#[ignore]
+fn regenerate_v6_fixture() {
+    let (file, _, _) = write(&fixture_model_v6(), 3, &BlockOrdering::default());
+    std::fs::write(FIXTURE_V6, file).expect("write fixture");
+}
+
+#[test]
+fn v6_fixture_opens_and_decodes() {
+    // 3 + 3 refinement steps, corrections of two widths in each palette.
+    assert_eq!(
+        fixture_opens_and_decodes(FIXTURE_V6, &fixture_model_v6(), 6),
+        6
+    );
+}
 
 /// Writes the committed v5 fixture: `cargo test -p octet-quant -- --ignored regenerate_v5_fixture`.
 #[test]

@@ -39,6 +39,10 @@ pub(crate) enum Kind {
         /// Step `i` carries no correction where bit `i` is set (a lean palette,
         /// format version 5).
         strip: u64,
+        /// The code width of the corrections of the steps above the fit width
+        /// (`None`: `rescale`); another width than `rescale` with `fit` above
+        /// `base` is format version 6.
+        upper: Option<u8>,
     },
 }
 
@@ -274,6 +278,7 @@ pub(crate) fn fixture_model_v4() -> Vec<SynthTensor> {
                 group_cols: 16,
                 rescale: 2,
                 strip: 0,
+                upper: None,
             },
             r,
         ),
@@ -287,6 +292,7 @@ pub(crate) fn fixture_model_v4() -> Vec<SynthTensor> {
                 group_cols: 16,
                 rescale: 1,
                 strip: 0,
+                upper: None,
             },
             r,
         ),
@@ -312,6 +318,7 @@ pub(crate) fn fixture_model_v5() -> Vec<SynthTensor> {
                 group_cols: 16,
                 rescale: 2,
                 strip: 0b1,
+                upper: None,
             },
             r,
         ),
@@ -325,13 +332,54 @@ pub(crate) fn fixture_model_v5() -> Vec<SynthTensor> {
                 group_cols: 16,
                 rescale: 1,
                 strip: 0b10,
+                upper: None,
             },
             r,
         ),
     ]
 }
 
-/// Every fixture model (v1 to v5) written once, with every budget its manifest
+/// The model of the committed v6 fixture: an f16 tensor and two rescaled nested
+/// palettes fitted at 3 bits whose steps above the fit have wider corrections than
+/// the base's and the fit's, one of them lean (its 4-bit step without a
+/// correction).
+pub(crate) fn fixture_model_v6() -> Vec<SynthTensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2030);
+    let r = &mut rng;
+    vec![
+        tensor("embed.weight", &[4, 16], Kind::F16, r),
+        tensor(
+            "layers.0.mlp.up_proj.weight",
+            &[10, 40],
+            Kind::RescaledNestedPalette {
+                base: 2,
+                fit: 3,
+                top: 5,
+                group_cols: 16,
+                rescale: 2,
+                strip: 0,
+                upper: Some(3),
+            },
+            r,
+        ),
+        tensor(
+            "layers.0.mlp.down_proj.weight",
+            &[8, 33],
+            Kind::RescaledNestedPalette {
+                base: 2,
+                fit: 3,
+                top: 5,
+                group_cols: 16,
+                rescale: 1,
+                strip: 0b10,
+                upper: Some(2),
+            },
+            r,
+        ),
+    ]
+}
+
+/// Every fixture model (v1 to v6) written once, with every budget its manifest
 /// allows, from the smallest to the whole file.
 pub(crate) fn every_fixture_budget() -> Vec<(Vec<u8>, Manifest, Vec<Budget>)> {
     [
@@ -340,6 +388,7 @@ pub(crate) fn every_fixture_budget() -> Vec<(Vec<u8>, Manifest, Vec<Budget>)> {
         fixture_model_v3(),
         fixture_model_v4(),
         fixture_model_v5(),
+        fixture_model_v6(),
     ]
     .iter()
     .map(|model| {
@@ -424,8 +473,9 @@ pub(crate) fn write(
                 group_cols,
                 rescale,
                 strip,
+                upper,
             } => {
-                let mut p = crate::palette::nest_rescaled_at(
+                let mut p = crate::palette::nest_rescaled_joint(
                     &t.w,
                     t.shape[0],
                     t.shape[1],
@@ -435,6 +485,10 @@ pub(crate) fn write(
                     *top,
                     *group_cols,
                     *rescale,
+                    crate::palette::JointFit {
+                        upper_rescale_bits: *upper,
+                        ..Default::default()
+                    },
                 )
                 .expect("rescaled nested palette");
                 for (i, step) in p.steps.iter_mut().enumerate() {

@@ -12,7 +12,7 @@ use std::path::Path;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use super::encoding::{Check, archived_block_count};
+use super::encoding::{Check, archived_block_count, archived_width_count};
 use super::header::Header;
 use super::manifest::{ArchivedManifest, Manifest};
 use super::{
@@ -100,6 +100,12 @@ fn check_caps(a: &ArchivedManifest, src: &Path) -> Result<()> {
         )?;
         let b = archived_block_count(&t.encoding);
         cap(src, &format!("tensor {i} block count"), b, MAX_LEVELS)?;
+        cap(
+            src,
+            &format!("tensor {i} correction width count"),
+            archived_width_count(&t.encoding),
+            MAX_LEVELS + 1,
+        )?;
         blocks += b;
     }
     cap(src, "block order length", a.block_order.len(), blocks)?;

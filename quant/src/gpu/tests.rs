@@ -5,7 +5,7 @@ use super::emulate;
 use super::jobs::{TensorJob, device_jobs};
 use crate::bitstack::{BitStackConfig, RankPolicy, decompose};
 use crate::checkpoint::{BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Reader};
-use crate::palette::{PaletteConfig, nest_rescaled_at, nest_scaled, palettize};
+use crate::palette::{JointFit, PaletteConfig, nest_rescaled_joint, nest_scaled, palettize};
 
 fn draw(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
@@ -186,7 +186,8 @@ fn a_scaled_palette_is_a_nested_job_with_no_step() {
 /// Scaled palettes and nested ones of every kind: plain (v3), rescaled fitted at
 /// the base width, rescaled fitted above it (whose base carries its own
 /// correction), and lean (v5: the steps whose bit of `seed` is set carry no
-/// correction), beside an f16 tensor.
+/// correction), beside an f16 tensor; the last two with `upper`-bit corrections
+/// above their fit width (v6 where that differs from `rescale`).
 #[allow(clippy::too_many_arguments)]
 fn palette_checkpoint(
     rows: usize,
@@ -196,6 +197,7 @@ fn palette_checkpoint(
     top: u8,
     fit: u8,
     rescale: u8,
+    upper: u8,
     seed: u64,
 ) -> Vec<u8> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -207,15 +209,20 @@ fn palette_checkpoint(
     let m = draw(&mut rng, rows * cols);
     let n = nest_scaled(&m, rows, cols, None, base, top, group).expect("nests");
     w.add_nested_palette("n", &n).expect("adds");
-    for (name, f) in [("r", base), ("q", fit)] {
+    let nest = |m: &[f32], fit: u8, upper: Option<u8>| {
+        let joint = JointFit {
+            upper_rescale_bits: upper,
+            ..JointFit::default()
+        };
+        nest_rescaled_joint(m, rows, cols, None, base, fit, top, group, rescale, joint)
+            .expect("nests")
+    };
+    for (name, f, u) in [("r", base, None), ("q", fit, Some(upper))] {
         let m = draw(&mut rng, rows * cols);
-        let p =
-            nest_rescaled_at(&m, rows, cols, None, base, f, top, group, rescale).expect("nests");
-        w.add_nested_palette(name, &p).expect("adds");
+        w.add_nested_palette(name, &nest(&m, f, u)).expect("adds");
     }
     let m = draw(&mut rng, rows * cols);
-    let mut p =
-        nest_rescaled_at(&m, rows, cols, None, base, fit, top, group, rescale).expect("nests");
+    let mut p = nest(&m, fit, Some(upper));
     for (i, step) in p.steps.iter_mut().enumerate() {
         if seed >> i & 1 == 1 {
             step.rescale = None;
@@ -243,10 +250,12 @@ proptest! {
         extra in 0u8..=4,
         fit_at in 0u8..=3,
         rescale in 1u8..=4,
+        upper in 1u8..=4,
         seed in any::<u64>(),
     ) {
         let top = base + extra;
         let fit = base + fit_at.min(extra);
-        check_all_budgets(&palette_checkpoint(rows, cols, group, base, top, fit, rescale, seed))?;
+        let file = palette_checkpoint(rows, cols, group, base, top, fit, rescale, upper, seed);
+        check_all_budgets(&file)?;
     }
 }

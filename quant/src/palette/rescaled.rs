@@ -204,6 +204,10 @@ pub struct JointFit {
     /// default) to [`MAX_UPPER_WIDTHS`]. The split widths' block corrections are
     /// left out.
     pub upper_widths: u8,
+    /// The code width of the block corrections of the steps above the fit width
+    /// (1..=[`MAX_RESCALE_BITS`]); `None` (the default): the same as the base's and
+    /// the fit's. A width other than theirs makes the file format version 6.
+    pub upper_rescale_bits: Option<u8>,
 }
 
 /// Which refinement steps of a rescaled nested palette carry their own block
@@ -235,6 +239,7 @@ impl Default for JointFit {
             corrections: Corrections::Every,
             upper_weight: 0.0,
             upper_widths: 1,
+            upper_rescale_bits: None,
         }
     }
 }
@@ -269,11 +274,16 @@ pub fn nest_rescaled_joint(
     joint: JointFit,
 ) -> Result<NestedPalette> {
     super::nested::check_widths(base_bits, fit_bits, top_bits)?;
-    if !(1..=MAX_RESCALE_BITS).contains(&rescale_bits) {
-        return Err(QuantError::InvalidConfig {
-            field: "rescale_bits",
-            reason: format!("{rescale_bits}: expected 1..={MAX_RESCALE_BITS}"),
-        });
+    for (field, rb) in [
+        ("rescale_bits", Some(rescale_bits)),
+        ("upper_rescale_bits", joint.upper_rescale_bits),
+    ] {
+        if let Some(rb) = rb.filter(|b| !(1..=MAX_RESCALE_BITS).contains(b)) {
+            return Err(QuantError::InvalidConfig {
+                field,
+                reason: format!("{rb}: expected 1..={MAX_RESCALE_BITS}"),
+            });
+        }
     }
     if !(joint.upper_weight.is_finite() && joint.upper_weight >= 0.0) {
         return Err(QuantError::InvalidConfig {
@@ -400,20 +410,21 @@ pub fn nest_rescaled_joint(
         prev = st.err;
         (table, idx, fg) = (st.table, st.idx, st.fg);
     }
+    let upper_bits = joint.upper_rescale_bits.unwrap_or(rescale_bits);
     for width in fit_bits + 1..=top_bits {
         // Split in the previous width's corrected coordinates.
         let (u, c) = fit.coords(Some(&fg));
         let (_, split) = split_step(&u, &c, &mut idx, &table, rows, cols);
         drop((u, c));
         let st = match joint.corrections {
-            Corrections::Every => fit.step(split, idx, &fg, rescale_bits, true),
+            Corrections::Every => fit.step(split, idx, &fg, upper_bits, true),
             Corrections::WherePaying => {
                 let kept = fit.keep(split.clone(), idx.clone(), &fg);
-                let fresh = fit.step(split, idx, &fg, rescale_bits, true);
-                fit.paying(prev, kept, fresh, width, rescale_bits)
+                let fresh = fit.step(split, idx, &fg, upper_bits, true);
+                fit.paying(prev, kept, fresh, width, upper_bits)
             }
         };
-        steps.push(fit.nested_step(&st, prev, rescale_bits));
+        steps.push(fit.nested_step(&st, prev, upper_bits));
         prev = st.err;
         (table, idx, fg) = (st.table, st.idx, st.fg);
     }

@@ -106,6 +106,16 @@ pub struct PaletteArgs {
         default_value_if("adaptive", ArgPredicate::Equals("true".into()), "2")
     )]
     nested_rescale_bits: Option<u8>,
+    /// With --nested-rescale-bits: the code width of the corrections of the steps
+    /// above --nested-fit (1..=8), the base's and the fit's keeping
+    /// --nested-rescale-bits; a width other than theirs is format version 6.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "nested_rescale_bits_or_adaptive",
+        value_parser = clap::value_parser!(u8).range(1..=8)
+    )]
+    nested_upper_rescale_bits: Option<u8>,
     /// With --nested-rescale-bits: fit the block scales, offsets and index tree at
     /// this width (--bits..=--nested-top; default --bits): the palette at this width
     /// is the fixed scaled palette, narrower widths merge its levels (each with its
@@ -536,6 +546,7 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
                                 corrections: corrections(args.nested_every_correction),
                                 upper_weight,
                                 upper_widths,
+                                upper_rescale_bits: args.nested_upper_rescale_bits,
                             },
                         ),
                     }
@@ -611,6 +622,9 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     }
     if let Some(rb) = args.nested_rescale_bits {
         writer.add_metadata("palette.nested_rescale_bits", &rb.to_string())?;
+        if let Some(upper) = args.nested_upper_rescale_bits {
+            writer.add_metadata("palette.nested_upper_rescale_bits", &upper.to_string())?;
+        }
         let fit = args.nested_fit.unwrap_or(args.bits);
         writer.add_metadata("palette.nested_fit", &fit.to_string())?;
         if args.nested_joint_params {

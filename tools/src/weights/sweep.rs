@@ -236,6 +236,10 @@ pub struct SweepArgs {
     /// one adaptive curve per value.
     #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "0")]
     adaptive_rescale_bits: Vec<u8>,
+    /// With --adaptive-rescale-bits above 0: the code width of the corrections of
+    /// the steps above --adaptive-fit (1..=8; default: the same as below it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    adaptive_upper_rescale_bits: Option<u8>,
     /// How the adaptive file orders its steps across linears, one curve per value:
     /// `greedy` (error removed per byte) or `balanced` (every linear gets its n-th
     /// step before any gets its n+1-th; within a level, error removed per byte).
@@ -1027,6 +1031,7 @@ fn fit_one(
                 corrections: super::palette::corrections(args.adaptive_every_correction),
                 upper_weight: args.adaptive_joint_upper_weight,
                 upper_widths: args.adaptive_joint_upper_widths,
+                upper_rescale_bits: args.adaptive_upper_rescale_bits,
             },
         ),
     }

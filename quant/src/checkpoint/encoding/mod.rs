@@ -10,6 +10,7 @@
 //! | [`Encoding::NestedPalette`] | `nested_palette.rs` | a scaled palette base | one per extra bit (table, bit plane), in the global order | v3 |
 //! | [`Encoding::RescaledNestedPalette`] | `nested_palette.rs` | a scaled palette base | one per extra bit (table, bit plane, block corrections), in the global order | v4 |
 //! | [`Encoding::LeanNestedPalette`] | `nested_palette.rs` | a scaled palette base | one per extra bit (table, bit plane, block corrections where the step has them), in the global order | v5 |
+//! | [`Encoding::MixedNestedPalette`] | `nested_palette.rs` | a scaled palette base | as v5, each correction of its own code width | v6 |
 //!
 //! Everything else in the checkpoint code (layout, validation, reading, budgets, the
 //! GPU plan) and in `octet weights` (inspect, plan, repack) goes through the trait: it
@@ -156,6 +157,26 @@ mod variants {
             /// global order.
             steps: Vec<BlockEntry>,
         },
+        /// A rescaled nested palette whose corrections have their own code widths
+        /// (the steps above the fit width wider than those below, say): a step's
+        /// section is laid out as [`super::NestedStepLayout::rescaled`] with its
+        /// width or, with width 0, as [`super::NestedStepLayout::new`]; otherwise
+        /// as [`Encoding::LeanNestedPalette`]. Format version 6.
+        MixedNestedPalette {
+            /// Bits per index of the base (2..=8).
+            bits: u8,
+            /// Weights per block along a row.
+            group_cols: u32,
+            /// The code width of every correction (0: none, else 1..=8): the
+            /// base's own first, then one per step, so `steps.len() + 1` of them.
+            rescale_bits: Vec<u8>,
+            /// The base, then (`rescale_bits[0]` above 0) the base's own
+            /// correction, as in [`Encoding::RescaledNestedPalette`].
+            resident: Vec<Section>,
+            /// Refinement steps in order; where each lies in the file follows the
+            /// global order.
+            steps: Vec<BlockEntry>,
+        },
     }
 }
 
@@ -207,6 +228,7 @@ impl Encoding {
                 bits: *bits,
                 group_cols: *group_cols,
                 rescale_bits: None,
+                widths: None,
                 lean: false,
                 base: *base,
                 base_rescale: None,
@@ -226,21 +248,29 @@ impl Encoding {
                 rescale_bits,
                 resident,
                 steps,
-            } => Box::new(nested_palette::Nested {
-                bits: *bits,
-                group_cols: *group_cols,
-                rescale_bits: Some(*rescale_bits),
-                lean: matches!(self, Encoding::LeanNestedPalette { .. }),
-                // Validation refuses any count but 1 or 2 before a section is used.
-                base: resident.first().copied().unwrap_or(Section {
-                    offset: 0,
-                    len: 0,
-                    crc32c: 0,
-                }),
-                base_rescale: resident.get(1).copied(),
-                resident_count: resident.len(),
+            } => Box::new(nested_palette::Nested::rescaled(
+                (*bits, *group_cols),
+                Some(*rescale_bits),
+                None,
+                matches!(self, Encoding::LeanNestedPalette { .. }),
+                resident,
                 steps,
-            }),
+            )),
+            Encoding::MixedNestedPalette {
+                bits,
+                group_cols,
+                rescale_bits,
+                resident,
+                steps,
+            } => Box::new(nested_palette::Nested::rescaled(
+                (*bits, *group_cols),
+                // The widest, as the family's; each step's own is in `widths`.
+                rescale_bits.iter().copied().max(),
+                Some(rescale_bits),
+                true,
+                resident,
+                steps,
+            )),
         }
     }
 
@@ -318,6 +348,20 @@ pub(crate) fn archived_block_count(e: &ArchivedEncoding) -> usize {
         ArchivedEncoding::NestedPalette { steps, .. } => steps.len(),
         ArchivedEncoding::RescaledNestedPalette { steps, .. } => steps.len(),
         ArchivedEncoding::LeanNestedPalette { steps, .. } => steps.len(),
+        ArchivedEncoding::MixedNestedPalette { steps, .. } => steps.len(),
+        ArchivedEncoding::F16 { .. }
+        | ArchivedEncoding::F32 { .. }
+        | ArchivedEncoding::Palette { .. }
+        | ArchivedEncoding::ScaledPalette { .. } => 0,
+    }
+}
+
+/// The length of the manifest's per-step list of correction widths
+/// ([`Encoding::MixedNestedPalette`]), 0 for every other encoding: capped at one
+/// more than the block cap before anything is deserialized.
+pub(crate) fn archived_width_count(e: &ArchivedEncoding) -> usize {
+    match e {
+        ArchivedEncoding::MixedNestedPalette { rescale_bits, .. } => rescale_bits.len(),
         _ => 0,
     }
 }

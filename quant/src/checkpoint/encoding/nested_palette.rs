@@ -155,7 +155,11 @@ pub(super) struct Nested<'a> {
     /// `Some` for [`Encoding::RescaledNestedPalette`] and
     /// [`Encoding::LeanNestedPalette`].
     pub rescale_bits: Option<u8>,
-    /// [`Encoding::LeanNestedPalette`]: a step may carry no correction.
+    /// [`Encoding::MixedNestedPalette`]: the code width of every correction, the
+    /// base's then each step's (0: none).
+    pub widths: Option<&'a [u8]>,
+    /// [`Encoding::LeanNestedPalette`] and [`Encoding::MixedNestedPalette`]: a step
+    /// may carry no correction.
     pub lean: bool,
     pub base: Section,
     /// The base's own correction (rescaled palettes fitted above the base width).
@@ -165,7 +169,35 @@ pub(super) struct Nested<'a> {
     pub steps: &'a [BlockEntry],
 }
 
-impl Nested<'_> {
+impl<'a> Nested<'a> {
+    /// The view of a rescaled (v4), lean (v5) or mixed (v6) entry: `(bits,
+    /// group_cols)`, the resident sections as the manifest lists them (validation
+    /// refuses any count but 1 or 2 before a section is used).
+    pub(super) fn rescaled(
+        (bits, group_cols): (u8, u32),
+        rescale_bits: Option<u8>,
+        widths: Option<&'a [u8]>,
+        lean: bool,
+        resident: &[Section],
+        steps: &'a [BlockEntry],
+    ) -> Nested<'a> {
+        Nested {
+            bits,
+            group_cols,
+            rescale_bits,
+            widths,
+            lean,
+            base: resident.first().copied().unwrap_or(Section {
+                offset: 0,
+                len: 0,
+                crc32c: 0,
+            }),
+            base_rescale: resident.get(1).copied(),
+            resident_count: resident.len(),
+            steps,
+        }
+    }
+
     /// Refuses a budget that asks tensor `name` for more than its `steps`.
     fn check_steps(&self, name: &str, n: usize) -> Result<()> {
         if n > self.steps.len() {
@@ -180,8 +212,26 @@ impl Nested<'_> {
         Ok(())
     }
 
+    /// The code width of the base's own correction.
+    fn base_rescale_bits(&self) -> Option<u8> {
+        match self.widths {
+            Some(w) => w.first().copied().filter(|&b| b > 0),
+            None => self.rescale_bits,
+        }
+    }
+
+    /// The code width of step `l`'s correction, whose section is laid out by `sl`;
+    /// `None` where it carries none.
+    fn step_rescale_bits(&self, l: usize, sl: &NestedStepLayout) -> Option<u8> {
+        match self.widths {
+            Some(w) => w.get(l + 1).copied().filter(|&b| b > 0),
+            None => self.rescale_bits.filter(|_| sl.entries.1 > 0),
+        }
+    }
+
     /// Step `l`'s layouts: the encoding's own and (a lean palette) the plain one of
-    /// a step without a correction; `None` where out of range or overflowing.
+    /// a step without a correction; `None` where out of range or overflowing. A
+    /// palette of mixed widths has one: its width says which.
     fn step_layouts(
         &self,
         rows: usize,
@@ -195,6 +245,14 @@ impl Nested<'_> {
             return (None, None);
         };
         let gc = self.group_cols as usize;
+        if let Some(w) = self.widths {
+            let own = match w.get(l + 1) {
+                Some(0) => NestedStepLayout::new(rows, cols, bits),
+                Some(&rb) => NestedStepLayout::rescaled(rows, cols, bits, gc, rb),
+                None => None,
+            };
+            return (own, None);
+        }
         let own = NestedStepLayout::of(rows, cols, bits, gc, self.rescale_bits);
         let plain = self
             .lean
@@ -277,6 +335,9 @@ pub(super) fn f16s(b: &[u8]) -> Vec<f32> {
 
 impl<'a> TensorEncoding<'a> for Nested<'a> {
     fn name(&self) -> &'static str {
+        if self.widths.is_some() {
+            return "mixed rescaled nested palette";
+        }
         match (self.rescale_bits, self.lean) {
             (None, _) => "nested palette",
             (Some(_), false) => "rescaled nested palette",
@@ -294,6 +355,9 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
     }
 
     fn min_version(&self) -> u32 {
+        if self.widths.is_some() {
+            return 6;
+        }
         match (self.rescale_bits, self.lean) {
             (None, _) => 3,
             (Some(_), false) => 4,
@@ -315,6 +379,21 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
 
     fn with_sections(&self, resident: &[Section], blocks: Vec<BlockEntry>) -> Encoding {
         let base = resident.first().copied().unwrap_or(self.base);
+        let resident: Vec<Section> = std::iter::once(base)
+            .chain(
+                self.base_rescale
+                    .map(|s| resident.get(1).copied().unwrap_or(s)),
+            )
+            .collect();
+        if let Some(w) = self.widths {
+            return Encoding::MixedNestedPalette {
+                bits: self.bits,
+                group_cols: self.group_cols,
+                rescale_bits: w.to_vec(),
+                resident,
+                steps: blocks,
+            };
+        }
         match self.rescale_bits {
             None => Encoding::NestedPalette {
                 bits: self.bits,
@@ -322,22 +401,14 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
                 base,
                 steps: blocks,
             },
-            Some(rescale_bits) => {
-                let resident = std::iter::once(base)
-                    .chain(
-                        self.base_rescale
-                            .map(|s| resident.get(1).copied().unwrap_or(s)),
-                    )
-                    .collect();
-                rescaled_variant(
-                    self.lean,
-                    self.bits,
-                    self.group_cols,
-                    rescale_bits,
-                    resident,
-                    blocks,
-                )
-            }
+            Some(rescale_bits) => rescaled_variant(
+                self.lean,
+                self.bits,
+                self.group_cols,
+                rescale_bits,
+                resident,
+                blocks,
+            ),
         }
     }
 
@@ -352,7 +423,21 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
                 t.name
             )));
         }
-        if let Some(rb) = self
+        if let Some(w) = self.widths {
+            if w.len() != n + 1 || w.iter().any(|&b| b > MAX_RESCALE_BITS) {
+                return Err(t.error(format!(
+                    "tensor `{}`: mixed rescaled nested palette with correction widths {w:?}; expected {} of them (the base's, then each step's), each 0 (none) to {MAX_RESCALE_BITS}",
+                    t.name,
+                    n + 1
+                )));
+            }
+            if (w[0] > 0) != self.base_rescale.is_some() {
+                return Err(t.error(format!(
+                    "tensor `{}`: mixed rescaled nested palette with a {}-bit base correction and {} resident sections; expected a second resident section exactly when the base's width is above 0",
+                    t.name, w[0], self.resident_count
+                )));
+            }
+        } else if let Some(rb) = self
             .rescale_bits
             .filter(|b| !(1..=MAX_RESCALE_BITS).contains(b))
         {
@@ -368,7 +453,7 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
             )));
         }
         t.section(&self.base, layout.map(|x| x.len), "nested palette base")?;
-        if let (Some(s), Some(rb)) = (&self.base_rescale, self.rescale_bits) {
+        if let (Some(s), Some(rb)) = (&self.base_rescale, self.base_rescale_bits()) {
             let want =
                 NestedStepLayout::base_rescale(rows, cols, group_cols as usize, rb).map(|x| x.len);
             t.section(s, want, "nested palette base correction")?;
@@ -422,7 +507,7 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
         let mut table = f16s(&base[layout.table.0..layout.table.0 + layout.table.1]);
         let mut rescale = None;
         // The base correction is resident: checked at every budget, used with no step.
-        if let (Some(s), Some(rb)) = (&self.base_rescale, self.rescale_bits) {
+        if let (Some(s), Some(rb)) = (&self.base_rescale, self.base_rescale_bits()) {
             let what = "nested palette base correction";
             let bytes = t.section(s, what)?;
             let sl = NestedStepLayout::base_rescale(rows, cols, self.group_cols as usize, rb)
@@ -442,7 +527,7 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
                 table = f16s(&bytes[sl.table.0..sl.table.0 + sl.table.1]);
             }
             // The last loaded correction applies; a step without one keeps it.
-            if let Some(bits) = self.rescale_bits.filter(|_| sl.entries.1 > 0) {
+            if let Some(bits) = self.step_rescale_bits(l, &sl) {
                 rescale = Some(rescale_view(bytes, &sl, bits));
             }
             planes.push(&bytes[sl.plane.0..sl.plane.0 + sl.plane.1]);
@@ -476,7 +561,7 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
         let base = t.inside(&self.base, l.len as u64, "nested palette base")?;
         let mut table_offset = base + l.table.0 as u64;
         let mut rescale = None;
-        if let (Some(s), Some(rb)) = (&self.base_rescale, self.rescale_bits) {
+        if let (Some(s), Some(rb)) = (&self.base_rescale, self.base_rescale_bits()) {
             let what = "nested palette base correction";
             let sl = NestedStepLayout::base_rescale(rows, cols, gc, rb).ok_or_else(|| bad(what))?;
             let off = t.inside(s, sl.len as u64, what)?;
@@ -500,7 +585,7 @@ impl<'a> TensorEncoding<'a> for Nested<'a> {
                 table_offset = off + sl.table.0 as u64;
             }
             // The last loaded correction applies; a step without one keeps it.
-            if let Some(bits) = self.rescale_bits.filter(|_| sl.entries.1 > 0) {
+            if let Some(bits) = self.step_rescale_bits(k, &sl) {
                 rescale = Some(RescaleJob {
                     bits,
                     entries_offset: off + sl.entries.0 as u64,
@@ -576,24 +661,15 @@ impl EncodeTensor for NestedPalette {
         }
         let group_cols = u32::try_from(l.group_cols)
             .map_err(|_| invalid(format!("block of {} weights exceeds u32", l.group_cols)))?;
-        // Every correction (the base's, the steps') of one code width; a palette
-        // with corrections whose steps do not all have one is lean (version 5).
-        let rescale_bits = self
-            .base_rescale
-            .iter()
-            .chain(self.steps.iter().filter_map(|s| s.rescale.as_ref()))
-            .map(|r| r.bits)
-            .next();
-        if let Some(i) = self.steps.iter().position(|s| {
-            s.rescale
-                .as_ref()
-                .is_some_and(|r| Some(r.bits) != rescale_bits)
-        }) {
-            return Err(invalid(format!(
-                "step {i}: block corrections of another code width than the palette's first ({} bits)",
-                rescale_bits.unwrap_or(0)
-            )));
-        }
+        // Every correction's code width (0: none), the base's first. Corrections of
+        // one width are version 4 (lean, where a step has none: version 5); of
+        // several, version 6.
+        let widths: Vec<u8> = std::iter::once(self.base_rescale.as_ref())
+            .chain(self.steps.iter().map(|s| s.rescale.as_ref()))
+            .map(|r| r.map_or(0, |r| r.bits))
+            .collect();
+        let rescale_bits = widths.iter().copied().find(|&b| b > 0);
+        let mixed = widths.iter().any(|&b| b > 0 && Some(b) != rescale_bits);
         let lean = rescale_bits.is_some() && self.steps.iter().any(|s| s.rescale.is_none());
         let base = spill(&self.base.section_bytes())?;
         let base_rescale = match &self.base_rescale {
@@ -648,21 +724,24 @@ impl EncodeTensor for NestedPalette {
                 importance: s.gain,
             });
         }
+        let resident = std::iter::once(base).chain(base_rescale).collect();
         Ok(match rescale_bits {
+            _ if mixed => Encoding::MixedNestedPalette {
+                bits: l.bits,
+                group_cols,
+                rescale_bits: widths,
+                resident,
+                steps,
+            },
             None => Encoding::NestedPalette {
                 bits: l.bits,
                 group_cols,
                 base,
                 steps,
             },
-            Some(rescale_bits) => rescaled_variant(
-                lean,
-                l.bits,
-                group_cols,
-                rescale_bits,
-                std::iter::once(base).chain(base_rescale).collect(),
-                steps,
-            ),
+            Some(rescale_bits) => {
+                rescaled_variant(lean, l.bits, group_cols, rescale_bits, resident, steps)
+            }
         })
     }
 }
@@ -679,7 +758,7 @@ mod tests {
         BlockOrdering, Budget, BudgetLimit, CheckpointWriter, Encoding, Manifest, Reader,
     };
     use crate::palette::nested::{NestedPalette, nest_scaled};
-    use crate::palette::{nest_rescaled, nest_rescaled_at};
+    use crate::palette::{JointFit, nest_rescaled_joint};
 
     const ORDER: BlockOrdering = BlockOrdering::Policy(OrderPolicy::Greedy { min_levels: 0 });
 
@@ -697,6 +776,22 @@ mod tests {
         rescale: Option<u8>,
         strip: u64,
     ) -> (Vec<u8>, Manifest, Vec<(String, NestedPalette)>) {
+        model_mixed(seed, rescale, None, strip)
+    }
+
+    /// As [`model_with`], the steps above each palette's fit width corrected with
+    /// `upper`-bit codes when given: `b`, fitted at 3 bits, then has corrections of
+    /// two widths (format version 6), `a` and `c` one width.
+    fn model_mixed(
+        seed: u64,
+        rescale: Option<u8>,
+        upper: Option<u8>,
+        strip: u64,
+    ) -> (Vec<u8>, Manifest, Vec<(String, NestedPalette)>) {
+        let joint = JointFit {
+            upper_rescale_bits: upper,
+            ..JointFit::default()
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut wr = CheckpointWriter::in_memory();
         wr.add_f16("embed", &[3, 5], &[0.25; 15]).expect("f16");
@@ -710,10 +805,10 @@ mod tests {
             // `b` rescaled is fitted at 3 bits: its base has its own correction.
             let p = match rescale {
                 None => nest_scaled(&w, rows, cols, None, base, top, g),
-                Some(rb) if name == "b" => {
-                    nest_rescaled_at(&w, rows, cols, None, base, 3, top, g, rb)
+                Some(rb) => {
+                    let fit = if name == "b" { 3 } else { base };
+                    nest_rescaled_joint(&w, rows, cols, None, base, fit, top, g, rb, joint)
                 }
-                Some(rb) => nest_rescaled(&w, rows, cols, None, base, top, g, rb),
             }
             .expect("fits");
             let mut p = p;
@@ -764,25 +859,7 @@ mod tests {
         assert_eq!(m.tensors[t].encoding.name(), want);
         assert_eq!(m.min_blocks, 0, "the bases alone are a model");
         assert_eq!(m.block_order.len(), 3 + 2 + 3);
-        for n in 0..=m.block_order.len() {
-            let budget = Budget::fit(&m, BudgetLimit::Blocks(n)).expect("budget");
-            // Only the prefix is given: nothing beyond it can be read.
-            let prefix = &file[..budget.prefix_len as usize];
-            let reader = Reader::new(prefix).expect("prefix opens");
-            reader.verify(&budget).expect("prefix verifies");
-            for (name, p) in &nested {
-                let t = m.tensor_index(name).expect("tensor");
-                let got = reader.rebuild_tensor(name, &budget).expect("rebuilds");
-                assert_eq!(
-                    got,
-                    p.decode(budget.blocks_per_matrix[t] as usize),
-                    "{name} at {n}"
-                );
-            }
-            // A byte budget equal to the prefix picks the same budget.
-            let by_bytes = Budget::fit(&m, BudgetLimit::Bytes(budget.prefix_len)).expect("fits");
-            assert_eq!(by_bytes.prefix_len, budget.prefix_len);
-        }
+        every_prefix_matches(&file, &m, &nested);
     }
 
     #[test]
@@ -806,13 +883,14 @@ mod tests {
 
     #[test]
     fn a_flipped_or_missing_byte_names_the_section() {
-        flipped_or_missing(None, 0);
-        flipped_or_missing(Some(2), 0);
-        flipped_or_missing(Some(2), 0b10);
+        flipped_or_missing(None, None, 0);
+        flipped_or_missing(Some(2), None, 0);
+        flipped_or_missing(Some(2), None, 0b10);
+        flipped_or_missing(Some(2), Some(3), 0b10);
     }
 
-    fn flipped_or_missing(rescale: Option<u8>, strip: u64) {
-        let (file, m, _) = model_with(3, rescale, strip);
+    fn flipped_or_missing(rescale: Option<u8>, upper: Option<u8>, strip: u64) {
+        let (file, m, _) = model_mixed(3, rescale, upper, strip);
         let full = Budget::fit(&m, BudgetLimit::Full).expect("full");
         let (base, base_rescale, steps) = match m.tensor_index("b").map(|t| &m.tensors[t].encoding)
         {
@@ -822,6 +900,9 @@ mod tests {
                     resident, steps, ..
                 }
                 | Encoding::LeanNestedPalette {
+                    resident, steps, ..
+                }
+                | Encoding::MixedNestedPalette {
                     resident, steps, ..
                 },
             ) => (&resident[0], resident.get(1).copied(), steps),
@@ -970,16 +1051,110 @@ mod tests {
     }
 
     #[test]
-    fn corrections_of_two_widths_are_refused() {
-        let mut rng = ChaCha8Rng::seed_from_u64(6);
-        let w = structured(5, 64, &mut rng);
-        let mut p = nest_rescaled(&w, 5, 64, None, 2, 4, 32, 2).expect("fits");
-        let other = nest_rescaled(&w, 5, 64, None, 2, 4, 32, 1).expect("fits");
-        p.steps[1].rescale = other.steps[1].rescale.clone();
-        let err = CheckpointWriter::in_memory()
-            .add_nested_palette("p", &p)
-            .expect_err("two widths");
-        assert!(reason(err).contains("step 1"));
+    fn corrections_of_two_widths_are_a_mixed_palette() {
+        // `b` (fitted at 3 bits): a 2-bit base correction, a 2-bit fit step, a
+        // 3-bit step above it; `a` and `c` (fitted at their base) 3-bit steps only.
+        let (file, m, nested) = model_mixed(6, Some(2), Some(3), 0);
+        assert_eq!(
+            u32::from_le_bytes([file[8], file[9], file[10], file[11]]),
+            6
+        );
+        let names: Vec<&str> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                m.tensors[m.tensor_index(n).expect("tensor")]
+                    .encoding
+                    .name()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "rescaled nested palette",
+                "mixed rescaled nested palette",
+                "rescaled nested palette"
+            ]
+        );
+        let b = m.tensor_index("b").expect("b");
+        let Encoding::MixedNestedPalette { rescale_bits, .. } = &m.tensors[b].encoding else {
+            panic!("b is mixed");
+        };
+        assert_eq!(rescale_bits, &[2, 2, 3]);
+        every_prefix_matches(&file, &m, &nested);
+        // A lean mixed palette: `b`'s fit step without a correction, so with it
+        // the last loaded the base's block parameters apply as stored, and with the
+        // step above it that step's 3-bit correction.
+        let (file, m, nested) = model_mixed(6, Some(2), Some(3), 0b1);
+        let b = m.tensor_index("b").expect("b");
+        let Encoding::MixedNestedPalette { rescale_bits, .. } = &m.tensors[b].encoding else {
+            panic!("b is mixed");
+        };
+        assert_eq!(rescale_bits, &[2, 0, 3]);
+        every_prefix_matches(&file, &m, &nested);
+    }
+
+    /// Every prefix of `file` alone verifies and reads back what the writer
+    /// encoded, and a byte budget of its length picks it.
+    fn every_prefix_matches(file: &[u8], m: &Manifest, nested: &[(String, NestedPalette)]) {
+        for n in 0..=m.block_order.len() {
+            let budget = Budget::fit(m, BudgetLimit::Blocks(n)).expect("budget");
+            // Only the prefix is given: nothing beyond it can be read.
+            let reader = Reader::new(&file[..budget.prefix_len as usize]).expect("prefix opens");
+            reader.verify(&budget).expect("prefix verifies");
+            let by_bytes = Budget::fit(m, BudgetLimit::Bytes(budget.prefix_len)).expect("fits");
+            assert_eq!(by_bytes.prefix_len, budget.prefix_len);
+            for (name, p) in nested {
+                let t = m.tensor_index(name).expect("tensor");
+                let got = reader.rebuild_tensor(name, &budget).expect("rebuilds");
+                assert_eq!(
+                    got,
+                    p.decode(budget.blocks_per_matrix[t] as usize),
+                    "{name} at {n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mixed_widths_and_version_are_checked() {
+        let (file, m, _) = model_mixed(7, Some(2), Some(3), 0);
+        let b = m.tensor_index("b").expect("b");
+        let with_widths = |w: Vec<u8>| {
+            let mut bad = m.clone();
+            if let Encoding::MixedNestedPalette { rescale_bits, .. } = &mut bad.tensors[b].encoding
+            {
+                *rescale_bits = w;
+            }
+            with_manifest(&file, &bad)
+        };
+        // The archived manifest keeps its length only with three widths; a count
+        // or a width out of range, a base width without a base correction, and a
+        // step width its section's length disagrees with.
+        for (w, what) in [
+            (vec![2, 9, 3], "correction widths [2, 9, 3]"),
+            (vec![0, 2, 3], "0-bit base correction"),
+            (vec![2, 2, 4], "tensor `b` refinement step 1"),
+            (vec![2, 1, 3], "tensor `b` refinement step 0"),
+        ] {
+            let r = reason(Reader::new(&with_widths(w.clone())).expect_err("bad widths"));
+            assert!(r.contains("tensor `b`") && r.contains(what), "{w:?}: {r}");
+        }
+        let mut short = m.clone();
+        if let Encoding::MixedNestedPalette { rescale_bits, .. } = &mut short.tensors[b].encoding {
+            rescale_bits.pop();
+        }
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&short).expect("archive");
+        let mut f = file.clone();
+        let len = u64::from_le_bytes(f[24..32].try_into().expect("8 bytes")) as usize;
+        f[64..64 + bytes.len()].copy_from_slice(&bytes);
+        f[64 + bytes.len()..64 + len].fill(0);
+        f[24..32].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        f[32..36].copy_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+        assert!(crate::checkpoint::reseal(&mut f));
+        let r = reason(Reader::new(&f).expect_err("a width short"));
+        assert!(r.contains("expected 3 of them"), "{r}");
+        // A mixed palette under a version-5 header.
+        refused_under(&file, 5, "mixed rescaled nested palette");
     }
 
     #[test]
