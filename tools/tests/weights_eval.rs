@@ -779,13 +779,29 @@ fn the_adaptive_flag_writes_the_recipe() {
     assert_eq!(meta["palette.nested_joint_rounds"], "3", "{meta}");
     assert_eq!(meta["palette.nested_joint_upper_weight"], "1", "{meta}");
     assert_eq!(meta["palette.nested_corrections"], "where paying", "{meta}");
+    // A llama model's corrections above the fit width are 3 bits wide (this tiny
+    // model's upper corrections do not pay, so its file stays lean, v5).
+    assert_eq!(meta["palette.nested_upper_rescale_bits"], "3", "{meta}");
     let by_encoding = info["tensors_by_encoding"].as_object().expect("encodings");
-    let nested: u64 = ["lean rescaled nested palette", "rescaled nested palette"]
-        .iter()
-        .filter_map(|e| by_encoding.get(*e))
-        .map(|c| c["tensors"].as_u64().expect("count"))
-        .sum();
+    let nested: u64 = [
+        "lean rescaled nested palette",
+        "rescaled nested palette",
+        "mixed rescaled nested palette",
+    ]
+    .iter()
+    .filter_map(|e| by_encoding.get(*e))
+    .map(|c| c["tensors"].as_u64().expect("count"))
+    .sum();
     assert_eq!(nested, 14, "{by_encoding:?}");
+    // Every correction kept: 2-bit ones up to the fit width, 3-bit above it, so
+    // every linear is a mixed rescaled nested palette (format v6).
+    palette(&["--nested-every-correction"]);
+    let info = inspect();
+    assert_eq!(info["format_version"], 6, "{info}");
+    assert_eq!(
+        info["tensors_by_encoding"]["mixed rescaled nested palette"]["tensors"], 14,
+        "{info}"
+    );
     // Explicit flags win; the balanced order replaces the probes.
     let report = palette(&["--nested-top", "4", "--nested-balanced"]);
     let budgets = report["budgets"].as_array().expect("budgets");

@@ -47,12 +47,14 @@ pub struct PaletteArgs {
     output: PathBuf,
     /// One budget-adaptive file with the measured recipe (README, "Adaptive"):
     /// a 2-bit scaled palette base in blocks of 32, refinement steps up to 8 bits
-    /// with 2-bit block corrections where they pay, fitted at 3 bits jointly with
+    /// with block corrections where they pay (2 bits wide up to the fit width, 3
+    /// above it in a llama model: format v6), fitted at 3 bits jointly with
     /// the widths below it and the one above (3 rounds, block codes included,
     /// upper weight 1), ordered level by level by perplexity probes: per linear
     /// at the first level, per layer at the second, by weight error above.
     /// Shorthand for `--bits 2 --group-cols 32 --nested-top 8
-    /// --nested-rescale-bits 2 --nested-fit 3 --nested-joint-rounds 3
+    /// --nested-rescale-bits 2 [--nested-upper-rescale-bits 3 for a llama model]
+    /// --nested-fit 3 --nested-joint-rounds 3
     /// --nested-joint-params --nested-joint-upper-weight 1 --nested-probe
     /// --nested-probe-each-linear-first --nested-probe-levels 2`; any of those
     /// given explicitly wins; with --nested-balanced the order is level by level
@@ -472,6 +474,13 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     // the k-quant line at all 9 budgets from 2.75 to 6 bits (weight 1: 7); a llama
     // model keeps weight 1 (SmolLM2: 3.6% lower perplexity in geometric mean).
     //
+    // A llama model's corrections above the fit width are 3 bits wide (format v6),
+    // the base's and the fit's 2: on SmolLM2 0.3-1.9% lower perplexity from 4 bits
+    // up (4.0 bits 31.78 instead of 32.41, 6.5 bits 27.97 instead of 28.11, so 6 of
+    // 10 budgets at or below the k-quant line instead of 5) and the same below 4 bits
+    // (the wider codes are paid for inside each budget). 4-bit corrections: 6 of 10
+    // too, better at 4.5-6.0 bits, worse at 4.0.
+    //
     // A llama model's first level is probed linear by linear on 512 tokens and
     // only its first two levels are probed: on SmolLM2 72.5 at 2.75 bits instead
     // of 89.5 (the k-quant line: 77.6) and 55.6 at 3.0 instead of 60.75, the
@@ -496,11 +505,17 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
             args.nested_probe_levels
                 .get_or_insert(ADAPTIVE_BERT_PROBE_LEVELS);
         }
-    } else if args.adaptive && args.nested_probe {
-        args.nested_probe_each_linear_first |= !grain_given;
-        if !args.nested_probe_greedy {
-            args.nested_probe_levels
-                .get_or_insert(ADAPTIVE_LLAMA_PROBE_LEVELS);
+    } else if args.adaptive {
+        if let Some(fit_width) = args.nested_rescale_bits {
+            args.nested_upper_rescale_bits
+                .get_or_insert(ADAPTIVE_LLAMA_UPPER_RESCALE_BITS.max(fit_width));
+        }
+        if args.nested_probe {
+            args.nested_probe_each_linear_first |= !grain_given;
+            if !args.nested_probe_greedy {
+                args.nested_probe_levels
+                    .get_or_insert(ADAPTIVE_LLAMA_PROBE_LEVELS);
+            }
         }
     }
     let seam_share = args.nested_probe_seams.unwrap_or(0.0);
@@ -798,6 +813,9 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     Ok(())
 }
 
+/// The correction width `--adaptive` gives a llama model's steps above the fit
+/// width (`--nested-upper-rescale-bits`).
+const ADAPTIVE_LLAMA_UPPER_RESCALE_BITS: u8 = 3;
 /// The levels `--adaptive` probes in a llama model (`--nested-probe-levels`).
 const ADAPTIVE_LLAMA_PROBE_LEVELS: u32 = 2;
 /// The levels `--adaptive` probes in a BERT model: those up to 6 bits.
