@@ -475,7 +475,7 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     // model keeps weight 1 (SmolLM2: 3.6% lower perplexity in geometric mean).
     //
     // A llama model's corrections above the fit width are 3 bits wide (format v6),
-    // the base's and the fit's 2: on SmolLM2 0.3-1.9% lower perplexity from 4 bits
+    // the base's and the fit's 2: on SmolLM2 0.2-1.9% lower perplexity from 4 bits
     // up (4.0 bits 31.78 instead of 32.41, 6.5 bits 27.97 instead of 28.11, so 6 of
     // 10 budgets at or below the k-quant line instead of 5) and the same below 4 bits
     // (the wider codes are paid for inside each budget). 4-bit corrections: 6 of 10
@@ -506,9 +506,9 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
                 .get_or_insert(ADAPTIVE_BERT_PROBE_LEVELS);
         }
     } else if args.adaptive {
-        if let Some(fit_width) = args.nested_rescale_bits {
+        if let Some(rescale_bits) = args.nested_rescale_bits {
             args.nested_upper_rescale_bits
-                .get_or_insert(ADAPTIVE_LLAMA_UPPER_RESCALE_BITS.max(fit_width));
+                .get_or_insert(ADAPTIVE_LLAMA_UPPER_RESCALE_BITS.max(rescale_bits));
         }
         if args.nested_probe {
             args.nested_probe_each_linear_first |= !grain_given;
