@@ -678,13 +678,14 @@ fn nested_palettes_write_one_file_whose_prefixes_evaluate() {
         ],
         &["rescaled nested palette"],
     );
-    // Format version 6: 2-bit corrections up to the fit width, 3-bit above it.
+    // Format version 6: 2-bit corrections up to the fit width, 3-bit for the
+    // step above it and 4-bit for the next.
     nested_file_prefixes_evaluate(
         &[
             "--nested-rescale-bits",
             "2",
             "--nested-upper-rescale-bits",
-            "3",
+            "3,4",
             "--nested-fit",
             "3",
             "--nested-balanced",
@@ -793,11 +794,20 @@ fn the_adaptive_flag_writes_the_recipe() {
     .map(|c| c["tensors"].as_u64().expect("count"))
     .sum();
     assert_eq!(nested, 14, "{by_encoding:?}");
-    // Every correction kept: 2-bit ones up to the fit width, 3-bit above it, so
-    // every linear is a mixed rescaled nested palette (format v6).
-    palette(&["--nested-every-correction"]);
+    // Every correction kept: 2-bit ones up to the fit width, 3-bit and then
+    // 4-bit above it (an explicit list wins), so every linear is a mixed
+    // rescaled nested palette (format v6).
+    palette(&[
+        "--nested-every-correction",
+        "--nested-upper-rescale-bits",
+        "3,4",
+    ]);
     let info = inspect();
     assert_eq!(info["format_version"], 6, "{info}");
+    assert_eq!(
+        info["metadata"]["palette.nested_upper_rescale_bits"], "3,4",
+        "{info}"
+    );
     assert_eq!(
         info["tensors_by_encoding"]["mixed rescaled nested palette"]["tensors"], 14,
         "{info}"
@@ -870,6 +880,15 @@ fn the_adaptive_flag_writes_the_recipe() {
             "--nested-upper-rescale-bits",
         ),
         (
+            &["--nested-upper-rescale-bits=3,9"][..],
+            "--nested-upper-rescale-bits",
+        ),
+        // Eight widths: one more than there are steps above the narrowest fit.
+        (
+            &["--nested-upper-rescale-bits=3,3,3,3,3,3,3,4"][..],
+            "--nested-upper-rescale-bits",
+        ),
+        (
             &balanced("--nested-probe-twice")[..],
             "--nested-probe-twice",
         ),
@@ -893,7 +912,8 @@ fn the_adaptive_flag_writes_the_recipe() {
         ];
         a.extend_from_slice(bad);
         let err = run_err(&a);
-        let why = named.starts_with("expected")
+        let why = err.contains("expected at most")
+            || named.starts_with("expected")
             || err.contains("cannot be used with")
             || err.contains("invalid value");
         assert!(why && err.contains(named), "{bad:?}: {err}");

@@ -486,7 +486,7 @@ pub(crate) fn write(
                     *group_cols,
                     *rescale,
                     crate::palette::JointFit {
-                        upper_rescale_bits: *upper,
+                        upper_rescale_bits: (*upper).into(),
                         ..Default::default()
                     },
                 )

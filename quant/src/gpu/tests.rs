@@ -211,7 +211,7 @@ fn palette_checkpoint(
     w.add_nested_palette("n", &n).expect("adds");
     let nest = |m: &[f32], fit: u8, upper: Option<u8>| {
         let joint = JointFit {
-            upper_rescale_bits: upper,
+            upper_rescale_bits: upper.into(),
             ..JointFit::default()
         };
         nest_rescaled_joint(m, rows, cols, None, base, fit, top, group, rescale, joint)

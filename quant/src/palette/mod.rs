@@ -49,7 +49,8 @@ pub use pack::{
     unpack_lookup_scalar,
 };
 pub use rescaled::{
-    Corrections, JointFit, Rescale, nest_rescaled, nest_rescaled_at, nest_rescaled_joint,
+    Corrections, JointFit, Rescale, UpperRescaleBits, nest_rescaled, nest_rescaled_at,
+    nest_rescaled_joint,
 };
 pub use scaled::{ScaledLayout, ScaledPalette, palettize_scaled};
 

@@ -204,10 +204,87 @@ pub struct JointFit {
     /// default) to [`MAX_UPPER_WIDTHS`]. The split widths' block corrections are
     /// left out.
     pub upper_widths: u8,
-    /// The code width of the block corrections of the steps above the fit width
-    /// (1..=[`MAX_RESCALE_BITS`]); `None` (the default): the same as the base's and
-    /// the fit's. A width other than theirs makes the file format version 6.
-    pub upper_rescale_bits: Option<u8>,
+    /// The code widths of the block corrections of the steps above the fit width,
+    /// one per step from the fit width + 1 up, the last repeating; empty (the
+    /// default): the same as the base's and the fit's. A width other than theirs
+    /// makes the file format version 6.
+    pub upper_rescale_bits: UpperRescaleBits,
+}
+
+/// The correction code widths of the steps above a nesting's fit width: the first
+/// for the step to the fit width + 1, the next for the one after, the last
+/// repeating for every step beyond the list. Empty: the base's width throughout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpperRescaleBits {
+    widths: [u8; UpperRescaleBits::MAX_LEN],
+    len: u8,
+}
+
+impl UpperRescaleBits {
+    /// The most widths a list holds: one per step above the narrowest fit.
+    pub const MAX_LEN: usize = super::nested::MAX_BITS as usize - 1;
+
+    /// The list `widths` (each 1..=[`MAX_RESCALE_BITS`], at most [`Self::MAX_LEN`]).
+    pub fn new(widths: &[u8]) -> Result<UpperRescaleBits> {
+        if widths.len() > Self::MAX_LEN {
+            return Err(QuantError::InvalidConfig {
+                field: "upper_rescale_bits",
+                reason: format!(
+                    "{} widths: expected at most {} (one per step above the fit)",
+                    widths.len(),
+                    Self::MAX_LEN
+                ),
+            });
+        }
+        if let Some(b) = widths.iter().find(|b| !(1..=MAX_RESCALE_BITS).contains(*b)) {
+            return Err(QuantError::InvalidConfig {
+                field: "upper_rescale_bits",
+                reason: format!("{b}: expected 1..={MAX_RESCALE_BITS}"),
+            });
+        }
+        let mut out = UpperRescaleBits::default();
+        out.widths[..widths.len()].copy_from_slice(widths);
+        out.len = widths.len() as u8;
+        Ok(out)
+    }
+
+    /// The widths as given.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.widths[..usize::from(self.len)]
+    }
+
+    /// The width of the `i`-th step above the fit (0: the step to the fit width +
+    /// 1); `None` for an empty list.
+    pub fn step(&self, i: usize) -> Option<u8> {
+        let w = self.as_slice();
+        w.get(i).or(w.last()).copied()
+    }
+}
+
+impl From<Option<u8>> for UpperRescaleBits {
+    /// One width for every step above the fit, or none. Unchecked here:
+    /// [`nest_rescaled_joint`] refuses a width outside 1..=[`MAX_RESCALE_BITS`].
+    fn from(width: Option<u8>) -> UpperRescaleBits {
+        let mut out = UpperRescaleBits::default();
+        if let Some(w) = width {
+            out.widths[0] = w;
+            out.len = 1;
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for UpperRescaleBits {
+    /// Comma-separated, as the command line takes it (`3,4`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, w) in self.as_slice().iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{w}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Which refinement steps of a rescaled nested palette carry their own block
@@ -239,7 +316,7 @@ impl Default for JointFit {
             corrections: Corrections::Every,
             upper_weight: 0.0,
             upper_widths: 1,
-            upper_rescale_bits: None,
+            upper_rescale_bits: UpperRescaleBits::default(),
         }
     }
 }
@@ -274,11 +351,11 @@ pub fn nest_rescaled_joint(
     joint: JointFit,
 ) -> Result<NestedPalette> {
     super::nested::check_widths(base_bits, fit_bits, top_bits)?;
-    for (field, rb) in [
-        ("rescale_bits", Some(rescale_bits)),
-        ("upper_rescale_bits", joint.upper_rescale_bits),
-    ] {
-        if let Some(rb) = rb.filter(|b| !(1..=MAX_RESCALE_BITS).contains(b)) {
+    let upper = joint.upper_rescale_bits.as_slice().iter();
+    for (field, &rb) in std::iter::once(("rescale_bits", &rescale_bits))
+        .chain(upper.map(|b| ("upper_rescale_bits", b)))
+    {
+        if !(1..=MAX_RESCALE_BITS).contains(&rb) {
             return Err(QuantError::InvalidConfig {
                 field,
                 reason: format!("{rb}: expected 1..={MAX_RESCALE_BITS}"),
@@ -410,8 +487,8 @@ pub fn nest_rescaled_joint(
         prev = st.err;
         (table, idx, fg) = (st.table, st.idx, st.fg);
     }
-    let upper_bits = joint.upper_rescale_bits.unwrap_or(rescale_bits);
-    for width in fit_bits + 1..=top_bits {
+    for (i, width) in (fit_bits + 1..=top_bits).enumerate() {
+        let upper_bits = joint.upper_rescale_bits.step(i).unwrap_or(rescale_bits);
         // Split in the previous width's corrected coordinates.
         let (u, c) = fit.coords(Some(&fg));
         let (_, split) = split_step(&u, &c, &mut idx, &table, rows, cols);
@@ -1373,6 +1450,77 @@ mod tests {
             ..joint
         };
         nest_rescaled_joint(&w, 4, 64, None, 2, 7, 8, 32, 2, j).expect("fits");
+    }
+
+    /// Each step above the fit takes its own width from the list, the last
+    /// repeating; the base's and the fit's keep `rescale_bits`. One width is the
+    /// list of one, and a list that repeats its last width is that shorter list.
+    #[test]
+    fn the_upper_widths_go_step_by_step() {
+        let (rows, cols) = (9, 160);
+        let w = blocky(rows, cols, 7, true);
+        let fit = |upper: &[u8]| {
+            let joint = JointFit {
+                upper_rescale_bits: UpperRescaleBits::new(upper).expect("widths"),
+                ..JointFit::default()
+            };
+            nest_rescaled_joint(&w, rows, cols, None, 2, 3, 7, 32, 2, joint).expect("fits")
+        };
+        let widths = |p: &NestedPalette| -> Vec<u8> {
+            std::iter::once(&p.base_rescale)
+                .chain(p.steps.iter().map(|s| &s.rescale))
+                .map(|r| r.as_ref().map_or(0, |r| r.bits))
+                .collect()
+        };
+        // Base, then the steps to 3 (the fit), 4, 5, 6 and 7 bits.
+        assert_eq!(widths(&fit(&[])), [2, 2, 2, 2, 2, 2]);
+        assert_eq!(widths(&fit(&[3])), [2, 2, 3, 3, 3, 3]);
+        assert_eq!(widths(&fit(&[3, 4])), [2, 2, 3, 4, 4, 4]);
+        assert_eq!(widths(&fit(&[3, 5, 1])), [2, 2, 3, 5, 1, 1]);
+        assert_eq!(fit(&[3, 4, 4]), fit(&[3, 4]));
+        assert_eq!(
+            fit(&[3]),
+            nest_rescaled_joint(
+                &w,
+                rows,
+                cols,
+                None,
+                2,
+                3,
+                7,
+                32,
+                2,
+                JointFit {
+                    upper_rescale_bits: Some(3).into(),
+                    ..JointFit::default()
+                }
+            )
+            .expect("fits")
+        );
+        // The steps below the fit width do not depend on the list.
+        let (a, b) = (fit(&[3]), fit(&[6, 1]));
+        assert_eq!((&a.base, &a.base_rescale), (&b.base, &b.base_rescale));
+        assert_eq!(a.steps[0], b.steps[0]);
+        let up = UpperRescaleBits::new(&[3, 4]).expect("widths");
+        assert_eq!(up.to_string(), "3,4");
+        assert_eq!(
+            (up.step(0), up.step(1), up.step(5)),
+            (Some(3), Some(4), Some(4))
+        );
+        assert_eq!(UpperRescaleBits::default().step(0), None);
+        for bad in [&[3, 9][..], &[0], &[3; 8]] {
+            let e = UpperRescaleBits::new(bad).expect_err("refused").to_string();
+            assert!(e.contains("upper_rescale_bits"), "{bad:?}: {e}");
+        }
+        // Unchecked from an Option, refused by the fit.
+        let joint = JointFit {
+            upper_rescale_bits: Some(9).into(),
+            ..JointFit::default()
+        };
+        let e = nest_rescaled_joint(&w, rows, cols, None, 2, 3, 7, 32, 2, joint)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("upper_rescale_bits"), "{e}");
     }
 
     #[test]

@@ -18,8 +18,8 @@ use octet_quant::bitstack::{MatrixBlocks, OrderPolicy, Seam, global_order, seam_
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
 use octet_quant::palette::{
     Corrections, GptqConfig, GptqReport, JointFit, NestedPalette, PaletteConfig, PaletteTensor,
-    ScaledPalette, nest_rescaled_joint, nest_scaled, palettize, palettize_gptq, palettize_scaled,
-    scaled_gptq,
+    ScaledPalette, UpperRescaleBits, nest_rescaled_joint, nest_scaled, palettize, palettize_gptq,
+    palettize_scaled, scaled_gptq,
 };
 use serde::Serialize;
 
@@ -108,16 +108,20 @@ pub struct PaletteArgs {
         default_value_if("adaptive", ArgPredicate::Equals("true".into()), "2")
     )]
     nested_rescale_bits: Option<u8>,
-    /// With --nested-rescale-bits: the code width of the corrections of the steps
-    /// above --nested-fit (1..=8), the base's and the fit's keeping
-    /// --nested-rescale-bits; a width other than theirs is format version 6.
+    /// With --nested-rescale-bits: the code widths of the corrections of the steps
+    /// above --nested-fit (each 1..=8), one per step from the fit + 1 up, the last
+    /// repeating (`3` gives every upper step 3 bits, `3,4` the first 3 and the rest
+    /// 4); the base's and the fit's keep --nested-rescale-bits. A width other than
+    /// theirs is format version 6.
     #[arg(
         long,
-        value_name = "N",
+        value_name = "N[,N...]",
+        value_delimiter = ',',
+        num_args = 1..,
         requires = "nested_rescale_bits_or_adaptive",
         value_parser = clap::value_parser!(u8).range(1..=8)
     )]
-    nested_upper_rescale_bits: Option<u8>,
+    nested_upper_rescale_bits: Vec<u8>,
     /// With --nested-rescale-bits: fit the block scales, offsets and index tree at
     /// this width (--bits..=--nested-top; default --bits): the palette at this width
     /// is the fixed scaled palette, narrower widths merge its levels (each with its
@@ -452,6 +456,9 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
         bits: args.bits,
         group_rows: args.group,
     };
+    // Checked before the calibration run; --adaptive may fill an empty list below.
+    UpperRescaleBits::new(&args.nested_upper_rescale_bits)
+        .context("--nested-upper-rescale-bits")?;
     let gptq = args.gptq.config();
     let prep = prepare(&args.input, &args.calib, args.json, gptq.is_some())?;
     if !args.json {
@@ -506,9 +513,13 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
                 .get_or_insert(ADAPTIVE_BERT_PROBE_LEVELS);
         }
     } else if args.adaptive {
-        if let Some(rescale_bits) = args.nested_rescale_bits {
-            args.nested_upper_rescale_bits
-                .get_or_insert(ADAPTIVE_LLAMA_UPPER_RESCALE_BITS.max(rescale_bits));
+        if let Some(rescale_bits) = args.nested_rescale_bits
+            && args.nested_upper_rescale_bits.is_empty()
+        {
+            args.nested_upper_rescale_bits = ADAPTIVE_LLAMA_UPPER_RESCALE_BITS
+                .iter()
+                .map(|&b| b.max(rescale_bits))
+                .collect();
         }
         if args.nested_probe {
             args.nested_probe_each_linear_first |= !grain_given;
@@ -523,6 +534,8 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
         args.nested_joint_upper_weight
             .unwrap_or(if args.adaptive { 1.0 } else { 0.0 });
     let upper_widths = args.nested_joint_upper_widths.unwrap_or(1);
+    let upper_rescale_bits = UpperRescaleBits::new(&args.nested_upper_rescale_bits)
+        .context("--nested-upper-rescale-bits")?;
     let t_compress = Instant::now();
     let pb = if args.json {
         indicatif::ProgressBar::hidden()
@@ -561,7 +574,7 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
                                 corrections: corrections(args.nested_every_correction),
                                 upper_weight,
                                 upper_widths,
-                                upper_rescale_bits: args.nested_upper_rescale_bits,
+                                upper_rescale_bits,
                             },
                         ),
                     }
@@ -637,8 +650,11 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     }
     if let Some(rb) = args.nested_rescale_bits {
         writer.add_metadata("palette.nested_rescale_bits", &rb.to_string())?;
-        if let Some(upper) = args.nested_upper_rescale_bits {
-            writer.add_metadata("palette.nested_upper_rescale_bits", &upper.to_string())?;
+        if !upper_rescale_bits.as_slice().is_empty() {
+            writer.add_metadata(
+                "palette.nested_upper_rescale_bits",
+                &upper_rescale_bits.to_string(),
+            )?;
         }
         let fit = args.nested_fit.unwrap_or(args.bits);
         writer.add_metadata("palette.nested_fit", &fit.to_string())?;
@@ -813,9 +829,9 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     Ok(())
 }
 
-/// The correction width `--adaptive` gives a llama model's steps above the fit
-/// width (`--nested-upper-rescale-bits`).
-const ADAPTIVE_LLAMA_UPPER_RESCALE_BITS: u8 = 3;
+/// The correction widths `--adaptive` gives a llama model's steps above the fit
+/// width (`--nested-upper-rescale-bits`), each at least the base's.
+const ADAPTIVE_LLAMA_UPPER_RESCALE_BITS: &[u8] = &[3];
 /// The levels `--adaptive` probes in a llama model (`--nested-probe-levels`).
 const ADAPTIVE_LLAMA_PROBE_LEVELS: u32 = 2;
 /// The levels `--adaptive` probes in a BERT model: those up to 6 bits.

@@ -18,7 +18,7 @@ use octet_quant::bitstack::{BitStackConfig, OrderPolicy, RankPolicy, decompose};
 use octet_quant::checkpoint::MappedCheckpoint;
 use octet_quant::checkpoint::{BlockOrdering, Budget, CheckpointWriter, Reader};
 use octet_quant::palette::{
-    JointFit, NestedPalette, PaletteConfig, nest_rescaled_joint, nest_scaled_at,
+    JointFit, NestedPalette, PaletteConfig, UpperRescaleBits, nest_rescaled_joint, nest_scaled_at,
 };
 use octet_tools::model::calib;
 use octet_tools::model::llama::LlamaForward;
@@ -236,10 +236,17 @@ pub struct SweepArgs {
     /// one adaptive curve per value.
     #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "0")]
     adaptive_rescale_bits: Vec<u8>,
-    /// With --adaptive-rescale-bits above 0: the code width of the corrections of
-    /// the steps above --adaptive-fit (1..=8; default: the same as below it).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
-    adaptive_upper_rescale_bits: Option<u8>,
+    /// With --adaptive-rescale-bits above 0: the code widths of the corrections of
+    /// the steps above --adaptive-fit, one per step from the fit + 1 up, the last
+    /// repeating (each 1..=8; default: the same as below it).
+    #[arg(
+        long,
+        value_name = "N[,N...]",
+        value_delimiter = ',',
+        num_args = 1..,
+        value_parser = clap::value_parser!(u8).range(1..=8)
+    )]
+    adaptive_upper_rescale_bits: Vec<u8>,
     /// How the adaptive file orders its steps across linears, one curve per value:
     /// `greedy` (error removed per byte) or `balanced` (every linear gets its n-th
     /// step before any gets its n+1-th; within a level, error removed per byte).
@@ -487,6 +494,9 @@ impl Ctx<'_> {
 
 /// Runs `octet weights sweep`.
 pub fn run(args: SweepArgs) -> Result<()> {
+    // Checked before the calibration run (again where each linear is fitted).
+    UpperRescaleBits::new(&args.adaptive_upper_rescale_bits)
+        .context("--adaptive-upper-rescale-bits")?;
     let gptq = args.gptq.config();
     let prep = prepare(&args.input, &args.calib, false, gptq.is_some())?;
     let octet_tools::model::Architecture::Llama(cfg) = &prep.model.arch else {
@@ -1031,7 +1041,8 @@ fn fit_one(
                 corrections: super::palette::corrections(args.adaptive_every_correction),
                 upper_weight: args.adaptive_joint_upper_weight,
                 upper_widths: args.adaptive_joint_upper_widths,
-                upper_rescale_bits: args.adaptive_upper_rescale_bits,
+                upper_rescale_bits: UpperRescaleBits::new(&args.adaptive_upper_rescale_bits)
+                    .context("--adaptive-upper-rescale-bits")?,
             },
         ),
     }

@@ -789,7 +789,7 @@ mod tests {
         strip: u64,
     ) -> (Vec<u8>, Manifest, Vec<(String, NestedPalette)>) {
         let joint = JointFit {
-            upper_rescale_bits: upper,
+            upper_rescale_bits: upper.into(),
             ..JointFit::default()
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
