@@ -1,13 +1,14 @@
 //! Rebuilding a nested palette at a width: the loader's hot loop.
 //!
 //! [`decode_nested`] is the fast kernel: per row, the base indices are unpacked a
-//! byte at a time ([`unpack_indices`]), each loaded bit plane is appended a plane
-//! byte (eight weights) at a time, and one pass per block looks the levels up in a
-//! 256-entry table (no bounds check per weight), applies the block's correction and
-//! then its scale and offset; a block with at least twice as many weights as the
-//! index width has levels (a 2-bit base with up to two steps, blocks of 32) computes
-//! each level's final value once and looks every weight up in that instead. Scratch
-//! buffers are reused across the rows a rayon task decodes. [`decode_nested_scalar`] is its twin, written as the format reads (index
+//! byte at a time ([`unpack_indices`]), the loaded bit planes are appended eight
+//! weights at a time (one 64-bit word through every plane), and one pass per block
+//! looks the levels up in a 256-entry table (no bounds check per weight), applies
+//! the block's correction and then its scale and offset; a block with at least
+//! twice as many weights as the index width has levels (a 2-bit base with up to
+//! two steps, blocks of 32) computes each level's final value once and looks every
+//! weight up in that instead. Scratch buffers are reused across the rows a rayon
+//! task decodes. [`decode_nested_scalar`] is its twin, written as the format reads (index
 //! by index, then the correction over the row, then the scales over the row); both
 //! round every multiply and add on its own in the same order, so they agree to the
 //! bit (property test below), and so does the GPU kernel's twin
@@ -109,14 +110,7 @@ pub(crate) fn decode_nested_into<T: Element>(
         |(idx, c, rc, wide), (r, out_row)| {
             T::fill_via_f32(out_row, wide, |row| {
                 unpack_indices(&indices[r * rb..(r + 1) * rb], bits, idx);
-                for p in planes {
-                    let plane = &p[r * pb..(r + 1) * pb];
-                    for (eight, &byte) in idx.chunks_mut(8).zip(plane) {
-                        for (t, ix) in eight.iter_mut().enumerate() {
-                            *ix = (*ix << 1) | ((byte >> t) & 1);
-                        }
-                    }
-                }
+                append_planes(idx, planes, r * pb..(r + 1) * pb);
                 unpack_indices(&codes[r * cb..(r + 1) * cb], CODE_BITS, c);
                 // A short code slice leaves the row uncorrected, as the scalar twin does.
                 let corrected = match rescale.and_then(|rs| rs.codes.get(r * rrb..(r + 1) * rrb)) {
@@ -165,6 +159,52 @@ pub(crate) fn decode_nested_into<T: Element>(
             });
         },
     );
+}
+
+/// Byte `t` of `SPREAD[b]` is bit `t` of `b`: eight plane bits as eight index bytes.
+const SPREAD: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut bit = 0;
+        while bit < 8 {
+            t[b] |= ((b as u64 >> bit) & 1) << (8 * bit);
+            bit += 1;
+        }
+        b += 1;
+    }
+    t
+};
+/// Clears bit 0 of every byte: what a byte's top bit leaves in the next byte
+/// when eight bytes shift left as one word.
+const LOW_BITS_CLEAR: u64 = 0xfefe_fefe_fefe_fefe;
+
+/// Appends each plane's bit (its `range` of bytes) to every index of `idx`, in
+/// order: `ix = (ix << 1) | bit`, each index a `u8` whose top bit falls off, as
+/// the scalar twin does. Eight indices go as one word through every plane; a
+/// plane shorter than the row leaves the indices past its end as they are.
+fn append_planes(idx: &mut [u8], planes: &[&[u8]], range: std::ops::Range<usize>) {
+    if planes.is_empty() {
+        return;
+    }
+    let whole = (idx.len() / 8).min(range.len());
+    let (head, tail) = idx.split_at_mut(whole * 8);
+    for (k, eight) in head.chunks_exact_mut(8).enumerate() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(eight);
+        let mut x = u64::from_le_bytes(w);
+        for plane in planes {
+            x = ((x << 1) & LOW_BITS_CLEAR) | SPREAD[usize::from(plane[range.start + k])];
+        }
+        eight.copy_from_slice(&x.to_le_bytes());
+    }
+    for plane in planes {
+        if let Some(&byte) = plane[range.clone()].get(whole) {
+            for (t, ix) in tail.iter_mut().enumerate() {
+                *ix = (*ix << 1) | ((byte >> t) & 1);
+            }
+        }
+    }
 }
 
 /// Scalar twin of [`decode_nested`]: every index widened bit by bit, the whole row
@@ -222,7 +262,7 @@ mod tests {
             cols in prop::sample::select(vec![1usize, 7, 65, 129, 383]),
             group in prop::sample::select(vec![1usize, 5, 32, 64]),
             bits in 2u8..=8,
-            n_planes in 0usize..=3,
+            n_planes in 0usize..=6,
             rescale_bits in 0u8..=5,
             seed in any::<u64>(),
         ) {
