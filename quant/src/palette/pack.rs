@@ -65,16 +65,41 @@ pub fn unpack_lookup_scalar(packed: &[u8], bits: u8, lut: &[f32], out: &mut [f32
 }
 
 /// The indices themselves of a row packed by [`pack_row`] (one per `out` entry).
-/// Fast twin of [`unpack_indices_scalar`]: whole bytes for 2, 4 and 8 bits, a
-/// 64-bit bit buffer otherwise.
+/// Fast twin of [`unpack_indices_scalar`]: whole bytes for 2, 4 and 8 bits (at 2
+/// bits a table gives each byte's four indices as one word), a 64-bit bit buffer
+/// otherwise.
 ///
 /// # Panics
 /// If `bits` is outside 1..=8 or `packed` is shorter than
 /// [`index_row_bytes`]`(out.len(), bits)`.
 pub fn unpack_indices(packed: &[u8], bits: u8, out: &mut [u8]) {
     check_indices(packed, bits, out);
+    if bits == 2 {
+        // A packed byte's four indices as one 32-bit word (a nested palette's base).
+        let whole = out.len() / 4;
+        for (o, &b) in out.chunks_exact_mut(4).zip(packed) {
+            o.copy_from_slice(&QUADS[usize::from(b)].to_le_bytes());
+        }
+        unpack_map(&packed[whole..], bits, &mut out[whole * 4..], |ix| ix);
+        return;
+    }
     unpack_map(packed, bits, out, |ix| ix);
 }
+
+/// Byte `t` of `QUADS[b]` is the 2-bit index `t` of packed byte `b` (LSB first).
+const QUADS: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut k = 0;
+        while k < 4 {
+            t[b] |= ((b as u32 >> (2 * k)) & 3) << (8 * k);
+            k += 1;
+        }
+        b += 1;
+    }
+    t
+};
 
 /// `out[j] = map(index j)` over a checked row: whole bytes for 2, 4 and 8 bits, a
 /// 64-bit bit buffer otherwise. Inlined into [`unpack_lookup`] and
