@@ -116,12 +116,10 @@ pub struct PaletteArgs {
     #[arg(
         long,
         value_name = "N[,N...]",
-        value_delimiter = ',',
-        num_args = 1..,
         requires = "nested_rescale_bits_or_adaptive",
-        value_parser = clap::value_parser!(u8).range(1..=8)
+        value_parser = parse_upper_rescale_bits
     )]
-    nested_upper_rescale_bits: Vec<u8>,
+    nested_upper_rescale_bits: Option<UpperRescaleBits>,
     /// With --nested-rescale-bits: fit the block scales, offsets and index tree at
     /// this width (--bits..=--nested-top; default --bits): the palette at this width
     /// is the fixed scaled palette, narrower widths merge its levels (each with its
@@ -456,9 +454,6 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
         bits: args.bits,
         group_rows: args.group,
     };
-    // Checked before the calibration run; --adaptive may fill an empty list below.
-    UpperRescaleBits::new(&args.nested_upper_rescale_bits)
-        .context("--nested-upper-rescale-bits")?;
     let gptq = args.gptq.config();
     let prep = prepare(&args.input, &args.calib, args.json, gptq.is_some())?;
     if !args.json {
@@ -514,12 +509,13 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
         }
     } else if args.adaptive {
         if let Some(rescale_bits) = args.nested_rescale_bits
-            && args.nested_upper_rescale_bits.is_empty()
+            && args.nested_upper_rescale_bits.is_none()
         {
-            args.nested_upper_rescale_bits = ADAPTIVE_LLAMA_UPPER_RESCALE_BITS
+            let widths: Vec<u8> = ADAPTIVE_LLAMA_UPPER_RESCALE_BITS
                 .iter()
                 .map(|&b| b.max(rescale_bits))
                 .collect();
+            args.nested_upper_rescale_bits = Some(UpperRescaleBits::new(&widths)?);
         }
         if args.nested_probe {
             args.nested_probe_each_linear_first |= !grain_given;
@@ -534,8 +530,6 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
         args.nested_joint_upper_weight
             .unwrap_or(if args.adaptive { 1.0 } else { 0.0 });
     let upper_widths = args.nested_joint_upper_widths.unwrap_or(1);
-    let upper_rescale_bits = UpperRescaleBits::new(&args.nested_upper_rescale_bits)
-        .context("--nested-upper-rescale-bits")?;
     let t_compress = Instant::now();
     let pb = if args.json {
         indicatif::ProgressBar::hidden()
@@ -574,7 +568,9 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
                                 corrections: corrections(args.nested_every_correction),
                                 upper_weight,
                                 upper_widths,
-                                upper_rescale_bits,
+                                upper_rescale_bits: args
+                                    .nested_upper_rescale_bits
+                                    .unwrap_or_default(),
                             },
                         ),
                     }
@@ -650,11 +646,8 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
     }
     if let Some(rb) = args.nested_rescale_bits {
         writer.add_metadata("palette.nested_rescale_bits", &rb.to_string())?;
-        if !upper_rescale_bits.as_slice().is_empty() {
-            writer.add_metadata(
-                "palette.nested_upper_rescale_bits",
-                &upper_rescale_bits.to_string(),
-            )?;
+        if let Some(upper) = args.nested_upper_rescale_bits {
+            writer.add_metadata("palette.nested_upper_rescale_bits", &upper.to_string())?;
         }
         let fit = args.nested_fit.unwrap_or(args.bits);
         writer.add_metadata("palette.nested_fit", &fit.to_string())?;
@@ -851,6 +844,20 @@ fn parse_seam_share(s: &str) -> std::result::Result<f64, String> {
         return Err(format!("`{s}`: expected a share from 0 to 0.5"));
     }
     Ok(v)
+}
+
+/// `--nested-upper-rescale-bits`, `--adaptive-upper-rescale-bits`: a comma-separated
+/// list of correction widths ([`UpperRescaleBits::new`] checks each and the count).
+pub(super) fn parse_upper_rescale_bits(s: &str) -> std::result::Result<UpperRescaleBits, String> {
+    let widths = s
+        .split(',')
+        .map(|w| {
+            w.trim()
+                .parse::<u8>()
+                .map_err(|e| format!("`{w}`: expected a width from 1 to 8 ({e})"))
+        })
+        .collect::<std::result::Result<Vec<u8>, String>>()?;
+    UpperRescaleBits::new(&widths).map_err(|e| e.to_string())
 }
 
 /// The level-by-level order with each measured level end opened

@@ -242,11 +242,9 @@ pub struct SweepArgs {
     #[arg(
         long,
         value_name = "N[,N...]",
-        value_delimiter = ',',
-        num_args = 1..,
-        value_parser = clap::value_parser!(u8).range(1..=8)
+        value_parser = super::palette::parse_upper_rescale_bits
     )]
-    adaptive_upper_rescale_bits: Vec<u8>,
+    adaptive_upper_rescale_bits: Option<UpperRescaleBits>,
     /// How the adaptive file orders its steps across linears, one curve per value:
     /// `greedy` (error removed per byte) or `balanced` (every linear gets its n-th
     /// step before any gets its n+1-th; within a level, error removed per byte).
@@ -494,9 +492,6 @@ impl Ctx<'_> {
 
 /// Runs `octet weights sweep`.
 pub fn run(args: SweepArgs) -> Result<()> {
-    // Checked before the calibration run (again where each linear is fitted).
-    UpperRescaleBits::new(&args.adaptive_upper_rescale_bits)
-        .context("--adaptive-upper-rescale-bits")?;
     let gptq = args.gptq.config();
     let prep = prepare(&args.input, &args.calib, false, gptq.is_some())?;
     let octet_tools::model::Architecture::Llama(cfg) = &prep.model.arch else {
@@ -1041,8 +1036,7 @@ fn fit_one(
                 corrections: super::palette::corrections(args.adaptive_every_correction),
                 upper_weight: args.adaptive_joint_upper_weight,
                 upper_widths: args.adaptive_joint_upper_widths,
-                upper_rescale_bits: UpperRescaleBits::new(&args.adaptive_upper_rescale_bits)
-                    .context("--adaptive-upper-rescale-bits")?,
+                upper_rescale_bits: args.adaptive_upper_rescale_bits.unwrap_or_default(),
             },
         ),
     }
