@@ -162,19 +162,7 @@ pub(crate) fn decode_nested_into<T: Element>(
 }
 
 /// Byte `t` of `SPREAD[b]` is bit `t` of `b`: eight plane bits as eight index bytes.
-const SPREAD: [u64; 256] = {
-    let mut t = [0u64; 256];
-    let mut b = 0;
-    while b < 256 {
-        let mut bit = 0;
-        while bit < 8 {
-            t[b] |= ((b as u64 >> bit) & 1) << (8 * bit);
-            bit += 1;
-        }
-        b += 1;
-    }
-    t
-};
+const SPREAD: [u64; 256] = super::pack::byte_fields(1);
 /// Clears bit 0 of every byte: what a byte's top bit leaves in the next byte
 /// when eight bytes shift left as one word.
 const LOW_BITS_CLEAR: u64 = 0xfefe_fefe_fefe_fefe;

@@ -78,7 +78,7 @@ pub fn unpack_indices(packed: &[u8], bits: u8, out: &mut [u8]) {
         // A packed byte's four indices as one 32-bit word (a nested palette's base).
         let whole = out.len() / 4;
         for (o, &b) in out.chunks_exact_mut(4).zip(packed) {
-            o.copy_from_slice(&QUADS[usize::from(b)].to_le_bytes());
+            o.copy_from_slice(&QUADS[usize::from(b)].to_le_bytes()[..4]);
         }
         unpack_map(&packed[whole..], bits, &mut out[whole * 4..], |ix| ix);
         return;
@@ -87,19 +87,25 @@ pub fn unpack_indices(packed: &[u8], bits: u8, out: &mut [u8]) {
 }
 
 /// Byte `t` of `QUADS[b]` is the 2-bit index `t` of packed byte `b` (LSB first).
-const QUADS: [u32; 256] = {
-    let mut t = [0u32; 256];
+const QUADS: [u64; 256] = byte_fields(2);
+
+/// For every byte `b`, its `8 / bits` fields of `bits` bits (LSB first) as the
+/// bytes of one word, field `t` in byte `t`: `byte_fields(1)` spreads a bit plane
+/// byte over eight index bytes, `byte_fields(2)` a packed 2-bit byte over four.
+pub(crate) const fn byte_fields(bits: u32) -> [u64; 256] {
+    let mask = (1u64 << bits) - 1;
+    let mut t = [0u64; 256];
     let mut b = 0;
     while b < 256 {
         let mut k = 0;
-        while k < 4 {
-            t[b] |= ((b as u32 >> (2 * k)) & 3) << (8 * k);
+        while k * bits < 8 {
+            t[b] |= ((b as u64 >> (bits * k)) & mask) << (8 * k);
             k += 1;
         }
         b += 1;
     }
     t
-};
+}
 
 /// `out[j] = map(index j)` over a checked row: whole bytes for 2, 4 and 8 bits, a
 /// 64-bit bit buffer otherwise. Inlined into [`unpack_lookup`] and
