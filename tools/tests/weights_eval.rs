@@ -693,6 +693,26 @@ fn nested_palettes_write_one_file_whose_prefixes_evaluate() {
         ],
         &["mixed rescaled nested palette"],
     );
+    // The step above the fit width with 1-bit or 4-bit corrections, linear by
+    // linear, as each pays; the next width split in unstored 8-bit corrections'
+    // coordinates.
+    nested_file_prefixes_evaluate(
+        &[
+            "--nested-rescale-bits",
+            "2",
+            "--nested-upper-rescale-bits",
+            "1",
+            "--nested-upper-rescale-choice",
+            "4",
+            "--nested-upper-seed-bits",
+            "8",
+            "--nested-fit",
+            "3",
+            "--nested-balanced",
+            "--nested-every-correction",
+        ],
+        &["mixed rescaled nested palette"],
+    );
     // Fitted at 3 bits for the widths 2 and 3 together (indices and block codes).
     nested_file_prefixes_evaluate(
         &[
@@ -812,6 +832,17 @@ fn the_adaptive_flag_writes_the_recipe() {
         info["tensors_by_encoding"]["mixed rescaled nested palette"]["tensors"], 14,
         "{info}"
     );
+    // A second width for the first upper step is recorded beside the list.
+    palette(&[
+        "--nested-upper-rescale-choice",
+        "4",
+        "--nested-upper-seed-bits",
+        "8",
+    ]);
+    let meta = &inspect()["metadata"];
+    assert_eq!(meta["palette.nested_upper_rescale_choice"], "4", "{meta}");
+    assert_eq!(meta["palette.nested_upper_seed_bits"], "8", "{meta}");
+    assert_eq!(meta["palette.nested_upper_rescale_bits"], "3", "{meta}");
     // Explicit flags win; the balanced order replaces the probes.
     let report = palette(&["--nested-top", "4", "--nested-balanced"]);
     let budgets = report["budgets"].as_array().expect("budgets");
@@ -882,6 +913,14 @@ fn the_adaptive_flag_writes_the_recipe() {
         (
             &["--nested-upper-rescale-bits=3,9"][..],
             "--nested-upper-rescale-bits",
+        ),
+        (
+            &["--nested-upper-rescale-choice=9"][..],
+            "--nested-upper-rescale-choice",
+        ),
+        (
+            &["--nested-upper-seed-bits=0"][..],
+            "--nested-upper-seed-bits",
         ),
         // Eight widths: one more than there are steps above the narrowest fit.
         (

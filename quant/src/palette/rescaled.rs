@@ -209,6 +209,18 @@ pub struct JointFit {
     /// default): the same as the base's and the fit's. A width other than theirs
     /// makes the file format version 6.
     pub upper_rescale_bits: UpperRescaleBits,
+    /// A second code width the first step above the fit width may take instead
+    /// of `upper_rescale_bits`' first, tensor by tensor: the step is fitted at
+    /// both, and the dearer correction is kept where the error it removes beyond
+    /// the cheaper one's, per extra byte, is at least what the step itself
+    /// removes per byte ([`Fit::dearer_pays`]). `None` (the default): one width.
+    pub upper_rescale_choice: Option<u8>,
+    /// The first step above the fit width is also fitted with `N`-bit
+    /// corrections that are not stored, and the next width is split in their
+    /// coordinates and starts its own correction from them (a width that keeps
+    /// the stored correction is split in the stored one's). `None` (the
+    /// default): every split in the stored corrections' coordinates.
+    pub upper_seed_bits: Option<u8>,
 }
 
 /// The correction code widths of the steps above a nesting's fit width: the first
@@ -317,6 +329,8 @@ impl Default for JointFit {
             upper_weight: 0.0,
             upper_widths: 1,
             upper_rescale_bits: UpperRescaleBits::default(),
+            upper_rescale_choice: None,
+            upper_seed_bits: None,
         }
     }
 }
@@ -352,8 +366,11 @@ pub fn nest_rescaled_joint(
 ) -> Result<NestedPalette> {
     super::nested::check_widths(base_bits, fit_bits, top_bits)?;
     let upper = joint.upper_rescale_bits.as_slice().iter();
+    let choice = joint.upper_rescale_choice.iter();
     for (field, &rb) in std::iter::once(("rescale_bits", &rescale_bits))
         .chain(upper.map(|b| ("upper_rescale_bits", b)))
+        .chain(choice.map(|b| ("upper_rescale_choice", b)))
+        .chain(joint.upper_seed_bits.iter().map(|b| ("upper_seed_bits", b)))
     {
         if !(1..=MAX_RESCALE_BITS).contains(&rb) {
             return Err(QuantError::InvalidConfig {
@@ -487,19 +504,53 @@ pub fn nest_rescaled_joint(
         prev = st.err;
         (table, idx, fg) = (st.table, st.idx, st.fg);
     }
+    // Corrections fitted for the first step above the fit and not stored: where
+    // the next width's own correction starts from.
+    let mut seed: Option<Vec<[f32; 2]>> = None;
     for (i, width) in (fit_bits + 1..=top_bits).enumerate() {
         let upper_bits = joint.upper_rescale_bits.step(i).unwrap_or(rescale_bits);
+        let seed_idx = seed.as_ref().map(|_| idx.clone());
         // Split in the previous width's corrected coordinates.
         let (u, c) = fit.coords(Some(&fg));
         let (_, split) = split_step(&u, &c, &mut idx, &table, rows, cols);
         drop((u, c));
+        // The split a fit with its own correction starts from: in the seed's
+        // coordinates when there is one, else the same.
+        let (fresh_split, fresh_idx, fresh_fg) = match (seed.take(), seed_idx) {
+            (Some(sfg), Some(mut sidx)) => {
+                let (u, c) = fit.coords(Some(&sfg));
+                let (_, sp) = split_step(&u, &c, &mut sidx, &table, rows, cols);
+                (sp, sidx, sfg)
+            }
+            _ => (split.clone(), idx.clone(), fg.clone()),
+        };
+        if i == 0
+            && let Some(b) = joint.upper_seed_bits
+        {
+            seed = Some(
+                fit.step(fresh_split.clone(), fresh_idx.clone(), &fresh_fg, b, true)
+                    .fg,
+            );
+        }
+        // The second width of the first step above the fit, fitted from the same split.
+        let dearer = joint
+            .upper_rescale_choice
+            .filter(|&b| i == 0 && b != upper_bits)
+            .map(|b| {
+                let st = fit.step(fresh_split.clone(), fresh_idx.clone(), &fresh_fg, b, true);
+                (b, st)
+            });
         let st = match joint.corrections {
-            Corrections::Every => fit.step(split, idx, &fg, upper_bits, true),
+            Corrections::Every => fit.step(fresh_split, fresh_idx, &fresh_fg, upper_bits, true),
             Corrections::WherePaying => {
-                let kept = fit.keep(split.clone(), idx.clone(), &fg);
-                let fresh = fit.step(split, idx, &fg, upper_bits, true);
+                let kept = fit.keep(split, idx, &fg);
+                let fresh = fit.step(fresh_split, fresh_idx, &fresh_fg, upper_bits, true);
                 fit.paying(prev, kept, fresh, width, upper_bits)
             }
+        };
+        let (st, upper_bits) = match dearer {
+            Some((b, other)) => fit.dearer_pays(prev, (st, upper_bits), (other, b), width),
+            None => (st, upper_bits),
         };
         steps.push(fit.nested_step(&st, prev, upper_bits));
         prev = st.err;
@@ -899,6 +950,54 @@ impl Fit<'_> {
             fresh
         } else {
             kept
+        }
+    }
+
+    /// Bytes of a `bits`-bit correction (codes and table) when `st` stores one.
+    fn correction_bytes(&self, st: &StepFit, bits: u8) -> usize {
+        match st.correction {
+            Some(_) => self.rows * index_row_bytes(self.nb, bits) + (4usize << bits),
+            None => 0,
+        }
+    }
+
+    /// Of two fits of a width reaching `width` bits from one of error `prev`, each
+    /// with its correction width: the one whose correction costs more bytes if the
+    /// error it removes beyond the other, per extra byte, is at least what the
+    /// next step would remove per byte; else the other. Equal bytes: the lower
+    /// error.
+    ///
+    /// The extra bytes load with the step, so at the budgets past this level they
+    /// compete with the next level's steps. That rate is estimated as the
+    /// cheaper fit's own (table, plane and correction), times the fraction of the
+    /// error it leaves (`err / prev`: each step removing the same share as this
+    /// one). Against the step's own rate, which the budgets inside this level
+    /// pay, a wider code would seldom pay; on SmolLM2 4-bit codes everywhere cost
+    /// 1% at 4.0 bits and gain 0.4-0.7% from 4.5 to 6.
+    fn dearer_pays(
+        &self,
+        prev: f64,
+        a: (StepFit, u8),
+        b: (StepFit, u8),
+        width: u8,
+    ) -> (StepFit, u8) {
+        let (ca, cb) = (
+            self.correction_bytes(&a.0, a.1),
+            self.correction_bytes(&b.0, b.1),
+        );
+        let (cheap, dear, c_cheap, c_dear) = match ca.cmp(&cb) {
+            std::cmp::Ordering::Less => (a, b, ca, cb),
+            std::cmp::Ordering::Greater => (b, a, cb, ca),
+            std::cmp::Ordering::Equal => return if b.0.err < a.0.err { b } else { a },
+        };
+        let step_bytes = (self.rows * plane_row_bytes(self.cols) + (2usize << width)) as f64;
+        let by_step = (prev - cheap.0.err).max(0.0) / (step_bytes + c_cheap as f64);
+        let by_next = by_step * (cheap.0.err / prev).clamp(0.0, 1.0);
+        let by_extra = (cheap.0.err - dear.0.err) / (c_dear - c_cheap) as f64;
+        if by_extra > 0.0 && by_extra >= by_next {
+            dear
+        } else {
+            cheap
         }
     }
 
@@ -1521,6 +1620,127 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(e.contains("upper_rescale_bits"), "{e}");
+    }
+
+    /// With a second width, the first step above the fit is the one fitted at the
+    /// list's width or the one fitted at the second, whichever the byte rule picks
+    /// (checked here from the two fits' gains); the other steps do not change.
+    #[test]
+    fn the_first_upper_step_chooses_its_correction_width() {
+        // A Q4_1-like tensor: every 32 weights on their own 16-level grid, which
+        // the 4-bit width can follow only with fine block corrections.
+        let (rows, cols) = (48, 160);
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let grids: Vec<(f32, f32)> = (0..rows * cols / 32)
+            .map(|_| {
+                (
+                    rng.random_range(0.01f32..0.1),
+                    rng.random_range(-0.8f32..-0.1),
+                )
+            })
+            .collect();
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                let (d, m) = grids[i / 32];
+                let q = (rng.random_range(0.0f32..1.0) + rng.random_range(0.0f32..1.0)) * 7.5;
+                m + d * q.round()
+            })
+            .collect();
+        let fit = |upper: &[u8], choice: Option<u8>| {
+            let joint = JointFit {
+                upper_rescale_bits: UpperRescaleBits::new(upper).expect("widths"),
+                upper_rescale_choice: choice,
+                ..JointFit::default()
+            };
+            nest_rescaled_joint(&w, rows, cols, None, 2, 3, 6, 32, 2, joint).expect("fits")
+        };
+        // The step to 4 bits is steps[1]; the base's correction and steps[0] are
+        // the fit's.
+        let nb = cols.div_ceil(32);
+        let bytes = |b: u8| (rows * index_row_bytes(nb, b) + (4usize << b)) as f64;
+        let step_bytes = (rows * plane_row_bytes(cols) + (2usize << 4)) as f64;
+        let mut picked = [false; 2];
+        for (narrow, wide) in [(1u8, 4u8), (2, 3), (3, 8), (2, 6)] {
+            let one = fit(&[narrow], None);
+            assert_eq!(fit(&[narrow], Some(narrow)), one, "the same width twice");
+            let other = fit(&[wide, narrow], None);
+            let (gn, gw) = (one.steps[1].gain, other.steps[1].gain);
+            // The error at the fit width, then left by the narrower step.
+            let prev = sq_err(&one.decode(1), &w);
+            let left = prev - gn;
+            let by_next = gn.max(0.0) / (step_bytes + bytes(narrow)) * (left / prev);
+            let by_extra = (gw - gn) / (bytes(wide) - bytes(narrow));
+            let wider = by_extra > 0.0 && by_extra >= by_next;
+            // The fit's own errors are in f32 corrections, the decode's in f16:
+            // only a clear margin tells which the rule picked.
+            let clear = (by_extra / by_next - 1.0).abs() > 0.02;
+            let chosen = fit(&[narrow], Some(wide));
+            assert!(
+                chosen == other || chosen == one,
+                "{narrow}/{wide}: one of the two"
+            );
+            if clear {
+                assert_eq!(chosen == other, wider, "{narrow}/{wide}");
+                picked[usize::from(wider)] = true;
+            }
+            assert_eq!(chosen.steps[0], one.steps[0]);
+            // The second width may also be the narrower one: the same choice.
+            let reverse = fit(&[wide, narrow], Some(narrow));
+            let expected = if chosen == other {
+                other
+            } else {
+                fit(&[narrow], None)
+            };
+            assert_eq!(reverse, expected, "{wide}/{narrow}");
+        }
+        assert_eq!(picked, [true, true], "both outcomes exercised");
+        let joint = JointFit {
+            upper_rescale_choice: Some(9),
+            ..JointFit::default()
+        };
+        let e = nest_rescaled_joint(&w, rows, cols, None, 2, 3, 6, 32, 2, joint)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("upper_rescale_choice"), "{e}");
+    }
+
+    /// A seed changes only the widths above the first step over the fit; those
+    /// still decode to their recorded gains.
+    #[test]
+    fn a_seed_moves_only_the_widths_after_it() {
+        let (rows, cols) = (9, 160);
+        let w = blocky(rows, cols, 5, true);
+        for corrections in [Corrections::Every, Corrections::WherePaying] {
+            let fit = |seed: Option<u8>| {
+                let joint = JointFit {
+                    upper_rescale_bits: Some(3).into(),
+                    upper_seed_bits: seed,
+                    corrections,
+                    ..JointFit::default()
+                };
+                nest_rescaled_joint(&w, rows, cols, None, 2, 3, 6, 32, 2, joint).expect("fits")
+            };
+            let (plain, seeded) = (fit(None), fit(Some(8)));
+            assert_eq!(plain.base, seeded.base);
+            assert_eq!(plain.base_rescale, seeded.base_rescale);
+            // Steps to 3 (the fit) and 4 bits are the same, 5 and 6 split anew.
+            assert_eq!(plain.steps[..2], seeded.steps[..2]);
+            if corrections == Corrections::Every {
+                // (Where only paying corrections are stored, these small steps
+                // keep the one before and split as before.)
+                assert_ne!(plain.steps[2..], seeded.steps[2..]);
+            }
+            assert_gains_exact(&w, &seeded, |_| ());
+        }
+        let joint = JointFit {
+            upper_seed_bits: Some(0),
+            ..JointFit::default()
+        };
+        let e = nest_rescaled_joint(&w, rows, cols, None, 2, 3, 6, 32, 2, joint)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("upper_seed_bits"), "{e}");
     }
 
     #[test]

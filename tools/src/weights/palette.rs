@@ -120,6 +120,27 @@ pub struct PaletteArgs {
         value_parser = parse_upper_rescale_bits
     )]
     nested_upper_rescale_bits: Option<UpperRescaleBits>,
+    /// With --nested-rescale-bits: a second code width (1..=8) the first step above
+    /// --nested-fit may take instead, linear by linear. The step is fitted at both
+    /// widths and keeps the dearer correction where the error it removes beyond the
+    /// cheaper one's, per extra byte, is at least what the step removes per byte.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "nested_rescale_bits_or_adaptive",
+        value_parser = clap::value_parser!(u8).range(1..=8)
+    )]
+    nested_upper_rescale_choice: Option<u8>,
+    /// With --nested-rescale-bits: also fit the first step above --nested-fit with
+    /// N-bit corrections (1..=8) that are not stored, and split the next width in
+    /// their coordinates, its own correction starting from them.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "nested_rescale_bits_or_adaptive",
+        value_parser = clap::value_parser!(u8).range(1..=8)
+    )]
+    nested_upper_seed_bits: Option<u8>,
     /// With --nested-rescale-bits: fit the block scales, offsets and index tree at
     /// this width (--bits..=--nested-top; default --bits): the palette at this width
     /// is the fixed scaled palette, narrower widths merge its levels (each with its
@@ -571,6 +592,8 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
                                 upper_rescale_bits: args
                                     .nested_upper_rescale_bits
                                     .unwrap_or_default(),
+                                upper_rescale_choice: args.nested_upper_rescale_choice,
+                                upper_seed_bits: args.nested_upper_seed_bits,
                             },
                         ),
                     }
@@ -648,6 +671,12 @@ pub fn run(mut args: PaletteArgs) -> Result<()> {
         writer.add_metadata("palette.nested_rescale_bits", &rb.to_string())?;
         if let Some(upper) = args.nested_upper_rescale_bits {
             writer.add_metadata("palette.nested_upper_rescale_bits", &upper.to_string())?;
+        }
+        if let Some(choice) = args.nested_upper_rescale_choice {
+            writer.add_metadata("palette.nested_upper_rescale_choice", &choice.to_string())?;
+        }
+        if let Some(seed) = args.nested_upper_seed_bits {
+            writer.add_metadata("palette.nested_upper_seed_bits", &seed.to_string())?;
         }
         let fit = args.nested_fit.unwrap_or(args.bits);
         writer.add_metadata("palette.nested_fit", &fit.to_string())?;

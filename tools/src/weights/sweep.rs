@@ -245,6 +245,16 @@ pub struct SweepArgs {
         value_parser = super::palette::parse_upper_rescale_bits
     )]
     adaptive_upper_rescale_bits: Option<UpperRescaleBits>,
+    /// With --adaptive-rescale-bits above 0: a second code width (1..=8) the first
+    /// step above --adaptive-fit may take instead, linear by linear, where its extra
+    /// bytes remove at least as much error per byte as the step does.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    adaptive_upper_rescale_choice: Option<u8>,
+    /// With --adaptive-rescale-bits above 0: also fit the first step above
+    /// --adaptive-fit with N-bit corrections (1..=8) that are not stored, and split
+    /// the next width in their coordinates.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    adaptive_upper_seed_bits: Option<u8>,
     /// How the adaptive file orders its steps across linears, one curve per value:
     /// `greedy` (error removed per byte) or `balanced` (every linear gets its n-th
     /// step before any gets its n+1-th; within a level, error removed per byte).
@@ -1037,6 +1047,8 @@ fn fit_one(
                 upper_weight: args.adaptive_joint_upper_weight,
                 upper_widths: args.adaptive_joint_upper_widths,
                 upper_rescale_bits: args.adaptive_upper_rescale_bits.unwrap_or_default(),
+                upper_rescale_choice: args.adaptive_upper_rescale_choice,
+                upper_seed_bits: args.adaptive_upper_seed_bits,
             },
         ),
     }
