@@ -212,8 +212,9 @@ pub struct JointFit {
     /// A second code width the first step above the fit width may take instead
     /// of `upper_rescale_bits`' first, tensor by tensor: the step is fitted at
     /// both, and the dearer correction is kept where the error it removes beyond
-    /// the cheaper one's, per extra byte, is at least what the step itself
-    /// removes per byte ([`Fit::dearer_pays`]). `None` (the default): one width.
+    /// the cheaper one's, per extra byte, is at least what the next step is
+    /// estimated to remove per byte (`Fit::dearer_pays`). `None` (the default):
+    /// one width.
     pub upper_rescale_choice: Option<u8>,
     /// The first step above the fit width is also fitted with `N`-bit
     /// corrections that are not stored, and the next width is split in their

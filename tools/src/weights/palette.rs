@@ -16,6 +16,7 @@ use clap::builder::ArgPredicate;
 use clap::{ArgGroup, Args};
 use octet_quant::bitstack::{MatrixBlocks, OrderPolicy, Seam, global_order, seam_order};
 use octet_quant::checkpoint::{BlockOrdering, CheckpointWriter};
+use octet_quant::palette::rescaled::MAX_RESCALE_BITS;
 use octet_quant::palette::{
     Corrections, GptqConfig, GptqReport, JointFit, NestedPalette, PaletteConfig, PaletteTensor,
     ScaledPalette, UpperRescaleBits, nest_rescaled_joint, nest_scaled, palettize, palettize_gptq,
@@ -123,12 +124,13 @@ pub struct PaletteArgs {
     /// With --nested-rescale-bits: a second code width (1..=8) the first step above
     /// --nested-fit may take instead, linear by linear. The step is fitted at both
     /// widths and keeps the dearer correction where the error it removes beyond the
-    /// cheaper one's, per extra byte, is at least what the step removes per byte.
+    /// cheaper one's, per extra byte, is at least what the next step is estimated
+    /// to remove per byte (this step's rate times the share of error it leaves).
     #[arg(
         long,
         value_name = "N",
         requires = "nested_rescale_bits_or_adaptive",
-        value_parser = clap::value_parser!(u8).range(1..=8)
+        value_parser = rescale_width()
     )]
     nested_upper_rescale_choice: Option<u8>,
     /// With --nested-rescale-bits: also fit the first step above --nested-fit with
@@ -138,7 +140,7 @@ pub struct PaletteArgs {
         long,
         value_name = "N",
         requires = "nested_rescale_bits_or_adaptive",
-        value_parser = clap::value_parser!(u8).range(1..=8)
+        value_parser = rescale_width()
     )]
     nested_upper_seed_bits: Option<u8>,
     /// With --nested-rescale-bits: fit the block scales, offsets and index tree at
@@ -873,6 +875,12 @@ fn parse_seam_share(s: &str) -> std::result::Result<f64, String> {
         return Err(format!("`{s}`: expected a share from 0 to 0.5"));
     }
     Ok(v)
+}
+
+/// One correction code width, 1..=[`MAX_RESCALE_BITS`] (`--nested-upper-rescale-choice`,
+/// `--nested-upper-seed-bits` and their `--adaptive-` twins in the sweep).
+pub(super) fn rescale_width() -> clap::builder::RangedI64ValueParser<u8> {
+    clap::value_parser!(u8).range(1..=i64::from(MAX_RESCALE_BITS))
 }
 
 /// `--nested-upper-rescale-bits`, `--adaptive-upper-rescale-bits`: a comma-separated

@@ -247,13 +247,13 @@ pub struct SweepArgs {
     adaptive_upper_rescale_bits: Option<UpperRescaleBits>,
     /// With --adaptive-rescale-bits above 0: a second code width (1..=8) the first
     /// step above --adaptive-fit may take instead, linear by linear, where its extra
-    /// bytes remove at least as much error per byte as the step does.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    /// bytes remove at least as much error per byte as the next step is estimated to.
+    #[arg(long, value_name = "N", value_parser = super::palette::rescale_width())]
     adaptive_upper_rescale_choice: Option<u8>,
     /// With --adaptive-rescale-bits above 0: also fit the first step above
     /// --adaptive-fit with N-bit corrections (1..=8) that are not stored, and split
     /// the next width in their coordinates.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    #[arg(long, value_name = "N", value_parser = super::palette::rescale_width())]
     adaptive_upper_seed_bits: Option<u8>,
     /// How the adaptive file orders its steps across linears, one curve per value:
     /// `greedy` (error removed per byte) or `balanced` (every linear gets its n-th
